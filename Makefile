@@ -1,0 +1,27 @@
+# Every target sets up what it needs first, so each works on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: setup services demo test down
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -U pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+setup: $(INSTALLED)  ## the virtual environment with hoptrace and its test tools
+
+services: setup  ## start local Redis and Apache Kafka
+	$(BIN)/hoptrace services up
+
+demo: setup  ## the main job: start the services, run the demo pipeline, print what it did
+	$(BIN)/hoptrace demo
+
+test: setup  ## the whole test suite, against real Kafka and Redis started by the suite
+	$(BIN)/pytest
+
+down:  ## stop the services that hoptrace started
+	$(BIN)/hoptrace services down

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Local Apache Kafka (one KRaft broker+controller) for hoptrace: install | start | stop | status.
+# Address from HOPTRACE_KAFKA_BOOTSTRAP (default 127.0.0.1:9092); the controller listens on the
+# next port (HOPTRACE_KAFKA_CONTROLLER_PORT). Jars come from Maven Central through mvn and
+# pom.xml; without mvn, from the Apache release tarball.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+read -r HOST PORT <<<"$(host_port "${HOPTRACE_KAFKA_BOOTSTRAP:-127.0.0.1:9092}")"
+CONTROLLER_PORT="${HOPTRACE_KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
+VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/pom.xml")"
+HEAP="${HOPTRACE_KAFKA_HEAP:-512m}"
+DIR="$STATE_DIR/kafka"
+LIBS="$DIR/libs-$VERSION"
+PIDFILE="$DIR/kafka.pid"
+
+is_kafka() { python3 "$HERE/kafka_probe.py" "$HOST:$PORT"; }
+
+install() {
+  [ -f "$LIBS/kafka_2.13-$VERSION.jar" ] && return 0
+  command -v java >/dev/null || die "java is not installed; Kafka $VERSION needs Java 17 or newer"
+  mkdir -p "$DIR"
+  if command -v mvn >/dev/null; then
+    say "kafka: resolving Apache Kafka $VERSION and its dependencies from Maven Central"
+    mvn -q -B -Dstyle.color=never -f "$HERE/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$LIBS.partial" || die "mvn could not resolve org.apache.kafka:kafka_2.13:$VERSION; check your Maven settings"
+  else
+    say "kafka: mvn not found, downloading the Apache Kafka $VERSION release"
+    local url="https://archive.apache.org/dist/kafka/$VERSION/kafka_2.13-$VERSION.tgz"
+    curl -fsSL "$url" | tar -xz -C "$DIR" || die "could not download $url; install Maven (apt-get install maven) and retry"
+    mv "$DIR/kafka_2.13-$VERSION/libs" "$LIBS.partial" && rm -rf "$DIR/kafka_2.13-$VERSION"
+  fi
+  mv "$LIBS.partial" "$LIBS"
+}
+
+write_config() {
+  cat >"$DIR/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$DIR/data
+num.partitions=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=4
+PROPS
+}
+
+JAVA_OPTS=(-Xms128m "-Xmx$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+  "-Dlog4j2.configurationFile=$HERE/log4j2.properties" -cp "$LIBS/*")
+
+start() {
+  if alive "$PIDFILE"; then say "kafka: already running (pid $(cat "$PIDFILE")) at $HOST:$PORT"; return 0; fi
+  if port_open "$HOST" "$PORT"; then
+    is_kafka || die "port $PORT on $HOST is taken by something that is not Kafka; stop it or set HOPTRACE_KAFKA_BOOTSTRAP to a free host:port"
+    say "kafka: using the broker that already answers at $HOST:$PORT (not started by hoptrace)"
+    return 0
+  fi
+  port_open "$HOST" "$CONTROLLER_PORT" && die "controller port $CONTROLLER_PORT on $HOST is taken; set HOPTRACE_KAFKA_CONTROLLER_PORT to a free port"
+  install
+  write_config
+  if [ ! -f "$DIR/data/meta.properties" ]; then
+    local cluster_id
+    cluster_id="$(java "${JAVA_OPTS[@]}" kafka.tools.StorageTool random-uuid)"
+    java "${JAVA_OPTS[@]}" kafka.tools.StorageTool format --ignore-formatted -c "$DIR/server.properties" \
+      -t "$cluster_id" >"$DIR/format.log" 2>&1 || die "formatting the Kafka storage failed; see $DIR/format.log"
+  fi
+  # setsid: the broker outlives the shell (and the test run) that started it, until `stop`.
+  setsid java "${JAVA_OPTS[@]}" kafka.Kafka "$DIR/server.properties" >"$DIR/kafka.log" 2>&1 </dev/null &
+  echo $! >"$PIDFILE"
+  echo "$VERSION" >"$DIR/version"
+  if ! wait_for 90 is_kafka; then
+    alive "$PIDFILE" || die "kafka exited during start-up; see $DIR/kafka.log"
+    die "kafka did not answer within 90 s; see $DIR/kafka.log"
+  fi
+  say "kafka: started Apache Kafka $VERSION (pid $(cat "$PIDFILE")) at $HOST:$PORT"
+}
+
+status() {
+  if is_kafka; then
+    if alive "$PIDFILE"; then say "kafka: healthy at $HOST:$PORT (Apache Kafka $(cat "$DIR/version"), pid $(cat "$PIDFILE"), started by hoptrace)"
+    else say "kafka: healthy at $HOST:$PORT (not started by hoptrace)"; fi
+  else
+    say "kafka: not answering at $HOST:$PORT"; return 1
+  fi
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop_pid kafka "$PIDFILE" ;;
+  status) status ;;
+  *) die "usage: $0 install|start|stop|status" ;;
+esac

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Local Redis for hoptrace: install | start | stop | status.
+# Address from HOPTRACE_REDIS_URL (default redis://127.0.0.1:6379/0).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+read -r HOST PORT <<<"$(host_port "${HOPTRACE_REDIS_URL:-redis://127.0.0.1:6379/0}")"
+DIR="$STATE_DIR/redis"
+PIDFILE="$DIR/redis.pid"
+
+is_redis() { [ "$(redis-cli -h "$HOST" -p "$PORT" ping 2>/dev/null)" = "PONG" ]; }
+
+install() {
+  command -v redis-server >/dev/null && return 0
+  [ "$(id -u)" = 0 ] || die "redis-server is not installed; install it (Debian: apt-get install redis-server) or run this as root"
+  say "redis: installing the Debian package redis-server"
+  (apt-get install -y -qq redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server; }) \
+    || die "apt-get could not install redis-server"
+}
+
+start() {
+  if alive "$PIDFILE"; then say "redis: already running (pid $(cat "$PIDFILE")) at $HOST:$PORT"; return 0; fi
+  if port_open "$HOST" "$PORT"; then
+    is_redis || die "port $PORT on $HOST is taken by something that is not Redis; stop it or set HOPTRACE_REDIS_URL to a free port"
+    say "redis: using the Redis that already answers at $HOST:$PORT (not started by hoptrace)"
+    return 0
+  fi
+  install
+  mkdir -p "$DIR"
+  redis-server --bind "$HOST" --port "$PORT" --daemonize yes --pidfile "$PIDFILE" \
+    --logfile "$DIR/redis.log" --dir "$DIR" --save "" --appendonly no >/dev/null
+  wait_for 10 is_redis || die "redis did not answer within 10 s; see $DIR/redis.log"
+  say "redis: started (pid $(cat "$PIDFILE")) at $HOST:$PORT"
+}
+
+status() {
+  if is_redis; then
+    if alive "$PIDFILE"; then say "redis: healthy at $HOST:$PORT (pid $(cat "$PIDFILE"), started by hoptrace)"
+    else say "redis: healthy at $HOST:$PORT (not started by hoptrace)"; fi
+  else
+    say "redis: not answering at $HOST:$PORT"; return 1
+  fi
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop_pid redis "$PIDFILE" ;;
+  status) status ;;
+  *) die "usage: $0 install|start|stop|status" ;;
+esac

@@ -1,0 +1,67 @@
+"""The ``hoptrace`` command: parse, import, run. Every command's work lives in a module of its own."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hoptrace import services as local_services
+from pipeline.settings import Settings
+
+app = typer.Typer(help="See inside pipelines that hop across Kafka topics and Celery queues.", no_args_is_help=True)
+services_app = typer.Typer(help="Local Redis and Apache Kafka, no Docker needed.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+console = Console()
+
+
+class Service(str, Enum):
+    """A local service managed by ``hoptrace services``."""
+
+    redis = "redis"
+    kafka = "kafka"
+
+
+def _chosen(names: list[Service] | None) -> tuple[str, ...]:
+    return tuple(name.value for name in names) if names else local_services.SERVICE_NAMES
+
+
+def _run_services(action: str, names: list[Service] | None) -> None:
+    try:
+        console.print(local_services.run(action, Settings(), _chosen(names)), highlight=False)  # type: ignore[arg-type]
+    except local_services.ServiceError as error:
+        console.print(f"[red]{error}[/red]", highlight=False)
+        raise typer.Exit(1) from error
+
+
+@services_app.command("up")
+def services_up(names: list[Service] = typer.Argument(None, help="Services to start (default: all).")) -> None:
+    """Install when missing, then start local Redis and Kafka. Starting twice is a no-op."""
+    _run_services("up", names)
+
+
+@services_app.command("down")
+def services_down(names: list[Service] = typer.Argument(None, help="Services to stop (default: all).")) -> None:
+    """Stop what ``hoptrace services up`` started; services it found running are left alone."""
+    _run_services("down", names)
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Show each service's address, pid and health (Kafka: a real metadata request)."""
+    table = Table("service", "address", "pid", "health", "detail")
+    found = local_services.status(Settings())
+    for item in found:
+        health = "[green]healthy[/green]" if item.healthy else "[red]down[/red]"
+        pid = str(item.pid) if item.pid is not None else "not started by hoptrace"
+        table.add_row(item.name, item.address, pid, health, item.detail)
+    console.print(table)
+    if not all(item.healthy for item in found):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point of the ``hoptrace`` console script."""
+    app()

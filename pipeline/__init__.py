@@ -1,0 +1,1 @@
+"""Ground floor: stage model, telemetry set-up, propagation carriers, metrics, trace store."""

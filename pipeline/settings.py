@@ -1,0 +1,36 @@
+"""Where hoptrace finds its brokers and keeps its local state, read from the environment.
+
+Telemetry settings are not here: they are the standard ``OTEL_*`` variables, read by the
+OpenTelemetry SDK itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Addresses and folders, from ``HOPTRACE_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="HOPTRACE_", frozen=True)
+
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port."
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis URL used as the Celery broker."
+    )
+    state_dir: Path = Field(
+        default=REPOSITORY_ROOT / ".hoptrace",
+        description="Project-local folder for service data, logs, pid files and the trace store.",
+    )
+
+    @property
+    def kafka_servers(self) -> list[str]:
+        """The bootstrap servers as the list kafka-python expects."""
+        return [server.strip() for server in self.kafka_bootstrap.split(",") if server.strip()]

@@ -1,0 +1,1 @@
+"""Publishing side: Kafka and Celery publishers that inject trace context."""

@@ -1,0 +1,1 @@
+"""Consuming side: the Kafka poll-loop worker and the Celery worker integration."""
