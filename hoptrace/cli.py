@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hoptrace import services as local_services
+from hoptrace import smoke
 from pipeline.settings import Settings
 
 app = typer.Typer(help="See inside pipelines that hop across Kafka topics and Celery queues.", no_args_is_help=True)
@@ -59,6 +60,21 @@ def services_status() -> None:
         table.add_row(item.name, item.address, pid, health, item.detail)
     console.print(table)
     if not all(item.healthy for item in found):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(messages: int = typer.Option(200, "--messages", min=1, help="Messages per hop.")) -> None:
+    """Start the local services and run the smoke pipeline through them."""
+    settings = Settings()
+    _run_services("up", None)
+    table = Table("transport", "destination", "sent", "received", "seconds", title="smoke pipeline")
+    hops = [smoke.kafka_round_trip(settings, messages), smoke.redis_round_trip(settings, messages)]
+    for hop in hops:
+        table.add_row(hop.transport, hop.destination, str(hop.sent), str(hop.received), f"{hop.seconds:.2f}")
+    console.print(table)
+    if any(hop.received != hop.sent for hop in hops):
+        console.print("[red]messages went missing[/red]")
         raise typer.Exit(1)
 
 

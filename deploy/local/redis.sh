@@ -8,7 +8,7 @@ read -r HOST PORT <<<"$(host_port "${HOPTRACE_REDIS_URL:-redis://127.0.0.1:6379/
 DIR="$STATE_DIR/redis"
 PIDFILE="$DIR/redis.pid"
 
-is_redis() { [ "$(redis-cli -h "$HOST" -p "$PORT" ping 2>/dev/null)" = "PONG" ]; }
+is_redis() { [ "$(timeout 3 redis-cli -h "$HOST" -p "$PORT" ping 2>/dev/null)" = "PONG" ]; }
 
 install() {
   command -v redis-server >/dev/null && return 0

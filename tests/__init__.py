@@ -1,0 +1,1 @@
+"""hoptrace tests: against real Kafka, Redis and worker processes."""

@@ -1,0 +1,86 @@
+"""deploy/local and `hoptrace services`: real starts, stops and health checks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hoptrace import services
+from hoptrace.cli import app
+from pipeline.settings import Settings
+
+SCRIPTS = services.SCRIPTS
+
+
+def _script(name: str, action: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(SCRIPTS / name), action], env={**os.environ, **env}, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def squatter() -> Iterator[int]:
+    """A loopback port held by a TCP server that is neither Kafka nor Redis: it accepts connections and never answers."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_status_reports_real_kafka_and_redis(settings: Settings) -> None:
+    result = CliRunner().invoke(app, ["services", "status"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Apache Kafka 4.1" in result.output
+    assert "Redis 7" in result.output
+    assert result.output.count("healthy") == 2
+
+
+def test_status_fails_when_nothing_answers(squatter: int) -> None:
+    result = CliRunner().invoke(
+        app, ["services", "status"],
+        env={"COLUMNS": "200", "HOPTRACE_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0", "HOPTRACE_KAFKA_BOOTSTRAP": f"127.0.0.1:{squatter}"},
+    )
+    assert result.exit_code == 1
+    assert result.output.count("down") == 2
+
+
+def test_starting_twice_is_a_no_op(settings: Settings) -> None:
+    again = services.run("up", settings)
+    assert again.count("already running") + again.count("already answers") == 2, again
+
+
+@pytest.mark.parametrize(("script", "variable", "address", "service"), [
+    ("redis.sh", "HOPTRACE_REDIS_URL", "redis://127.0.0.1:{port}/0", "Redis"),
+    ("kafka.sh", "HOPTRACE_KAFKA_BOOTSTRAP", "127.0.0.1:{port}", "Kafka"),
+])
+def test_a_port_taken_by_something_else_is_a_clear_error(
+    squatter: int, tmp_path: Path, script: str, variable: str, address: str, service: str
+) -> None:
+    result = _script(script, "start", **{variable: address.format(port=squatter), "HOPTRACE_STATE_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    assert f"port {squatter} on 127.0.0.1 is taken by something that is not {service}" in result.stderr
+    assert variable in result.stderr
+
+
+def test_down_stops_only_what_up_started(settings: Settings, tmp_path: Path) -> None:
+    port = _free_port()
+    mine = Settings(redis_url=f"redis://127.0.0.1:{port}/0", state_dir=tmp_path)
+    services.run("up", mine, ("redis",))
+    started = services.redis_status(mine)
+    assert started.healthy and started.pid is not None
+
+    # The suite's own Redis answers at another address and was not started from tmp_path: left alone.
+    services.run("down", mine, ("redis",))
+    assert not services.redis_status(mine).healthy
+    assert services.redis_status(settings).healthy
+    assert "nothing to stop" in services.run("down", mine, ("redis",))
