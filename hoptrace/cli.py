@@ -4,18 +4,28 @@ from __future__ import annotations
 
 from enum import Enum
 
+import logging
+from pathlib import Path
+
 import typer
 from rich.console import Console
+from rich.progress import track
 from rich.table import Table
 
+from hoptrace import publish as publishing
 from hoptrace import services as local_services
 from hoptrace import smoke
+from hoptrace import worker as workers
+from hoptrace.loader import LoadError, load_pipeline
+from hoptrace.runtime import Runtime, celery_app
 from pipeline.settings import Settings
+from pipeline.stages import Pipeline, PipelineError
 
 app = typer.Typer(help="See inside pipelines that hop across Kafka topics and Celery queues.", no_args_is_help=True)
 services_app = typer.Typer(help="Local Redis and Apache Kafka, no Docker needed.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 console = Console()
+err_console = Console(stderr=True)
 
 
 class Service(str, Enum):
@@ -76,6 +86,65 @@ def demo(messages: int = typer.Option(200, "--messages", min=1, help="Messages p
     if any(hop.received != hop.sent for hop in hops):
         console.print("[red]messages went missing[/red]")
         raise typer.Exit(1)
+
+
+def _load(spec: str, settings: Settings) -> Pipeline:
+    try:
+        return load_pipeline(spec, settings.namespace)
+    except (LoadError, PipelineError) as error:
+        console.print(f"[red]{error}[/red]", highlight=False)
+        raise typer.Exit(2) from error
+
+
+@app.command()
+def worker(
+    spec: str = typer.Argument(..., help="The pipeline, as MODULE:ATTR (e.g. examples.orders:pipeline)."),
+    stage: list[str] = typer.Option(None, "--stage", "-s", help="Stage to run (repeatable; default: all)."),
+    concurrency: int = typer.Option(2, "--concurrency", "-c", min=1, help="Prefork processes of the Celery worker."),
+) -> None:
+    """Run the workers of the pipeline's stages until stopped (SIGTERM/SIGINT)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    settings = Settings()
+    pipeline = _load(spec, settings)
+    try:
+        chosen = [pipeline[name] for name in stage] if stage else list(pipeline)
+    except PipelineError as error:
+        console.print(f"[red]{error}[/red]", highlight=False)
+        raise typer.Exit(2) from error
+    raise typer.Exit(workers.run(spec, pipeline, chosen, settings, concurrency))
+
+
+@app.command()
+def publish(
+    spec: str = typer.Argument(..., help="The pipeline, as MODULE:ATTR."),
+    stage: str = typer.Argument(..., help="The stage that receives the jobs."),
+    count: int = typer.Option(1, "--count", "-n", min=1, help="How many jobs to start."),
+    payload: str = typer.Option(None, "--payload", help='JSON object; "{n}" in a string value becomes the job number.'),
+    payload_file: Path = typer.Option(None, "--payload-file", exists=True, dir_okay=False, help="Read the JSON payload from a file."),
+    baggage: str = typer.Option("", "--baggage", help="Baggage for every job: key=value,key2=value2."),
+) -> None:
+    """Publish COUNT jobs to STAGE, each starting its own trace; print their trace and job ids."""
+    settings = Settings()
+    pipeline = _load(spec, settings)
+    try:
+        target = pipeline[stage]
+        members = publishing.parse_baggage(baggage)
+        template = publishing.load_payload(payload, payload_file)
+    except (PipelineError, publishing.PayloadError) as error:
+        console.print(f"[red]{error}[/red]", highlight=False)
+        raise typer.Exit(2) from error
+    runtime = Runtime(pipeline, settings, "publisher", celery_app(pipeline, settings))
+    published = []
+    try:
+        jobs = publishing.job_payloads(template, count)
+        for job in track(jobs, total=count, description=f"publishing to {stage}", console=err_console, transient=True):
+            published.append(publishing.publish_job(runtime.publisher, target, job, members))
+    finally:
+        runtime.shutdown()
+    for item in published:
+        console.print(f"trace {item.trace_id}  job {item.job_id}", highlight=False)
+    err_console.print(f"published {len(published)} job(s) to stage {stage!r} ({target.transport.system} {target.transport.destination})")
 
 
 def main() -> None:

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0", description="Redis URL used as the Celery broker."
     )
+    namespace: str = Field(
+        default="", description="Prefix for every topic, consumer group and queue: runs sharing one broker stay apart."
+    )
     state_dir: Path = Field(
         default=REPOSITORY_ROOT / ".hoptrace",
         description="Project-local folder for service data, logs, pid files and the trace store.",

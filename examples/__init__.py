@@ -1,0 +1,1 @@
+"""Example pipelines: the demo and the docs use them."""

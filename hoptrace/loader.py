@@ -1,0 +1,31 @@
+"""Importing a user's pipeline from ``MODULE:ATTR``, from the current directory as ``celery -A`` does."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from pipeline.stages import Pipeline
+
+
+class LoadError(ValueError):
+    """MODULE:ATTR does not name a pipeline; the message says what to fix."""
+
+
+def load_pipeline(spec: str, namespace: str = "") -> Pipeline:
+    """The checked pipeline SPEC names, its destinations prefixed with NAMESPACE."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise LoadError(f"{spec!r} is not MODULE:ATTR (for example examples.orders:pipeline)")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise LoadError(f"cannot import {module_name!r} ({error}); run from the folder that holds it") from error
+    found = getattr(module, attribute, None)
+    if not isinstance(found, Pipeline):
+        raise LoadError(f"{module_name}.{attribute} is {type(found).__name__}, not a hoptrace Pipeline")
+    found.check()
+    return found.namespaced(namespace) if namespace else found

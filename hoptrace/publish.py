@@ -1,0 +1,63 @@
+"""``hoptrace publish``: start N jobs at a stage, each its own trace, with the caller's baggage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import baggage
+from opentelemetry import context as otel_context
+
+from pipeline.handling import Published, Publisher
+from pipeline.stages import Stage
+
+DEFAULT_PAYLOAD = '{"order_id": "order-{n}"}'
+
+
+class PayloadError(ValueError):
+    """The payload or baggage given on the command line is unusable; the message says how to fix it."""
+
+
+def parse_baggage(text: str) -> dict[str, str]:
+    """``k=v,k2=v2`` as a dict; every member needs a key and ``=``."""
+    members: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise PayloadError(f"baggage member {item!r} is not key=value (example: --baggage tenant=acme,region=eu)")
+        members[key.strip()] = value.strip()
+    return members
+
+
+def load_payload(payload: str | None, payload_file: Path | None) -> dict[str, Any]:
+    """The payload template from --payload or --payload-file (default ``{"order_id": "order-{n}"}``)."""
+    if payload is not None and payload_file is not None:
+        raise PayloadError("give --payload or --payload-file, not both")
+    text = payload_file.read_text() if payload_file is not None else payload or DEFAULT_PAYLOAD
+    try:
+        template = json.loads(text)
+    except ValueError as error:
+        raise PayloadError(f"the payload is not JSON ({error}); example: --payload '{{\"order_id\": \"o-{{n}}\"}}'") from error
+    if not isinstance(template, dict):
+        raise PayloadError(f"the payload must be a JSON object, not {type(template).__name__}")
+    return template
+
+
+def job_payloads(template: Mapping[str, Any], count: int) -> Iterator[dict[str, Any]]:
+    """COUNT payloads from TEMPLATE: ``{n}`` in a string value becomes the job number (1, 2, ...)."""
+    for n in range(1, count + 1):
+        yield {key: value.replace("{n}", str(n)) if isinstance(value, str) else value for key, value in template.items()}
+
+
+def publish_job(publisher: Publisher, stage: Stage, payload: Mapping[str, Any], members: Mapping[str, str]) -> Published:
+    """Publish one job with MEMBERS in its baggage, as a new trace."""
+    context = otel_context.Context()
+    for key, value in members.items():
+        context = baggage.set_baggage(key, value, context)
+    token = otel_context.attach(context)
+    try:
+        return publisher.publish(stage, payload)
+    finally:
+        otel_context.detach(token)

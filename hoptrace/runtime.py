@@ -1,0 +1,118 @@
+"""Wiring one process: telemetry, the Kafka producer, the Celery app, publisher and processors.
+
+The composition root is the only place that knows every layer. A ``Runtime`` is made per
+process on first use, so prefork children build their own after the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from functools import cached_property
+
+from celery import Celery
+from kafka import KafkaProducer
+from opentelemetry.sdk.trace import SpanProcessor
+
+from pipeline import telemetry
+from pipeline.metrics import Instruments
+from pipeline.settings import Settings
+from pipeline.stages import KafkaTransport, Pipeline, Stage
+from producers.celery import CelerySender
+from producers.kafka import KafkaSender
+from producers.publisher import PipelinePublisher, Sender
+from workers.processing import StageProcessor
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_S = 5.0
+PRODUCER_CLOSE_TIMEOUT_S = 2.0
+
+
+def celery_app(pipeline: Pipeline, settings: Settings) -> Celery:
+    """The Celery app of PIPELINE's stages: Redis broker, late acks, no result backend."""
+    app = Celery(f"hoptrace-{pipeline.name}", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=4,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+    )
+    return app
+
+
+class Runtime:
+    """Everything one process needs to publish into and process a pipeline."""
+
+    def __init__(
+        self, pipeline: Pipeline, settings: Settings, role: str, app: Celery, span_processors: Sequence[SpanProcessor] = ()
+    ) -> None:
+        """Configure telemetry for service ``<pipeline>-<role>`` and the publishers."""
+        self.pipeline = pipeline
+        self.settings = settings
+        self.telemetry = telemetry.configure(f"{pipeline.name}-{role}", span_processors=span_processors)
+        self.instruments = Instruments(self.telemetry.meter_provider)
+        self._app = app
+        self._processors: dict[str, StageProcessor] = {}
+
+    @cached_property
+    def _producer(self) -> KafkaProducer:
+        return KafkaProducer(bootstrap_servers=self.settings.kafka_servers, linger_ms=5, client_id=f"hoptrace-{self.pipeline.name}")
+
+    @cached_property
+    def publisher(self) -> PipelinePublisher:
+        """Publishes into the pipeline over Kafka and Celery."""
+        senders: dict[str, Sender] = {"celery": CelerySender(self._app)}
+        if any(isinstance(stage.transport, KafkaTransport) for stage in self.pipeline):
+            senders["kafka"] = KafkaSender(self._producer)
+        return PipelinePublisher(self.pipeline, senders, self.telemetry.tracer_provider)
+
+    def processor(self, stage: Stage) -> StageProcessor:
+        """The processor of STAGE (one per stage and process)."""
+        if stage.name not in self._processors:
+            self._processors[stage.name] = StageProcessor(
+                self.pipeline, stage, self.publisher, self.instruments, self.telemetry.tracer_provider
+            )
+        return self._processors[stage.name]
+
+    def shutdown(self) -> None:
+        """Send what is buffered and flush telemetry, never longer than SHUTDOWN_TIMEOUT_S in all."""
+        if "_producer" in self.__dict__:
+            try:
+                self._producer.close(timeout=PRODUCER_CLOSE_TIMEOUT_S)
+            except Exception as error:  # closing must never keep the process from exiting
+                logger.warning("kafka producer did not close cleanly: %s", error)
+        self.telemetry.shutdown(SHUTDOWN_TIMEOUT_S - PRODUCER_CLOSE_TIMEOUT_S)
+
+
+class ProcessRuntime:
+    """The ``Runtime`` of the current process, made on first use and remade after a fork."""
+
+    def __init__(self, pipeline: Pipeline, settings: Settings, role: str, app: Celery) -> None:
+        """Make runtimes for PIPELINE in role ROLE (``worker``, ``publisher``) on demand."""
+        self._args = (pipeline, settings, role, app)
+        self._runtime: Runtime | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def get(self) -> Runtime:
+        """This process's runtime."""
+        with self._lock:
+            if self._runtime is None or self._pid != os.getpid():
+                self._runtime, self._pid = Runtime(*self._args), os.getpid()
+            return self._runtime
+
+    def processor(self, stage: Stage) -> StageProcessor:
+        """The processor of STAGE in this process."""
+        return self.get().processor(stage)
+
+    def shutdown(self) -> None:
+        """Shut down this process's runtime, when it made one."""
+        with self._lock:
+            runtime, self._runtime = (self._runtime, None) if self._pid == os.getpid() else (None, None)
+        if runtime is not None:
+            runtime.shutdown()

@@ -1,0 +1,110 @@
+"""``hoptrace worker``: run the workers of a pipeline's stages until stopped.
+
+One process runs either one Kafka stage (a poll loop) or all the chosen Celery stages (a
+real Celery worker, prefork pool). Asked for more than that, ``run`` starts one child
+process per group and supervises them: SIGTERM/SIGINT is passed on, and when one child
+exits the others are stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from hoptrace.runtime import ProcessRuntime, celery_app
+from pipeline.settings import Settings
+from pipeline.stages import CeleryTransport, KafkaTransport, Pipeline, Stage
+from workers.celery import register
+from workers.kafka import KafkaStageWorker
+
+logger = logging.getLogger(__name__)
+
+CHILD_STOP_TIMEOUT_S = 15.0
+
+
+def _on_stop_signals(handler: signal.Handlers | object) -> None:
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, handler)  # type: ignore[arg-type]
+
+
+def run_kafka_stage(pipeline: Pipeline, stage: Stage, settings: Settings) -> None:
+    """Consume one Kafka stage in this process until SIGTERM/SIGINT; then commit and flush."""
+    runtime = ProcessRuntime(pipeline, settings, "worker", celery_app(pipeline, settings))
+    worker = KafkaStageWorker(runtime.processor(stage), settings.kafka_servers)
+
+    def stop(number: int, frame: FrameType | None) -> None:
+        worker.stop()
+
+    _on_stop_signals(stop)
+    logger.info("stage %s: consuming %s as group %s", stage.name, stage.transport.destination, getattr(stage.transport, "group", ""))
+    try:
+        worker.run()
+    finally:
+        runtime.shutdown()
+
+
+def run_celery_stages(pipeline: Pipeline, settings: Settings, concurrency: int) -> None:
+    """Run a Celery worker (prefork pool) for the pipeline's Celery stages until it is stopped."""
+    app = celery_app(pipeline, settings)
+    queues = register(app, pipeline, ProcessRuntime(pipeline, settings, "worker", app))
+    app.worker_main(
+        ["worker", "--queues", ",".join(queues), "--pool", "prefork", "--concurrency", str(concurrency),
+         "--without-gossip", "--without-mingle", "--loglevel", "INFO", "--hostname", f"{pipeline.name}-{os.getpid()}@%h"]
+    )
+
+
+def _groups(stages: Sequence[Stage]) -> list[list[Stage]]:
+    """One group per Kafka stage, one for all Celery stages."""
+    groups = [[stage] for stage in stages if isinstance(stage.transport, KafkaTransport)]
+    celery = [stage for stage in stages if isinstance(stage.transport, CeleryTransport)]
+    return groups + ([celery] if celery else [])
+
+
+def run(spec: str, pipeline: Pipeline, stages: Sequence[Stage], settings: Settings, concurrency: int) -> int:
+    """Run the workers of STAGES; return the exit status."""
+    groups = _groups(stages)
+    if len(groups) == 1:
+        group = groups[0]
+        if isinstance(group[0].transport, KafkaTransport):
+            run_kafka_stage(pipeline, group[0], settings)
+        else:
+            run_celery_stages(pipeline, settings, concurrency)
+        return 0
+    return _supervise(spec, groups, concurrency)
+
+
+def _supervise(spec: str, groups: list[list[Stage]], concurrency: int) -> int:
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "hoptrace", "worker", spec, "--concurrency", str(concurrency)]
+            + [arg for stage in group for arg in ("--stage", stage.name)]
+        )
+        for group in groups
+    ]
+    stopping = False
+
+    def stop(number: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    _on_stop_signals(stop)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + CHILD_STOP_TIMEOUT_S
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.warning("worker %d did not stop within %.0f s; killing it", child.pid, CHILD_STOP_TIMEOUT_S)
+            child.kill()
+            child.wait()
+    return 0 if stopping else 1

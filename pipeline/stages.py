@@ -1,0 +1,181 @@
+"""The pipeline model: stages, their transports, and where each forwards its work.
+
+A pipeline is declared with decorators::
+
+    pipeline = Pipeline("orders", baggage_allowlist=("tenant",))
+
+    @pipeline.stage("validate", kafka_topic="orders.placed", group="validate", forwards_to=("charge",))
+    def validate(payload, ctx):
+        ctx.forward("charge", payload)
+
+Each stage is checked when it is declared (a name used twice, a transport missing or given
+twice, a topic or queue already taken by another stage, an illegal Kafka topic name);
+``Pipeline.check()`` then checks the whole (every ``forwards_to`` names a stage that
+exists). Workers and publishers call ``check()`` before they start.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar, Union
+
+if TYPE_CHECKING:
+    from pipeline.handling import StageContext
+
+Payload = Mapping[str, Any]
+Handler = Callable[[Payload, "StageContext"], None]
+
+_KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+class PipelineError(ValueError):
+    """A pipeline declaration is wrong; the message names the stage and the fix."""
+
+
+@dataclass(frozen=True)
+class KafkaTransport:
+    """A stage consumed from a Kafka topic by a consumer group."""
+
+    topic: str
+    group: str
+    system: ClassVar[str] = "kafka"
+
+    @property
+    def destination(self) -> str:
+        """The topic."""
+        return self.topic
+
+
+@dataclass(frozen=True)
+class CeleryTransport:
+    """A stage run as a Celery task consumed from a queue (Redis broker)."""
+
+    queue: str
+    task: str
+    system: ClassVar[str] = "celery"
+
+    @property
+    def destination(self) -> str:
+        """The queue."""
+        return self.queue
+
+
+Transport = Union[KafkaTransport, CeleryTransport]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a failing handler runs again before its message is dead-lettered."""
+
+    max_attempts: int = 3
+    backoff_s: float = 0.1
+    """Pause before the second attempt; doubled before each further one."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a pipeline: a handler behind a transport."""
+
+    name: str
+    transport: Transport
+    handler: Handler
+    forwards_to: tuple[str, ...] = ()
+    links: bool = False
+    """Start the process span with a link to the producer instead of as its child (fan-in, batches)."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def dead_letter_transport(transport: Transport) -> Transport:
+    """Where messages a stage gave up on are parked: ``<topic or queue>.dead-letter`` on the same system."""
+    if isinstance(transport, KafkaTransport):
+        return KafkaTransport(f"{transport.topic}.dead-letter", transport.group)
+    return replace(transport, queue=f"{transport.queue}.dead-letter")
+
+
+class Pipeline:
+    """A named set of stages; the unit that workers run and publishers publish into."""
+
+    def __init__(self, name: str, *, baggage_allowlist: tuple[str, ...] = ()) -> None:
+        """Create an empty pipeline. BAGGAGE_ALLOWLIST: incoming baggage keys (fnmatch patterns) to keep."""
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise PipelineError(f"pipeline name {name!r} must be letters, digits, '_' or '-'")
+        self.name = name
+        self.baggage_allowlist = baggage_allowlist
+        self._stages: dict[str, Stage] = {}
+
+    def __iter__(self) -> Iterator[Stage]:
+        return iter(self._stages.values())
+
+    def __getitem__(self, name: str) -> Stage:
+        try:
+            return self._stages[name]
+        except KeyError:
+            raise PipelineError(f"pipeline {self.name!r} has no stage {name!r}; its stages are: {', '.join(self._stages)}") from None
+
+    def stage(
+        self,
+        name: str,
+        *,
+        kafka_topic: str | None = None,
+        group: str | None = None,
+        celery_queue: str | None = None,
+        forwards_to: tuple[str, ...] = (),
+        links: bool = False,
+        retry: RetryPolicy | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Declare a stage run by the decorated handler, on a Kafka topic (with its consumer group) or a Celery queue."""
+
+        def declare(handler: Handler) -> Handler:
+            self.add(Stage(name, self._transport(name, kafka_topic, group, celery_queue), handler, tuple(forwards_to), links, retry or RetryPolicy()))
+            return handler
+
+        return declare
+
+    def _transport(self, name: str, topic: str | None, group: str | None, queue: str | None) -> Transport:
+        if (topic is None) == (queue is None):
+            raise PipelineError(f"stage {name!r} needs exactly one transport: kafka_topic=... (with group=...) or celery_queue=...")
+        if queue is not None:
+            if group is not None:
+                raise PipelineError(f"stage {name!r} is on Celery queue {queue!r}; group= is for Kafka stages, remove it")
+            return CeleryTransport(queue, f"hoptrace.{self.name}.{name}")
+        assert topic is not None
+        if not _KAFKA_TOPIC.fullmatch(topic):
+            raise PipelineError(f"stage {name!r}: {topic!r} is not a legal Kafka topic name (1-249 of letters, digits, '.', '_', '-')")
+        return KafkaTransport(topic, group or name)
+
+    def add(self, stage: Stage) -> None:
+        """Add a stage, refusing a name or destination another stage already has."""
+        if stage.name in self._stages:
+            raise PipelineError(f"pipeline {self.name!r} already has a stage {stage.name!r}; give each stage its own name")
+        for other in self._stages.values():
+            if (other.transport.system, other.transport.destination) == (stage.transport.system, stage.transport.destination):
+                raise PipelineError(
+                    f"stages {other.name!r} and {stage.name!r} both consume {stage.transport.system} {stage.transport.destination!r}; give each its own"
+                )
+        self._stages[stage.name] = stage
+
+    def check(self) -> Pipeline:
+        """Check what spans stages (every forward names an existing stage); return the pipeline."""
+        if not self._stages:
+            raise PipelineError(f"pipeline {self.name!r} has no stages; declare some with @pipeline.stage(...)")
+        for stage in self:
+            for target in stage.forwards_to:
+                if target not in self._stages:
+                    raise PipelineError(
+                        f"stage {stage.name!r} forwards to {target!r}, which pipeline {self.name!r} does not have; declare it or fix forwards_to"
+                    )
+        return self
+
+    def namespaced(self, prefix: str) -> Pipeline:
+        """A copy whose topics, groups and queues start with PREFIX (isolates runs sharing one broker)."""
+        copy = Pipeline(self.name, baggage_allowlist=self.baggage_allowlist)
+        for stage in self:
+            transport = stage.transport
+            if isinstance(transport, KafkaTransport):
+                moved: Transport = KafkaTransport(prefix + transport.topic, prefix + transport.group)
+            else:
+                moved = replace(transport, queue=prefix + transport.queue)
+            copy.add(replace(stage, transport=moved))
+        return copy

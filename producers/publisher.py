@@ -1,0 +1,94 @@
+"""Publishing into a pipeline: one PRODUCER span per message, trace context and job in the headers.
+
+The span, the job baggage and the headers are the same for every transport; a ``Sender``
+per messaging system only turns them into that system's message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider, format_trace_id
+
+from pipeline import jobs, propagation, semconv
+from pipeline.handling import Published
+from pipeline.stages import Payload, Pipeline, Stage, Transport, dead_letter_transport
+
+Done = Callable[[Mapping[str, Any], "BaseException | None"], None]
+"""Called once a message was accepted (with attributes the broker told, e.g. partition) or failed."""
+
+HEADER_ERROR = "hoptrace-error"
+HEADER_FAILED_STAGE = "hoptrace-failed-stage"
+
+
+class Sender(Protocol):
+    """Sends one payload with text headers over one messaging system."""
+
+    def send(self, transport: Transport, payload: Payload, headers: Mapping[str, str], done: Done) -> None:
+        """Send PAYLOAD to TRANSPORT's destination; call DONE exactly once, now or later."""
+        ...
+
+
+class PipelinePublisher:
+    """The pipeline's ``Publisher``: routes each stage to the sender of its messaging system."""
+
+    def __init__(
+        self, pipeline: Pipeline, senders: Mapping[str, Sender], tracer_provider: TracerProvider | None = None
+    ) -> None:
+        """Publish into PIPELINE through SENDERS (keyed by messaging system: ``kafka``, ``celery``)."""
+        self._pipeline = pipeline
+        self._senders = senders
+        self._tracer = trace.get_tracer("hoptrace", tracer_provider=tracer_provider)
+
+    def publish(self, stage: Stage, payload: Payload, headers: Mapping[str, str] | None = None) -> Published:
+        """Send PAYLOAD to STAGE, starting a job unless the current context carries one.
+
+        HEADERS are the caller's own; they are kept, except keys hoptrace itself sets.
+        """
+        return self._send(stage, stage.transport, payload, dict(headers or {}))
+
+    def dead_letter(self, stage: Stage, payload: Payload, error: BaseException) -> None:
+        """Park PAYLOAD on ``<destination>.dead-letter``, with the error and the stage in its headers."""
+        headers = {HEADER_ERROR: f"{type(error).__name__}: {error}"[:1000], HEADER_FAILED_STAGE: stage.name}
+        self._send(stage, dead_letter_transport(stage.transport), payload, headers)
+
+    def _send(self, stage: Stage, transport: Transport, payload: Payload, headers: dict[str, str]) -> Published:
+        context = jobs.ensure_job(otel_context.get_current())
+        job_id = jobs.job_id(context) or ""
+        span = self._tracer.start_span(
+            f"send {transport.destination}",
+            context=context,
+            kind=SpanKind.PRODUCER,
+            attributes={
+                semconv.MESSAGING_SYSTEM: transport.system,
+                semconv.MESSAGING_DESTINATION: transport.destination,
+                semconv.MESSAGING_OPERATION_TYPE: "send",
+                semconv.MESSAGING_OPERATION_NAME: "send",
+                semconv.PIPELINE: self._pipeline.name,
+                semconv.STAGE: stage.name,
+                semconv.JOB_ID: job_id,
+            },
+        )
+        sending = trace.set_span_in_context(span, context)
+        headers.update(propagation.inject(sending))
+
+        def done(attributes: Mapping[str, Any], error: BaseException | None) -> None:
+            span.set_attributes(attributes)
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+            span.end()
+
+        # Current while sending, so a stock instrumentation's own span nests under ours.
+        token = otel_context.attach(sending)
+        try:
+            self._senders[transport.system].send(transport, payload, headers, done)
+        except Exception as error:
+            done({}, error)
+            raise
+        finally:
+            otel_context.detach(token)
+        return Published(format_trace_id(span.get_span_context().trace_id), job_id)

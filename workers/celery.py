@@ -1,0 +1,79 @@
+"""Celery stages: one task per stage, whose body is the stage's processing, on a real Celery worker.
+
+Telemetry and publishers belong to a process: they are made on first use in each prefork
+child (after the fork) and flushed when that child exits, so a pool with
+``worker_max_tasks_per_child=1`` still exports every span.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from celery import Celery, Task
+from celery.signals import worker_process_shutdown, worker_shutdown
+
+from pipeline import semconv
+from pipeline.stages import CeleryTransport, Payload, Pipeline, Stage
+from workers.processing import Delivery, StageProcessor
+
+logger = logging.getLogger(__name__)
+
+DEAD_LETTER_RETRY_S = 1.0
+
+
+class ProcessRuntime(Protocol):
+    """Telemetry and publishers of the current process, made on first use (so after a fork)."""
+
+    def processor(self, stage: Stage) -> StageProcessor:
+        """The processor of STAGE in this process."""
+        ...
+
+    def shutdown(self) -> None:
+        """Flush telemetry and close publishers of this process, within a bounded time; a no-op when none were made."""
+        ...
+
+
+def request_headers(request: Any) -> Iterable[tuple[object, object]]:
+    """Every header a Celery task request carries: custom message headers become request attributes."""
+    pairs: list[tuple[object, object]] = list(vars(request).items())
+    nested = getattr(request, "headers", None)
+    if isinstance(nested, dict):
+        pairs.extend(nested.items())
+    return pairs
+
+
+def register(app: Celery, pipeline: Pipeline, runtime: ProcessRuntime) -> list[str]:
+    """Register a task for every Celery stage of PIPELINE on APP; return the queues to consume."""
+    queues: list[str] = []
+    for stage in pipeline:
+        if isinstance(stage.transport, CeleryTransport):
+            _register_stage(app, stage, runtime)
+            queues.append(stage.transport.queue)
+
+    def shutdown(**_: Any) -> None:
+        runtime.shutdown()
+
+    worker_process_shutdown.connect(shutdown, weak=False)
+    worker_shutdown.connect(shutdown, weak=False)
+    return queues
+
+
+def _register_stage(app: Celery, stage: Stage, runtime: ProcessRuntime) -> None:
+    transport = stage.transport
+    assert isinstance(transport, CeleryTransport)
+
+    def run_stage(task: Task, payload: Payload) -> str:
+        request = task.request
+        attributes = {semconv.MESSAGING_MESSAGE_ID: str(request.id)}
+        try:
+            outcome = runtime.processor(stage).process(Delivery(payload, request_headers(request), attributes))
+        except Exception as error:  # dead-lettering failed: the message goes back on the queue
+            logger.exception("stage %s: could not process or dead-letter task %s; retrying it", stage.name, request.id)
+            raise task.retry(exc=error, countdown=DEAD_LETTER_RETRY_S, max_retries=None) from error
+        return outcome.value
+
+    run_stage.__name__ = run_stage.__qualname__ = f"stage_{stage.name}"
+    run_stage.__doc__ = f"Process a message of stage {stage.name!r}."
+    app.task(run_stage, name=transport.task, bind=True, queue=transport.queue, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
