@@ -101,6 +101,7 @@ def worker(
     spec: str = typer.Argument(..., help="The pipeline, as MODULE:ATTR (e.g. examples.orders:pipeline)."),
     stage: list[str] = typer.Option(None, "--stage", "-s", help="Stage to run (repeatable; default: all)."),
     concurrency: int = typer.Option(2, "--concurrency", "-c", min=1, help="Prefork processes of the Celery worker."),
+    max_tasks_per_child: int = typer.Option(None, "--max-tasks-per-child", min=1, help="Replace a Celery pool process after this many tasks."),
 ) -> None:
     """Run the workers of the pipeline's stages until stopped (SIGTERM/SIGINT)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -112,7 +113,7 @@ def worker(
     except PipelineError as error:
         console.print(f"[red]{error}[/red]", highlight=False)
         raise typer.Exit(2) from error
-    raise typer.Exit(workers.run(spec, pipeline, chosen, settings, concurrency))
+    raise typer.Exit(workers.run(spec, pipeline, chosen, settings, workers.CeleryOptions(concurrency, max_tasks_per_child)))
 
 
 @app.command()

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import FrameType
 
 from hoptrace.runtime import ProcessRuntime, celery_app
@@ -49,12 +50,27 @@ def run_kafka_stage(pipeline: Pipeline, stage: Stage, settings: Settings) -> Non
         runtime.shutdown()
 
 
-def run_celery_stages(pipeline: Pipeline, settings: Settings, concurrency: int) -> None:
+@dataclass(frozen=True)
+class CeleryOptions:
+    """How the Celery worker of a pipeline's Celery stages runs."""
+
+    concurrency: int = 2
+    max_tasks_per_child: int | None = None
+
+    def argv(self) -> list[str]:
+        """These options as ``celery worker`` arguments."""
+        args = ["--concurrency", str(self.concurrency)]
+        if self.max_tasks_per_child is not None:
+            args += ["--max-tasks-per-child", str(self.max_tasks_per_child)]
+        return args
+
+
+def run_celery_stages(pipeline: Pipeline, settings: Settings, options: CeleryOptions) -> None:
     """Run a Celery worker (prefork pool) for the pipeline's Celery stages until it is stopped."""
     app = celery_app(pipeline, settings)
     queues = register(app, pipeline, ProcessRuntime(pipeline, settings, "worker", app))
     app.worker_main(
-        ["worker", "--queues", ",".join(queues), "--pool", "prefork", "--concurrency", str(concurrency),
+        ["worker", "--queues", ",".join(queues), "--pool", "prefork", *options.argv(),
          "--without-gossip", "--without-mingle", "--loglevel", "INFO", "--hostname", f"{pipeline.name}-{os.getpid()}@%h"]
     )
 
@@ -66,7 +82,7 @@ def _groups(stages: Sequence[Stage]) -> list[list[Stage]]:
     return groups + ([celery] if celery else [])
 
 
-def run(spec: str, pipeline: Pipeline, stages: Sequence[Stage], settings: Settings, concurrency: int) -> int:
+def run(spec: str, pipeline: Pipeline, stages: Sequence[Stage], settings: Settings, options: CeleryOptions) -> int:
     """Run the workers of STAGES; return the exit status."""
     groups = _groups(stages)
     if len(groups) == 1:
@@ -74,15 +90,15 @@ def run(spec: str, pipeline: Pipeline, stages: Sequence[Stage], settings: Settin
         if isinstance(group[0].transport, KafkaTransport):
             run_kafka_stage(pipeline, group[0], settings)
         else:
-            run_celery_stages(pipeline, settings, concurrency)
+            run_celery_stages(pipeline, settings, options)
         return 0
-    return _supervise(spec, groups, concurrency)
+    return _supervise(spec, groups, options)
 
 
-def _supervise(spec: str, groups: list[list[Stage]], concurrency: int) -> int:
+def _supervise(spec: str, groups: list[list[Stage]], options: CeleryOptions) -> int:
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "hoptrace", "worker", spec, "--concurrency", str(concurrency)]
+            [sys.executable, "-m", "hoptrace", "worker", spec, *options.argv()]
             + [arg for stage in group for arg in ("--stage", stage.name)]
         )
         for group in groups

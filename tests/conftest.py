@@ -6,8 +6,13 @@ the suite started are stopped at the end; services that were already up are left
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
 
 import pytest
 import redis
@@ -15,7 +20,9 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from hoptrace import services
+from pipeline.receiver import OtlpReceiver, TelemetryStore
 from pipeline.settings import Settings
+from tests.processes import Process, running
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +79,57 @@ def redis_prefix(settings: Settings, unique: str) -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def telemetry_store() -> Iterator[tuple[OtlpReceiver, TelemetryStore]]:
+    """A real OTLP receiver (gRPC and HTTP, ephemeral ports) and the store it fills."""
+    store = TelemetryStore()
+    with OtlpReceiver(store) as receiver:
+        yield receiver, store
+
+
+@pytest.fixture
+def namespace(unique: str) -> str:
+    """A prefix for this test's topics, groups and queues (HOPTRACE_NAMESPACE)."""
+    return f"t{unique}."
+
+
+@pytest.fixture
+def hoptrace_env(settings: Settings, namespace: str, telemetry_store: tuple[OtlpReceiver, TelemetryStore]) -> dict[str, str]:
+    """Environment for hoptrace processes of this test: its namespace, exporting fast to the test receiver."""
+    receiver, _ = telemetry_store
+    return {
+        "HOPTRACE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "HOPTRACE_REDIS_URL": settings.redis_url,
+        "HOPTRACE_NAMESPACE": namespace,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture
+def hoptrace_worker(hoptrace_env: dict[str, str], tmp_path: Path) -> Callable[..., AbstractContextManager[Process]]:
+    """Run ``hoptrace worker`` in a real process: ``with hoptrace_worker("examples.orders:pipeline", "--stage", "charge"):``."""
+    counter = iter(range(1000))
+
+    def start(spec: str, *args: str, env: dict[str, str] | None = None, ready: str = "ready.") -> AbstractContextManager[Process]:
+        log = tmp_path / f"worker-{next(counter)}.log"
+        command = [sys.executable, "-m", "hoptrace", "worker", spec, *args]
+        return running(command, log, {**hoptrace_env, **(env or {})}, ready=ready)
+
+    return start
+
+
+def run_hoptrace(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run one ``hoptrace`` command to the end; fail the test with its output when it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", "hoptrace", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, f"hoptrace {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    return result

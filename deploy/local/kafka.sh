@@ -45,6 +45,8 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$DIR/data
 num.partitions=1
+# Room for messages with oversized headers (tests send megabytes of baggage).
+message.max.bytes=4194304
 auto.create.topics.enable=true
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=10

@@ -1,0 +1,57 @@
+"""Reading what hoptrace processes printed and exported: published jobs, span chains, the outbox."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import redis
+
+from pipeline.otlp_decode import ReceivedSpan
+from pipeline.settings import Settings
+
+ORDERS_HOPS = (("kafka", "orders.placed"), ("celery", "payments"), ("kafka", "orders.charged"), ("celery", "notifications"))
+
+
+@dataclass(frozen=True)
+class PublishedJob:
+    """One line ``trace <id>  job <id>`` printed by ``hoptrace publish``."""
+
+    trace_id: str
+    job_id: str
+
+
+def published_jobs(stdout: str) -> list[PublishedJob]:
+    """The jobs ``hoptrace publish`` reported."""
+    return [PublishedJob(*match) for match in re.findall(r"^trace ([0-9a-f]{32})  job ([0-9a-f]{32})$", stdout, re.MULTILINE)]
+
+
+def chain(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+    """SPANS ordered root first, each the parent of the next; fails unless they form exactly one chain."""
+    roots = [span for span in spans if span.parent_span_id is None]
+    assert len(roots) == 1, f"expected one root, got {[s.name for s in roots]}"
+    by_parent = {span.parent_span_id: span for span in spans if span.parent_span_id is not None}
+    assert len(by_parent) == len(spans) - 1, f"a span has two children: {[(s.name, s.parent_span_id) for s in spans]}"
+    ordered = roots
+    while ordered[-1].span_id in by_parent:
+        ordered.append(by_parent[ordered[-1].span_id])
+    assert len(ordered) == len(spans), f"spans are not one chain: {[(s.name, s.span_id, s.parent_span_id) for s in spans]}"
+    return ordered
+
+
+def orders_chain_names(namespace: str) -> list[tuple[str, str]]:
+    """(name, kind) of the 8 spans of one orders job: a publish and a process span per hop."""
+    names: list[tuple[str, str]] = []
+    for _, destination in ORDERS_HOPS:
+        names += [(f"send {namespace}{destination}", "PRODUCER"), (f"process {namespace}{destination}", "CONSUMER")]
+    return names
+
+
+def outbox(settings: Settings, namespace: str) -> list[dict[str, str | None]]:
+    """What the orders pipeline's ``notify`` stage delivered."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return [json.loads(item) for item in client.lrange(f"{namespace}orders:outbox", 0, -1)]
+    finally:
+        client.close()
