@@ -1,0 +1,248 @@
+"""Telemetry set-up from the standard ``OTEL_*`` environment, with bounded flush and shutdown.
+
+:func:`configure` is called explicitly, once per process, by the composition root or by a
+worker's start-up (after fork in Celery prefork children); library code never calls it on
+import. Exporters, batching, sampling and export intervals come from the ``OTEL_*``
+variables, read by the SDK itself wherever it can (see :mod:`pipeline.exporters`).
+
+The SDK's exporters retry with backoff for up to ``OTEL_EXPORTER_OTLP_TIMEOUT`` and its
+``force_flush`` ignores its timeout, so :meth:`Telemetry.flush` and
+:meth:`Telemetry.shutdown` run each provider in a daemon thread and stop waiting at a
+deadline: a worker never hangs on an unreachable collector, it drops the telemetry instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from importlib.metadata import PackageNotFoundError, entry_points, version
+from typing import Any
+
+from opentelemetry import _logs, metrics, trace
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import (
+    SERVICE_NAME,
+    SERVICE_VERSION,
+    OsResourceDetector,
+    OTELResourceDetector,
+    ProcessResourceDetector,
+    Resource,
+    ResourceDetector,
+    get_aggregated_resources,
+)
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import format_span_id, format_trace_id
+
+from pipeline.exporters import log_exporters, metric_exporters, span_exporters
+
+SECONDS_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+)  # fmt: skip
+"""Histogram bucket boundaries for durations in seconds: 1 ms to 1 hour."""
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s span_id=%(span_id)s] %(message)s"
+"""A stdlib logging format showing the current trace and span (needs :func:`install_log_correlation`)."""
+
+ENVIRONMENT_VARIABLE = "HOPTRACE_ENVIRONMENT"
+"""Names the deployment (``deployment.environment.name``), e.g. ``staging``."""
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """The providers built by :func:`configure`, with flush and shutdown that never hang."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    logger_provider: LoggerProvider | None
+    log_handler: logging.Handler | None = None
+    """The handler sending stdlib log records to ``logger_provider``; removed at shutdown."""
+    _runs: dict[str, _Calls] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Export everything buffered; True when every provider finished within ``timeout_s``.
+
+        A flush still running from an earlier call is awaited instead of starting another, so
+        a dead collector does not pile up threads. False after :meth:`shutdown`.
+        """
+        millis = int(timeout_s * 1000)
+        calls = {
+            "traces": partial(self.tracer_provider.force_flush, timeout_millis=millis),
+            "metrics": partial(self.meter_provider.force_flush, timeout_millis=millis),
+        }
+        if self.logger_provider is not None:
+            calls["logs"] = partial(self.logger_provider.force_flush, timeout_millis=millis)
+        with self._lock:
+            if "shutdown" in self._runs:
+                return False
+            started = "flush" not in self._runs or self._runs["flush"].finished()
+            if started:
+                self._runs["flush"] = _Calls(calls)
+            run = self._runs["flush"]
+        if (late := run.wait(timeout_s)) and started:
+            _logger.warning("telemetry flush incomplete within %.1f s: %s (export goes on)", timeout_s, late)
+        return not late
+
+    def shutdown(self, timeout_s: float = 5.0) -> bool:
+        """Flush and shut down every provider within ``timeout_s`` in total; True when all did.
+
+        The SDK's shutdown exports what is still buffered. Idempotent: a later call waits
+        (bounded again) for the first call's work.
+        """
+        calls = {
+            "traces": self.tracer_provider.shutdown,
+            "metrics": partial(self.meter_provider.shutdown, timeout_millis=int(timeout_s * 1000)),
+        }
+        if self.logger_provider is not None:
+            calls["logs"] = self.logger_provider.shutdown
+        with self._lock:
+            started = "shutdown" not in self._runs
+            if started:
+                atexit.unregister(self.shutdown)
+                if self.log_handler is not None:
+                    logging.getLogger().removeHandler(self.log_handler)
+                self._runs["shutdown"] = _Calls(calls)
+            run = self._runs["shutdown"]
+        if (late := run.wait(timeout_s)) and started:
+            _logger.warning("telemetry shutdown incomplete within %.1f s: %s not exported, dropped", timeout_s, late)
+        return not late
+
+
+def configure(
+    service_name: str,
+    *,
+    set_global: bool = True,
+    resource_attributes: Mapping[str, str] | None = None,
+    span_processors: Sequence[SpanProcessor] = (),
+    metric_readers: Sequence[MetricReader] = (),
+) -> Telemetry:
+    """Build tracer, meter and (when ``OTEL_LOGS_EXPORTER`` asks) logger providers.
+
+    ``service_name`` is used unless ``OTEL_SERVICE_NAME`` is set. ``span_processors`` and
+    ``metric_readers`` are added to the ones chosen from the environment (tests pass
+    in-memory ones). With ``set_global`` the providers become the global ones, which the
+    API allows once per process. Shutdown is registered ``atexit`` (bounded, 5 s).
+    """
+    resource = build_resource(service_name, resource_attributes)
+    seconds = View(
+        instrument_type=Histogram,
+        instrument_unit="s",
+        aggregation=ExplicitBucketHistogramAggregation(SECONDS_BUCKETS),
+    )
+    readers = [*(PeriodicExportingMetricReader(e) for e in metric_exporters()), *metric_readers]
+    meter_provider = MeterProvider(readers, resource=resource, shutdown_on_exit=False, views=[seconds])
+    # No sampler given: the SDK reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG itself.
+    tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    for processor in [*(BatchSpanProcessor(e) for e in span_exporters()), *span_processors]:
+        tracer_provider.add_span_processor(processor)
+    install_log_correlation()
+    logger_provider, handler = None, None
+    if exporters := log_exporters():
+        logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+        for exporter in exporters:
+            logger_provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+        with warnings.catch_warnings():  # its successor is in a package hoptrace does not depend on
+            warnings.simplefilter("ignore", DeprecationWarning)
+            handler = LoggingHandler(logger_provider=logger_provider)
+        handler.addFilter(lambda record: not record.name.startswith(("opentelemetry", __name__)))
+        logging.getLogger().addHandler(handler)
+    if set_global:
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(meter_provider)
+        if logger_provider is not None:
+            _logs.set_logger_provider(logger_provider)
+    telemetry = Telemetry(tracer_provider, meter_provider, logger_provider, handler)
+    atexit.register(telemetry.shutdown)
+    return telemetry
+
+
+def build_resource(service_name: str, attributes: Mapping[str, str] | None = None) -> Resource:
+    """The resource of this process, by increasing precedence.
+
+    SDK defaults and process, OS and host detectors; then ``service.name``,
+    ``service.version``, ``deployment.environment.name`` (from ``HOPTRACE_ENVIRONMENT``)
+    and ``attributes``; then ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME``.
+    """
+    try:
+        own = {SERVICE_NAME: service_name, SERVICE_VERSION: version("hoptrace")}
+    except PackageNotFoundError:
+        own = {SERVICE_NAME: service_name}
+    if environment := os.environ.get(ENVIRONMENT_VARIABLE, "").strip():
+        own["deployment.environment.name"] = environment
+    own.update(attributes or {})
+    # The host detector's class is private in SDK 1.45; its entry point is the public name.
+    host: list[ResourceDetector] = [
+        entry.load()() for entry in entry_points(group="opentelemetry_resource_detector", name="host")
+    ]
+    detected = get_aggregated_resources([ProcessResourceDetector(), OsResourceDetector(), *host], Resource.create())
+    return detected.merge(Resource(own)).merge(OTELResourceDetector().detect())
+
+
+class _CorrelatingRecordFactory:
+    """A log record factory adding ``trace_id`` and ``span_id`` (hex, or "0" outside a span)."""
+
+    def __init__(self, wrapped: Callable[..., logging.LogRecord]) -> None:
+        self._wrapped = wrapped
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self._wrapped(*args, **kwargs)
+        context = trace.get_current_span().get_span_context()
+        record.trace_id = format_trace_id(context.trace_id) if context.is_valid else "0"
+        record.span_id = format_span_id(context.span_id) if context.is_valid else "0"
+        return record
+
+
+def install_log_correlation() -> None:
+    """Give every stdlib log record ``trace_id`` and ``span_id`` fields (see :data:`LOG_FORMAT`).
+
+    Uses a log record factory, so records of every logger carry them; installing twice is a no-op.
+    """
+    factory = logging.getLogRecordFactory()
+    if not isinstance(factory, _CorrelatingRecordFactory):
+        logging.setLogRecordFactory(_CorrelatingRecordFactory(factory))
+
+
+class _Calls:
+    """Named calls, each started at once in a daemon thread, awaited up to a deadline."""
+
+    def __init__(self, calls: Mapping[str, Callable[[], Any]]) -> None:
+        self._succeeded: set[str] = set()
+        self._threads = {
+            name: threading.Thread(target=self._run, args=(name, call), name=f"hoptrace-telemetry-{name}", daemon=True)
+            for name, call in calls.items()
+        }
+        for thread in self._threads.values():
+            thread.start()
+
+    def _run(self, name: str, call: Callable[[], Any]) -> None:
+        try:
+            if call() is not False:
+                self._succeeded.add(name)
+        except Exception as error:  # noqa: BLE001 - an exporter's failure must not reach the caller
+            _logger.debug("telemetry %s failed: %r", name, error)
+
+    def finished(self) -> bool:
+        """True when no call is running any more."""
+        return not any(thread.is_alive() for thread in self._threads.values())
+
+    def wait(self, timeout_s: float) -> str:
+        """Wait for all calls up to ``timeout_s``; the comma-separated names of those not done."""
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return ", ".join(name for name in self._threads if name not in self._succeeded)
