@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from enum import Enum
-
 import logging
+from enum import Enum
 from pathlib import Path
 
 import typer

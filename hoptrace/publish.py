@@ -39,7 +39,7 @@ def load_payload(payload: str | None, payload_file: Path | None) -> dict[str, An
     try:
         template = json.loads(text)
     except ValueError as error:
-        raise PayloadError(f"the payload is not JSON ({error}); example: --payload '{{\"order_id\": \"o-{{n}}\"}}'") from error
+        raise PayloadError(f'the payload is not JSON ({error}); example: --payload \'{{"order_id": "o-{{n}}"}}\'') from error
     if not isinstance(template, dict):
         raise PayloadError(f"the payload must be a JSON object, not {type(template).__name__}")
     return template

@@ -48,9 +48,7 @@ def celery_app(pipeline: Pipeline, settings: Settings) -> Celery:
 class Runtime:
     """Everything one process needs to publish into and process a pipeline."""
 
-    def __init__(
-        self, pipeline: Pipeline, settings: Settings, role: str, app: Celery, span_processors: Sequence[SpanProcessor] = ()
-    ) -> None:
+    def __init__(self, pipeline: Pipeline, settings: Settings, role: str, app: Celery, span_processors: Sequence[SpanProcessor] = ()) -> None:
         """Configure telemetry for service ``<pipeline>-<role>`` and the publishers."""
         self.pipeline = pipeline
         self.settings = settings
@@ -74,9 +72,7 @@ class Runtime:
     def processor(self, stage: Stage) -> StageProcessor:
         """The processor of STAGE (one per stage and process)."""
         if stage.name not in self._processors:
-            self._processors[stage.name] = StageProcessor(
-                self.pipeline, stage, self.publisher, self.instruments, self.telemetry.tracer_provider
-            )
+            self._processors[stage.name] = StageProcessor(self.pipeline, stage, self.publisher, self.instruments, self.telemetry.tracer_provider)
         return self._processors[stage.name]
 
     def shutdown(self) -> None:

@@ -70,8 +70,20 @@ def run_celery_stages(pipeline: Pipeline, settings: Settings, options: CeleryOpt
     app = celery_app(pipeline, settings)
     queues = register(app, pipeline, ProcessRuntime(pipeline, settings, "worker", app))
     app.worker_main(
-        ["worker", "--queues", ",".join(queues), "--pool", "prefork", *options.argv(),
-         "--without-gossip", "--without-mingle", "--loglevel", "INFO", "--hostname", f"{pipeline.name}-{os.getpid()}@%h"]
+        [
+            "worker",
+            "--queues",
+            ",".join(queues),
+            "--pool",
+            "prefork",
+            *options.argv(),
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+            "--hostname",
+            f"{pipeline.name}-{os.getpid()}@%h",
+        ]
     )
 
 
@@ -98,8 +110,7 @@ def run(spec: str, pipeline: Pipeline, stages: Sequence[Stage], settings: Settin
 def _supervise(spec: str, groups: list[list[Stage]], options: CeleryOptions) -> int:
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "hoptrace", "worker", spec, *options.argv()]
-            + [arg for stage in group for arg in ("--stage", stage.name)]
+            [sys.executable, "-m", "hoptrace", "worker", spec, *options.argv()] + [arg for stage in group for arg in ("--stage", stage.name)]
         )
         for group in groups
     ]

@@ -57,7 +57,9 @@ def exporter_names(signal: Signal) -> list[str]:
             if protocol not in OTLP_PROTOCOLS:
                 _logger.warning(
                     "OTLP protocol %r for %s is not supported (use one of %s); no OTLP export",
-                    protocol, signal, ", ".join(OTLP_PROTOCOLS),
+                    protocol,
+                    signal,
+                    ", ".join(OTLP_PROTOCOLS),
                 )
                 continue
             name = OTLP_PROTOCOLS[protocol]

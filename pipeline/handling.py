@@ -60,7 +60,5 @@ class StageContext:
     def forward(self, stage_name: str, payload: Payload) -> Published:
         """Send PAYLOAD on to the stage named STAGE_NAME, which must be in this stage's ``forwards_to``."""
         if stage_name not in self.stage.forwards_to:
-            raise PipelineError(
-                f"stage {self.stage.name!r} cannot forward to {stage_name!r}: add it to forwards_to (now {self.stage.forwards_to})"
-            )
+            raise PipelineError(f"stage {self.stage.name!r} cannot forward to {stage_name!r}: add it to forwards_to (now {self.stage.forwards_to})")
         return self._publisher.publish(self._stages[stage_name], payload)

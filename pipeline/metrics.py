@@ -49,4 +49,6 @@ class Instruments:
         self.process_duration = meter.create_histogram("messaging.process.duration", "s", "Handler time per message.")
         self.queue_wait = meter.create_histogram("hoptrace.queue.wait", "s", "Publish to start of processing: time spent in the queue.")
         self.job_latency = meter.create_histogram("hoptrace.job.latency", "s", "Job start to the end of this stage.")
-        self.operation_duration = meter.create_histogram("messaging.client.operation.duration", "s", "Publish time until the broker accepted the message.")
+        self.operation_duration = meter.create_histogram(
+            "messaging.client.operation.duration", "s", "Publish time until the broker accepted the message."
+        )

@@ -136,4 +136,3 @@ def extract(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...] =
     if fallbacks:
         logger.warning("ignored broken message headers (%s); processing the message as a new root where needed", ", ".join(sorted(set(fallbacks))))
     return Extracted(context, sent_at, tuple(fallbacks))
-

@@ -19,15 +19,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HOPTRACE_", frozen=True)
 
-    kafka_bootstrap: str = Field(
-        default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port."
-    )
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0", description="Redis URL used as the Celery broker."
-    )
-    namespace: str = Field(
-        default="", description="Prefix for every topic, consumer group and queue: runs sharing one broker stay apart."
-    )
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port.")
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL used as the Celery broker.")
+    namespace: str = Field(default="", description="Prefix for every topic, consumer group and queue: runs sharing one broker stay apart.")
     state_dir: Path = Field(
         default=REPOSITORY_ROOT / ".hoptrace",
         description="Project-local folder for service data, logs, pid files and the trace store.",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from pipeline.handling import StageContext
@@ -62,7 +62,7 @@ class CeleryTransport:
         return self.queue
 
 
-Transport = Union[KafkaTransport, CeleryTransport]
+Transport = KafkaTransport | CeleryTransport
 
 
 @dataclass(frozen=True)
@@ -151,9 +151,8 @@ class Pipeline:
             raise PipelineError(f"pipeline {self.name!r} already has a stage {stage.name!r}; give each stage its own name")
         for other in self._stages.values():
             if (other.transport.system, other.transport.destination) == (stage.transport.system, stage.transport.destination):
-                raise PipelineError(
-                    f"stages {other.name!r} and {stage.name!r} both consume {stage.transport.system} {stage.transport.destination!r}; give each its own"
-                )
+                where = f"{stage.transport.system} {stage.transport.destination!r}"
+                raise PipelineError(f"stages {other.name!r} and {stage.name!r} both consume {where}; give each its own")
         self._stages[stage.name] = stage
 
     def check(self) -> Pipeline:

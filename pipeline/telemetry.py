@@ -186,9 +186,7 @@ def build_resource(service_name: str, attributes: Mapping[str, str] | None = Non
         own["deployment.environment.name"] = environment
     own.update(attributes or {})
     # The host detector's class is private in SDK 1.45; its entry point is the public name.
-    host: list[ResourceDetector] = [
-        entry.load()() for entry in entry_points(group="opentelemetry_resource_detector", name="host")
-    ]
+    host: list[ResourceDetector] = [entry.load()() for entry in entry_points(group="opentelemetry_resource_detector", name="host")]
     detected = get_aggregated_resources([ProcessResourceDetector(), OsResourceDetector(), *host], Resource.create())
     return detected.merge(Resource(own)).merge(OTELResourceDetector().detect())
 

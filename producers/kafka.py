@@ -47,8 +47,6 @@ class KafkaSender:
         assert isinstance(transport, KafkaTransport)
         future = self._send(transport.topic, value=json.dumps(payload).encode(), headers=merge_headers([], headers))
         future.add_callback(
-            lambda metadata: done(
-                {semconv.MESSAGING_PARTITION: str(metadata.partition), semconv.MESSAGING_KAFKA_OFFSET: metadata.offset}, None
-            )
+            lambda metadata: done({semconv.MESSAGING_PARTITION: str(metadata.partition), semconv.MESSAGING_KAFKA_OFFSET: metadata.offset}, None)
         )
         future.add_errback(lambda error: done({}, error))

@@ -35,9 +35,7 @@ class Sender(Protocol):
 class PipelinePublisher:
     """The pipeline's ``Publisher``: routes each stage to the sender of its messaging system."""
 
-    def __init__(
-        self, pipeline: Pipeline, senders: Mapping[str, Sender], tracer_provider: TracerProvider | None = None
-    ) -> None:
+    def __init__(self, pipeline: Pipeline, senders: Mapping[str, Sender], tracer_provider: TracerProvider | None = None) -> None:
         """Publish into PIPELINE through SENDERS (keyed by messaging system: ``kafka``, ``celery``)."""
         self._pipeline = pipeline
         self._senders = senders

@@ -20,8 +20,9 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from hoptrace import services
-from pipeline.receiver import OtlpReceiver, TelemetryStore
+from pipeline.receiver import OtlpReceiver
 from pipeline.settings import Settings
+from pipeline.telemetry_store import TelemetryStore
 from tests.processes import Process, running
 
 

@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
-from pipeline.receiver import OtlpReceiver, TelemetryStore
+from pipeline.receiver import OtlpReceiver
 from pipeline.settings import Settings
+from pipeline.telemetry_store import TelemetryStore
 from tests.conftest import run_hoptrace
 from tests.traces import chain, orders_chain_names, outbox, published_jobs
 
@@ -44,7 +45,14 @@ def test_hundred_jobs_make_hundred_four_hop_traces(
         assert [(span.name, span.kind) for span in ordered] == orders_chain_names(namespace)
         assert {span.attributes["hoptrace.job.id"] for span in ordered} == {job_of_trace[trace_id]}
         assert [span.attributes["hoptrace.stage"] for span in ordered] == [
-            "validate", "validate", "charge", "charge", "ship", "ship", "notify", "notify"
+            "validate",
+            "validate",
+            "charge",
+            "charge",
+            "ship",
+            "ship",
+            "notify",
+            "notify",
         ]
         assert all(span.status_code == "UNSET" for span in ordered)
         process_validate = ordered[1]

@@ -47,7 +47,8 @@ def test_status_reports_real_kafka_and_redis(settings: Settings) -> None:
 
 def test_status_fails_when_nothing_answers(squatter: int) -> None:
     result = CliRunner().invoke(
-        app, ["services", "status"],
+        app,
+        ["services", "status"],
         env={"COLUMNS": "200", "HOPTRACE_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0", "HOPTRACE_KAFKA_BOOTSTRAP": f"127.0.0.1:{squatter}"},
     )
     assert result.exit_code == 1
@@ -59,10 +60,13 @@ def test_starting_twice_is_a_no_op(settings: Settings) -> None:
     assert again.count("already running") + again.count("already answers") == 2, again
 
 
-@pytest.mark.parametrize(("script", "variable", "address", "service"), [
-    ("redis.sh", "HOPTRACE_REDIS_URL", "redis://127.0.0.1:{port}/0", "Redis"),
-    ("kafka.sh", "HOPTRACE_KAFKA_BOOTSTRAP", "127.0.0.1:{port}", "Kafka"),
-])
+@pytest.mark.parametrize(
+    ("script", "variable", "address", "service"),
+    [
+        ("redis.sh", "HOPTRACE_REDIS_URL", "redis://127.0.0.1:{port}/0", "Redis"),
+        ("kafka.sh", "HOPTRACE_KAFKA_BOOTSTRAP", "127.0.0.1:{port}", "Kafka"),
+    ],
+)
 def test_a_port_taken_by_something_else_is_a_clear_error(
     squatter: int, tmp_path: Path, script: str, variable: str, address: str, service: str
 ) -> None:

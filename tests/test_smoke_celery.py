@@ -17,8 +17,22 @@ TASKS = 100
 def test_hundred_tasks_through_a_prefork_worker(settings: Settings, redis_prefix: str, unique: str, tmp_path: Path) -> None:
     queue = f"smoke-{unique}"
     env = {"HOPTRACE_REDIS_URL": settings.redis_url, "TEST_REDIS_PREFIX": redis_prefix, "TEST_QUEUE": queue}
-    worker = [sys.executable, "-m", "celery", "-A", "tests.apps.smoke_celery", "worker", "--pool", "prefork",
-              "--concurrency", "2", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+    worker = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tests.apps.smoke_celery",
+        "worker",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "2",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel",
+        "INFO",
+    ]
     client = make_app(settings.redis_url, redis_prefix, queue)
     with running(worker, tmp_path / "worker.log", env, ready=" ready.") as process:
         results = ResultSet([client.send_task("smoke.add", (i, i)) for i in range(TASKS)])

@@ -25,9 +25,7 @@ def test_thousand_records_with_headers_round_trip(settings: Settings, new_topic:
     producer.flush()
     producer.close()
 
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_servers, group_id=f"smoke-{unique}", auto_offset_reset="earliest"
-    )
+    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka_servers, group_id=f"smoke-{unique}", auto_offset_reset="earliest")
     received: dict[bytes, tuple[bytes, list[tuple[str, bytes]], int]] = {}
     duplicates = 0
     deadline = time.monotonic() + 60

@@ -101,9 +101,7 @@ def test_otlp_http_by_shared_protocol_and_per_signal_override(monkeypatch: pytes
     assert _shut(exporters.metric_exporters()) == [HttpMetricExporter]
 
 
-def test_unknown_exporter_and_protocol_are_skipped_with_a_warning(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_unknown_exporter_and_protocol_are_skipped_with_a_warning(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin-ish,console")
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
@@ -130,9 +128,7 @@ def test_configure_wires_the_chosen_exporters_and_flushes_at_exit() -> None:
     """A process with console exporters set globally prints all three signals when it exits."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
     env.update(OTEL_TRACES_EXPORTER="console", OTEL_METRICS_EXPORTER="console", OTEL_LOGS_EXPORTER="console")
-    done = subprocess.run(
-        [sys.executable, "-c", CONSOLE_SCRIPT], env=env, capture_output=True, text=True, timeout=60, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", CONSOLE_SCRIPT], env=env, capture_output=True, text=True, timeout=60, check=True)
     trace_line = next(line for line in done.stdout.splitlines() if line.startswith("trace "))
     trace_id = "0x" + trace_line.split()[1]
     documents = _json_documents(done.stdout.replace(trace_line, ""))
@@ -161,9 +157,7 @@ def test_no_logger_provider_when_logs_exporter_is_none(make: Callable[..., Telem
     assert telemetry.logger_provider is None and telemetry.log_handler is None
 
 
-def test_log_handler_leaves_the_root_logger_at_shutdown(
-    monkeypatch: pytest.MonkeyPatch, make: Callable[..., Telemetry]
-) -> None:
+def test_log_handler_leaves_the_root_logger_at_shutdown(monkeypatch: pytest.MonkeyPatch, make: Callable[..., Telemetry]) -> None:
     monkeypatch.setenv("OTEL_LOGS_EXPORTER", "console")
     telemetry = make()
     assert telemetry.log_handler in logging.getLogger().handlers
@@ -281,9 +275,7 @@ def test_shutdown_is_bounded_when_the_collector_is_unreachable(
     assert time.monotonic() - start < 1.5
 
 
-def test_flush_is_bounded_when_the_collector_never_answers(
-    monkeypatch: pytest.MonkeyPatch, make: Callable[..., Telemetry]
-) -> None:
+def test_flush_is_bounded_when_the_collector_never_answers(monkeypatch: pytest.MonkeyPatch, make: Callable[..., Telemetry]) -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()

@@ -1,0 +1,267 @@
+"""OTLP export requests decoded into plain, typed records: the only module that knows OTLP protobuf.
+
+Both transports of the receiver (gRPC and HTTP/protobuf) hand the request bytes of a signal in
+``SIGNALS`` to its ``decode``, so a store never sees a protobuf object. Ids become lowercase hex,
+enums become names, and ``AnyValue`` becomes the matching Python value.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+Attributes = dict[str, Any]
+"""Attributes (and resources) with their ``AnyValue`` values decoded."""
+SignalName = Literal["traces", "metrics", "logs"]
+MetricKind = Literal["sum", "gauge", "histogram", "exponential_histogram", "summary"]
+_PointValues = tuple[int | float | None, int | None, float | None, tuple[int, ...] | None, tuple[float, ...] | None]
+
+# By Span.SpanKind and Status.StatusCode number; UNSPECIFIED (0) is read as INTERNAL, as OTLP allows.
+_SPAN_KINDS = {0: "INTERNAL", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+_STATUS_CODES = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    """One finished span as it arrived over OTLP."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: str
+    """INTERNAL, SERVER, CLIENT, PRODUCER or CONSUMER."""
+    start_ns: int
+    end_ns: int
+    attributes: Attributes
+    status_code: str
+    """UNSET, OK or ERROR."""
+    status_message: str
+    events: tuple[tuple[str, Attributes], ...]
+    """``(name, attributes)`` per event, in recorded order."""
+    links: tuple[tuple[str, str, Attributes], ...]
+    """``(trace_id, span_id, attributes)`` per link."""
+    resource: Attributes
+    scope_name: str
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One data point of one metric in one export."""
+
+    name: str
+    unit: str
+    description: str
+    kind: MetricKind
+    monotonic: bool | None
+    """Set for sums only."""
+    attributes: Attributes
+    resource: Attributes
+    time_ns: int
+    value: int | float | None
+    """Set for sums and gauges only."""
+    count: int | None
+    """Set for histograms and summaries."""
+    sum: float | None
+    """Set for histograms (when recorded) and summaries."""
+    bucket_counts: tuple[int, ...] | None
+    """Set for explicit-bucket histograms only."""
+    explicit_bounds: tuple[float, ...] | None
+    """Set for explicit-bucket histograms only."""
+
+
+@dataclass(frozen=True)
+class ReceivedLog:
+    """One log record as it arrived over OTLP."""
+
+    body: Any
+    severity_text: str
+    severity_number: int
+    trace_id: str | None
+    span_id: str | None
+    attributes: Attributes
+    resource: Attributes
+    time_ns: int
+    """The event time, or the observed time when the sender did not know the event time."""
+
+
+def decode_value(value: AnyValue) -> Any:
+    """An OTLP ``AnyValue`` as Python: str, bool, int, float, bytes, list, dict, or None when empty."""
+    which = value.WhichOneof("value")
+    if which == "array_value":
+        return [decode_value(item) for item in value.array_value.values]
+    if which == "kvlist_value":
+        return decode_attributes(value.kvlist_value.values)
+    return None if which is None else getattr(value, which)
+
+
+def decode_attributes(pairs: Iterable[KeyValue]) -> Attributes:
+    """OTLP key-value pairs as a dict."""
+    return {pair.key: decode_value(pair.value) for pair in pairs}
+
+
+def _hex_id(raw: bytes) -> str | None:
+    """A trace or span id as lowercase hex; None when it is empty or all zeros (invalid)."""
+    return raw.hex() if raw.strip(b"\0") else None
+
+
+def decode_spans(request: trace_service_pb2.ExportTraceServiceRequest) -> list[ReceivedSpan]:
+    """Every span of a trace export request, in request order."""
+    spans: list[ReceivedSpan] = []
+    for resource_spans in request.resource_spans:
+        resource = decode_attributes(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            spans.extend(_span(span, resource, scope_spans.scope.name) for span in scope_spans.spans)
+    return spans
+
+
+def _span(span: Span, resource: Attributes, scope_name: str) -> ReceivedSpan:
+    """One OTLP span as a record."""
+    return ReceivedSpan(
+        trace_id=span.trace_id.hex(),
+        span_id=span.span_id.hex(),
+        parent_span_id=_hex_id(span.parent_span_id),
+        name=span.name,
+        kind=_SPAN_KINDS.get(span.kind, "INTERNAL"),
+        start_ns=span.start_time_unix_nano,
+        end_ns=span.end_time_unix_nano,
+        attributes=decode_attributes(span.attributes),
+        status_code=_STATUS_CODES.get(span.status.code, "UNSET"),
+        status_message=span.status.message,
+        events=tuple((event.name, decode_attributes(event.attributes)) for event in span.events),
+        links=tuple((link.trace_id.hex(), link.span_id.hex(), decode_attributes(link.attributes)) for link in span.links),
+        resource=resource,
+        scope_name=scope_name,
+    )
+
+
+def decode_metrics(request: metrics_service_pb2.ExportMetricsServiceRequest) -> list[MetricPoint]:
+    """Every data point of a metrics export request, in request order."""
+    points: list[MetricPoint] = []
+    for resource_metrics in request.resource_metrics:
+        resource = decode_attributes(resource_metrics.resource.attributes)
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                points.extend(_metric_points(metric, resource))
+    return points
+
+
+def _metric_points(metric: Metric, resource: Attributes) -> Iterator[MetricPoint]:
+    """The data points of one metric (none when the metric carries no data)."""
+    kind: MetricKind | None = metric.WhichOneof("data")
+    if kind is None:
+        return
+    data = getattr(metric, kind)
+    for point in data.data_points:
+        value, count, total, bucket_counts, explicit_bounds = _point_values(kind, point)
+        yield MetricPoint(
+            name=metric.name,
+            unit=metric.unit,
+            description=metric.description,
+            kind=kind,
+            monotonic=data.is_monotonic if kind == "sum" else None,
+            attributes=decode_attributes(point.attributes),
+            resource=resource,
+            time_ns=point.time_unix_nano,
+            value=value,
+            count=count,
+            sum=total,
+            bucket_counts=bucket_counts,
+            explicit_bounds=explicit_bounds,
+        )
+
+
+def _point_values(kind: MetricKind, point: Any) -> _PointValues:
+    """``(value, count, sum, bucket_counts, explicit_bounds)`` of one data point of the given kind."""
+    if kind in ("sum", "gauge"):
+        which = point.WhichOneof("value")
+        return (None if which is None else getattr(point, which)), None, None, None, None
+    total = point.sum if kind == "summary" or point.HasField("sum") else None
+    if kind == "histogram":
+        return None, point.count, total, tuple(point.bucket_counts), tuple(point.explicit_bounds)
+    return None, point.count, total, None, None
+
+
+def decode_logs(request: logs_service_pb2.ExportLogsServiceRequest) -> list[ReceivedLog]:
+    """Every log record of a logs export request, in request order."""
+    logs: list[ReceivedLog] = []
+    for resource_logs in request.resource_logs:
+        resource = decode_attributes(resource_logs.resource.attributes)
+        for scope_logs in resource_logs.scope_logs:
+            logs.extend(_log(record, resource) for record in scope_logs.log_records)
+    return logs
+
+
+def _log(record: LogRecord, resource: Attributes) -> ReceivedLog:
+    """One OTLP log record as a record."""
+    return ReceivedLog(
+        body=decode_value(record.body),
+        severity_text=record.severity_text,
+        severity_number=record.severity_number,
+        trace_id=_hex_id(record.trace_id),
+        span_id=_hex_id(record.span_id),
+        attributes=decode_attributes(record.attributes),
+        resource=resource,
+        time_ns=record.time_unix_nano or record.observed_time_unix_nano,
+    )
+
+
+class InvalidExport(ValueError):
+    """An export request body that is not a (gzip-compressed) OTLP protobuf request of its signal."""
+
+
+@dataclass(frozen=True)
+class OtlpSignal:
+    """One OTLP signal on the wire: its HTTP path, its gRPC service, and how its requests decode."""
+
+    name: SignalName
+    grpc_service: str
+    """The full name of the collector service, whose only method is ``Export``."""
+    request_type: type[Message]
+    response: bytes
+    """The serialized empty Export*ServiceResponse, the answer to every accepted request."""
+    decoder: Callable[[Any], list[Any]]
+
+    @property
+    def path(self) -> str:
+        """The OTLP/HTTP path, e.g. ``/v1/traces``."""
+        return f"/v1/{self.name}"
+
+    def decode(self, body: bytes, gzipped: bool = False) -> list[Any]:
+        """The records of one request body; raises InvalidExport when it does not parse."""
+        try:
+            request = self.request_type.FromString(gzip.decompress(body) if gzipped else body)
+        except (DecodeError, OSError, EOFError, zlib.error) as error:
+            raise InvalidExport(f"not an OTLP {self.name} export request: {error}") from error
+        return self.decoder(request)
+
+
+def _signal(name: SignalName, module: Any, service: str, decoder: Callable[[Any], list[Any]]) -> OtlpSignal:
+    """The signal of an OTLP collector service module, e.g. ``trace_service_pb2`` and ``"Trace"``."""
+    return OtlpSignal(
+        name=name,
+        grpc_service=module.DESCRIPTOR.services_by_name[f"{service}Service"].full_name,
+        request_type=getattr(module, f"Export{service}ServiceRequest"),
+        response=getattr(module, f"Export{service}ServiceResponse")().SerializeToString(),
+        decoder=decoder,
+    )
+
+
+SIGNALS = (
+    _signal("traces", trace_service_pb2, "Trace", decode_spans),
+    _signal("metrics", metrics_service_pb2, "Metrics", decode_metrics),
+    _signal("logs", logs_service_pb2, "Logs", decode_logs),
+)
+"""The three OTLP signals, decoding into ReceivedSpan, MetricPoint and ReceivedLog records."""
