@@ -17,6 +17,7 @@ from hoptrace import smoke
 from hoptrace import worker as workers
 from hoptrace.loader import LoadError, load_pipeline
 from hoptrace.runtime import Runtime, celery_app
+from pipeline import telemetry
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline, PipelineError
 
@@ -103,7 +104,8 @@ def worker(
     max_tasks_per_child: int = typer.Option(None, "--max-tasks-per-child", min=1, help="Replace a Celery pool process after this many tasks."),
 ) -> None:
     """Run the workers of the pipeline's stages until stopped (SIGTERM/SIGINT)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    telemetry.install_log_correlation()
+    logging.basicConfig(level=logging.INFO, format=telemetry.LOG_FORMAT)
     logging.getLogger("kafka").setLevel(logging.WARNING)
     settings = Settings()
     pipeline = _load(spec, settings)
