@@ -67,7 +67,7 @@ class Runtime:
         senders: dict[str, Sender] = {"celery": CelerySender(self._app)}
         if any(isinstance(stage.transport, KafkaTransport) for stage in self.pipeline):
             senders["kafka"] = KafkaSender(self._producer)
-        return PipelinePublisher(self.pipeline, senders, self.telemetry.tracer_provider)
+        return PipelinePublisher(self.pipeline, senders, self.telemetry.tracer_provider, self.instruments)
 
     def processor(self, stage: Stage) -> StageProcessor:
         """The processor of STAGE (one per stage and process)."""

@@ -21,14 +21,19 @@ Attributes = Mapping[str, AttributeValue]
 def stage_attributes(pipeline: Pipeline, stage: Stage, transport: Transport | None = None) -> dict[str, AttributeValue]:
     """The attributes every instrument of STAGE carries (TRANSPORT: where the message went, default the stage's own)."""
     transport = transport or stage.transport
-    attributes: dict[str, AttributeValue] = {
+    return {
         semconv.PIPELINE: pipeline.name,
         semconv.STAGE: stage.name,
         semconv.MESSAGING_SYSTEM: transport.system,
         semconv.MESSAGING_DESTINATION: transport.destination,
     }
-    if isinstance(transport, KafkaTransport) and transport is stage.transport:
-        attributes[semconv.MESSAGING_CONSUMER_GROUP] = transport.group
+
+
+def consumer_attributes(pipeline: Pipeline, stage: Stage) -> dict[str, AttributeValue]:
+    """``stage_attributes`` of the consuming side: with the consumer group of a Kafka stage."""
+    attributes = stage_attributes(pipeline, stage)
+    if isinstance(stage.transport, KafkaTransport):
+        attributes[semconv.MESSAGING_CONSUMER_GROUP] = stage.transport.group
     return attributes
 
 

@@ -6,6 +6,7 @@ per messaging system only turns them into that system's message.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -15,6 +16,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider, fo
 
 from pipeline import jobs, propagation, semconv
 from pipeline.handling import Published
+from pipeline.metrics import Instruments, stage_attributes
 from pipeline.stages import Payload, Pipeline, Stage, Transport, dead_letter_transport
 
 Done = Callable[[Mapping[str, Any], "BaseException | None"], None]
@@ -35,11 +37,21 @@ class Sender(Protocol):
 class PipelinePublisher:
     """The pipeline's ``Publisher``: routes each stage to the sender of its messaging system."""
 
-    def __init__(self, pipeline: Pipeline, senders: Mapping[str, Sender], tracer_provider: TracerProvider | None = None) -> None:
-        """Publish into PIPELINE through SENDERS (keyed by messaging system: ``kafka``, ``celery``)."""
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        senders: Mapping[str, Sender],
+        tracer_provider: TracerProvider | None = None,
+        instruments: Instruments | None = None,
+    ) -> None:
+        """Publish into PIPELINE through SENDERS (keyed by messaging system: ``kafka``, ``celery``).
+
+        INSTRUMENTS default to ones on the global meter provider.
+        """
         self._pipeline = pipeline
         self._senders = senders
         self._tracer = trace.get_tracer("hoptrace", tracer_provider=tracer_provider)
+        self._metrics = instruments or Instruments()
 
     def publish(self, stage: Stage, payload: Payload, headers: Mapping[str, str] | None = None) -> Published:
         """Send PAYLOAD to STAGE, starting a job unless the current context carries one.
@@ -72,12 +84,18 @@ class PipelinePublisher:
         )
         sending = trace.set_span_in_context(span, context)
         headers.update(propagation.inject(sending))
+        metric_attributes = stage_attributes(self._pipeline, stage, transport)
+        began = time.perf_counter()
 
         def done(attributes: Mapping[str, Any], error: BaseException | None) -> None:
             span.set_attributes(attributes)
+            outcome = {**metric_attributes, semconv.OUTCOME: "ok"}
             if error is not None:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, str(error)))
+                outcome.update({semconv.OUTCOME: "error", semconv.ERROR_TYPE: type(error).__qualname__})
+            self._metrics.sent.add(1, outcome)
+            self._metrics.operation_duration.record(time.perf_counter() - began, outcome)
             span.end()
 
         # Current while sending, so a stock instrumentation's own span nests under ours.

@@ -21,7 +21,7 @@ from opentelemetry.util.types import AttributeValue
 
 from pipeline import jobs, propagation, semconv
 from pipeline.handling import Publisher, StageContext
-from pipeline.metrics import Instruments, stage_attributes
+from pipeline.metrics import Instruments, consumer_attributes
 from pipeline.stages import Payload, Pipeline, Stage
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class StageProcessor:
         self._metrics = instruments
         self._tracer = trace.get_tracer("hoptrace", tracer_provider=tracer_provider)
         self._stages = {each.name: each for each in pipeline}
-        self._attributes = stage_attributes(pipeline, stage)
+        self._attributes = consumer_attributes(pipeline, stage)
         self._span_name = f"process {stage.transport.destination}"
 
     def process(self, delivery: Delivery) -> Outcome:
