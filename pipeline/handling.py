@@ -61,4 +61,6 @@ class StageContext:
         """Send PAYLOAD on to the stage named STAGE_NAME, which must be in this stage's ``forwards_to``."""
         if stage_name not in self.stage.forwards_to:
             raise PipelineError(f"stage {self.stage.name!r} cannot forward to {stage_name!r}: add it to forwards_to (now {self.stage.forwards_to})")
+        if stage_name not in self._stages:
+            raise PipelineError(f"stage {stage_name!r} is not in this pipeline; call pipeline.check() before running it")
         return self._publisher.publish(self._stages[stage_name], payload)

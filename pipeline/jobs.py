@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 
@@ -11,12 +12,25 @@ from opentelemetry.context import Context
 from pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT
 
 
+def parse_epoch_seconds(text: str) -> float | None:
+    """TEXT as a finite number of seconds; None when it is not one (``nan``, ``inf`` and garbage alike)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def ensure_job(context: Context) -> Context:
-    """CONTEXT with a job in its baggage: the one already there, or a new id started now."""
-    if baggage.get_baggage(BAGGAGE_JOB_ID, context) is not None:
-        return context
-    context = baggage.set_baggage(BAGGAGE_JOB_ID, uuid.uuid4().hex, context)
-    return baggage.set_baggage(BAGGAGE_JOB_STARTED_AT, f"{time.time():.6f}", context)
+    """CONTEXT with a job in its baggage: the one already there, or a new id started now.
+
+    A job id that came without a start time gets one now, so its latency is still measured.
+    """
+    if baggage.get_baggage(BAGGAGE_JOB_ID, context) is None:
+        context = baggage.set_baggage(BAGGAGE_JOB_ID, uuid.uuid4().hex, context)
+    if job_started_at(context) is None:
+        context = baggage.set_baggage(BAGGAGE_JOB_STARTED_AT, f"{time.time():.6f}", context)
+    return context
 
 
 def job_id(context: Context | None = None) -> str | None:
@@ -28,7 +42,4 @@ def job_id(context: Context | None = None) -> str | None:
 def job_started_at(context: Context | None = None) -> float | None:
     """When the job began (epoch seconds), from baggage; None when missing or not a number."""
     value = baggage.get_baggage(BAGGAGE_JOB_STARTED_AT, context)
-    try:
-        return float(str(value)) if value is not None else None
-    except ValueError:
-        return None
+    return parse_epoch_seconds(str(value)) if value is not None else None

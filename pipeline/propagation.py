@@ -19,9 +19,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from opentelemetry import baggage, propagate, trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
+from pipeline.jobs import parse_epoch_seconds
 from pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class Extracted:
     context: Context
     sent_at: float | None
     fallbacks: tuple[str, ...]
-    """Reasons a header was ignored (``non_utf8``, ``none_value``, ``duplicate``, ``oversized``,
+    """Reasons a header was ignored (``non_utf8``, ``none_value``, ``not_text``, ``duplicate``, ``oversized``,
     ``malformed_traceparent``, ``malformed_sent_at``, ``baggage_not_allowed``, ``too_many_baggage_members``)."""
 
     @property
@@ -49,7 +50,8 @@ class Extracted:
         return not trace.get_current_span(self.context).get_span_context().is_valid
 
 
-def _fields() -> frozenset[str]:
+def fields() -> frozenset[str]:
+    """The header keys hoptrace reads and writes: the global propagator's fields and the publish time."""
     return frozenset(propagate.get_global_textmap().fields) | {HEADER_SENT_AT}
 
 
@@ -61,58 +63,65 @@ def inject(context: Context | None = None) -> dict[str, str]:
     return headers
 
 
+def _text(raw_value: object, fallbacks: list[str]) -> str | None:
+    """RAW_VALUE as text when it is usable; otherwise None, with the reason added to FALLBACKS."""
+    if raw_value is None:
+        fallbacks.append("none_value")
+        return None
+    if not isinstance(raw_value, (bytes, str)):
+        fallbacks.append("not_text")
+        return None
+    size = len(raw_value) if isinstance(raw_value, bytes) else len(raw_value.encode("utf-8", "replace"))
+    if size > MAX_HEADER_BYTES:
+        fallbacks.append("oversized")
+        return None
+    if isinstance(raw_value, str):
+        return raw_value
+    try:
+        return raw_value.decode("utf-8")
+    except UnicodeDecodeError:
+        fallbacks.append("non_utf8")
+        return None
+
+
 def _clean(pairs: Iterable[tuple[object, object]], fallbacks: list[str]) -> dict[str, str]:
     """The propagation headers among PAIRS as text; broken ones are dropped and named in FALLBACKS."""
-    wanted = _fields()
+    wanted = fields()
     found: dict[str, str] = {}
     duplicated: set[str] = set()
     for raw_key, raw_value in pairs:
-        key = raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else str(raw_key)
-        key = key.lower()
-        if key not in wanted:
-            continue
-        if raw_value is None:
-            fallbacks.append("none_value")
-            continue
-        size = len(raw_value) if isinstance(raw_value, (bytes, str)) else 0
-        if size > MAX_HEADER_BYTES:
-            fallbacks.append("oversized")
-            continue
-        if isinstance(raw_value, bytes):
-            try:
-                value = raw_value.decode("utf-8")
-            except UnicodeDecodeError:
-                fallbacks.append("non_utf8")
-                continue
-        elif isinstance(raw_value, str):
-            value = raw_value
-        else:
-            fallbacks.append("not_text")
+        key = (raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else str(raw_key)).lower()
+        if key not in wanted or (value := _text(raw_value, fallbacks)) is None:
             continue
         if key in found and found[key] != value:
             duplicated.add(key)
         found[key] = value
-    for key in duplicated:
+    for key in sorted(duplicated):
         fallbacks.append("duplicate")
         del found[key]
     return found
 
 
-def _bounded_baggage(context: Context, allowlist: tuple[str, ...], fallbacks: list[str]) -> Context:
-    """CONTEXT with only allowed baggage members, at most MAX_BAGGAGE_MEMBERS of them."""
-    members = baggage.get_all(context)
-    if not members:
-        return context
+def _allowed_baggage(header: str, allowlist: tuple[str, ...], fallbacks: list[str]) -> str:
+    """The members of a raw baggage HEADER whose keys are allowed, hoptrace's own first, at most MAX_BAGGAGE_MEMBERS.
+
+    Filtering the raw header before the propagator parses it keeps a flood of unwanted
+    members from pushing the job's own members past the member limit.
+    """
+    members = [member for member in header.split(",") if member.strip()]
     patterns = ALWAYS_ALLOWED + allowlist
-    kept = {key: value for key, value in members.items() if any(fnmatch.fnmatchcase(key, p) for p in patterns)}
+
+    def key(member: str) -> str:
+        return member.split("=", 1)[0].strip()
+
+    kept = [member for member in members if any(fnmatch.fnmatchcase(key(member), pattern) for pattern in patterns)]
     if len(kept) < len(members):
         fallbacks.append("baggage_not_allowed")
+    kept.sort(key=lambda member: key(member) not in ALWAYS_ALLOWED)  # stable: hoptrace's own first
     if len(kept) > MAX_BAGGAGE_MEMBERS:
         fallbacks.append("too_many_baggage_members")
-        kept = dict(list(kept.items())[:MAX_BAGGAGE_MEMBERS])
-    for key in members.keys() - kept.keys():
-        context = baggage.remove_baggage(key, context)
-    return context
+        kept = kept[:MAX_BAGGAGE_MEMBERS]
+    return ",".join(kept)
 
 
 def extract(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...] = ()) -> Extracted:
@@ -123,16 +132,19 @@ def extract(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...] =
     """
     fallbacks: list[str] = []
     headers = _clean(pairs, fallbacks)
+    baggage_fallbacks: list[str] = []
+    if "baggage" in headers:
+        headers["baggage"] = _allowed_baggage(headers["baggage"], allowlist, baggage_fallbacks)
     context = propagate.extract(headers, context=Context())
     if "traceparent" in headers and not trace.get_current_span(context).get_span_context().is_valid:
         fallbacks.append("malformed_traceparent")
-    context = _bounded_baggage(context, allowlist, fallbacks)
+    fallbacks += baggage_fallbacks
     sent_at = None
     if HEADER_SENT_AT in headers:
-        try:
-            sent_at = float(headers[HEADER_SENT_AT])
-        except ValueError:
+        sent_at = parse_epoch_seconds(headers[HEADER_SENT_AT])
+        if sent_at is None:
             fallbacks.append("malformed_sent_at")
     if fallbacks:
-        logger.warning("ignored broken message headers (%s); processing the message as a new root where needed", ", ".join(sorted(set(fallbacks))))
+        reasons = ", ".join(sorted(set(fallbacks)))
+        logger.warning("ignored broken message headers (%s); processing the message as a new root where needed", reasons)
     return Extracted(context, sent_at, tuple(fallbacks))

@@ -27,7 +27,11 @@ if TYPE_CHECKING:
 Payload = Mapping[str, Any]
 Handler = Callable[[Payload, "StageContext"], None]
 
-_KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]+")
+DEAD_LETTER_SUFFIX = ".dead-letter"
+MAX_TOPIC_LENGTH = 249 - len(DEAD_LETTER_SUFFIX)
+"""Kafka's limit, less room for the topic's dead-letter twin."""
 
 
 class PipelineError(ValueError):
@@ -90,8 +94,8 @@ class Stage:
 def dead_letter_transport(transport: Transport) -> Transport:
     """Where messages a stage gave up on are parked: ``<topic or queue>.dead-letter`` on the same system."""
     if isinstance(transport, KafkaTransport):
-        return KafkaTransport(f"{transport.topic}.dead-letter", transport.group)
-    return replace(transport, queue=f"{transport.queue}.dead-letter")
+        return KafkaTransport(transport.topic + DEAD_LETTER_SUFFIX, transport.group)
+    return replace(transport, queue=transport.queue + DEAD_LETTER_SUFFIX)
 
 
 class Pipeline:
@@ -99,7 +103,7 @@ class Pipeline:
 
     def __init__(self, name: str, *, baggage_allowlist: tuple[str, ...] = ()) -> None:
         """Create an empty pipeline. BAGGAGE_ALLOWLIST: incoming baggage keys (fnmatch patterns) to keep."""
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        if not _NAME.fullmatch(name):
             raise PipelineError(f"pipeline name {name!r} must be letters, digits, '_' or '-'")
         self.name = name
         self.baggage_allowlist = baggage_allowlist
@@ -121,14 +125,16 @@ class Pipeline:
         kafka_topic: str | None = None,
         group: str | None = None,
         celery_queue: str | None = None,
-        forwards_to: tuple[str, ...] = (),
+        forwards_to: tuple[str, ...] | str = (),
         links: bool = False,
         retry: RetryPolicy | None = None,
     ) -> Callable[[Handler], Handler]:
         """Declare a stage run by the decorated handler, on a Kafka topic (with its consumer group) or a Celery queue."""
+        targets = (forwards_to,) if isinstance(forwards_to, str) else tuple(forwards_to)
 
         def declare(handler: Handler) -> Handler:
-            self.add(Stage(name, self._transport(name, kafka_topic, group, celery_queue), handler, tuple(forwards_to), links, retry or RetryPolicy()))
+            transport = self._transport(name, kafka_topic, group, celery_queue)
+            self.add(Stage(name, transport, handler, targets, links, retry or RetryPolicy()))
             return handler
 
         return declare
@@ -141,12 +147,29 @@ class Pipeline:
                 raise PipelineError(f"stage {name!r} is on Celery queue {queue!r}; group= is for Kafka stages, remove it")
             return CeleryTransport(queue, f"hoptrace.{self.name}.{name}")
         assert topic is not None
-        if not _KAFKA_TOPIC.fullmatch(topic):
-            raise PipelineError(f"stage {name!r}: {topic!r} is not a legal Kafka topic name (1-249 of letters, digits, '.', '_', '-')")
-        return KafkaTransport(topic, group or name)
+        return KafkaTransport(topic, name if group is None else group)
+
+    @staticmethod
+    def _check_stage(stage: Stage) -> None:
+        """Refuse a stage whose name or destination Kafka, Celery or hoptrace cannot use."""
+        name, transport = stage.name, stage.transport
+        if not _NAME.fullmatch(name):
+            raise PipelineError(f"stage name {name!r} must be letters, digits, '_' or '-'")
+        if isinstance(transport, KafkaTransport):
+            topic = transport.topic
+            if not _KAFKA_TOPIC.fullmatch(topic) or topic in (".", "..") or len(topic) > MAX_TOPIC_LENGTH:
+                raise PipelineError(
+                    f"stage {name!r}: {topic!r} is not a legal Kafka topic name "
+                    f"(1-{MAX_TOPIC_LENGTH} of letters, digits, '.', '_', '-'; not '.' or '..')"
+                )
+            if not transport.group:
+                raise PipelineError(f"stage {name!r}: the consumer group is empty; give group=... or leave it out to use the stage name")
+        elif not transport.queue:
+            raise PipelineError(f"stage {name!r}: the Celery queue name is empty")
 
     def add(self, stage: Stage) -> None:
-        """Add a stage, refusing a name or destination another stage already has."""
+        """Add a stage, refusing a bad name or destination, or one another stage already has."""
+        self._check_stage(stage)
         if stage.name in self._stages:
             raise PipelineError(f"pipeline {self.name!r} already has a stage {stage.name!r}; give each stage its own name")
         for other in self._stages.values():

@@ -16,8 +16,9 @@ KafkaHeaders = list[tuple[str, bytes]]
 
 
 def merge_headers(headers: Sequence[tuple[str, bytes]], new: Mapping[str, str]) -> KafkaHeaders:
-    """HEADERS with NEW set: a key already there is replaced (every copy of it), never appended twice."""
-    kept = [(key, value) for key, value in headers if key not in new]
+    """HEADERS with NEW set: a key already there, in any letter case, is replaced (every copy), never appended twice."""
+    replaced = {key.lower() for key in new}
+    kept = [(key, value) for key, value in headers if key.lower() not in replaced]
     return kept + [(key, value.encode()) for key, value in new.items()]
 
 

@@ -48,6 +48,9 @@ class PipelinePublisher:
 
         INSTRUMENTS default to ones on the global meter provider.
         """
+        missing = {stage.transport.system for stage in pipeline} - senders.keys()
+        if missing:
+            raise ValueError(f"pipeline {pipeline.name!r} has {', '.join(sorted(missing))} stages but no sender for them")
         self._pipeline = pipeline
         self._senders = senders
         self._tracer = trace.get_tracer("hoptrace", tracer_provider=tracer_provider)
@@ -56,9 +59,11 @@ class PipelinePublisher:
     def publish(self, stage: Stage, payload: Payload, headers: Mapping[str, str] | None = None) -> Published:
         """Send PAYLOAD to STAGE, starting a job unless the current context carries one.
 
-        HEADERS are the caller's own; they are kept, except keys hoptrace itself sets.
+        HEADERS are the caller's own; they are kept, except keys of the propagators and
+        hoptrace (in any letter case), which only this publish may set.
         """
-        return self._send(stage, stage.transport, payload, dict(headers or {}))
+        owned = propagation.fields()
+        return self._send(stage, stage.transport, payload, {k: v for k, v in (headers or {}).items() if k.lower() not in owned})
 
     def dead_letter(self, stage: Stage, payload: Payload, error: BaseException) -> None:
         """Park PAYLOAD on ``<destination>.dead-letter``, with the error and the stage in its headers."""
@@ -87,7 +92,13 @@ class PipelinePublisher:
         metric_attributes = stage_attributes(self._pipeline, stage, transport)
         began = time.perf_counter()
 
+        ended = False
+
         def done(attributes: Mapping[str, Any], error: BaseException | None) -> None:
+            nonlocal ended
+            if ended:  # a sender that reported and then raised: the first word counts
+                return
+            ended = True
             span.set_attributes(attributes)
             outcome = {**metric_attributes, semconv.OUTCOME: "ok"}
             if error is not None:
@@ -102,7 +113,7 @@ class PipelinePublisher:
         token = otel_context.attach(sending)
         try:
             self._senders[transport.system].send(transport, payload, headers, done)
-        except Exception as error:
+        except BaseException as error:
             done({}, error)
             raise
         finally:

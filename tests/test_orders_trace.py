@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
@@ -11,16 +10,9 @@ from pipeline.receiver import OtlpReceiver
 from pipeline.settings import Settings
 from pipeline.telemetry_store import TelemetryStore
 from tests.conftest import run_hoptrace
-from tests.traces import chain, orders_chain_names, outbox, published_jobs
+from tests.traces import chain, orders_chain_names, published_jobs, wait_for_outbox
 
 ORDERS = "examples.orders:pipeline"
-
-
-def _wait_for_outbox(settings: Settings, namespace: str, count: int, timeout: float = 90) -> list[dict[str, str | None]]:
-    deadline = time.monotonic() + timeout
-    while len(delivered := outbox(settings, namespace)) < count and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return delivered
 
 
 def test_hundred_jobs_make_hundred_four_hop_traces(
@@ -29,7 +21,7 @@ def test_hundred_jobs_make_hundred_four_hop_traces(
     _, store = telemetry_store
     with hoptrace_worker(ORDERS):
         published = published_jobs(run_hoptrace(hoptrace_env, "publish", ORDERS, "validate", "--count", "100", "--baggage", "tenant=acme").stdout)
-        delivered = _wait_for_outbox(settings, namespace, 100)
+        delivered = wait_for_outbox(settings, namespace, 100)
         assert store.wait_until(lambda s: len(s.spans()) >= 800, timeout=30)
 
     assert len(published) == 100
@@ -70,7 +62,7 @@ def test_sampling_decision_of_the_first_publish_holds_for_every_hop(
     env = {**hoptrace_env, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"}
     with hoptrace_worker(ORDERS, env=env):
         published = published_jobs(run_hoptrace(env, "publish", ORDERS, "validate", "--count", "100").stdout)
-        assert len(_wait_for_outbox(settings, namespace, 100)) == 100
+        assert len(wait_for_outbox(settings, namespace, 100)) == 100
     # The workers flushed on stop: everything they will ever export is in.
 
     bound = TraceIdRatioBased.get_bound_for_rate(0.5)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
 
-from pipeline.otlp_decode import ReceivedSpan
+from pipeline.otlp_decode import MetricPoint, ReceivedSpan
 from pipeline.settings import Settings
 
 ORDERS_HOPS = (("kafka", "orders.placed"), ("celery", "payments"), ("kafka", "orders.charged"), ("celery", "notifications"))
@@ -55,3 +57,27 @@ def outbox(settings: Settings, namespace: str) -> list[dict[str, str | None]]:
         return [json.loads(item) for item in client.lrange(f"{namespace}orders:outbox", 0, -1)]
     finally:
         client.close()
+
+
+def wait_for_outbox(settings: Settings, namespace: str, count: int, timeout: float = 90) -> list[dict[str, str | None]]:
+    """The outbox once it holds COUNT notes (or whatever it holds after TIMEOUT seconds)."""
+    deadline = time.monotonic() + timeout
+    while len(delivered := outbox(settings, namespace)) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return delivered
+
+
+def latest_totals(points: list[MetricPoint], where: Mapping[str, object], field: str = "value") -> float:
+    """Sum over every exporting process and attribute set of the latest cumulative FIELD of the POINTS matching WHERE.
+
+    Each process (told apart by ``service.instance.id`` or pid) exports its own cumulative series.
+    """
+    latest: dict[tuple[object, ...], MetricPoint] = {}
+    for point in points:
+        if any(point.attributes.get(key) != value for key, value in where.items()):
+            continue
+        process = point.resource.get("service.instance.id") or point.resource.get("process.pid")
+        series = (process, tuple(sorted(point.attributes.items())))
+        if series not in latest or point.time_ns >= latest[series].time_ns:
+            latest[series] = point
+    return sum(getattr(point, field) or 0 for point in latest.values())

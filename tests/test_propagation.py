@@ -1,0 +1,320 @@
+"""Headers in and out: pipeline.propagation, producers.kafka.merge_headers and pipeline.jobs.
+
+Incoming headers are untrusted: every broken case must give its exact fallback reasons and
+never raise. Span contexts are built with the real OpenTelemetry API; no broker is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import baggage, propagate, trace
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from pipeline import jobs
+from pipeline.propagation import MAX_BAGGAGE_MEMBERS, Extracted, extract, inject
+from pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
+from producers.kafka import merge_headers
+
+TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
+SPAN_ID = 0x00F067AA0BA902B7
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+OTHER_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def sending(flags: int = TraceFlags.SAMPLED, members: dict[str, str] | None = None) -> Context:
+    """A context as a producer has it: a span (TRACE_ID, SPAN_ID) and baggage MEMBERS."""
+    context = trace.set_span_in_context(NonRecordingSpan(SpanContext(TRACE_ID, SPAN_ID, False, TraceFlags(flags))))
+    for key, value in (members or {}).items():
+        context = baggage.set_baggage(key, value, context)
+    return context
+
+
+def parent(extracted: Extracted) -> SpanContext:
+    return trace.get_current_span(extracted.context).get_span_context()
+
+
+def members(extracted: Extracted) -> dict[str, object]:
+    return dict(baggage.get_all(extracted.context))
+
+
+def as_kafka(headers: dict[str, str]) -> list[tuple[str, bytes]]:
+    return [(key, value.encode()) for key, value in headers.items()]
+
+
+def as_celery(headers: dict[str, str]) -> Any:
+    return dict(headers).items()
+
+
+# --- round trip ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("carrier", [as_kafka, as_celery], ids=["kafka", "celery"])
+@pytest.mark.parametrize("flags", [TraceFlags.SAMPLED, TraceFlags.DEFAULT], ids=["sampled", "not-sampled"])
+def test_inject_then_extract_round_trips(carrier: Callable[[dict[str, str]], Any], flags: int) -> None:
+    job = {BAGGAGE_JOB_ID: "job-1", BAGGAGE_JOB_STARTED_AT: "1700000000.250000", "tenant": "acme"}
+    before = time.time()
+    headers = inject(sending(flags, job))
+    after = time.time()
+
+    extracted = extract(carrier(headers), allowlist=("tenant",))
+
+    assert sorted(headers) == ["baggage", HEADER_SENT_AT, "traceparent"]
+    assert re.fullmatch(r"\d{10}\.\d{6}", headers[HEADER_SENT_AT])
+    assert (parent(extracted).trace_id, parent(extracted).span_id) == (TRACE_ID, SPAN_ID)
+    assert (parent(extracted).trace_flags.sampled, parent(extracted).is_remote) == (flags == TraceFlags.SAMPLED, True)
+    assert members(extracted) == job
+    assert extracted.sent_at is not None and before - 1e-6 <= extracted.sent_at <= after + 1e-6
+    assert (extracted.is_root, extracted.fallbacks) == (False, ())
+
+
+def test_inject_defaults_to_the_current_context() -> None:
+    token = otel_context.attach(sending())
+    try:
+        headers = inject()
+    finally:
+        otel_context.detach(token)
+    assert headers["traceparent"] == TRACEPARENT
+
+
+def test_no_headers_is_a_root_without_fallbacks() -> None:
+    extracted = extract([])
+    assert (extracted.is_root, extracted.sent_at, extracted.fallbacks, members(extracted)) == (True, None, (), {})
+
+
+# --- untrusted headers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pairs", "fallbacks", "is_root"),
+    [
+        pytest.param([("traceparent", b"\xff\xfe00-")], ("non_utf8",), True, id="non-utf8-traceparent"),
+        pytest.param([("traceparent", TRACEPARENT), ("baggage", b"tenant=\xe9")], ("non_utf8",), False, id="non-utf8-baggage"),
+        pytest.param([("traceparent", None)], ("none_value",), True, id="none-traceparent"),
+        pytest.param([("traceparent", TRACEPARENT), ("traceparent", OTHER_TRACEPARENT)], ("duplicate",), True, id="duplicate"),
+        pytest.param([("traceparent", TRACEPARENT.encode()), ("traceparent", TRACEPARENT)], (), False, id="duplicate-identical"),
+        pytest.param([("traceparent", "00-xyz")], ("malformed_traceparent",), True, id="malformed"),
+        pytest.param(
+            [("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")],
+            ("malformed_traceparent",),
+            True,
+            id="zero-trace-id",
+        ),
+        pytest.param(
+            [("traceparent", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")],
+            ("malformed_traceparent",),
+            True,
+            id="version-ff",
+        ),
+        pytest.param([("traceparent", "")], ("malformed_traceparent",), True, id="empty"),
+        pytest.param([("traceparent", 42)], ("not_text",), True, id="int"),
+        pytest.param([("traceparent", ["00-..."])], ("not_text",), True, id="list"),
+        pytest.param([("traceparent", TRACEPARENT), (HEADER_SENT_AT, "yesterday")], ("malformed_sent_at",), False, id="sent-at"),
+        pytest.param([(b"traceparent", TRACEPARENT.encode())], (), False, id="bytes-key"),
+        pytest.param([("TRACEPARENT", TRACEPARENT), ("Baggage", "tenant=acme")], (), False, id="upper-case-keys"),
+        pytest.param(
+            [("x-app", b"\xff"), ("x-none", None), ("x-int", 3), (b"\xff", b"\xff"), ("traceparent", TRACEPARENT)],
+            (),
+            False,
+            id="broken-unrelated-headers",
+        ),
+        pytest.param(
+            [("traceparent", None), ("baggage", b"\xff"), (HEADER_SENT_AT, 1.5)],
+            ("none_value", "non_utf8", "not_text"),
+            True,
+            id="several",
+        ),
+    ],
+)
+def test_broken_headers_fall_back_and_never_raise(pairs: list[tuple[object, object]], fallbacks: tuple[str, ...], is_root: bool) -> None:
+    extracted = extract(pairs, allowlist=("tenant",))
+
+    assert (extracted.fallbacks, extracted.is_root) == (fallbacks, is_root)
+    if not is_root:
+        assert parent(extracted).trace_id == TRACE_ID
+
+
+def test_a_broken_sent_at_leaves_sent_at_none() -> None:
+    assert extract([(HEADER_SENT_AT, "12:00")]).sent_at is None
+    assert extract([(HEADER_SENT_AT, b"1700000000.5")]).sent_at == 1700000000.5
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+def test_a_non_finite_sent_at_is_malformed(value: str) -> None:
+    extracted = extract([(HEADER_SENT_AT, value)])
+    assert (extracted.sent_at, extracted.fallbacks) == (None, ("malformed_sent_at",))
+
+
+def test_a_huge_baggage_is_dropped_unparsed_in_one_short_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    extracted = extract([("traceparent", TRACEPARENT), ("baggage", b"k=" + b"v" * 1_000_000)])
+
+    assert (extracted.fallbacks, extracted.is_root, members(extracted)) == (("oversized",), False, {})
+    assert [record.name for record in caplog.records] == ["pipeline.propagation"]
+    assert "oversized" in caplog.records[0].getMessage()
+    assert len(caplog.records[0].getMessage()) < 300
+
+
+def test_oversized_is_measured_in_bytes(caplog: pytest.LogCaptureFixture) -> None:
+    extracted = extract({"baggage": "k=" + "é" * 4100}.items())
+
+    assert extracted.fallbacks == ("oversized",)
+    assert all(len(record.getMessage()) < 300 for record in caplog.records)
+
+
+def test_random_headers_never_raise() -> None:
+    rng = random.Random(20240601)
+    keys: list[object] = ["traceparent", "tracestate", "baggage", HEADER_SENT_AT, b"TraceParent", "x", None, 7]
+    values: list[Callable[[], object]] = [
+        lambda: rng.randbytes(rng.randrange(0, 120)),
+        lambda: rng.randbytes(rng.randrange(0, 60)).decode("latin-1"),
+        lambda: TRACEPARENT[: rng.randrange(0, len(TRACEPARENT) + 1)],
+        lambda: ",".join(f"{rng.choice('ab=;%,')}{i}={rng.random()}" for i in range(rng.randrange(0, 5))),
+        lambda: None,
+        lambda: rng.random(),
+    ]
+    for _ in range(500):
+        pairs = [(rng.choice(keys), rng.choice(values)()) for _ in range(rng.randrange(0, 6))]
+        assert isinstance(extract(pairs, allowlist=("*",)), Extracted)
+
+
+# --- baggage allowlist and bounds ----------------------------------------------------------
+
+JOB = {BAGGAGE_JOB_ID: "job-1", BAGGAGE_JOB_STARTED_AT: "1700000000.250000"}
+INCOMING = {**JOB, "tenant": "acme", "app.region": "eu", "app.zone": "eu-1", "App.user": "u", "secret": "s"}
+
+
+@pytest.mark.parametrize(
+    ("allowlist", "kept", "fallbacks"),
+    [
+        ((), JOB, ("baggage_not_allowed",)),
+        (("tenant",), {**JOB, "tenant": "acme"}, ("baggage_not_allowed",)),
+        (("app.*", "tenant"), {**JOB, "tenant": "acme", "app.region": "eu", "app.zone": "eu-1"}, ("baggage_not_allowed",)),
+        (("*",), INCOMING, ()),
+    ],
+)
+def test_baggage_is_filtered_by_the_allowlist(allowlist: tuple[str, ...], kept: dict[str, str], fallbacks: tuple[str, ...]) -> None:
+    extracted = extract(inject(sending(members=INCOMING)).items(), allowlist=allowlist)
+
+    assert (members(extracted), extracted.fallbacks, extracted.is_root) == (kept, fallbacks, False)
+
+
+def _many_members(count: int) -> str:
+    header = ",".join([f"m{i}=1" for i in range(count)])
+    assert len(header.encode()) < 8192
+    return header
+
+
+def test_at_most_180_baggage_members_are_kept() -> None:
+    extracted = extract([("baggage", _many_members(200))], allowlist=("m*",))
+
+    assert members(extracted) == {f"m{i}": "1" for i in range(MAX_BAGGAGE_MEMBERS)}
+
+
+def test_too_many_baggage_members_is_reported() -> None:
+    assert extract([("baggage", _many_members(200))], allowlist=("m*",)).fallbacks == ("too_many_baggage_members",)
+
+
+def test_junk_members_cannot_push_the_job_out() -> None:
+    header = ",".join([f"junk{i}=1" for i in range(199)] + ["hoptrace.job.id=job-1"])
+
+    extracted = extract([("baggage", header)])
+
+    assert (members(extracted), extracted.fallbacks) == ({BAGGAGE_JOB_ID: "job-1"}, ("baggage_not_allowed",))
+
+
+# --- OTEL_PROPAGATORS ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def tracecontext_only() -> Iterator[None]:
+    """The global textmap as ``OTEL_PROPAGATORS=tracecontext`` makes it; restored afterwards."""
+    previous = propagate.get_global_textmap()
+    propagate.set_global_textmap(TraceContextTextMapPropagator())
+    yield
+    propagate.set_global_textmap(previous)
+
+
+@pytest.mark.usefixtures("tracecontext_only")
+def test_the_global_propagators_decide_what_is_injected_and_extracted() -> None:
+    headers = inject(sending(members=JOB))
+
+    assert sorted(headers) == [HEADER_SENT_AT, "traceparent"]
+    for incoming in ("hoptrace.job.id=job-1", b"\xff"):  # a header no propagator reads is not even inspected
+        extracted = extract([*headers.items(), ("baggage", incoming)])
+        assert (members(extracted), extracted.fallbacks, extracted.is_root) == ({}, (), False)
+
+
+# --- producers.kafka.merge_headers ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("copies", [0, 1, 3])
+def test_merge_headers_replaces_a_key_and_keeps_the_rest_in_order(copies: int) -> None:
+    user = [("app", b"\xff\xfe"), *[("traceparent", f"old-{i}".encode()) for i in range(copies)], ("z", b"")]
+
+    merged = merge_headers(user, {"traceparent": TRACEPARENT, "baggage": "tenant=caf%C3%A9", "x-note": "café"})
+
+    assert merged == [
+        ("app", b"\xff\xfe"),
+        ("z", b""),
+        ("traceparent", TRACEPARENT.encode()),
+        ("baggage", b"tenant=caf%C3%A9"),
+        ("x-note", "café".encode()),
+    ]
+    assert user[0] == ("app", b"\xff\xfe") and len(user) == copies + 2
+
+
+def test_merge_headers_with_nothing_new_keeps_the_headers() -> None:
+    assert merge_headers([("a", b"1"), ("a", b"2")], {}) == [("a", b"1"), ("a", b"2")]
+
+
+def test_merge_headers_replaces_a_key_in_another_case() -> None:
+    merged = merge_headers([("TraceParent", OTHER_TRACEPARENT.encode())], inject(sending()))
+
+    extracted = extract(merged)
+    assert (extracted.is_root, extracted.fallbacks) == (False, ())
+
+
+# --- pipeline.jobs -------------------------------------------------------------------------
+
+
+def test_ensure_job_starts_a_job_when_none_runs() -> None:
+    before = time.time()
+    context = jobs.ensure_job(Context())
+
+    assert re.fullmatch("[0-9a-f]{32}", jobs.job_id(context) or "")
+    started_at = jobs.job_started_at(context)
+    assert started_at is not None and before - 1e-6 <= started_at <= time.time() + 1e-6
+    assert jobs.job_id(jobs.ensure_job(Context())) != jobs.job_id(context)
+
+
+def test_ensure_job_keeps_a_running_job() -> None:
+    context = baggage.set_baggage(BAGGAGE_JOB_STARTED_AT, "1.5", baggage.set_baggage(BAGGAGE_JOB_ID, "job-1"))
+
+    assert jobs.ensure_job(context) is context
+    assert (jobs.job_id(context), jobs.job_started_at(context)) == ("job-1", 1.5)
+
+
+@pytest.mark.parametrize(("value", "started_at"), [("1700000000.25", 1700000000.25), ("soon", None), ("", None), (None, None)])
+def test_job_started_at(value: str | None, started_at: float | None) -> None:
+    context = Context() if value is None else baggage.set_baggage(BAGGAGE_JOB_STARTED_AT, value, Context())
+    assert jobs.job_started_at(context) == started_at
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_job_started_at_is_none_when_not_finite(value: str) -> None:
+    assert jobs.job_started_at(baggage.set_baggage(BAGGAGE_JOB_STARTED_AT, value, Context())) is None
+
+
+def test_job_id_is_none_without_a_job() -> None:
+    assert jobs.job_id(Context()) is None
