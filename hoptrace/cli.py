@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from hoptrace import monitor as depth
 from hoptrace import publish as publishing
 from hoptrace import services as local_services
 from hoptrace import smoke
@@ -88,6 +89,12 @@ def demo(messages: int = typer.Option(200, "--messages", min=1, help="Messages p
         raise typer.Exit(1)
 
 
+def _configure_logging() -> None:
+    telemetry.install_log_correlation()
+    logging.basicConfig(level=logging.INFO, format=telemetry.LOG_FORMAT)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
 def _load(spec: str, settings: Settings) -> Pipeline:
     try:
         return load_pipeline(spec, settings.namespace)
@@ -102,11 +109,10 @@ def worker(
     stage: list[str] = typer.Option(None, "--stage", "-s", help="Stage to run (repeatable; default: all)."),
     concurrency: int = typer.Option(2, "--concurrency", "-c", min=1, help="Prefork processes of the Celery worker."),
     max_tasks_per_child: int = typer.Option(None, "--max-tasks-per-child", min=1, help="Replace a Celery pool process after this many tasks."),
+    monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="Also report queue depth and consumer lag of these stages."),
 ) -> None:
     """Run the workers of the pipeline's stages until stopped (SIGTERM/SIGINT)."""
-    telemetry.install_log_correlation()
-    logging.basicConfig(level=logging.INFO, format=telemetry.LOG_FORMAT)
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    _configure_logging()
     settings = Settings()
     pipeline = _load(spec, settings)
     try:
@@ -114,7 +120,25 @@ def worker(
     except PipelineError as error:
         console.print(f"[red]{error}[/red]", highlight=False)
         raise typer.Exit(2) from error
-    raise typer.Exit(workers.run(spec, pipeline, chosen, settings, workers.CeleryOptions(concurrency, max_tasks_per_child)))
+    raise typer.Exit(workers.run(spec, pipeline, chosen, settings, workers.CeleryOptions(concurrency, max_tasks_per_child), monitor))
+
+
+@app.command()
+def monitor(
+    spec: str = typer.Argument(..., help="The pipeline, as MODULE:ATTR."),
+    stage: list[str] = typer.Option(None, "--stage", "-s", help="Stage to watch (repeatable; default: all)."),
+    interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between broker reads."),
+) -> None:
+    """Report queue depth (Celery) and consumer lag (Kafka) of the stages until stopped, whether or not workers run."""
+    _configure_logging()
+    settings = Settings()
+    pipeline = _load(spec, settings)
+    try:
+        chosen = pipeline.only(stage) if stage else pipeline
+    except PipelineError as error:
+        console.print(f"[red]{error}[/red]", highlight=False)
+        raise typer.Exit(2) from error
+    depth.run_monitor(chosen, settings, interval)
 
 
 @app.command()

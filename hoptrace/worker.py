@@ -1,9 +1,10 @@
 """``hoptrace worker``: run the workers of a pipeline's stages until stopped.
 
 One process runs either one Kafka stage (a poll loop) or all the chosen Celery stages (a
-real Celery worker, prefork pool). Asked for more than that, ``run`` starts one child
-process per group and supervises them: SIGTERM/SIGINT is passed on, and when one child
-exits the others are stopped.
+real Celery worker, prefork pool); one more, ``hoptrace monitor``, reports their queue
+depth and lag. Asked for more than one process, ``run`` starts one child per group and
+supervises them: SIGTERM/SIGINT is passed on, and when one child exits the others are
+stopped.
 """
 
 from __future__ import annotations
@@ -94,26 +95,25 @@ def _groups(stages: Sequence[Stage]) -> list[list[Stage]]:
     return groups + ([celery] if celery else [])
 
 
-def run(spec: str, pipeline: Pipeline, stages: Sequence[Stage], settings: Settings, options: CeleryOptions) -> int:
-    """Run the workers of STAGES; return the exit status."""
+def run(spec: str, pipeline: Pipeline, stages: Sequence[Stage], settings: Settings, options: CeleryOptions, monitor: bool) -> int:
+    """Run the workers of STAGES (and, with MONITOR, a depth monitor of them); return the exit status."""
     groups = _groups(stages)
-    if len(groups) == 1:
+    if len(groups) == 1 and not monitor:
         group = groups[0]
         if isinstance(group[0].transport, KafkaTransport):
             run_kafka_stage(pipeline, group[0], settings)
         else:
             run_celery_stages(pipeline, settings, options)
         return 0
-    return _supervise(spec, groups, options)
+    stage_args = [[arg for stage in group for arg in ("--stage", stage.name)] for group in groups]
+    commands = [["worker", spec, "--no-monitor", *options.argv(), *args] for args in stage_args]
+    if monitor:
+        commands.append(["monitor", spec, *(arg for args in stage_args for arg in args)])
+    return _supervise(commands)
 
 
-def _supervise(spec: str, groups: list[list[Stage]], options: CeleryOptions) -> int:
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "hoptrace", "worker", spec, *options.argv()] + [arg for stage in group for arg in ("--stage", stage.name)]
-        )
-        for group in groups
-    ]
+def _supervise(commands: list[list[str]]) -> int:
+    children = [subprocess.Popen([sys.executable, "-m", "hoptrace", *command]) for command in commands]
     stopping = False
 
     def stop(number: int, frame: FrameType | None) -> None:

@@ -17,7 +17,7 @@ exists). Workers and publishers call ``check()`` before they start.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -189,6 +189,13 @@ class Pipeline:
                         f"stage {stage.name!r} forwards to {target!r}, which pipeline {self.name!r} does not have; declare it or fix forwards_to"
                     )
         return self
+
+    def only(self, names: Iterable[str]) -> Pipeline:
+        """A copy with just the stages NAMES (forwards to the others are kept, unchecked)."""
+        copy = Pipeline(self.name, baggage_allowlist=self.baggage_allowlist)
+        for name in names:
+            copy.add(self[name])
+        return copy
 
     def namespaced(self, prefix: str) -> Pipeline:
         """A copy whose topics, groups and queues start with PREFIX (isolates runs sharing one broker)."""

@@ -1,0 +1,35 @@
+"""``hoptrace monitor``: report queue depth and consumer lag of a pipeline's stages until stopped.
+
+Depth is reported from one process per deployment (this one), not from every worker, so
+each series has one source, and it is reported even when no worker of a stage runs.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+from pipeline import telemetry
+from pipeline.depth import DepthMonitor
+from pipeline.settings import Settings
+from pipeline.stages import Pipeline
+
+
+def run_monitor(pipeline: Pipeline, settings: Settings, interval_s: float) -> None:
+    """Export ``hoptrace.queue.depth`` and ``hoptrace.kafka.consumer.lag`` of PIPELINE until SIGTERM/SIGINT."""
+    stopped = threading.Event()
+
+    def stop(number: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, stop)
+    process_telemetry = telemetry.configure(f"{pipeline.name}-monitor")
+    monitor = DepthMonitor(pipeline, settings, process_telemetry.meter_provider, interval_s)
+    monitor.start()
+    try:
+        stopped.wait()
+    finally:
+        monitor.stop()
+        process_telemetry.shutdown()
