@@ -21,6 +21,7 @@ from hoptrace.runtime import Runtime, celery_app
 from pipeline import telemetry
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline, PipelineError
+from producers.publisher import PublishFailed
 
 app = typer.Typer(help="See inside pipelines that hop across Kafka topics and Celery queues.", no_args_is_help=True)
 services_app = typer.Typer(help="Local Redis and Apache Kafka, no Docker needed.", no_args_is_help=True)
@@ -87,6 +88,11 @@ def demo(messages: int = typer.Option(200, "--messages", min=1, help="Messages p
     if any(hop.received != hop.sent for hop in hops):
         console.print("[red]messages went missing[/red]")
         raise typer.Exit(1)
+
+
+CONFIRM_EVERY = 500
+"""``publish`` waits for the broker's acknowledgements after this many jobs (and at the end)."""
+CONFIRM_TIMEOUT_S = 30.0
 
 
 def _configure_logging() -> None:
@@ -166,6 +172,12 @@ def publish(
         jobs = publishing.job_payloads(template, count)
         for job in track(jobs, total=count, description=f"publishing to {stage}", console=err_console, transient=True):
             published.append(publishing.publish_job(runtime.publisher, target, job, members))
+            if len(published) % CONFIRM_EVERY == 0:
+                runtime.publisher.confirm(CONFIRM_TIMEOUT_S)
+        runtime.publisher.confirm(CONFIRM_TIMEOUT_S)
+    except PublishFailed as error:
+        err_console.print(f"[red]{error}[/red]", highlight=False)
+        raise typer.Exit(1) from error
     finally:
         runtime.shutdown()
     for item in published:

@@ -59,7 +59,7 @@ class Runtime:
 
     @cached_property
     def _producer(self) -> KafkaProducer:
-        return KafkaProducer(bootstrap_servers=self.settings.kafka_servers, linger_ms=5, client_id=f"hoptrace-{self.pipeline.name}")
+        return KafkaProducer(bootstrap_servers=self.settings.kafka_servers, client_id=f"hoptrace-{self.pipeline.name}")
 
     @cached_property
     def publisher(self) -> PipelinePublisher:

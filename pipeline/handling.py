@@ -36,6 +36,10 @@ class Publisher(Protocol):
         """Park a payload STAGE gave up on where it can be inspected and replayed."""
         ...
 
+    def confirm(self, timeout_s: float) -> None:
+        """Wait until the brokers accepted everything this thread published since the last confirm; raise if not."""
+        ...
+
 
 class StageContext:
     """Handed to a stage's handler with each message: who it is, the job, and forwarding."""

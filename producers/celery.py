@@ -19,7 +19,7 @@ class CelerySender:
         self.app = app
 
     def send(self, transport: Transport, payload: Payload, headers: Mapping[str, str], done: Done) -> None:
-        """Send PAYLOAD to the queue; DONE gets the task id as the message id."""
+        """Send PAYLOAD to the queue, waiting for the broker; DONE gets the task id as the message id."""
         assert isinstance(transport, CeleryTransport)
         result = self.app.send_task(transport.task, args=(dict(payload),), queue=transport.queue, headers=dict(headers))
         done({semconv.MESSAGING_MESSAGE_ID: result.id}, None)

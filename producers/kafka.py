@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka.producer.future import FutureRecordMetadata
 
 from pipeline import semconv
 from pipeline.stages import KafkaTransport, Payload, Transport
-from producers.publisher import Done
+from producers.publisher import Done, Pending
 
 KafkaHeaders = list[tuple[str, bytes]]
 
@@ -43,7 +44,7 @@ class KafkaSender:
         self.producer = producer
         self._send = _send_method(producer)
 
-    def send(self, transport: Transport, payload: Payload, headers: Mapping[str, str], done: Done) -> None:
+    def send(self, transport: Transport, payload: Payload, headers: Mapping[str, str], done: Done) -> Pending:
         """Send PAYLOAD as JSON; DONE gets the partition and offset once the broker acknowledged it."""
         assert isinstance(transport, KafkaTransport)
         future = self._send(transport.topic, value=json.dumps(payload).encode(), headers=merge_headers([], headers))
@@ -51,3 +52,15 @@ class KafkaSender:
             lambda metadata: done({semconv.MESSAGING_PARTITION: str(metadata.partition), semconv.MESSAGING_KAFKA_OFFSET: metadata.offset}, None)
         )
         future.add_errback(lambda error: done({}, error))
+        return _Acknowledgement(future)
+
+
+class _Acknowledgement:
+    """The broker's answer to one record, to wait for."""
+
+    def __init__(self, future: FutureRecordMetadata) -> None:
+        self._future = future
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until the broker acknowledged the record; raise its error (or a timeout) when it did not."""
+        self._future.get(timeout=timeout_s)

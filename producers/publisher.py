@@ -6,6 +6,7 @@ per messaging system only turns them into that system's message.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -26,12 +27,33 @@ HEADER_ERROR = "hoptrace-error"
 HEADER_FAILED_STAGE = "hoptrace-failed-stage"
 
 
+class Pending(Protocol):
+    """A message handed to a client that the broker has yet to accept."""
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until the broker accepted the message; raise its error, or a timeout, when it did not."""
+        ...
+
+
 class Sender(Protocol):
     """Sends one payload with text headers over one messaging system."""
 
-    def send(self, transport: Transport, payload: Payload, headers: Mapping[str, str], done: Done) -> None:
-        """Send PAYLOAD to TRANSPORT's destination; call DONE exactly once, now or later."""
+    def send(self, transport: Transport, payload: Payload, headers: Mapping[str, str], done: Done) -> Pending | None:
+        """Send PAYLOAD to TRANSPORT's destination and call DONE exactly once, now or later.
+
+        Returns what to wait on when the broker's answer comes later, None when it came already.
+        """
         ...
+
+
+class PublishFailed(RuntimeError):
+    """Messages a broker did not accept; ``errors`` holds each failure."""
+
+    def __init__(self, errors: list[BaseException], total: int) -> None:
+        """Report ERRORS out of TOTAL messages waited for."""
+        first = errors[0]
+        super().__init__(f"{len(errors)} of {total} messages were not accepted by the broker; first: {type(first).__name__}: {first}")
+        self.errors = errors
 
 
 class PipelinePublisher:
@@ -55,6 +77,7 @@ class PipelinePublisher:
         self._senders = senders
         self._tracer = trace.get_tracer("hoptrace", tracer_provider=tracer_provider)
         self._metrics = instruments or Instruments()
+        self._pending = threading.local()
 
     def publish(self, stage: Stage, payload: Payload, headers: Mapping[str, str] | None = None) -> Published:
         """Send PAYLOAD to STAGE, starting a job unless the current context carries one.
@@ -69,6 +92,22 @@ class PipelinePublisher:
         """Park PAYLOAD on ``<destination>.dead-letter``, with the error and the stage in its headers."""
         headers = {HEADER_ERROR: f"{type(error).__name__}: {error}"[:1000], HEADER_FAILED_STAGE: stage.name}
         self._send(stage, dead_letter_transport(stage.transport), payload, headers)
+
+    def confirm(self, timeout_s: float) -> None:
+        """Wait until the broker accepted every message this thread sent since the last ``confirm``.
+
+        Raises ``PublishFailed`` naming what was refused or not answered within TIMEOUT_S.
+        """
+        pending: list[Pending] = self._pending.__dict__.pop("items", [])
+        deadline = time.monotonic() + timeout_s
+        errors: list[BaseException] = []
+        for item in pending:
+            try:
+                item.wait(max(0.0, deadline - time.monotonic()))
+            except Exception as error:  # every kind of broker refusal is the caller's to handle
+                errors.append(error)
+        if errors:
+            raise PublishFailed(errors, len(pending))
 
     def _send(self, stage: Stage, transport: Transport, payload: Payload, headers: dict[str, str]) -> Published:
         context = jobs.ensure_job(otel_context.get_current())
@@ -112,10 +151,12 @@ class PipelinePublisher:
         # Current while sending, so a stock instrumentation's own span nests under ours.
         token = otel_context.attach(sending)
         try:
-            self._senders[transport.system].send(transport, payload, headers, done)
+            pending = self._senders[transport.system].send(transport, payload, headers, done)
         except BaseException as error:
             done({}, error)
             raise
         finally:
             otel_context.detach(token)
+        if pending is not None:
+            self._pending.__dict__.setdefault("items", []).append(pending)
         return Published(format_trace_id(span.get_span_context().trace_id), job_id)

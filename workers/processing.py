@@ -26,6 +26,9 @@ from pipeline.stages import Payload, Pipeline, Stage
 
 logger = logging.getLogger(__name__)
 
+CONFIRM_TIMEOUT_S = 30.0
+"""Longest wait for the brokers to accept a message's forwards before the attempt counts as failed."""
+
 
 class Outcome(str, Enum):
     """How a message left the worker."""
@@ -102,6 +105,13 @@ class StageProcessor:
             time.sleep(policy.backoff_s * 2 ** (attempt - 1))
         raise AssertionError("unreachable: the last attempt returns")
 
+    def _discard_unconfirmed(self) -> None:
+        """Forget forwards of a failed attempt (the next attempt sends them again: at least once)."""
+        try:
+            self._publisher.confirm(CONFIRM_TIMEOUT_S)
+        except Exception as error:  # already failing; the attempt's own error is what counts
+            logger.debug("stage %s: forwards of a failed attempt were refused too: %s", self.stage.name, error)
+
     def _span_parent(self, context: Context) -> tuple[Context, list[Link]]:
         """Parent context and links: the producer as parent, or (``links=True``) as a link of a new root."""
         if not self.stage.links:
@@ -133,7 +143,10 @@ class StageProcessor:
             if delivery.decode_error is not None:
                 raise UndecodableMessage(delivery.decode_error)
             self.stage.handler(delivery.payload, StageContext(self.stage, self._publisher, self._stages, attempt))
+            # Only forwards the brokers accepted make the message done; a refused one fails the attempt.
+            self._publisher.confirm(CONFIRM_TIMEOUT_S)
         except Exception as error:  # the handler's failure is the message's, never the worker's
+            self._discard_unconfirmed()
             failed = {**self._attributes, semconv.ERROR_TYPE: type(error).__qualname__}
             self._metrics.process_duration.record(time.perf_counter() - began, failed)
             span.record_exception(error)
@@ -143,6 +156,7 @@ class StageProcessor:
             logger.warning("stage %s attempt %d failed: %s: %s", self.stage.name, attempt, type(error).__name__, error)
             if last:
                 self._publisher.dead_letter(self.stage, delivery.payload, error)
+                self._publisher.confirm(CONFIRM_TIMEOUT_S)  # not parked: raise, so the worker keeps the message
                 self._metrics.dead_lettered.add(1, failed)
             return False
         else:
