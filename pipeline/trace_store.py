@@ -1,0 +1,292 @@
+"""The embedded trace store of ``hoptrace watch``: received spans and metric points in one bounded SQLite file.
+
+Tables (JSON columns are written by ``trace_queries.to_json``, lossless for bytes too):
+
+- ``spans``: one row per span, keyed by (trace_id, span_id); a span received twice (an exporter
+  retrying) replaces the first copy. What queries filter on are columns (kind, times, status,
+  pipeline, stage, job id, messaging operation, outcome, attempt, system, destination); attributes,
+  events and links are JSON. Indexed by end time, by (stage, trace_id), by resource, and error spans by trace.
+- ``traces``: one row per trace: the earliest start and latest end of its spans; indexed by start.
+- ``resources``: each distinct resource once, as JSON; spans and points refer to it by id.
+- ``metric_points``: name, time, pipeline and stage columns, the rest of the point as JSON;
+  indexed by (name, pipeline, stage, time) and by time.
+
+Log records are not kept: ``add_logs`` drops them. Each export request is written in one
+transaction, which also enforces the bounds: whole traces go, oldest start first, while more
+than ``max_spans`` spans are stored; the oldest metric points beyond ``max_metric_points`` go.
+The file is in WAL mode, so other processes (``hoptrace traces``) read while ``watch`` writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pipeline import semconv
+from pipeline.otlp_decode import Attributes, MetricPoint, ReceivedLog, ReceivedSpan
+from pipeline.trace_queries import (
+    POINT_FIELDS,
+    StageStats,
+    TraceSummary,
+    read_metric_points,
+    read_trace,
+    recent_traces,
+    stage_stats,
+    to_json,
+)
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS resources (id INTEGER PRIMARY KEY, attributes_json TEXT NOT NULL UNIQUE)",
+    "CREATE TABLE IF NOT EXISTS traces (trace_id TEXT PRIMARY KEY, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns)",
+    "CREATE TABLE IF NOT EXISTS spans (trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_span_id TEXT, name TEXT NOT NULL,"
+    " kind TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, status_code TEXT NOT NULL, status_message TEXT NOT NULL,"
+    " pipeline TEXT, stage TEXT, job_id TEXT, operation TEXT, outcome TEXT, attempt INTEGER, system TEXT, destination TEXT,"
+    " attributes_json TEXT NOT NULL, events_json TEXT NOT NULL, links_json TEXT NOT NULL,"
+    " resource_id INTEGER NOT NULL REFERENCES resources (id), scope_name TEXT NOT NULL, PRIMARY KEY (trace_id, span_id))",
+    "CREATE INDEX IF NOT EXISTS spans_by_end ON spans (end_ns)",
+    "CREATE INDEX IF NOT EXISTS spans_by_stage ON spans (stage, trace_id)",
+    "CREATE INDEX IF NOT EXISTS spans_by_resource ON spans (resource_id)",
+    "CREATE INDEX IF NOT EXISTS spans_with_errors ON spans (trace_id) WHERE status_code = 'ERROR'",
+    "CREATE TABLE IF NOT EXISTS metric_points (id INTEGER PRIMARY KEY, name TEXT NOT NULL, time_ns INTEGER NOT NULL, pipeline TEXT,"
+    " stage TEXT, point_json TEXT NOT NULL, resource_id INTEGER NOT NULL REFERENCES resources (id))",
+    "CREATE INDEX IF NOT EXISTS metric_points_by_stage ON metric_points (name, pipeline, stage, time_ns)",
+    "CREATE INDEX IF NOT EXISTS metric_points_by_time ON metric_points (time_ns)",
+    "CREATE INDEX IF NOT EXISTS metric_points_by_resource ON metric_points (resource_id)",
+)
+_SPAN_COLUMNS = (
+    "trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message, pipeline, stage, job_id, operation,"
+    " outcome, attempt, system, destination, attributes_json, events_json, links_json, resource_id, scope_name"
+)
+_INSERT_SPAN = f"INSERT OR REPLACE INTO spans ({_SPAN_COLUMNS}) VALUES ({', '.join('?' * len(_SPAN_COLUMNS.split(',')))})"
+_UPSERT_TRACE = (
+    "INSERT INTO traces (trace_id, start_ns, end_ns) VALUES (?, ?, ?) ON CONFLICT (trace_id)"
+    " DO UPDATE SET start_ns = MIN(start_ns, excluded.start_ns), end_ns = MAX(end_ns, excluded.end_ns)"
+)
+_INSERT_POINT = "INSERT INTO metric_points (name, time_ns, pipeline, stage, point_json, resource_id) VALUES (?, ?, ?, ?, ?, ?)"
+_DROP_UNUSED_RESOURCES = (
+    "DELETE FROM resources WHERE NOT EXISTS (SELECT 1 FROM spans WHERE resource_id = resources.id)"
+    " AND NOT EXISTS (SELECT 1 FROM metric_points WHERE resource_id = resources.id)"
+)
+
+
+def _text(attributes: Attributes, key: str) -> str | None:
+    """The attribute KEY when it is a string."""
+    value = attributes.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _integer(attributes: Attributes, key: str) -> int | None:
+    """The attribute KEY when it is an integer (not a bool)."""
+    value = attributes.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _resource_ids(db: sqlite3.Connection, resources: Iterable[Attributes]) -> dict[int, int]:
+    """Row ids of RESOURCES (inserted when new), by ``id()`` of each dict: a request's records share their resource's dict."""
+    ids: dict[int, int] = {}
+    for resource in resources:
+        if id(resource) not in ids:
+            text = to_json(resource)
+            db.execute("INSERT OR IGNORE INTO resources (attributes_json) VALUES (?)", (text,))
+            [ids[id(resource)]] = db.execute("SELECT id FROM resources WHERE attributes_json = ?", (text,)).fetchone()
+    return ids
+
+
+def _span_row(span: ReceivedSpan, resource_id: int) -> tuple[Any, ...]:
+    """The values of a span's row, in ``_SPAN_COLUMNS`` order."""
+    attributes = span.attributes
+    return (
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id,
+        span.name,
+        span.kind,
+        span.start_ns,
+        span.end_ns,
+        span.status_code,
+        span.status_message,
+        _text(attributes, semconv.PIPELINE),
+        _text(attributes, semconv.STAGE),
+        _text(attributes, semconv.JOB_ID),
+        _text(attributes, semconv.MESSAGING_OPERATION_TYPE),
+        _text(attributes, semconv.OUTCOME),
+        _integer(attributes, semconv.ATTEMPT),
+        _text(attributes, semconv.MESSAGING_SYSTEM),
+        _text(attributes, semconv.MESSAGING_DESTINATION),
+        to_json(attributes),
+        to_json(span.events),
+        to_json(span.links),
+        resource_id,
+        span.scope_name,
+    )
+
+
+def _point_row(point: MetricPoint, resource_id: int) -> tuple[Any, ...]:
+    """The values of a metric point's row, as ``_INSERT_POINT`` takes them."""
+    attributes = point.attributes
+    fields = to_json({name: getattr(point, name) for name in POINT_FIELDS})
+    return point.name, point.time_ns, _text(attributes, semconv.PIPELINE), _text(attributes, semconv.STAGE), fields, resource_id
+
+
+class SqliteTraceStore:
+    """A ``TelemetrySink`` in a SQLite file, bounded in size; many threads may write, other processes may read; a context manager.
+
+    Writes go through one connection and reads through another, each used by one thread at a
+    time; SQLite's WAL and busy timeout coordinate with other processes using the same file.
+    """
+
+    def __init__(self, path: Path, max_spans: int = 200_000, max_metric_points: int = 200_000, busy_timeout_s: float = 10.0) -> None:
+        """Open (creating it and its directory when missing) the store at PATH, keeping at most MAX_SPANS spans and MAX_METRIC_POINTS points.
+
+        BUSY_TIMEOUT_S is how long a statement waits for another process's write to finish.
+        """
+        if max_spans < 1 or max_metric_points < 1:
+            raise ValueError(f"the bounds must be positive, not max_spans={max_spans}, max_metric_points={max_metric_points}")
+        self.path = path
+        self.max_spans = max_spans
+        self.max_metric_points = max_metric_points
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = self._connect(busy_timeout_s)
+        self._reader = self._connect(busy_timeout_s)
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        with self._writing() as db:
+            for statement in _SCHEMA:
+                db.execute(statement)
+
+    def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
+        """A connection in autocommit mode (transactions are explicit), usable from any thread, in WAL mode."""
+        db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # safe in WAL mode: only a power loss may drop the last commits
+        return db
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, holding SQLite's write lock from its start (so it never has to upgrade and fail)."""
+        with self._write_lock:
+            yield from self._transaction(self._writer, "BEGIN IMMEDIATE")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: one consistent snapshot while writers go on."""
+        with self._read_lock:
+            yield from self._transaction(self._reader, "BEGIN")
+
+    @staticmethod
+    def _transaction(db: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Connection]:
+        """Run the body between BEGIN and COMMIT, rolling back when it raises."""
+        db.execute(begin)
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def add_spans(self, spans: Iterable[ReceivedSpan]) -> None:
+        """Keep the spans of one export request in one transaction, then drop the oldest traces beyond ``max_spans``."""
+        spans = list(spans)
+        if not spans:
+            return
+        bounds: dict[str, tuple[int, int]] = {}
+        for span in spans:
+            start, end = bounds.get(span.trace_id, (span.start_ns, span.end_ns))
+            bounds[span.trace_id] = (min(start, span.start_ns), max(end, span.end_ns))
+        with self._writing() as db:
+            resources = _resource_ids(db, (span.resource for span in spans))
+            db.executemany(_INSERT_SPAN, [_span_row(span, resources[id(span.resource)]) for span in spans])
+            db.executemany(_UPSERT_TRACE, [(trace_id, start, end) for trace_id, (start, end) in bounds.items()])
+            if self._evict_traces(db):
+                db.execute(_DROP_UNUSED_RESOURCES)
+
+    def add_metrics(self, points: Iterable[MetricPoint]) -> None:
+        """Keep the points of one export request in one transaction, then drop the oldest beyond ``max_metric_points``."""
+        points = list(points)
+        if not points:
+            return
+        with self._writing() as db:
+            resources = _resource_ids(db, (point.resource for point in points))
+            db.executemany(_INSERT_POINT, [_point_row(point, resources[id(point.resource)]) for point in points])
+            [count] = db.execute("SELECT COUNT(*) FROM metric_points").fetchone()
+            if count > self.max_metric_points:
+                db.execute(
+                    "DELETE FROM metric_points WHERE id IN (SELECT id FROM metric_points ORDER BY time_ns, id LIMIT ?)",
+                    (count - self.max_metric_points,),
+                )
+                db.execute(_DROP_UNUSED_RESOURCES)
+
+    def add_logs(self, logs: Iterable[ReceivedLog]) -> None:
+        """Drop log records: this store keeps traces and metric points only."""
+
+    def _evict_traces(self, db: sqlite3.Connection) -> bool:
+        """Delete whole traces, oldest start first, until at most ``max_spans`` spans remain; whether any went."""
+        [excess] = db.execute("SELECT COUNT(*) - ? FROM spans", (self.max_spans,)).fetchone()
+        if excess <= 0:
+            return False
+        doomed: list[tuple[str]] = []
+        oldest = db.execute("SELECT trace_id, (SELECT COUNT(*) FROM spans s WHERE s.trace_id = t.trace_id) FROM traces t ORDER BY start_ns, trace_id")
+        while excess > 0:
+            trace_id, count = oldest.fetchone()
+            doomed.append((trace_id,))
+            excess -= count
+        oldest.close()
+        db.executemany("DELETE FROM spans WHERE trace_id = ?", doomed)
+        db.executemany("DELETE FROM traces WHERE trace_id = ?", doomed)
+        return True
+
+    def recent_traces(self, limit: int = 20, stage: str | None = None, errors_only: bool = False) -> list[TraceSummary]:
+        """Summaries of the LIMIT newest traces by start, newest first; only traces through STAGE, or with an ERROR span, when asked."""
+        with self._reading() as db:
+            return recent_traces(db, limit, stage, errors_only)
+
+    def trace(self, trace_id: str) -> list[ReceivedSpan]:
+        """The spans of a trace exactly as received, by start time; empty when the store does not have it."""
+        with self._reading() as db:
+            return read_trace(db, trace_id)
+
+    def metric_points(self, name: str) -> list[MetricPoint]:
+        """The stored points of the metric NAME exactly as received, oldest first."""
+        with self._reading() as db:
+            return read_metric_points(db, name)
+
+    def stage_stats(self, window_s: float = 60.0, now_ns: int | None = None) -> list[StageStats]:
+        """Per-stage numbers over the WINDOW_S seconds up to NOW_NS (default: now); see ``trace_queries.stage_stats``."""
+        with self._reading() as db:
+            return stage_stats(db, window_s, now_ns)
+
+    def span_count(self) -> int:
+        """How many spans are stored."""
+        with self._reading() as db:
+            return int(db.execute("SELECT COUNT(*) FROM spans").fetchone()[0])
+
+    def trace_count(self) -> int:
+        """How many traces are stored."""
+        with self._reading() as db:
+            return int(db.execute("SELECT COUNT(*) FROM traces").fetchone()[0])
+
+    def clear(self) -> None:
+        """Forget every span, trace and metric point (for every process using the file)."""
+        with self._writing() as db:
+            for table in ("spans", "traces", "metric_points", "resources"):
+                db.execute(f"DELETE FROM {table}")
+
+    def close(self) -> None:
+        """Close both connections; the store is unusable afterwards."""
+        with self._write_lock, self._read_lock:
+            self._writer.close()
+            self._reader.close()
+
+    def __enter__(self) -> SqliteTraceStore:
+        """Return the store."""
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        """Close."""
+        self.close()
