@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from opentelemetry import metrics
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from pipeline.depth_kafka import KafkaConsumerLag
@@ -140,8 +141,9 @@ class DepthMonitor:
 
     def refresh_once(self) -> None:
         """Refresh both gauges now, in the calling thread."""
-        for last in (self._queue_depth, self._consumer_lag):
-            last.refresh()
+        with suppress_instrumentation():  # our own broker reads are not the user's traffic
+            for last in (self._queue_depth, self._consumer_lag):
+                last.refresh()
 
     def start(self) -> None:
         """Start refreshing in the background: one daemon thread per broker, so a slow one does not hold up the other."""
@@ -156,10 +158,12 @@ class DepthMonitor:
             thread.start()
 
     def _refresh_until_stopped(self, last: _LastKnown) -> None:
-        while True:
-            last.refresh()
-            if self._stopping.wait(self._interval_s):
-                return
+        # A stock Redis or Kafka instrumentation would make every read a new root trace.
+        with suppress_instrumentation():
+            while True:
+                last.refresh()
+                if self._stopping.wait(self._interval_s):
+                    return
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the threads (waiting at most TIMEOUT_S for a refresh under way) and close the broker connections.

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from contextlib import ExitStack
 from typing import Any, Protocol
 
 from celery import Celery, Task
-from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
+from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from pipeline import semconv
 from pipeline.stages import CeleryTransport, Payload, Pipeline, Stage
@@ -52,9 +55,26 @@ def register(app: Celery, pipeline: Pipeline, runtime: ProcessRuntime) -> list[s
             _register_stage(app, stage, runtime)
             queues.append(stage.transport.queue)
 
+    stages = [stage for stage in pipeline if isinstance(stage.transport, CeleryTransport)]
+    quiet = ExitStack()
+
+    def quiet_consumer(**_: Any) -> None:
+        # The consumer's own broker traffic (acks, unacked bookkeeping, pidbox) is not a job's:
+        # with a stock Redis instrumentation it would be a flood of root traces.
+        quiet.enter_context(suppress_instrumentation())
+
+    def start_pool_process(**_: Any) -> None:
+        # Forked from the quiet consumer: trace again, and make telemetry now, before the first
+        # task, so a stock Celery instrumentation's task hooks already find a provider.
+        otel_context.attach(otel_context.Context())
+        for stage in stages:
+            runtime.processor(stage)
+
     def shutdown(**_: Any) -> None:
         runtime.shutdown()
 
+    worker_init.connect(quiet_consumer, weak=False)
+    worker_process_init.connect(start_pool_process, weak=False)
     worker_process_shutdown.connect(shutdown, weak=False)
     worker_shutdown.connect(shutdown, weak=False)
     return queues

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from opentelemetry import context as otel_context
@@ -78,6 +78,8 @@ class StageProcessor:
         """Run the handler until it succeeds or the retry policy gives up; then dead-letter."""
         started = time.time()
         extracted = propagation.extract(delivery.headers, self.pipeline.baggage_allowlist)
+        if jobs.job_id(extracted.context) is None:  # published outside hoptrace: the job starts here
+            extracted = replace(extracted, context=jobs.ensure_job(extracted.context))
         self._metrics.consumed.add(1, self._attributes)
         if extracted.fallbacks:
             self._metrics.fallbacks.add(1, self._attributes)
