@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from enum import Enum
 from pathlib import Path
@@ -11,16 +12,20 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from hoptrace import demo as demos
 from hoptrace import monitor as depth
 from hoptrace import publish as publishing
 from hoptrace import services as local_services
-from hoptrace import smoke
+from hoptrace import watch as watching
 from hoptrace import worker as workers
 from hoptrace.loader import LoadError, load_pipeline
 from hoptrace.runtime import Runtime, celery_app
-from pipeline import telemetry
+from pipeline import render, telemetry
+from pipeline.jaeger import JaegerError
+from pipeline.receiver import OtlpReceiver
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline, PipelineError
+from pipeline.trace_store import SqliteTraceStore
 from producers.publisher import PublishFailed
 
 app = typer.Typer(help="See inside pipelines that hop across Kafka topics and Celery queues.", no_args_is_help=True)
@@ -76,18 +81,90 @@ def services_status() -> None:
 
 
 @app.command()
-def demo(messages: int = typer.Option(200, "--messages", min=1, help="Messages per hop.")) -> None:
-    """Start the local services and run the smoke pipeline through them."""
+def demo(
+    jobs: int = typer.Option(200, "--jobs", "-n", min=1, help="Jobs to publish."),
+    timeout: float = typer.Option(90.0, "--timeout", min=1, help="Seconds to wait for every job to reach the last stage."),
+    db: Path = typer.Option(None, "--db", help="Trace store file (default: .hoptrace/traces.sqlite)."),
+) -> None:
+    """The whole journey: services, receiver, workers of examples/orders, N jobs, one trace tree and the stage table."""
     settings = Settings()
     _run_services("up", None)
-    table = Table("transport", "destination", "sent", "received", "seconds", title="smoke pipeline")
-    hops = [smoke.kafka_round_trip(settings, messages), smoke.redis_round_trip(settings, messages)]
-    for hop in hops:
-        table.add_row(hop.transport, hop.destination, str(hop.sent), str(hop.received), f"{hop.seconds:.2f}")
-    console.print(table)
-    if any(hop.received != hop.sent for hop in hops):
-        console.print("[red]messages went missing[/red]")
+    result = demos.run_demo(settings, db or watching.default_store_path(settings), jobs, timeout, console)
+    if result.stuck_stage is not None:
+        console.print(
+            f"[red]{result.published - result.completed} of {result.published} jobs are stuck at stage {result.stuck_stage!r}"
+            f" after {timeout:.0f} s: its worker is not consuming (see .hoptrace/demo-workers.log)[/red]",
+            highlight=False,
+        )
         raise typer.Exit(1)
+    console.print(
+        f"{result.completed} of {result.published} jobs went validate → charge → ship → notify in {result.seconds:.1f} s."
+        " Look closer: hoptrace traces, hoptrace trace TRACE_ID",
+        highlight=False,
+    )
+
+
+@app.command()
+def watch(
+    grpc_port: int = typer.Option(4317, "--grpc-port", help="OTLP/gRPC port to receive on."),
+    http_port: int = typer.Option(4318, "--http-port", help="OTLP/HTTP port to receive on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for other machines)."),
+    db: Path = typer.Option(None, "--db", help="Trace store file (default: .hoptrace/traces.sqlite)."),
+    jobs: int = typer.Option(3, "--jobs", min=0, help="Latest jobs shown as trees."),
+    window: float = typer.Option(60.0, "--window", min=1, help="Seconds of history in the stage table."),
+    refresh: float = typer.Option(1.0, "--refresh", min=0.1, help="Seconds between redraws."),
+) -> None:
+    """Receive OTLP from workers into the embedded store and show the latest jobs and every stage, live."""
+    store = SqliteTraceStore(db or watching.default_store_path(Settings()))
+    receiver = OtlpReceiver(store, host, grpc_port, http_port)
+    try:
+        watching.watch(store, receiver, console, refresh, jobs, window)
+    except (RuntimeError, OSError) as error:
+        console.print(
+            f"[red]cannot listen on {host}:{grpc_port}/{http_port} ({error}); is another receiver running? Use --grpc-port/--http-port[/red]"
+        )
+        raise typer.Exit(1) from error
+
+
+@app.command()
+def traces(
+    last: int = typer.Option(20, "--last", min=1, help="How many traces."),
+    stage: str = typer.Option(None, "--stage", help="Only traces through this stage."),
+    errors: bool = typer.Option(False, "--errors", help="Only traces with a failed span."),
+    db: Path = typer.Option(None, "--db", help="Trace store file (default: .hoptrace/traces.sqlite)."),
+    jaeger: str = typer.Option(None, "--jaeger", help="Read from a Jaeger query service instead, e.g. http://localhost:16686."),
+) -> None:
+    """List stored traces, newest first."""
+    source = watching.open_source(Settings(), db, jaeger)
+    try:
+        summaries = source.recent_traces(last if stage is None and not errors else max(last * 10, 200))
+    except JaegerError as error:
+        console.print(f"[red]{error}[/red]", highlight=False)
+        raise typer.Exit(1) from error
+    console.print(render.traces_table(watching.filtered(summaries, stage, errors)[:last], width=console.width))
+
+
+@app.command()
+def trace(
+    trace_id: str = typer.Argument(..., help="32 hex digits, as printed by publish, traces or demo."),
+    as_json: bool = typer.Option(False, "--json", help="Print the spans as JSON."),
+    db: Path = typer.Option(None, "--db", help="Trace store file (default: .hoptrace/traces.sqlite)."),
+    jaeger: str = typer.Option(None, "--jaeger", help="Read from a Jaeger query service instead."),
+) -> None:
+    """Print one trace as a tree across queues (or as JSON)."""
+    source = watching.open_source(Settings(), db, jaeger)
+    try:
+        spans = source.trace(trace_id.lower())
+    except JaegerError as error:
+        console.print(f"[red]{error}[/red]", highlight=False)
+        raise typer.Exit(1) from error
+    if not spans:
+        console.print(f"[red]no trace {trace_id} in the store; list what there is with: hoptrace traces[/red]", highlight=False)
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(render.trace_json(spans), indent=2))
+    else:
+        console.print(render.trace_tree(spans))
 
 
 CONFIRM_EVERY = 500

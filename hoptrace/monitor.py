@@ -32,4 +32,5 @@ def run_monitor(pipeline: Pipeline, settings: Settings, interval_s: float) -> No
         stopped.wait()
     finally:
         monitor.stop()
+        monitor.refresh_once()  # the last export carries the depth at shutdown, not the last interval's
         process_telemetry.shutdown()

@@ -105,15 +105,20 @@ def run(spec: str, pipeline: Pipeline, stages: Sequence[Stage], settings: Settin
         else:
             run_celery_stages(pipeline, settings, options)
         return 0
-    stage_args = [[arg for stage in group for arg in ("--stage", stage.name)] for group in groups]
-    commands = [["worker", spec, "--no-monitor", *options.argv(), *args] for args in stage_args]
+    return _supervise(commands(spec, stages, options, monitor))
+
+
+def commands(spec: str, stages: Sequence[Stage], options: CeleryOptions, monitor: bool) -> list[list[str]]:
+    """The command lines (for ``python -m``) of one process per group of STAGES, and of their monitor."""
+    stage_args = [[arg for stage in group for arg in ("--stage", stage.name)] for group in _groups(stages)]
+    lines = [["hoptrace", "worker", spec, "--no-monitor", *options.argv(), *args] for args in stage_args]
     if monitor:
-        commands.append(["monitor", spec, *(arg for args in stage_args for arg in args)])
-    return _supervise(commands)
+        lines.append(["hoptrace", "monitor", spec, *(arg for args in stage_args for arg in args)])
+    return lines
 
 
-def _supervise(commands: list[list[str]]) -> int:
-    children = [subprocess.Popen([sys.executable, "-m", "hoptrace", *command]) for command in commands]
+def _supervise(lines: list[list[str]]) -> int:
+    children = [subprocess.Popen([sys.executable, "-m", *line]) for line in lines]
     stopping = False
 
     def stop(number: int, frame: FrameType | None) -> None:

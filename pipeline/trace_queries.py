@@ -18,6 +18,7 @@ import json
 import sqlite3
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -173,6 +174,18 @@ def read_metric_points(db: sqlite3.Connection, name: str) -> list[MetricPoint]:
     return points
 
 
+def text_attribute(attributes: Attributes, key: str) -> str | None:
+    """The attribute KEY when it is a string."""
+    value = attributes.get(key)
+    return value if isinstance(value, str) else None
+
+
+def int_attribute(attributes: Attributes, key: str) -> int | None:
+    """The attribute KEY when it is an integer (not a bool)."""
+    value = attributes.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 class _SpanLine(NamedTuple):
     """The columns of a span that its trace's summary needs."""
 
@@ -223,6 +236,24 @@ def _summary(trace_id: str, start_ns: int, end_ns: int, spans: list[_SpanLine]) 
         retried=any(span.outcome == "retried" or (span.attempt or 0) > 1 for span in spans),
         dead_lettered=any(span.outcome == "dead_lettered" for span in spans),
     )
+
+
+def summarize(trace_id: str, spans: Iterable[ReceivedSpan]) -> TraceSummary:
+    """The summary of a trace (not empty) from its spans, as ``recent_traces`` makes it from stored rows."""
+    ordered = sorted(spans, key=lambda span: span.start_ns)
+    lines = [
+        _SpanLine(
+            name=span.name,
+            parent_span_id=span.parent_span_id,
+            status_code=span.status_code,
+            stage=text_attribute(span.attributes, semconv.STAGE),
+            job_id=text_attribute(span.attributes, semconv.JOB_ID),
+            outcome=text_attribute(span.attributes, semconv.OUTCOME),
+            attempt=int_attribute(span.attributes, semconv.ATTEMPT),
+        )
+        for span in ordered
+    ]
+    return _summary(trace_id, ordered[0].start_ns, max(span.end_ns for span in ordered), lines)
 
 
 def nearest_rank(values: list[int], percent: int) -> int:

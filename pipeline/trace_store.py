@@ -33,10 +33,12 @@ from pipeline.trace_queries import (
     POINT_FIELDS,
     StageStats,
     TraceSummary,
+    int_attribute,
     read_metric_points,
     read_trace,
     recent_traces,
     stage_stats,
+    text_attribute,
     to_json,
 )
 
@@ -75,18 +77,6 @@ _DROP_UNUSED_RESOURCES = (
 )
 
 
-def _text(attributes: Attributes, key: str) -> str | None:
-    """The attribute KEY when it is a string."""
-    value = attributes.get(key)
-    return value if isinstance(value, str) else None
-
-
-def _integer(attributes: Attributes, key: str) -> int | None:
-    """The attribute KEY when it is an integer (not a bool)."""
-    value = attributes.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _resource_ids(db: sqlite3.Connection, resources: Iterable[Attributes]) -> dict[int, int]:
     """Row ids of RESOURCES (inserted when new), by ``id()`` of each dict: a request's records share their resource's dict."""
     ids: dict[int, int] = {}
@@ -111,14 +101,14 @@ def _span_row(span: ReceivedSpan, resource_id: int) -> tuple[Any, ...]:
         span.end_ns,
         span.status_code,
         span.status_message,
-        _text(attributes, semconv.PIPELINE),
-        _text(attributes, semconv.STAGE),
-        _text(attributes, semconv.JOB_ID),
-        _text(attributes, semconv.MESSAGING_OPERATION_TYPE),
-        _text(attributes, semconv.OUTCOME),
-        _integer(attributes, semconv.ATTEMPT),
-        _text(attributes, semconv.MESSAGING_SYSTEM),
-        _text(attributes, semconv.MESSAGING_DESTINATION),
+        text_attribute(attributes, semconv.PIPELINE),
+        text_attribute(attributes, semconv.STAGE),
+        text_attribute(attributes, semconv.JOB_ID),
+        text_attribute(attributes, semconv.MESSAGING_OPERATION_TYPE),
+        text_attribute(attributes, semconv.OUTCOME),
+        int_attribute(attributes, semconv.ATTEMPT),
+        text_attribute(attributes, semconv.MESSAGING_SYSTEM),
+        text_attribute(attributes, semconv.MESSAGING_DESTINATION),
         to_json(attributes),
         to_json(span.events),
         to_json(span.links),
@@ -131,7 +121,7 @@ def _point_row(point: MetricPoint, resource_id: int) -> tuple[Any, ...]:
     """The values of a metric point's row, as ``_INSERT_POINT`` takes them."""
     attributes = point.attributes
     fields = to_json({name: getattr(point, name) for name in POINT_FIELDS})
-    return point.name, point.time_ns, _text(attributes, semconv.PIPELINE), _text(attributes, semconv.STAGE), fields, resource_id
+    return point.name, point.time_ns, text_attribute(attributes, semconv.PIPELINE), text_attribute(attributes, semconv.STAGE), fields, resource_id
 
 
 class SqliteTraceStore:

@@ -44,14 +44,16 @@ def delivery(record: ConsumerRecord) -> Delivery:
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):
-    def __init__(self, commit: Callable[[], None]) -> None:
+    def __init__(self, stage: str, commit: Callable[[], None]) -> None:
+        self._stage = stage
         self._commit = commit
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         self._commit()
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        pass
+        partitions = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned))
+        logger.info("stage %s: assigned partitions %s", self._stage, partitions or "(none)")
 
 
 class KafkaStageWorker:
@@ -73,7 +75,7 @@ class KafkaStageWorker:
             client_id=f"hoptrace-{processor.pipeline.name}-{processor.stage.name}",
             **dict(consumer_config or {}),
         )
-        self._consumer.subscribe([transport.topic], listener=_CommitOnRevoke(self._commit))
+        self._consumer.subscribe([transport.topic], listener=_CommitOnRevoke(processor.stage.name, self._commit))
 
     def stop(self) -> None:
         """Ask the loop to finish the record in hand, commit and return. Safe from a signal handler."""

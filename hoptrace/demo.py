@@ -1,0 +1,200 @@
+"""``hoptrace demo``: the whole journey in one command, on the example orders pipeline.
+
+Starts the local services when they are down, an embedded OTLP receiver writing to the
+trace store, and the workers of ``examples/orders``; publishes N jobs; waits until every
+job reached the last stage (or names the stage where jobs are stuck); prints one full
+trace and the per-stage table; stops what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from rich.console import Console
+from rich.progress import track
+
+from examples.orders import outbox_key
+from hoptrace.loader import load_pipeline
+from hoptrace.publish import job_payloads, publish_job
+from hoptrace.runtime import Runtime, celery_app
+from hoptrace.worker import CeleryOptions, commands
+from pipeline import render
+from pipeline.receiver import OtlpReceiver
+from pipeline.settings import Settings
+from pipeline.stages import KafkaTransport, Pipeline
+from pipeline.trace_queries import StageStats
+from pipeline.trace_store import SqliteTraceStore
+
+ORDERS = "examples.orders:pipeline"
+FINAL_STAGE = "notify"
+SPANS_PER_JOB = 8
+WORKER_STOP_TIMEOUT_S = 20.0
+READY_TIMEOUT_S = 30.0
+SETTLE_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """How the demo ended: jobs that reached the last stage, and where the others are stuck."""
+
+    published: int
+    completed: int
+    stuck_stage: str | None
+    seconds: float
+
+
+def _demo_env(settings: Settings, receiver: OtlpReceiver, namespace: str) -> dict[str, str]:
+    return {
+        "HOPTRACE_NAMESPACE": namespace,
+        "HOPTRACE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "HOPTRACE_REDIS_URL": settings.redis_url,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+    }
+
+
+def _pipeline_stats(pipeline: Pipeline, store: SqliteTraceStore, window_s: float) -> list[StageStats]:
+    """This run's per-stage statistics, in pipeline order."""
+    order = [stage.name for stage in pipeline]
+    stats = [stat for stat in store.stage_stats(window_s) if stat.pipeline == pipeline.name and stat.stage in order]
+    return sorted(stats, key=lambda stat: order.index(stat.stage))
+
+
+def stuck_stage(pipeline: Pipeline, stats: list[StageStats], jobs: int) -> str | None:
+    """The first stage, in pipeline order, that processed fewer than JOBS messages."""
+    processed = {stat.stage: stat.messages for stat in stats}
+    return next((stage.name for stage in pipeline if processed.get(stage.name, 0) < jobs), None)
+
+
+def _wait(done: Callable[[], bool], timeout_s: float, give_up: Callable[[], bool] = lambda: False) -> bool:
+    """Poll DONE until it holds (True), or TIMEOUT_S passes or GIVE_UP holds (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if give_up() or time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
+
+
+def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every worker; SIGKILL what is still running after WORKER_STOP_TIMEOUT_S."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()
+    deadline = time.monotonic() + WORKER_STOP_TIMEOUT_S
+    for worker in workers:
+        try:
+            worker.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def _kafka_topics(pipeline: Pipeline) -> list[str]:
+    return [t for s in pipeline if isinstance(s.transport, KafkaTransport) for t in (s.transport.topic, s.transport.topic + ".dead-letter")]
+
+
+def _create_topics(settings: Settings, pipeline: Pipeline) -> None:
+    """Create the run's topics up front, so consumers are assigned partitions before the first job."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="hoptrace-demo")
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1) for topic in _kafka_topics(pipeline)], wait_for_metadata=True)
+    finally:
+        admin.close()
+
+
+def _ready(log: Path, kafka_stages: int) -> bool:
+    """True once the worker log shows the Celery worker ready and every Kafka stage assigned its partitions."""
+    text = log.read_text(errors="replace")
+    return " ready." in text and text.count("assigned partitions") >= kafka_stages
+
+
+def _cleanup(settings: Settings, pipeline: Pipeline, namespace: str) -> None:
+    """Delete the demo run's topics and Redis keys."""
+    topics = _kafka_topics(pipeline)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="hoptrace-demo")
+    try:
+        existing = set(admin.list_topics())
+        admin.delete_topics([topic for topic in topics if topic in existing])
+    finally:
+        admin.close()
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(f"{namespace}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def run_demo(settings: Settings, store_path: Path, jobs: int, timeout_s: float, console: Console) -> DemoResult:
+    """Run the demo end to end and print what it saw; the caller starts the services first."""
+    namespace = f"demo{uuid.uuid4().hex[:6]}."
+    pipeline = load_pipeline(ORDERS, namespace)
+    store = SqliteTraceStore(store_path)
+    started = time.monotonic()
+    with OtlpReceiver(store) as receiver:
+        env = _demo_env(settings, receiver, namespace)
+        os.environ.update(env)  # the publisher below exports to the same receiver
+        run_settings = Settings(namespace=namespace)
+        log = settings.state_dir / "demo-workers.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        _create_topics(settings, pipeline)
+        # One process per group, not a supervisor: a worker that dies leaves the others running,
+        # so the jobs pile up at its stage and the report can name it.
+        with log.open("wb") as out:
+            workers = [
+                subprocess.Popen([sys.executable, "-m", *line], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
+                for line in commands(ORDERS, list(pipeline), CeleryOptions(), monitor=True)
+            ]
+        try:
+            kafka_stages = sum(isinstance(stage.transport, KafkaTransport) for stage in pipeline)
+            with console.status("starting the workers of examples/orders…"):
+                _wait(lambda: _ready(log, kafka_stages), READY_TIMEOUT_S, give_up=lambda: any(w.poll() is not None for w in workers))
+            console.print(f"workers of examples/orders running (log: {log}); namespace {namespace}", highlight=False)
+            publisher = Runtime(pipeline, run_settings, "publisher", celery_app(pipeline, run_settings))
+            first = pipeline[next(iter(pipeline)).name]
+            trace_ids = []
+            try:
+                for payload in track(job_payloads({"order_id": "order-{n}"}, jobs), total=jobs, description="publishing jobs", console=console):
+                    trace_ids.append(publish_job(publisher.publisher, first, payload, {"tenant": "demo"}).trace_id)
+                publisher.publisher.confirm(30.0)
+            finally:
+                publisher.shutdown()
+            outbox = redis.Redis.from_url(settings.redis_url)
+            with console.status(f"waiting for {jobs} jobs to reach {FINAL_STAGE}…"):
+                reached = _wait(lambda: outbox.llen(outbox_key(run_settings)) >= jobs, timeout_s)
+
+                def settled() -> bool:  # the spans of the last hops may still be on their way
+                    return stuck_stage(pipeline, _pipeline_stats(pipeline, store, time.monotonic() - started), jobs) is None
+
+                _wait(settled, SETTLE_TIMEOUT_S if reached else 2)
+            completed = int(outbox.llen(outbox_key(run_settings)))
+            outbox.close()
+        finally:
+            _stop(workers)
+        elapsed = time.monotonic() - started
+        stats = _pipeline_stats(pipeline, store, elapsed)
+    _print_report(console, store, trace_ids, stats)
+    _cleanup(settings, pipeline, namespace)
+    stuck = None if completed >= jobs else stuck_stage(pipeline, stats, jobs) or FINAL_STAGE
+    return DemoResult(jobs, completed, stuck, elapsed)
+
+
+def _print_report(console: Console, store: SqliteTraceStore, trace_ids: list[str], stats: list[StageStats]) -> None:
+    complete = next((trace_id for trace_id in trace_ids if len(store.trace(trace_id)) == SPANS_PER_JOB), None)
+    if complete is not None:
+        console.print(render.trace_tree(store.trace(complete)))
+    console.print(render.stage_table(stats))
