@@ -1,0 +1,41 @@
+"""`hoptrace watch`: workers export to its embedded receiver and its view shows their jobs and stages."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.trace_store import SqliteTraceStore
+from tests.conftest import run_hoptrace
+from tests.processes import running
+from tests.traces import published_jobs
+
+ORDERS = "examples.orders:pipeline"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_watch_receives_from_workers_and_shows_jobs_and_stages(
+    namespace: str, hoptrace_env: dict[str, str], hoptrace_worker: Callable, tmp_path: Path
+) -> None:
+    grpc_port, http_port, db = _free_port(), _free_port(), tmp_path / "traces.sqlite"
+    command = [sys.executable, "-m", "hoptrace", "watch", "--grpc-port", str(grpc_port), "--http-port", str(http_port)]
+    command += ["--db", str(db), "--refresh", "0.3", "--jobs", "1"]
+    with running(command, tmp_path / "watch.log", {"COLUMNS": "120"}, ready="hoptrace watch: OTLP gRPC on") as watch:
+        env = {**hoptrace_env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{grpc_port}"}
+        with hoptrace_worker(ORDERS, env=env):
+            (job,) = published_jobs(run_hoptrace(env, "publish", ORDERS, "validate", "--payload", '{"order_id": "w-1"}').stdout)
+            watch.wait_for_output(f"notify  celery {namespace}notifications", timeout=60)
+    screen = watch.output()
+    last = screen[screen.rindex(f"trace {job.trace_id}") :]
+    for stage, system, destination in (("validate", "kafka", "orders.placed"), ("charge", "celery", "payments"), ("ship", "kafka", "orders.charged")):
+        assert f"{stage}  {system} {namespace}{destination}" in last
+    assert "msg/s" in last and "depth/lag" in last  # the stage table follows the tree
+    assert "\x1b[" not in screen  # plain text: stdout is not a terminal
+    assert len(SqliteTraceStore(db).trace(job.trace_id)) == 8
