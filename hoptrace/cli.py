@@ -6,6 +6,7 @@ import json
 import logging
 from enum import Enum
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -42,6 +43,12 @@ class Service(str, Enum):
     kafka = "kafka"
 
 
+def _fail(error: object, code: int = 1) -> NoReturn:
+    """Print ERROR (which says what was wrong and what to do) in red and exit with CODE."""
+    console.print(f"[red]{error}[/red]", highlight=False)
+    raise typer.Exit(code)
+
+
 def _chosen(names: list[Service] | None) -> tuple[str, ...]:
     return tuple(name.value for name in names) if names else local_services.SERVICE_NAMES
 
@@ -50,8 +57,7 @@ def _run_services(action: str, names: list[Service] | None) -> None:
     try:
         console.print(local_services.run(action, Settings(), _chosen(names)), highlight=False)  # type: ignore[arg-type]
     except local_services.ServiceError as error:
-        console.print(f"[red]{error}[/red]", highlight=False)
-        raise typer.Exit(1) from error
+        _fail(error, 1)
 
 
 @services_app.command("up")
@@ -139,8 +145,7 @@ def traces(
     try:
         summaries = source.recent_traces(last if stage is None and not errors else max(last * 10, 200))
     except JaegerError as error:
-        console.print(f"[red]{error}[/red]", highlight=False)
-        raise typer.Exit(1) from error
+        _fail(error, 1)
     console.print(render.traces_table(watching.filtered(summaries, stage, errors)[:last], width=console.width))
 
 
@@ -156,8 +161,7 @@ def trace(
     try:
         spans = source.trace(trace_id.lower())
     except JaegerError as error:
-        console.print(f"[red]{error}[/red]", highlight=False)
-        raise typer.Exit(1) from error
+        _fail(error, 1)
     if not spans:
         console.print(f"[red]no trace {trace_id} in the store; list what there is with: hoptrace traces[/red]", highlight=False)
         raise typer.Exit(1)
@@ -182,8 +186,7 @@ def _load(spec: str, settings: Settings) -> Pipeline:
     try:
         return load_pipeline(spec, settings.namespace)
     except (LoadError, PipelineError) as error:
-        console.print(f"[red]{error}[/red]", highlight=False)
-        raise typer.Exit(2) from error
+        _fail(error, 2)
 
 
 @app.command()
@@ -201,8 +204,7 @@ def worker(
     try:
         chosen = [pipeline[name] for name in stage] if stage else list(pipeline)
     except PipelineError as error:
-        console.print(f"[red]{error}[/red]", highlight=False)
-        raise typer.Exit(2) from error
+        _fail(error, 2)
     raise typer.Exit(workers.run(spec, pipeline, chosen, settings, workers.CeleryOptions(concurrency, max_tasks_per_child), monitor))
 
 
@@ -219,8 +221,7 @@ def monitor(
     try:
         chosen = pipeline.only(stage) if stage else pipeline
     except PipelineError as error:
-        console.print(f"[red]{error}[/red]", highlight=False)
-        raise typer.Exit(2) from error
+        _fail(error, 2)
     depth.run_monitor(chosen, settings, interval)
 
 
@@ -241,8 +242,7 @@ def publish(
         members = publishing.parse_baggage(baggage)
         template = publishing.load_payload(payload, payload_file)
     except (PipelineError, publishing.PayloadError) as error:
-        console.print(f"[red]{error}[/red]", highlight=False)
-        raise typer.Exit(2) from error
+        _fail(error, 2)
     runtime = Runtime(pipeline, settings, "publisher", celery_app(pipeline, settings))
     published = []
     try:

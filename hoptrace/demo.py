@@ -27,7 +27,7 @@ from examples.orders import outbox_key
 from hoptrace.loader import load_pipeline
 from hoptrace.publish import job_payloads, publish_job
 from hoptrace.runtime import Runtime, celery_app
-from hoptrace.worker import CeleryOptions, commands
+from hoptrace.worker import CeleryOptions, commands, stop_processes
 from pipeline import render
 from pipeline.receiver import OtlpReceiver
 from pipeline.settings import Settings
@@ -88,20 +88,6 @@ def _wait(done: Callable[[], bool], timeout_s: float, give_up: Callable[[], bool
             return False
         time.sleep(0.25)
     return True
-
-
-def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every worker; SIGKILL what is still running after WORKER_STOP_TIMEOUT_S."""
-    for worker in workers:
-        if worker.poll() is None:
-            worker.terminate()
-    deadline = time.monotonic() + WORKER_STOP_TIMEOUT_S
-    for worker in workers:
-        try:
-            worker.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
 
 
 def _kafka_topics(pipeline: Pipeline) -> list[str]:
@@ -184,7 +170,7 @@ def run_demo(settings: Settings, store_path: Path, jobs: int, timeout_s: float, 
             completed = int(outbox.llen(outbox_key(run_settings)))
             outbox.close()
         finally:
-            _stop(workers)
+            stop_processes(workers, WORKER_STOP_TIMEOUT_S)
         elapsed = time.monotonic() - started
         stats = _pipeline_stats(pipeline, store, elapsed)
     _print_report(console, store, trace_ids, stats)

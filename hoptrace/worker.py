@@ -128,15 +128,20 @@ def _supervise(lines: list[list[str]]) -> int:
     _on_stop_signals(stop)
     while not stopping and all(child.poll() is None for child in children):
         time.sleep(0.2)
+    stop_processes(children)
+    return 0 if stopping else 1
+
+
+def stop_processes(children: Sequence[subprocess.Popen[bytes]], timeout_s: float = CHILD_STOP_TIMEOUT_S) -> None:
+    """SIGTERM every child still running, then SIGKILL those not gone after TIMEOUT_S in all."""
     for child in children:
         if child.poll() is None:
             child.terminate()
-    deadline = time.monotonic() + CHILD_STOP_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     for child in children:
         try:
             child.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            logger.warning("worker %d did not stop within %.0f s; killing it", child.pid, CHILD_STOP_TIMEOUT_S)
+            logger.warning("worker %d did not stop within %.0f s; killing it", child.pid, timeout_s)
             child.kill()
             child.wait()
-    return 0 if stopping else 1
