@@ -24,7 +24,9 @@ def load_pipeline(spec: str, namespace: str = "") -> Pipeline:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         raise LoadError(f"cannot import {module_name!r} ({error}); run from the folder that holds it") from error
-    found = getattr(module, attribute, None)
+    if not hasattr(module, attribute):
+        raise LoadError(f"module {module_name!r} has no {attribute!r}; name the Pipeline object, e.g. {module_name}:pipeline")
+    found = getattr(module, attribute)
     if not isinstance(found, Pipeline):
         raise LoadError(f"{module_name}.{attribute} is {type(found).__name__}, not a hoptrace Pipeline")
     found.check()
