@@ -1,0 +1,40 @@
+"""Command-line mistakes get a clear message naming the fix and a usage exit status, before any broker is touched."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from hoptrace.cli import app
+
+ORDERS = "examples.orders:pipeline"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["worker", "nosuch:pipeline"], "cannot import 'nosuch' (No module named 'nosuch'); run from the folder that holds it"),
+        (["worker", "examples.orders"], "'examples.orders' is not MODULE:ATTR (for example examples.orders:pipeline)"),
+        (["worker", "examples.orders:nothing"], "module 'examples.orders' has no 'nothing'; name the Pipeline object, e.g. examples.orders:pipeline"),
+        (["worker", "examples.orders:outbox_key"], "examples.orders.outbox_key is function, not a hoptrace Pipeline"),
+        (["worker", ORDERS, "--stage", "pack"], "pipeline 'orders' has no stage 'pack'; its stages are: validate, charge, ship, notify"),
+        (["monitor", ORDERS, "--stage", "pack"], "pipeline 'orders' has no stage 'pack'; its stages are: validate, charge, ship, notify"),
+        (["publish", ORDERS, "pack"], "pipeline 'orders' has no stage 'pack'; its stages are: validate, charge, ship, notify"),
+        (
+            ["publish", ORDERS, "validate", "--baggage", "tenant"],
+            "baggage member 'tenant' is not key=value (example: --baggage tenant=acme,region=eu)",
+        ),
+        (["publish", ORDERS, "validate", "--payload", "[1]"], "the payload must be a JSON object, not list"),
+        (["publish", ORDERS, "validate", "--payload", "{"], "the payload is not JSON"),
+    ],
+)
+def test_a_mistake_is_named_with_its_fix(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_an_unknown_trace_says_how_to_find_one(tmp_path) -> None:
+    result = CliRunner().invoke(app, ["trace", "0" * 31 + "1", "--db", str(tmp_path / "t.sqlite")], env={"COLUMNS": "300"})
+    assert result.exit_code == 1
+    assert f"no trace {'0' * 31}1 in the store; list what there is with: hoptrace traces" in result.output
