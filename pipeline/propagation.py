@@ -14,13 +14,16 @@ then processed as a new root trace, never refused.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import TextMapPropagator
 
 from pipeline.jobs import parse_epoch_seconds
 from pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
@@ -52,7 +55,18 @@ class Extracted:
 
 def fields() -> frozenset[str]:
     """The header keys hoptrace reads and writes: the global propagator's fields and the publish time."""
-    return frozenset(propagate.get_global_textmap().fields) | {HEADER_SENT_AT}
+    return _fields_of(propagate.get_global_textmap())
+
+
+@functools.lru_cache(maxsize=8)
+def _fields_of(textmap: TextMapPropagator) -> frozenset[str]:
+    return frozenset(textmap.fields) | {HEADER_SENT_AT}
+
+
+@functools.lru_cache(maxsize=64)
+def _allowed_keys(allowlist: tuple[str, ...]) -> re.Pattern[str]:
+    """One regular expression for hoptrace's own baggage keys and the ALLOWLIST patterns."""
+    return re.compile("|".join(fnmatch.translate(pattern) for pattern in ALWAYS_ALLOWED + allowlist))
 
 
 def inject(context: Context | None = None) -> dict[str, str]:
@@ -109,12 +123,12 @@ def _allowed_baggage(header: str, allowlist: tuple[str, ...], fallbacks: list[st
     members from pushing the job's own members past the member limit.
     """
     members = [member for member in header.split(",") if member.strip()]
-    patterns = ALWAYS_ALLOWED + allowlist
+    allowed = _allowed_keys(allowlist)
 
     def key(member: str) -> str:
         return member.split("=", 1)[0].strip()
 
-    kept = [member for member in members if any(fnmatch.fnmatchcase(key(member), pattern) for pattern in patterns)]
+    kept = [member for member in members if allowed.match(key(member))]
     if len(kept) < len(members):
         fallbacks.append("baggage_not_allowed")
     kept.sort(key=lambda member: key(member) not in ALWAYS_ALLOWED)  # stable: hoptrace's own first
