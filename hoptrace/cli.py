@@ -21,9 +21,12 @@ from hoptrace import watch as watching
 from hoptrace import worker as workers
 from hoptrace.loader import LoadError, load_pipeline
 from hoptrace.runtime import Runtime, celery_app
-from pipeline import render, telemetry
+from pipeline import telemetry
 from pipeline.jaeger import JaegerError
 from pipeline.receiver import OtlpReceiver
+from pipeline.render import trace_json
+from pipeline.render_tables import traces_table
+from pipeline.render_tree import trace_tree
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline, PipelineError
 from pipeline.trace_store import SqliteTraceStore
@@ -146,7 +149,7 @@ def traces(
         summaries = source.recent_traces(last if stage is None and not errors else max(last * 10, 200))
     except JaegerError as error:
         _fail(error, 1)
-    console.print(render.traces_table(watching.filtered(summaries, stage, errors)[:last], width=console.width))
+    console.print(traces_table(watching.filtered(summaries, stage, errors)[:last], width=console.width))
 
 
 @app.command()
@@ -166,9 +169,9 @@ def trace(
         console.print(f"[red]no trace {trace_id} in the store; list what there is with: hoptrace traces[/red]", highlight=False)
         raise typer.Exit(1)
     if as_json:
-        print(json.dumps(render.trace_json(spans), indent=2))
+        print(json.dumps(trace_json(spans), indent=2))
     else:
-        console.print(render.trace_tree(spans))
+        console.print(trace_tree(spans))
 
 
 CONFIRM_EVERY = 500

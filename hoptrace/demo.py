@@ -28,8 +28,9 @@ from hoptrace.loader import load_pipeline
 from hoptrace.publish import job_payloads, publish_job
 from hoptrace.runtime import Runtime, celery_app
 from hoptrace.worker import CeleryOptions, commands, stop_processes
-from pipeline import render
 from pipeline.receiver import OtlpReceiver
+from pipeline.render_tables import stage_table
+from pipeline.render_tree import trace_tree
 from pipeline.settings import Settings
 from pipeline.stages import KafkaTransport, Pipeline
 from pipeline.trace_queries import StageStats
@@ -182,5 +183,5 @@ def run_demo(settings: Settings, store_path: Path, jobs: int, timeout_s: float, 
 def _print_report(console: Console, store: SqliteTraceStore, trace_ids: list[str], stats: list[StageStats]) -> None:
     complete = next((trace_id for trace_id in trace_ids if len(store.trace(trace_id)) == SPANS_PER_JOB), None)
     if complete is not None:
-        console.print(render.trace_tree(store.trace(complete)))
-    console.print(render.stage_table(stats))
+        console.print(trace_tree(store.trace(complete)))
+    console.print(stage_table(stats))

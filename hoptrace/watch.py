@@ -18,10 +18,12 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from pipeline import render
 from pipeline.jaeger import JaegerQuery
 from pipeline.otlp_decode import ReceivedSpan
 from pipeline.receiver import OtlpReceiver
+from pipeline.render import to_text
+from pipeline.render_tables import stage_table
+from pipeline.render_tree import trace_tree
 from pipeline.settings import Settings
 from pipeline.trace_queries import TraceSummary
 from pipeline.trace_store import SqliteTraceStore
@@ -58,10 +60,10 @@ def filtered(summaries: Sequence[TraceSummary], stage: str | None, errors: bool)
 
 def snapshot(store: SqliteTraceStore, jobs: int, window_s: float) -> RenderableType:
     """The watch view: trees of the latest JOBS traces, then the per-stage table over WINDOW_S seconds."""
-    trees: list[RenderableType] = [render.trace_tree(store.trace(summary.trace_id)) for summary in store.recent_traces(jobs)]
+    trees: list[RenderableType] = [trace_tree(store.trace(summary.trace_id)) for summary in store.recent_traces(jobs)]
     if not trees:
         trees = [Text("waiting for spans… point OTEL_EXPORTER_OTLP_ENDPOINT here and start a worker", style="dim")]
-    return Group(*trees, render.stage_table(store.stage_stats(window_s)))
+    return Group(*trees, stage_table(store.stage_stats(window_s)))
 
 
 def _stop_event() -> threading.Event:
@@ -92,4 +94,4 @@ def watch(store: SqliteTraceStore, receiver: OtlpReceiver, console: Console, ref
         while not stopped.wait(refresh_s):
             if (count := store.span_count()) != seen:
                 seen = count
-                console.print(render.to_text(snapshot(store, jobs, window_s), width=console.width), highlight=False)
+                console.print(to_text(snapshot(store, jobs, window_s), width=console.width), highlight=False)

@@ -2,13 +2,16 @@
 
 Each test gets its own Kafka topic names and Redis key prefix, removed afterwards. Services
 the suite started are stopped at the end; services that were already up are left alone.
+Also: hoptrace processes of a test, and loopback ports where nothing, or nothing useful, answers.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -75,11 +78,18 @@ def redis_prefix(settings: Settings, unique: str) -> Iterator[str]:
     """A Redis key prefix of this test's own; its keys are deleted after the test."""
     prefix = f"test:{unique}:"
     yield prefix
+    _delete_keys(settings, f"{prefix}*")
+
+
+def _delete_keys(settings: Settings, pattern: str) -> None:
+    """Delete the Redis keys matching PATTERN."""
     client = redis.Redis.from_url(settings.redis_url)
-    keys = list(client.scan_iter(f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    try:
+        keys = list(client.scan_iter(pattern))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -94,6 +104,16 @@ def telemetry_store() -> Iterator[tuple[OtlpReceiver, TelemetryStore]]:
 def namespace(unique: str) -> str:
     """A prefix for this test's topics, groups and queues (HOPTRACE_NAMESPACE)."""
     return f"t{unique}."
+
+
+@pytest.fixture
+def namespace_cleanup(settings: Settings, namespace: str, kafka_admin: KafkaAdminClient) -> Iterator[None]:
+    """Delete, after the test, the Redis keys (queues, bindings, outbox) and Kafka topics named with its namespace."""
+    yield
+    _delete_keys(settings, f"*{namespace}*")
+    topics = [topic for topic in kafka_admin.list_topics() if topic.startswith(namespace)]
+    if topics:
+        kafka_admin.delete_topics(topics, raise_errors=False)
 
 
 @pytest.fixture
@@ -134,3 +154,61 @@ def run_hoptrace(env: dict[str, str], *args: str, timeout: float = 120) -> subpr
     )
     assert result.returncode == 0, f"hoptrace {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
     return result
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class SilentEndpoint:
+    """A loopback TCP endpoint that accepts connections and never answers (a hung collector, a port squatter)."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.1)
+        self._held: list[socket.socket] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="silent-endpoint", daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return self._server.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def accepted(self) -> int:
+        """How many connections it took (and holds)."""
+        return len(self._held)
+
+    def _accept(self) -> None:
+        while not self._done.is_set():
+            try:
+                self._held.append(self._server.accept()[0])
+            except TimeoutError:
+                continue
+
+    def __enter__(self) -> SilentEndpoint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join(5)
+        self._server.close()
+        for connection in self._held:
+            connection.close()
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[SilentEndpoint]:
+    """A loopback endpoint that accepts connections and never answers, for the test's length."""
+    with SilentEndpoint() as endpoint:
+        yield endpoint

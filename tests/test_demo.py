@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import render
+from pipeline.render import to_text
+from pipeline.render_tree import trace_tree
 from pipeline.settings import Settings
 from pipeline.trace_store import SqliteTraceStore
 from tests.traces import chain
@@ -36,7 +37,7 @@ def test_demo_prints_a_four_hop_trace_and_the_stage_table_of_what_the_store_hold
     store = SqliteTraceStore(db)
     spans = store.trace(trace_id)
     assert len(chain(spans)) == 8
-    assert render.to_text(render.trace_tree(spans), width=WIDTH).strip() in out
+    assert to_text(trace_tree(spans), width=WIDTH).strip() in out
 
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0] in STAGES}
     assert list(rows) == list(STAGES)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -32,6 +31,8 @@ from pipeline.depth_kafka import KafkaConsumerLag
 from pipeline.depth_redis import RedisQueueDepth
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline
+from tests.conftest import free_port
+from tests.traces import wait_for
 
 Points = dict[frozenset[tuple[str, Any]], int]
 
@@ -126,9 +127,7 @@ def celery_app(redis_url: str, key_prefix: str = "") -> Iterator[Celery]:
 
 def dead_address() -> str:
     """A local host:port where nothing listens."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
+    return f"127.0.0.1:{free_port()}"
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
@@ -143,10 +142,7 @@ def kafka_io_threads() -> int:
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll CONDITION until it holds; fail saying WHAT did not happen."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
-        time.sleep(0.05)
+    assert wait_for(condition, timeout, interval=0.05), f"{what} did not happen within {timeout} s"
 
 
 @pytest.mark.parametrize("global_keyprefix", [False, True], ids=["plain-keys", "global-keyprefix"])
@@ -243,7 +239,7 @@ class PrivateRedis:
 
     def __init__(self, workdir: Path) -> None:
         """Pick a free port; start with ``start()``."""
-        self.port = int(dead_address().rsplit(":", 1)[1])
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._workdir = workdir
         self._process: subprocess.Popen[bytes] | None = None

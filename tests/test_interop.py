@@ -48,7 +48,7 @@ from producers.celery import CelerySender
 from producers.publisher import PipelinePublisher
 from tests.conftest import run_hoptrace
 from tests.processes import running
-from tests.traces import PublishedJob, orders_chain_names, outbox, published_jobs
+from tests.traces import PublishedJob, orders_chain_names, published_jobs, wait_for_outbox
 
 if TYPE_CHECKING:
     from pipeline.receiver import OtlpReceiver
@@ -63,6 +63,10 @@ extra root): a few of the Celery consumer's one-second polling cycles, for Redis
 outside any job to show up."""
 
 T = TypeVar("T")
+Workers = list[tuple[list[str], str]]
+"""Worker processes to start: (command, the text it prints when ready)."""
+
+pytestmark = pytest.mark.usefixtures("namespace_cleanup")
 
 
 @pytest.fixture
@@ -85,26 +89,6 @@ def stock_kafka(memory_provider: tuple[TracerProvider, InMemorySpanExporter]) ->
         yield exporter
     finally:
         instrumentor.uninstrument()
-
-
-@pytest.fixture
-def redis_cleanup(settings: Settings, namespace: str) -> Iterator[None]:
-    """Delete this test's Redis keys (queues, bindings, outbox) afterwards."""
-    yield
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        keys = list(client.scan_iter(f"*{namespace}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
-def _wait_for_outbox(settings: Settings, namespace: str, count: int, timeout: float = 40) -> list[dict[str, str | None]]:
-    deadline = time.monotonic() + timeout
-    while len(delivered := outbox(settings, namespace)) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return delivered
 
 
 def _chain_below(spans: list[ReceivedSpan], parent_span_id: str) -> list[ReceivedSpan]:
@@ -138,7 +122,6 @@ def test_stock_kafka_producer_trace_continues_through_every_hop(
     hoptrace_worker: Callable,
     telemetry_store: tuple[OtlpReceiver, TelemetryStore],
     stock_kafka: InMemorySpanExporter,
-    redis_cleanup: None,
 ) -> None:
     _, store = telemetry_store
     topic = f"{namespace}orders.placed"
@@ -151,7 +134,7 @@ def test_stock_kafka_producer_trace_continues_through_every_hop(
             producer.close(timeout=5)
         stock = _only(list(stock_kafka.get_finished_spans()))
         trace_id, stock_span_id = format_trace_id(stock.context.trace_id), format_span_id(stock.context.span_id)
-        delivered = _wait_for_outbox(settings, namespace, 1)
+        delivered = wait_for_outbox(settings, namespace, 1, timeout=40)
         assert store.wait_until(lambda s: len(s.traces().get(trace_id, [])) >= 7, timeout=20)
 
     # The stock producer span: PRODUCER, made in this process by the stock instrumentation.
@@ -185,7 +168,6 @@ def test_hoptrace_publish_continues_in_stock_instrumented_celery_task(
     telemetry_store: tuple[OtlpReceiver, TelemetryStore],
     memory_provider: tuple[TracerProvider, InMemorySpanExporter],
     tmp_path: Path,
-    redis_cleanup: None,
 ) -> None:
     _, store = telemetry_store
     provider, exporter = memory_provider
@@ -279,32 +261,33 @@ def _roots(store: TelemetryStore) -> list[ReceivedSpan]:
     return [span for span in store.spans() if span.parent_span_id is None]
 
 
-def _run_jobs(
-    settings: Settings,
-    namespace: str,
-    env: dict[str, str],
-    store: TelemetryStore,
-    workers: list[tuple[list[str], str]],
-    logs: Path,
-    jobs: int,
-) -> list[PublishedJob]:
-    """Start WORKERS (command, ready text), publish JOBS orders with ``hoptrace publish``, wait until all are delivered.
+@pytest.fixture
+def run_jobs(
+    settings: Settings, namespace: str, hoptrace_env: dict[str, str], telemetry_store: tuple[OtlpReceiver, TelemetryStore], tmp_path: Path
+) -> Callable[[Workers, int], list[PublishedJob]]:
+    """``run_jobs(workers, jobs)``: start WORKERS, publish JOBS orders with ``hoptrace publish``, wait until all are delivered.
 
     Then idle for a few of Celery's polling cycles: a Redis command traced outside any job would
     show up as an extra root meanwhile. The workers are stopped (and have flushed) on return.
     """
-    with ExitStack() as stack:
-        processes = [
-            stack.enter_context(running(command, logs / f"worker-{index}.log", env, ready=ready)) for index, (command, ready) in enumerate(workers)
-        ]
-        published = published_jobs(run_hoptrace(env, "publish", ORDERS, "validate", "--count", str(jobs)).stdout)
-        delivered = _wait_for_outbox(settings, namespace, jobs)
-        assert len(delivered) == jobs, "\n".join(process.output() for process in processes)
-        store.wait_until(lambda s: len(_roots(s)) > jobs, timeout=POLLING_GRACE_S)
-    assert len(published) == jobs
-    assert len({job.trace_id for job in published}) == jobs
-    assert sorted(str(note["job_id"]) for note in delivered) == sorted(job.job_id for job in published)
-    return published
+    _, store = telemetry_store
+
+    def run(workers: Workers, jobs: int) -> list[PublishedJob]:
+        with ExitStack() as stack:
+            processes = [
+                stack.enter_context(running(command, tmp_path / f"worker-{index}.log", hoptrace_env, ready=ready))
+                for index, (command, ready) in enumerate(workers)
+            ]
+            published = published_jobs(run_hoptrace(hoptrace_env, "publish", ORDERS, "validate", "--count", str(jobs)).stdout)
+            delivered = wait_for_outbox(settings, namespace, jobs, timeout=40)
+            assert len(delivered) == jobs, "\n".join(process.output() for process in processes)
+            store.wait_until(lambda s: len(_roots(s)) > jobs, timeout=POLLING_GRACE_S)
+        assert len(published) == jobs
+        assert len({job.trace_id for job in published}) == jobs
+        assert sorted(str(note["job_id"]) for note in delivered) == sorted(job.job_id for job in published)
+        return published
+
+    return run
 
 
 def _assert_job_traces(store: TelemetryStore, published: list[PublishedJob], namespace: str) -> None:
@@ -343,18 +326,12 @@ def _instrumented_orders_worker(*args: str) -> list[str]:
 
 
 def test_orders_under_opentelemetry_instrument_keep_one_trace_per_job(
-    settings: Settings,
-    namespace: str,
-    unique: str,
-    hoptrace_env: dict[str, str],
-    telemetry_store: tuple[OtlpReceiver, TelemetryStore],
-    tmp_path: Path,
-    redis_cleanup: None,
+    settings: Settings, namespace: str, unique: str, telemetry_store: tuple[OtlpReceiver, TelemetryStore], run_jobs: Callable
 ) -> None:
     # opentelemetry-instrument needs no distro: without one it loads every installed
     # instrumentor (celery, kafka, redis) and configures nothing; hoptrace sets the SDK up.
     _, store = telemetry_store
-    published = _run_jobs(settings, namespace, hoptrace_env, store, [(_instrumented_orders_worker(), " ready.")], tmp_path, JOBS)
+    published = run_jobs([(_instrumented_orders_worker(), " ready.")], JOBS)
 
     _assert_job_traces(store, published, namespace)
     # The stock instrumentations were really on, and their spans joined the jobs' traces.
@@ -377,17 +354,12 @@ def test_orders_under_opentelemetry_instrument_keep_one_trace_per_job(
 
 
 def test_every_celery_task_gets_its_stock_run_span_under_opentelemetry_instrument(
-    settings: Settings,
-    namespace: str,
-    hoptrace_env: dict[str, str],
-    telemetry_store: tuple[OtlpReceiver, TelemetryStore],
-    tmp_path: Path,
-    redis_cleanup: None,
+    namespace: str, telemetry_store: tuple[OtlpReceiver, TelemetryStore], run_jobs: Callable
 ) -> None:
     _, store = telemetry_store
     jobs = 4
     # Without the depth monitor, whose own gap the test above covers.
-    published = _run_jobs(settings, namespace, hoptrace_env, store, [(_instrumented_orders_worker("--no-monitor"), " ready.")], tmp_path, jobs)
+    published = run_jobs([(_instrumented_orders_worker("--no-monitor"), " ready.")], jobs)
 
     _assert_job_traces(store, published, namespace)
     _assert_no_extra_roots(store, published, namespace)
@@ -407,22 +379,17 @@ def test_every_celery_task_gets_its_stock_run_span_under_opentelemetry_instrumen
 
 
 def test_orders_with_sdk_configured_by_a_distro_keep_one_trace_per_job(
-    settings: Settings,
-    namespace: str,
-    hoptrace_env: dict[str, str],
-    telemetry_store: tuple[OtlpReceiver, TelemetryStore],
-    tmp_path: Path,
-    redis_cleanup: None,
+    namespace: str, telemetry_store: tuple[OtlpReceiver, TelemetryStore], run_jobs: Callable
 ) -> None:
     _, store = telemetry_store
     # One stage group per process, each through the launcher; no depth monitor (the test above covers it).
     configured = [str(OPENTELEMETRY_INSTRUMENT), sys.executable, "-m", "tests.apps.sdk_configured", "worker", ORDERS, "--no-monitor"]
-    workers = [
+    workers: Workers = [
         ([*configured, "--stage", "validate"], "consuming"),
         ([*configured, "--stage", "ship"], "consuming"),
         ([*configured, "--stage", "charge", "--stage", "notify"], " ready."),
     ]
-    published = _run_jobs(settings, namespace, hoptrace_env, store, workers, tmp_path, JOBS)
+    published = run_jobs(workers, JOBS)
 
     _assert_job_traces(store, published, namespace)
     _assert_no_extra_roots(store, published, namespace)

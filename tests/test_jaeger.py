@@ -7,7 +7,6 @@ Jaeger's JSON format from a local ``http.server``; no broker is involved.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from pipeline.jaeger import JaegerError, JaegerQuery, spans_from_jaeger
 from pipeline.otlp_decode import ReceivedSpan
 from pipeline.trace_queries import TraceSummary
 from pipeline.trace_store import SqliteTraceStore
+from tests.conftest import free_port
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 JOB = "9f86d081884c7d659a2feaa0c55ad015"
@@ -32,6 +32,37 @@ SHORT_TRACE = "ab"
 
 def _tag(key: str, kind: str, value: Any) -> dict[str, Any]:
     return {"key": key, "type": kind, "value": value}
+
+
+def _child_of(span_id: str) -> dict[str, str]:
+    return {"refType": "CHILD_OF", "traceID": TRACE, "spanID": span_id}
+
+
+def _jaeger_span(
+    span_id: str,
+    name: str,
+    start_us: int,
+    duration_us: int,
+    tags: list[dict[str, Any]],
+    process_id: str,
+    trace_id: str = TRACE,
+    references: list[dict[str, str]] | None = None,
+    logs: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One span in Jaeger's JSON."""
+    return {
+        "traceID": trace_id,
+        "spanID": span_id,
+        "flags": 1,
+        "operationName": name,
+        "references": references or [],
+        "startTime": start_us,
+        "duration": duration_us,
+        "tags": tags,
+        "logs": logs or [],
+        "processID": process_id,
+        "warnings": None,
+    }
 
 
 def _orders_trace() -> dict[str, Any]:
@@ -46,108 +77,75 @@ def _orders_trace() -> dict[str, Any]:
     }
     worker = {"serviceName": "orders-worker", "tags": [_tag("process.pid", "int64", 4343), _tag("container", "bool", False)]}
     hop = [_tag("hoptrace.pipeline", "string", "orders"), _tag("hoptrace.stage", "string", "validate"), _tag("hoptrace.job.id", "string", JOB)]
-    send = {
-        "traceID": TRACE,
-        "spanID": "00f067aa0ba902b7",
-        "flags": 1,
-        "operationName": "send orders.placed",
-        "references": [],
-        "startTime": START_US,
-        "duration": 1500,
-        "tags": [
-            _tag("otel.scope.name", "string", "hoptrace"),
-            _tag("otel.library.name", "string", "hoptrace"),
-            _tag("messaging.system", "string", "kafka"),
-            _tag("messaging.destination.name", "string", "orders.placed"),
-            _tag("messaging.operation.type", "string", "send"),
-            *hop,
-            _tag("span.kind", "string", "producer"),
-            _tag("internal.span.format", "string", "otlp"),
-        ],
-        "logs": [],
-        "processID": "p1",
-        "warnings": None,
-    }
-    failed = {
-        "traceID": TRACE,
-        "spanID": "b7ad6b7169203331",
-        "flags": 1,
-        "operationName": "process orders.placed",
-        "references": [
-            {"refType": "CHILD_OF", "traceID": TRACE, "spanID": "00f067aa0ba902b7"},
-            {"refType": "FOLLOWS_FROM", "traceID": "0af7651916cd43dd8448eb211c80319c", "spanID": "53995c3f42cd8ad8"},
-        ],
-        "startTime": START_US + 5000,
-        "duration": 12000,
-        "tags": [
-            _tag("otel.scope.name", "string", "hoptrace"),
-            _tag("otel.scope.version", "string", "0.1.0"),
-            _tag("messaging.system", "string", "kafka"),
-            _tag("messaging.destination.name", "string", "orders.placed"),
-            _tag("messaging.operation.type", "string", "process"),
-            _tag("messaging.kafka.offset", "int64", 17),
-            _tag("messaging.kafka.message.key", "binary", "AP+A"),
-            _tag("hoptrace.ratio", "float64", 0.25),
-            _tag("hoptrace.big", "int64", "9007199254740993"),  # beyond 2**53: Jaeger sends it as text
-            _tag("hoptrace.tags", "string", '["a","b"]'),  # an array attribute, as the translation stores it
-            *hop,
-            _tag("hoptrace.attempt", "int64", 1),
-            _tag("hoptrace.outcome", "string", "retried"),
-            _tag("error.type", "string", "OrderRejected"),
-            _tag("span.kind", "string", "consumer"),
-            _tag("otel.status_code", "string", "ERROR"),
-            _tag("otel.status_description", "string", "OrderRejected: order 7 asked to fail at validate"),
-            _tag("error", "bool", True),
-        ],
-        "logs": [
-            {
-                "timestamp": START_US + 16000,
-                "fields": [
-                    _tag("event", "string", "exception"),
-                    _tag("exception.type", "string", "OrderRejected"),
-                    _tag("exception.message", "string", "order 7 asked to fail at validate"),
-                    _tag("exception.escaped", "bool", False),
-                ],
-            },
-            {"timestamp": START_US + 16500, "fields": [_tag("note", "string", "no event name")]},
-        ],
-        "processID": "p2",
-        "warnings": None,
-    }
-    retry = {
-        "traceID": TRACE,
-        "spanID": "0000000000000e01",
-        "flags": 1,
-        "operationName": "process orders.placed",
-        "references": [{"refType": "CHILD_OF", "traceID": TRACE, "spanID": "00f067aa0ba902b7"}],
-        "startTime": START_US + 120000,
-        "duration": 3000,
-        "tags": [
-            _tag("otel.library.name", "string", "hoptrace"),  # an older collector names the scope only this way
-            *hop,
-            _tag("hoptrace.attempt", "int64", 2),
-            _tag("hoptrace.outcome", "string", "processed"),
-            _tag("span.kind", "string", "consumer"),
-            _tag("otel.status_code", "string", "OK"),
-        ],
-        "logs": [],
-        "processID": "p2",
-        "warnings": None,
-    }
-    handler = {  # INTERNAL (no span.kind tag), failed as an OpenTracing client says it: the error flag only
-        "traceID": TRACE,
-        "spanID": "c0ffee",
-        "flags": 1,
-        "operationName": "charge card",
-        "references": [{"refType": "CHILD_OF", "traceID": TRACE, "spanID": "e01"}],  # leading zeros dropped
-        "startTime": START_US + 121000,
-        "duration": 800,
-        "tags": [_tag("error", "bool", True), _tag("card.country", "string", "NL")],
-        "logs": [],
-        "processID": "p2",
-        "warnings": None,
-    }
+    send_tags = [
+        _tag("otel.scope.name", "string", "hoptrace"),
+        _tag("otel.library.name", "string", "hoptrace"),
+        _tag("messaging.system", "string", "kafka"),
+        _tag("messaging.destination.name", "string", "orders.placed"),
+        _tag("messaging.operation.type", "string", "send"),
+        *hop,
+        _tag("span.kind", "string", "producer"),
+        _tag("internal.span.format", "string", "otlp"),
+    ]
+    send = _jaeger_span("00f067aa0ba902b7", "send orders.placed", START_US, 1500, send_tags, "p1")
+    failed_tags = [
+        _tag("otel.scope.name", "string", "hoptrace"),
+        _tag("otel.scope.version", "string", "0.1.0"),
+        _tag("messaging.system", "string", "kafka"),
+        _tag("messaging.destination.name", "string", "orders.placed"),
+        _tag("messaging.operation.type", "string", "process"),
+        _tag("messaging.kafka.offset", "int64", 17),
+        _tag("messaging.kafka.message.key", "binary", "AP+A"),
+        _tag("hoptrace.ratio", "float64", 0.25),
+        _tag("hoptrace.big", "int64", "9007199254740993"),  # beyond 2**53: Jaeger sends it as text
+        _tag("hoptrace.tags", "string", '["a","b"]'),  # an array attribute, as the translation stores it
+        *hop,
+        _tag("hoptrace.attempt", "int64", 1),
+        _tag("hoptrace.outcome", "string", "retried"),
+        _tag("error.type", "string", "OrderRejected"),
+        _tag("span.kind", "string", "consumer"),
+        _tag("otel.status_code", "string", "ERROR"),
+        _tag("otel.status_description", "string", "OrderRejected: order 7 asked to fail at validate"),
+        _tag("error", "bool", True),
+    ]
+    failed_logs = [
+        {
+            "timestamp": START_US + 16000,
+            "fields": [
+                _tag("event", "string", "exception"),
+                _tag("exception.type", "string", "OrderRejected"),
+                _tag("exception.message", "string", "order 7 asked to fail at validate"),
+                _tag("exception.escaped", "bool", False),
+            ],
+        },
+        {"timestamp": START_US + 16500, "fields": [_tag("note", "string", "no event name")]},
+    ]
+    follows = {"refType": "FOLLOWS_FROM", "traceID": "0af7651916cd43dd8448eb211c80319c", "spanID": "53995c3f42cd8ad8"}
+    references = [_child_of("00f067aa0ba902b7"), follows]
+    failed = _jaeger_span(
+        "b7ad6b7169203331", "process orders.placed", START_US + 5000, 12000, failed_tags, "p2", references=references, logs=failed_logs
+    )
+    retry_tags = [
+        _tag("otel.library.name", "string", "hoptrace"),  # an older collector names the scope only this way
+        *hop,
+        _tag("hoptrace.attempt", "int64", 2),
+        _tag("hoptrace.outcome", "string", "processed"),
+        _tag("span.kind", "string", "consumer"),
+        _tag("otel.status_code", "string", "OK"),
+    ]
+    retry = _jaeger_span(
+        "0000000000000e01", "process orders.placed", START_US + 120000, 3000, retry_tags, "p2", references=[_child_of("00f067aa0ba902b7")]
+    )
+    # INTERNAL (no span.kind tag), failed as an OpenTracing client says it: the error flag only; its parent's leading zeros dropped.
+    handler_tags = [_tag("error", "bool", True), _tag("card.country", "string", "NL")]
+    handler = _jaeger_span("c0ffee", "charge card", START_US + 121000, 800, handler_tags, "p2", references=[_child_of("e01")])
     return {"traceID": TRACE, "spans": [failed, send, retry, handler], "processes": {"p1": publisher, "p2": worker}, "warnings": None}
+
+
+def _received(**fields: Any) -> ReceivedSpan:
+    """A span of TRACE as hoptrace reads it: UNSET, no message, events or links, scope hoptrace, unless FIELDS say otherwise."""
+    defaults: dict[str, Any] = {"trace_id": TRACE, "status_code": "UNSET", "status_message": "", "events": (), "links": (), "scope_name": "hoptrace"}
+    return ReceivedSpan(**(defaults | fields))
 
 
 def _expected_spans() -> list[ReceivedSpan]:
@@ -156,8 +154,7 @@ def _expected_spans() -> list[ReceivedSpan]:
     hop = {"hoptrace.pipeline": "orders", "hoptrace.stage": "validate", "hoptrace.job.id": JOB}
     start = START_US * 1000
     return [
-        ReceivedSpan(
-            trace_id=TRACE,
+        _received(
             span_id="00f067aa0ba902b7",
             parent_span_id=None,
             name="send orders.placed",
@@ -170,15 +167,9 @@ def _expected_spans() -> list[ReceivedSpan]:
                 "messaging.operation.type": "send",
                 **hop,
             },
-            status_code="UNSET",
-            status_message="",
-            events=(),
-            links=(),
             resource=publisher,
-            scope_name="hoptrace",
         ),
-        ReceivedSpan(
-            trace_id=TRACE,
+        _received(
             span_id="b7ad6b7169203331",
             parent_span_id="00f067aa0ba902b7",
             name="process orders.placed",
@@ -210,10 +201,8 @@ def _expected_spans() -> list[ReceivedSpan]:
             ),
             links=(("0af7651916cd43dd8448eb211c80319c", "53995c3f42cd8ad8", {}),),
             resource=worker,
-            scope_name="hoptrace",
         ),
-        ReceivedSpan(
-            trace_id=TRACE,
+        _received(
             span_id="0000000000000e01",
             parent_span_id="00f067aa0ba902b7",
             name="process orders.placed",
@@ -222,14 +211,9 @@ def _expected_spans() -> list[ReceivedSpan]:
             end_ns=start + 123_000_000,
             attributes={**hop, "hoptrace.attempt": 2, "hoptrace.outcome": "processed"},
             status_code="OK",
-            status_message="",
-            events=(),
-            links=(),
             resource=worker,
-            scope_name="hoptrace",
         ),
-        ReceivedSpan(
-            trace_id=TRACE,
+        _received(
             span_id="0000000000c0ffee",
             parent_span_id="0000000000000e01",
             name="charge card",
@@ -238,9 +222,6 @@ def _expected_spans() -> list[ReceivedSpan]:
             end_ns=start + 121_800_000,
             attributes={"card.country": "NL"},
             status_code="ERROR",
-            status_message="",
-            events=(),
-            links=(),
             resource=worker,
             scope_name="",
         ),
@@ -249,30 +230,9 @@ def _expected_spans() -> list[ReceivedSpan]:
 
 def _second_trace(trace_id: str, start_us: int, service: str, process_id: str = "p1") -> dict[str, Any]:
     """A one-span trace of SERVICE, as a search returns it."""
-    return {
-        "traceID": trace_id,
-        "spans": [
-            {
-                "traceID": trace_id,
-                "spanID": "1",
-                "flags": 1,
-                "operationName": "send payments",
-                "references": [],
-                "startTime": start_us,
-                "duration": 250,
-                "tags": [
-                    _tag("hoptrace.stage", "string", "charge"),
-                    _tag("hoptrace.job.id", "string", ""),
-                    _tag("span.kind", "string", "producer"),
-                ],
-                "logs": [],
-                "processID": process_id,
-                "warnings": None,
-            }
-        ],
-        "processes": {process_id: {"serviceName": service, "tags": []}},
-        "warnings": None,
-    }
+    tags = [_tag("hoptrace.stage", "string", "charge"), _tag("hoptrace.job.id", "string", ""), _tag("span.kind", "string", "producer")]
+    span = _jaeger_span("1", "send payments", start_us, 250, tags, process_id, trace_id=trace_id)
+    return {"traceID": trace_id, "spans": [span], "processes": {process_id: {"serviceName": service, "tags": []}}, "warnings": None}
 
 
 def _answer(data: Any) -> dict[str, Any]:
@@ -401,9 +361,7 @@ def test_recent_traces_of_one_service(jaeger: FakeJaeger) -> None:
 
 
 def test_unreachable_jaeger_says_what_to_do() -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     query = JaegerQuery(f"http://127.0.0.1:{port}", timeout_s=2)
     for ask in (lambda: query.trace(TRACE), lambda: query.recent_traces()):
         with pytest.raises(JaegerError) as raised:

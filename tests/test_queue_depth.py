@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from pipeline.receiver import OtlpReceiver
 from pipeline.settings import Settings
 from pipeline.telemetry_store import TelemetryStore
-from tests.conftest import run_hoptrace
+from tests.conftest import SilentEndpoint, run_hoptrace
 from tests.processes import Process, running
 from tests.traces import wait_for_outbox
 
@@ -64,22 +63,14 @@ def test_depth_and_lag_rise_while_a_stage_is_down_and_drain_when_it_runs(
     assert wait_for_outbox(settings, namespace, 1, timeout=0) == []  # notify never ran
 
 
-@pytest.fixture
-def dead_port() -> Iterator[int]:
-    """A loopback port where nothing answers (a listener that never accepts)."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        yield server.getsockname()[1]
-
-
 @pytest.mark.parametrize("dead", ["redis", "kafka"])
 def test_one_broker_down_leaves_the_other_gauge_reporting_on_time(
-    dead: str, dead_port: int, hoptrace_env: dict[str, str], monitor: Callable, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
+    dead: str, silent_endpoint: SilentEndpoint, hoptrace_env: dict[str, str], monitor: Callable, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
 ) -> None:
     _, store = telemetry_store
     run_hoptrace(hoptrace_env, "publish", ORDERS, "validate", "--count", "5")  # creates the topic, so lag has a series
     run_hoptrace(hoptrace_env, "publish", ORDERS, "charge", "--count", "5")  # and the queue has depth
+    dead_port = silent_endpoint.port
     broken = {"HOPTRACE_REDIS_URL": f"redis://127.0.0.1:{dead_port}/0"} if dead == "redis" else {"HOPTRACE_KAFKA_BOOTSTRAP": f"127.0.0.1:{dead_port}"}
     alive_name, dead_name = (LAG, DEPTH) if dead == "redis" else (DEPTH, LAG)
     with monitor(broken) as process:

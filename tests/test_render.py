@@ -12,7 +12,9 @@ import pytest
 from rich.console import Console
 
 from pipeline.otlp_decode import ReceivedSpan
-from pipeline.render import format_duration, stage_table, to_text, trace_json, trace_tree, traces_table
+from pipeline.render import format_duration, to_text, trace_json
+from pipeline.render_tables import stage_table, traces_table
+from pipeline.render_tree import trace_tree
 from pipeline.trace_queries import StageStats, TraceSummary
 
 S = 1_000_000_000

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from typer.testing import CliRunner
 from hoptrace import services
 from hoptrace.cli import app
 from pipeline.settings import Settings
+from tests.conftest import SilentEndpoint, free_port
 
 SCRIPTS = services.SCRIPTS
 
@@ -23,18 +22,9 @@ def _script(name: str, action: str, **env: str) -> subprocess.CompletedProcess[s
 
 
 @pytest.fixture
-def squatter() -> Iterator[int]:
+def squatter(silent_endpoint: SilentEndpoint) -> int:
     """A loopback port held by a TCP server that is neither Kafka nor Redis: it accepts connections and never answers."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        yield server.getsockname()[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return silent_endpoint.port
 
 
 def test_status_reports_real_kafka_and_redis(settings: Settings) -> None:
@@ -49,7 +39,7 @@ def test_status_fails_when_nothing_answers(squatter: int) -> None:
     result = CliRunner().invoke(
         app,
         ["services", "status"],
-        env={"COLUMNS": "200", "HOPTRACE_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0", "HOPTRACE_KAFKA_BOOTSTRAP": f"127.0.0.1:{squatter}"},
+        env={"COLUMNS": "200", "HOPTRACE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "HOPTRACE_KAFKA_BOOTSTRAP": f"127.0.0.1:{squatter}"},
     )
     assert result.exit_code == 1
     assert result.output.count("down") == 2
@@ -77,7 +67,7 @@ def test_a_port_taken_by_something_else_is_a_clear_error(
 
 
 def test_down_stops_only_what_up_started(settings: Settings, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     mine = Settings(redis_url=f"redis://127.0.0.1:{port}/0", state_dir=tmp_path)
     services.run("up", mine, ("redis",))
     started = services.redis_status(mine)

@@ -33,6 +33,7 @@ from opentelemetry.trace import format_span_id, format_trace_id
 
 from pipeline import exporters
 from pipeline.telemetry import LOG_FORMAT, SECONDS_BUCKETS, Telemetry, configure, install_log_correlation
+from tests.conftest import SilentEndpoint, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -229,16 +230,11 @@ def test_histograms_in_seconds_use_seconds_buckets(make: Callable[..., Telemetry
 
 
 @pytest.fixture(params=["never-answers", "refuses"])
-def dead_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
+def dead_endpoint(request: pytest.FixtureRequest) -> str:
     """An OTLP endpoint that accepts TCP connections and never answers, or a closed port."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        port = server.getsockname()[1]
-        if request.param == "never-answers":
-            server.listen()
-            yield f"http://127.0.0.1:{port}"
-            return
-    yield f"http://127.0.0.1:{port}"
+    if request.param == "never-answers":
+        return request.getfixturevalue("silent_endpoint").url
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -275,21 +271,20 @@ def test_shutdown_is_bounded_when_the_collector_is_unreachable(
     assert time.monotonic() - start < 1.5
 
 
-def test_flush_is_bounded_when_the_collector_never_answers(monkeypatch: pytest.MonkeyPatch, make: Callable[..., Telemetry]) -> None:
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
-        monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
-        telemetry = make()
-        with telemetry.tracer_provider.get_tracer("test").start_as_current_span("stuck"):
-            pass
-        before = set(threading.enumerate())
-        start = time.monotonic()
-        assert telemetry.flush(timeout_s=1) is False
-        assert time.monotonic() - start < 2.5
-        assert telemetry.flush(timeout_s=0.2) is False  # waits for the stuck flush, starts no other
-        assert [thread.name for thread in set(threading.enumerate()) - before] == ["hoptrace-telemetry-traces"]
+def test_flush_is_bounded_when_the_collector_never_answers(
+    monkeypatch: pytest.MonkeyPatch, make: Callable[..., Telemetry], silent_endpoint: SilentEndpoint
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", silent_endpoint.url)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    telemetry = make()
+    with telemetry.tracer_provider.get_tracer("test").start_as_current_span("stuck"):
+        pass
+    before = set(threading.enumerate())
+    start = time.monotonic()
+    assert telemetry.flush(timeout_s=1) is False
+    assert time.monotonic() - start < 2.5
+    assert telemetry.flush(timeout_s=0.2) is False  # waits for the stuck flush, starts no other
+    assert [thread.name for thread in set(threading.enumerate()) - before] == ["hoptrace-telemetry-traces"]
 
 
 def test_flush_and_shutdown_succeed_in_time_with_a_working_exporter(make: Callable[..., Telemetry]) -> None:

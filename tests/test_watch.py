@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.trace_store import SqliteTraceStore
-from tests.conftest import run_hoptrace
+from tests.conftest import free_port, run_hoptrace
 from tests.processes import running
 from tests.traces import published_jobs
 
 ORDERS = "examples.orders:pipeline"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_watch_receives_from_workers_and_shows_jobs_and_stages(
     namespace: str, hoptrace_env: dict[str, str], hoptrace_worker: Callable, tmp_path: Path
 ) -> None:
-    grpc_port, http_port, db = _free_port(), _free_port(), tmp_path / "traces.sqlite"
+    grpc_port, http_port, db = free_port(), free_port(), tmp_path / "traces.sqlite"
     command = [sys.executable, "-m", "hoptrace", "watch", "--grpc-port", str(grpc_port), "--http-port", str(http_port)]
     command += ["--db", str(db), "--refresh", "0.3", "--jobs", "1"]
     with running(command, tmp_path / "watch.log", {"COLUMNS": "120"}, ready="hoptrace watch: OTLP gRPC on") as watch:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -29,24 +27,17 @@ from pipeline.otlp_decode import ReceivedSpan
 from pipeline.receiver import OtlpReceiver
 from pipeline.settings import Settings
 from pipeline.telemetry_store import TelemetryStore
-from tests.conftest import run_hoptrace
-from tests.traces import PublishedJob, chain, orders_chain_names, outbox, published_jobs
+from tests.conftest import SilentEndpoint, run_hoptrace
+from tests.processes import Process
+from tests.traces import PublishedJob, chain, latest_totals, orders_chain_names, outbox, published_jobs, wait_for, wait_for_outbox
 
 ORDERS = "examples.orders:pipeline"
 TWO_MB = 2_000_000
 
+pytestmark = pytest.mark.usefixtures("namespace_cleanup")
+
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def _wait(condition: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    """Poll CONDITION until it holds or TIMEOUT seconds pass; whether it held."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 def _publish(env: dict[str, str], payload: dict[str, str]) -> list[PublishedJob]:
@@ -54,34 +45,37 @@ def _publish(env: dict[str, str], payload: dict[str, str]) -> list[PublishedJob]
     return published_jobs(run_hoptrace(env, "publish", ORDERS, "validate", "--payload", json.dumps(payload)).stdout)
 
 
-def _order_ids(settings: Settings, namespace: str) -> list[str]:
-    return sorted(str(note["order_id"]) for note in outbox(settings, namespace))
+def _order_ids(notes: Iterable[dict[str, str | None]]) -> list[str]:
+    """The order ids of outbox NOTES, sorted."""
+    return sorted(str(note["order_id"]) for note in notes)
 
 
-def _wait_for_outbox(settings: Settings, namespace: str, count: int, timeout: float = 90) -> list[str]:
-    _wait(lambda: len(outbox(settings, namespace)) >= count, timeout)
-    return _order_ids(settings, namespace)
+def _assert_each_delivered_once(settings: Settings, namespace: str, expected: list[str], worker: Process) -> None:
+    """After WORKER stopped (and flushed): the outbox holds each of EXPECTED once, and the worker printed no traceback."""
+    log = worker.output()
+    assert _order_ids(outbox(settings, namespace)) == expected
+    assert "Traceback" not in log, log
 
 
 def _counter(store: TelemetryStore, name: str, stage: str) -> float:
-    """A cumulative counter's total for STAGE: the latest point of every series (process x attributes), summed.
-
-    Each process (a Celery prefork child too) exports its own cumulative series, told apart by
-    the resource (``process.pid``).
-    """
-    latest: dict[str, tuple[int, float]] = {}
-    for point in store.metrics(name):
+    """A cumulative message counter's total for STAGE, over every process (a Celery prefork child too)."""
+    points = store.metrics(name)
+    for point in points:
         assert (point.unit, point.kind, point.monotonic) == ("{message}", "sum", True), point
-        if point.attributes.get("hoptrace.stage") != stage:
-            continue
-        series = repr((sorted(point.resource.items()), sorted(point.attributes.items())))
-        if series not in latest or point.time_ns >= latest[series][0]:
-            latest[series] = (point.time_ns, point.value or 0)
-    return sum(value for _, value in latest.values())
+    return latest_totals(points, {"hoptrace.stage": stage})
 
 
 def _spans_named(store: TelemetryStore, name: str) -> list[ReceivedSpan]:
     return [span for span in store.spans() if span.name == name]
+
+
+def _new_trace(store: TelemetryStore, name: str, key: str, value: object, case: str) -> list[ReceivedSpan]:
+    """The chain of the trace that the one span NAME whose attribute KEY is VALUE started as a new root (CASE names a failure)."""
+    found = [span for span in _spans_named(store, name) if span.attributes[key] == value]
+    assert len(found) == 1, (case, found)
+    (span,) = found
+    assert span.parent_span_id is None, case
+    return chain(store.traces()[span.trace_id])
 
 
 def _continuation_names(namespace: str, hops: int) -> list[str]:
@@ -139,59 +133,6 @@ def _records(settings: Settings, topic: str, timeout: float = 30) -> list[Consum
         consumer.close()
 
 
-@pytest.fixture
-def cleanup(settings: Settings, namespace: str, kafka_admin: KafkaAdminClient) -> Iterator[None]:
-    """Delete this test's Redis keys and Kafka topics (all named with its namespace) afterwards."""
-    yield
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = list(client.scan_iter(f"{namespace}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-    topics = [topic for topic in kafka_admin.list_topics() if topic.startswith(namespace)]
-    if topics:
-        kafka_admin.delete_topics(topics, raise_errors=False)
-
-
-class SilentEndpoint:
-    """A loopback TCP endpoint that accepts connections and never answers (a hung collector)."""
-
-    def __init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self._server.settimeout(0.1)
-        self._held: list[socket.socket] = []
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name="silent-otlp", daemon=True)
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self._server.getsockname()[1]}"
-
-    @property
-    def accepted(self) -> int:
-        """How many connections it took (and holds)."""
-        return len(self._held)
-
-    def _accept(self) -> None:
-        while not self._done.is_set():
-            try:
-                self._held.append(self._server.accept()[0])
-            except TimeoutError:
-                continue
-
-    def __enter__(self) -> SilentEndpoint:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        self._thread.join(5)
-        self._server.close()
-        for connection in self._held:
-            connection.close()
-
-
 # --- 1. broken trace headers on Kafka ----------------------------------------------------------
 
 BAD_KAFKA_HEADERS: dict[str, list[tuple[str, bytes | None]]] = {
@@ -210,7 +151,6 @@ def test_broken_kafka_headers_start_new_traces_and_every_order_gets_through(
     hoptrace_env: dict[str, str],
     hoptrace_worker: Callable,
     telemetry_store: tuple[OtlpReceiver, TelemetryStore],
-    cleanup: None,
 ) -> None:
     _, store = telemetry_store
     topic = f"{namespace}orders.placed"
@@ -230,31 +170,22 @@ def test_broken_kafka_headers_start_new_traces_and_every_order_gets_through(
             producer.close()
         offsets["none-value"] = _produce_raw(kafka_admin, topic, b'{"order_id": "bad-none-value"}', BAD_KAFKA_HEADERS["none-value"])
         control = _publish(hoptrace_env, {"order_id": "good-control"})
-        assert _wait_for_outbox(settings, namespace, len(expected)) == expected
+        assert _order_ids(wait_for_outbox(settings, namespace, len(expected))) == expected
         assert worker.popen.poll() is None, worker.output()
     # Stopped: the workers flushed, and a message processed twice would be in the outbox by now.
-    log = worker.output()
-
-    assert _order_ids(settings, namespace) == expected
-    assert "Traceback" not in log, log
+    _assert_each_delivered_once(settings, namespace, expected, worker)
     assert _counter(store, "hoptrace.propagation.fallbacks", "validate") == len(BAD_KAFKA_HEADERS)
     assert [_counter(store, "hoptrace.propagation.fallbacks", stage) for stage in ("charge", "ship", "notify")] == [0, 0, 0]
 
-    traces = store.traces()
-    process_validate = _spans_named(store, f"process {topic}")
     for case, offset in offsets.items():
-        found = [span for span in process_validate if span.attributes["messaging.kafka.offset"] == offset]
-        assert len(found) == 1, (case, found)
-        (span,) = found
-        assert span.parent_span_id is None, case
-        ordered = chain(traces[span.trace_id])
+        ordered = _new_trace(store, f"process {topic}", "messaging.kafka.offset", offset, case)
         assert [each.name for each in ordered] == _continuation_names(namespace, 4), case
         assert all(each.status_code == "UNSET" for each in ordered), case
         # The job went on under a new job id, from the second hop to the outbox.
         job_ids = {each.attributes["hoptrace.job.id"] for each in ordered[1:]}
         assert len(job_ids) == 1 and "" not in job_ids, (case, job_ids)
     (good,) = control
-    assert [(span.name, span.kind) for span in chain(traces[good.trace_id])] == orders_chain_names(namespace)
+    assert [(span.name, span.kind) for span in chain(store.traces()[good.trace_id])] == orders_chain_names(namespace)
 
 
 # --- 2. broken trace headers on Celery ---------------------------------------------------------
@@ -271,7 +202,6 @@ def test_broken_celery_headers_start_new_traces_and_every_order_gets_through(
     namespace: str,
     hoptrace_worker: Callable,
     telemetry_store: tuple[OtlpReceiver, TelemetryStore],
-    cleanup: None,
 ) -> None:
     _, store = telemetry_store
     expected = sorted(f"bad-{case}" for case in BAD_CELERY_HEADERS)
@@ -284,21 +214,13 @@ def test_broken_celery_headers_start_new_traces_and_every_order_gets_through(
             }
         finally:
             app.close()
-        assert _wait_for_outbox(settings, namespace, len(expected)) == expected
+        assert _order_ids(wait_for_outbox(settings, namespace, len(expected))) == expected
         assert worker.popen.poll() is None, worker.output()
-    log = worker.output()
-
-    assert _order_ids(settings, namespace) == expected
-    assert "Traceback" not in log, log
+    _assert_each_delivered_once(settings, namespace, expected, worker)
     assert _counter(store, "hoptrace.propagation.fallbacks", "charge") == len(BAD_CELERY_HEADERS)
-    traces = store.traces()
-    process_charge = _spans_named(store, f"process {namespace}payments")
     for case, task_id in task_ids.items():
-        found = [span for span in process_charge if span.attributes["messaging.message.id"] == task_id]
-        assert len(found) == 1, (case, found)
-        (span,) = found
-        assert span.parent_span_id is None, case
-        assert [each.name for each in chain(traces[span.trace_id])] == _continuation_names(namespace, 3), case
+        ordered = _new_trace(store, f"process {namespace}payments", "messaging.message.id", task_id, case)
+        assert [each.name for each in ordered] == _continuation_names(namespace, 3), case
 
 
 # --- 3. retries and dead-lettering -------------------------------------------------------------
@@ -310,18 +232,17 @@ def test_a_failing_order_is_retried_then_dead_lettered_and_a_flaky_one_gets_thro
     hoptrace_env: dict[str, str],
     hoptrace_worker: Callable,
     telemetry_store: tuple[OtlpReceiver, TelemetryStore],
-    cleanup: None,
 ) -> None:
     _, store = telemetry_store
     placed, dead_letter, payments = f"{namespace}orders.placed", f"{namespace}orders.placed.dead-letter", f"{namespace}payments"
     with hoptrace_worker(ORDERS) as worker:
         (x,) = _publish(hoptrace_env, {"order_id": "x", "fail_at": "validate"})
         (y,) = _publish(hoptrace_env, {"order_id": "y", "flaky_at": "charge"})
-        assert _wait_for_outbox(settings, namespace, 1) == ["y"]
+        assert _order_ids(wait_for_outbox(settings, namespace, 1)) == ["y"]
         assert store.wait_until(lambda s: any(span.name == f"send {dead_letter}" for span in s.spans()), timeout=60), worker.output()
         assert worker.popen.poll() is None, worker.output()
 
-    assert _order_ids(settings, namespace) == ["y"]
+    assert _order_ids(outbox(settings, namespace)) == ["y"]
     (parked,) = _records(settings, dead_letter)
     assert json.loads(parked.value) == {"order_id": "x", "fail_at": "validate"}
     headers = dict(parked.headers)
@@ -367,16 +288,15 @@ def test_every_task_span_is_exported_when_each_child_exits_after_one_task(
     hoptrace_env: dict[str, str],
     hoptrace_worker: Callable,
     telemetry_store: tuple[OtlpReceiver, TelemetryStore],
-    cleanup: None,
 ) -> None:
     _, store = telemetry_store
     with hoptrace_worker(ORDERS, "--max-tasks-per-child", "1") as worker:
         published = published_jobs(run_hoptrace(hoptrace_env, "publish", ORDERS, "validate", "--count", "20").stdout)
-        assert len(_wait_for_outbox(settings, namespace, 20)) == 20, worker.output()
+        assert len(wait_for_outbox(settings, namespace, 20)) == 20, worker.output()
     # Stopped: every span any process will ever export is in.
 
     assert len(published) == 20
-    assert _order_ids(settings, namespace) == sorted(f"order-{n}" for n in range(1, 21))
+    assert _order_ids(outbox(settings, namespace)) == sorted(f"order-{n}" for n in range(1, 21))
     payments = _spans_named(store, f"process {namespace}payments")
     notifications = _spans_named(store, f"process {namespace}notifications")
     assert (len(payments), len(notifications)) == (20, 20)
@@ -393,20 +313,18 @@ def test_sigterm_stops_a_kafka_stage_within_ten_seconds_when_the_collector_hangs
     hoptrace_env: dict[str, str],
     hoptrace_worker: Callable,
     kafka_admin: KafkaAdminClient,
-    cleanup: None,
+    silent_endpoint: SilentEndpoint,
 ) -> None:
     queue = redis.Redis.from_url(settings.redis_url)
-    with (
-        SilentEndpoint() as collector,
-        hoptrace_worker(ORDERS, "--stage", "validate", env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}, ready="consuming") as worker,
-    ):
+    collector = silent_endpoint
+    with hoptrace_worker(ORDERS, "--stage", "validate", env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}, ready="consuming") as worker:
         published = published_jobs(run_hoptrace(hoptrace_env, "publish", ORDERS, "validate", "--count", "20").stdout)
         assert len(published) == 20
         # Only validate runs: what it forwarded waits in the Celery queue (a Redis list named like the queue).
-        assert _wait(lambda: queue.llen(f"{namespace}payments") >= 20, timeout=60), worker.output()
+        assert wait_for(lambda: queue.llen(f"{namespace}payments") >= 20, timeout=60), worker.output()
         assert queue.llen(f"{namespace}payments") == 20
         # The worker's exporters are connected to the silent collector, waiting for answers that never come.
-        assert _wait(lambda: collector.accepted > 0, timeout=30), worker.output()
+        assert wait_for(lambda: collector.accepted > 0, timeout=30), worker.output()
 
         began = time.monotonic()
         worker.popen.send_signal(signal.SIGTERM)
@@ -433,7 +351,6 @@ def test_a_forward_the_broker_refuses_is_dead_lettered_not_lost(
     hoptrace_worker: Callable,
     kafka_admin: KafkaAdminClient,
     telemetry_store: tuple[OtlpReceiver, TelemetryStore],
-    cleanup: None,
 ) -> None:
     _, store = telemetry_store
     charged = f"{namespace}orders.charged"
@@ -447,7 +364,7 @@ def test_a_forward_the_broker_refuses_is_dead_lettered_not_lost(
             (big,) = _publish(hoptrace_env, {"order_id": "big", "note": "x" * 5000})
             assert store.wait_until(lambda s: any(span.name == f"send {charged}" for span in s.spans()), timeout=60), worker.output()
             # Charge's policy: 3 attempts, then the order is parked on payments.dead-letter (a Celery queue).
-            _wait(lambda: parked.llen(f"{namespace}payments.dead-letter") > 0 or bool(outbox(settings, namespace)), timeout=20)
+            wait_for(lambda: parked.llen(f"{namespace}payments.dead-letter") > 0 or bool(outbox(settings, namespace)), timeout=20)
             outcomes = [(span.name, span.status_code, span.attributes.get("hoptrace.outcome")) for span in store.traces()[big.trace_id]]
             assert parked.llen(f"{namespace}payments.dead-letter") == 1, outcomes
     finally:

@@ -1,11 +1,11 @@
-"""Reading what hoptrace processes printed and exported: published jobs, span chains, the outbox."""
+"""Reading what hoptrace processes printed and exported: published jobs, span chains, the outbox, metric totals; and waiting for it."""
 
 from __future__ import annotations
 
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import redis
@@ -59,11 +59,25 @@ def outbox(settings: Settings, namespace: str) -> list[dict[str, str | None]]:
         client.close()
 
 
+def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    """Poll CONDITION until it holds or TIMEOUT seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
 def wait_for_outbox(settings: Settings, namespace: str, count: int, timeout: float = 90) -> list[dict[str, str | None]]:
     """The outbox once it holds COUNT notes (or whatever it holds after TIMEOUT seconds)."""
-    deadline = time.monotonic() + timeout
-    while len(delivered := outbox(settings, namespace)) < count and time.monotonic() < deadline:
-        time.sleep(0.2)
+    delivered: list[dict[str, str | None]] = []
+
+    def enough() -> bool:
+        delivered[:] = outbox(settings, namespace)
+        return len(delivered) >= count
+
+    wait_for(enough, timeout)
     return delivered
 
 

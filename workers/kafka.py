@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 500
 RETRY_PAUSE_S = 1.0
+METADATA_MAX_AGE_MS = 5000
 
 
 def delivery(record: ConsumerRecord) -> Delivery:
@@ -73,6 +74,9 @@ class KafkaStageWorker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id=f"hoptrace-{processor.pipeline.name}-{processor.stage.name}",
+            # kafka-python's default (5 min) leaves a worker that started before its topic had a
+            # leader with no partitions for minutes; refresh often enough to join within seconds.
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
             **dict(consumer_config or {}),
         )
         self._consumer.subscribe([transport.topic], listener=_CommitOnRevoke(processor.stage.name, self._commit))
