@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup services demo test down
+.PHONY: setup services demo test bench bench-quick down
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ demo: setup  ## the main job: start the services, run the demo pipeline, print w
 
 test: setup  ## the whole test suite, against real Kafka and Redis started by the suite
 	$(BIN)/pytest
+
+bench: setup  ## what hoptrace costs per message, full mode (~25 min on 2 cores)
+	$(BIN)/python -m benchmarks
+
+bench-quick: setup  ## the same, small sizes (under 3 minutes)
+	$(BIN)/python -m benchmarks --quick
 
 down:  ## stop the services that hoptrace started
 	$(BIN)/hoptrace services down
