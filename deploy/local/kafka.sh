@@ -64,12 +64,7 @@ JAVA_OPTS=(-Xms128m "-Xmx$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.
   "-Dlog4j2.configurationFile=$HERE/log4j2.properties" -cp "$LIBS/*")
 
 start() {
-  if alive "$PIDFILE"; then say "kafka: already running (pid $(cat "$PIDFILE")) at $HOST:$PORT"; return 0; fi
-  if port_open "$HOST" "$PORT"; then
-    is_kafka || die "port $PORT on $HOST is taken by something that is not Kafka; stop it or set HOPTRACE_KAFKA_BOOTSTRAP to a free host:port"
-    say "kafka: using the broker that already answers at $HOST:$PORT (not started by hoptrace)"
-    return 0
-  fi
+  already_up kafka Kafka "$PIDFILE" "$HOST" "$PORT" is_kafka HOPTRACE_KAFKA_BOOTSTRAP && return 0
   port_open "$HOST" "$CONTROLLER_PORT" && die "controller port $CONTROLLER_PORT on $HOST is taken; set HOPTRACE_KAFKA_CONTROLLER_PORT to a free port"
   install
   write_config
@@ -90,19 +85,10 @@ start() {
   say "kafka: started Apache Kafka $VERSION (pid $(cat "$PIDFILE")) at $HOST:$PORT"
 }
 
-status() {
-  if is_kafka; then
-    if alive "$PIDFILE"; then say "kafka: healthy at $HOST:$PORT (Apache Kafka $(cat "$DIR/version"), pid $(cat "$PIDFILE"), started by hoptrace)"
-    else say "kafka: healthy at $HOST:$PORT (not started by hoptrace)"; fi
-  else
-    say "kafka: not answering at $HOST:$PORT"; return 1
-  fi
-}
-
 case "${1:-}" in
   install) install ;;
   start) start ;;
   stop) stop_pid kafka "$PIDFILE" ;;
-  status) status ;;
+  status) report kafka "$PIDFILE" "$HOST" "$PORT" is_kafka "Apache Kafka $(cat "$DIR/version" 2>/dev/null), " ;;
   *) die "usage: $0 install|start|stop|status" ;;
 esac

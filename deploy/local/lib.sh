@@ -49,3 +49,21 @@ wait_for() {
     sleep 0.2
   done
 }
+
+# already_up NAME PRODUCT PIDFILE HOST PORT PROBE VARIABLE: true (saying why) when the service
+# runs already, started by us or answering at the address; dies when something else holds the port.
+already_up() {
+  local name="$1" product="$2" pidfile="$3" host="$4" port="$5" probe="$6" variable="$7"
+  if alive "$pidfile"; then say "$name: already running (pid $(cat "$pidfile")) at $host:$port"; return 0; fi
+  port_open "$host" "$port" || return 1
+  "$probe" || die "port $port on $host is taken by something that is not $product; stop it or set $variable to a free address"
+  say "$name: using the $product that already answers at $host:$port (not started by hoptrace)"
+}
+
+# report NAME PIDFILE HOST PORT PROBE DETAIL: one status line; false when the service does not answer.
+report() {
+  local name="$1" pidfile="$2" host="$3" port="$4" probe="$5" detail="$6"
+  if ! "$probe"; then say "$name: not answering at $host:$port"; return 1; fi
+  if alive "$pidfile"; then say "$name: healthy at $host:$port (${detail}pid $(cat "$pidfile"), started by hoptrace)"
+  else say "$name: healthy at $host:$port (not started by hoptrace)"; fi
+}

@@ -19,12 +19,7 @@ install() {
 }
 
 start() {
-  if alive "$PIDFILE"; then say "redis: already running (pid $(cat "$PIDFILE")) at $HOST:$PORT"; return 0; fi
-  if port_open "$HOST" "$PORT"; then
-    is_redis || die "port $PORT on $HOST is taken by something that is not Redis; stop it or set HOPTRACE_REDIS_URL to a free port"
-    say "redis: using the Redis that already answers at $HOST:$PORT (not started by hoptrace)"
-    return 0
-  fi
+  already_up redis Redis "$PIDFILE" "$HOST" "$PORT" is_redis HOPTRACE_REDIS_URL && return 0
   install
   mkdir -p "$DIR"
   redis-server --bind "$HOST" --port "$PORT" --daemonize yes --pidfile "$PIDFILE" \
@@ -33,19 +28,10 @@ start() {
   say "redis: started (pid $(cat "$PIDFILE")) at $HOST:$PORT"
 }
 
-status() {
-  if is_redis; then
-    if alive "$PIDFILE"; then say "redis: healthy at $HOST:$PORT (pid $(cat "$PIDFILE"), started by hoptrace)"
-    else say "redis: healthy at $HOST:$PORT (not started by hoptrace)"; fi
-  else
-    say "redis: not answering at $HOST:$PORT"; return 1
-  fi
-}
-
 case "${1:-}" in
   install) install ;;
   start) start ;;
   stop) stop_pid redis "$PIDFILE" ;;
-  status) status ;;
+  status) report redis "$PIDFILE" "$HOST" "$PORT" is_redis "" ;;
   *) die "usage: $0 install|start|stop|status" ;;
 esac
