@@ -1,0 +1,243 @@
+"""Kafka hop throughput: N records of 1 KB produced and consumed, from the first send to the last handled record.
+
+Each variant runs between two runs of the baseline, in rounds (``benchmarks.schedule``), after
+an unmeasured warm-up run. Each measured run has its own topic and consumer group (a fresh
+``HOPTRACE_NAMESPACE``): the consumer and producer processes start together; once the
+consumer's group is stable with the partition assigned, the producer is told to go (its
+start-up is not measured); the run ends when the consumer's handler has counted N records
+(it notes the time itself). Both clients are real processes on the real broker; the two
+cores are shared with the broker and, when exporting, with the discarding OTLP receiver in
+the benchmark process (its CPU time is recorded as ``collector_cpu_s``).
+
+Variants (consumer / producer):
+
+* ``none``: a plain ``poll()`` loop that commits each batch / plain ``KafkaProducer.send``.
+* ``none-iterate``: ``for record in consumer`` committing every 500 / plain send. The
+  baseline of the stock variant's consumer loop, which needs the iterator to be traced.
+* ``stock``: the stock ``KafkaInstrumentor`` on both sides (tracing only: a PRODUCER span
+  per send, a CONSUMER span per ``__next__``, which ends before the handler runs).
+* ``hoptrace-100``: ``hoptrace worker benchmarks.pipelines:kafka_hop --no-monitor``
+  (KafkaStageWorker + StageProcessor) / ``Runtime.publisher`` (PipelinePublisher +
+  KafkaSender); traces and metrics over OTLP gRPC to the discarding receiver, 100 % sampled.
+* ``hoptrace-1``: the same at 1 % (``parentbased_traceidratio``, 0.01, in both processes).
+* ``hoptrace-down``: the same at 100 % with the OTLP endpoint a refusing loopback port.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from benchmarks.completion import DONE_ENV, EXPECTED_ENV, GO_ENV, FileCompletion
+from benchmarks.discard import Collector, Collectors
+from benchmarks.harness import Run
+from benchmarks.modes import Mode
+from benchmarks.pipelines import KAFKA_SPEC, STAGE
+from benchmarks.processes import Child, cpu_seconds, peak_rss_kib, wait_until
+from benchmarks.report import Scenario
+from benchmarks.schedule import Rounds, bracketed
+from hoptrace.loader import load_pipeline
+from pipeline.stages import KafkaTransport
+
+SECTION = "kafka"
+CPU_SECTION = "kafka-cpu"
+WARM_UP_MESSAGES = 5000
+
+
+@dataclass(frozen=True)
+class KafkaVariant:
+    """One way of producing and consuming: which client code, which collector, which sampling."""
+
+    key: str
+    label: str
+    producer: str
+    """``none``, ``stock`` or ``hoptrace`` (see ``benchmarks.kafka_clients``)."""
+    consumer: str
+    """``poll``, ``iterate``, ``stock`` (iterate, stock-traced) or ``hoptrace`` (the real ``hoptrace worker``)."""
+    collector: Collector = "none"
+    sampling: float = 1.0
+    description: str = ""
+
+
+VARIANTS: tuple[KafkaVariant, ...] = (
+    KafkaVariant(
+        "none", "none (poll loop)", "none", "poll",
+        description="plain KafkaProducer.send of JSON; consumer: poll() loop, json.loads + handler, commit per batch; no OpenTelemetry",
+    ),
+    KafkaVariant(
+        "none-iterate", "none (for record in consumer)", "none", "iterate",
+        description="as none, but the consumer iterates (for record in consumer) and commits every 500: the stock variant's loop, untraced",
+    ),
+    KafkaVariant(
+        "stock", "stock KafkaInstrumentor, tracing only", "stock", "stock", "up",
+        description="stock KafkaInstrumentor in both processes (wraps KafkaProducer.send and KafkaConsumer.__next__ only; "
+        "its CONSUMER span ends before the handler runs); iterating consumer; spans over OTLP gRPC to the discarding receiver; no metrics",
+    ),
+    KafkaVariant(
+        "hoptrace-100", "hoptrace 100% sampled", "hoptrace", "hoptrace", "up",
+        description="Runtime.publisher (PipelinePublisher + KafkaSender) / real `hoptrace worker ... --no-monitor` "
+        "(KafkaStageWorker + StageProcessor); traces and metrics over OTLP gRPC to the discarding receiver",
+    ),
+    KafkaVariant(
+        "hoptrace-1", "hoptrace 1% sampled", "hoptrace", "hoptrace", "up", 0.01,
+        description="as hoptrace-100 with OTEL_TRACES_SAMPLER=parentbased_traceidratio, ARG=0.01 in both processes (metrics still recorded for all)",
+    ),
+    KafkaVariant(
+        "hoptrace-down", "hoptrace 100%, collector refused", "hoptrace", "hoptrace", "refused",
+        description="as hoptrace-100, OTLP endpoint a closed loopback port (connection refused) in both processes",
+    ),
+)  # fmt: skip
+BASELINES = {"none-iterate": "none", "stock": "none", "hoptrace-100": "none", "hoptrace-1": "none", "hoptrace-down": "none"}
+BY_KEY = {variant.key: variant for variant in VARIANTS}
+
+
+@dataclass(frozen=True)
+class HopResult:
+    """One measured run of a variant."""
+
+    variant: str
+    messages: int
+    seconds: float
+    """First send to the last handled record."""
+    producer_seconds: float
+    """First send to the last acknowledgement the producer waited for."""
+    consumer_seconds: float
+    """First handled record to the last."""
+    consumer_peak_rss_kib: int
+    """VmHWM of the consumer process once it handled every record."""
+    collector_cpu_s: float
+    """CPU time of the benchmark process (the discarding receiver) during the run."""
+    consumer_cpu_s: float
+    """CPU time of the consumer process (every thread) from the producer's start to the last handled record."""
+    producer_cpu_s: float
+    """CPU time of the producer process (every thread) from its first send to its last acknowledgement."""
+
+    @property
+    def rate(self) -> float:
+        """Messages per second, end to end."""
+        return self.messages / self.seconds
+
+
+def _consumer_args(variant: KafkaVariant, messages: int, result: str) -> list[str]:
+    if variant.consumer == "hoptrace":
+        return ["python", "-m", "hoptrace", "worker", KAFKA_SPEC, "--stage", STAGE, "--no-monitor"]
+    tracing, loop = ("stock", "iterate") if variant.consumer == "stock" else ("none", variant.consumer)
+    client = ["python", "-m", "benchmarks.kafka_clients", "consume", "--tracing", tracing, "--loop", loop]
+    return [*client, "--spec", KAFKA_SPEC, "--stage", STAGE, "--count", str(messages), "--result", result]
+
+
+def producer_args(tracing: str, spec: str, stage: str, messages: int, confirm_every: int, result: str) -> list[str]:
+    """The command line of a producer process (``benchmarks.kafka_clients produce``)."""
+    client = ["python", "-m", "benchmarks.kafka_clients", "produce", "--tracing", tracing, "--spec", spec, "--stage", stage]
+    return [*client, "--count", str(messages), "--confirm-every", str(confirm_every), "--result", result]
+
+
+def run_hop(run: Run, collectors: Collectors, variant: KafkaVariant, messages: int, label: str, confirm_every: int) -> HopResult:
+    """Produce and consume MESSAGES records as VARIANT does, on a topic of their own; the measured result."""
+    namespace = run.namespace(label)
+    transport = load_pipeline(KAFKA_SPEC, namespace)[STAGE].transport
+    assert isinstance(transport, KafkaTransport)
+    topic = run.create_topic(transport.topic)
+    group = run.track_group(transport.group)
+    done = run.file(f"{label}.done")
+    produced = run.file(f"{label}.produced.json")
+    go = run.file(f"{label}.go")
+    extra = {**collectors.env(variant.collector, variant.sampling), EXPECTED_ENV: str(messages), DONE_ENV: str(done), GO_ENV: str(go)}
+    env = run.env(namespace, extra)
+    timeout_s = max(60.0, messages / 300)
+    children: list[Child] = []
+    try:
+        consumer = run.start(f"{label}-{variant.key}-consumer", _consumer_args(variant, messages, str(run.file(f"{label}.consumed.json"))), env)
+        children.append(consumer)
+        producer = run.start(
+            f"{label}-{variant.key}-producer", producer_args(variant.producer, KAFKA_SPEC, STAGE, messages, confirm_every, str(produced)), env
+        )
+        children.append(producer)
+        run.wait_assigned(group, 60, [consumer, producer])
+        cpu, consumer_cpu = time.process_time(), cpu_seconds(consumer.pid)
+        go.touch()
+        finished = wait_until(lambda: FileCompletion.read(done), timeout_s, f"{variant.key}: {messages} records handled", [consumer, producer])
+        peak = peak_rss_kib(consumer.pid)
+        collector_cpu, consumer_cpu = time.process_time() - cpu, cpu_seconds(consumer.pid) - consumer_cpu
+        if variant.consumer == "hoptrace":
+            consumer.terminate()  # a worker runs until stopped; let it flush while the producer closes
+        producer.wait(60)
+        sent = json.loads(produced.read_text())
+        consumer.wait(30)
+    finally:
+        for child in children:
+            child.stop()
+        run.drop_groups([group])
+        run.drop_topics([topic])
+    return HopResult(
+        variant.key,
+        messages,
+        seconds=finished["done"] - sent["first"],
+        producer_seconds=sent["last_ack"] - sent["first"],
+        consumer_seconds=finished["done"] - finished["first"],
+        consumer_peak_rss_kib=peak,
+        collector_cpu_s=collector_cpu,
+        consumer_cpu_s=consumer_cpu,
+        producer_cpu_s=sent["cpu_s"],
+    )
+
+
+def measure(run: Run, collectors: Collectors, mode: Mode, confirm_every: int, progress: Callable[[str], None]) -> list[Scenario]:
+    """A warm-up run, then bracketed rounds (none, v1, none, v2, ..., none); a scenario per variant (msg/s), and CPU per message."""
+    warm_up = run_hop(run, collectors, BY_KEY["none"], min(mode.kafka_messages, WARM_UP_MESSAGES), "k-warm-up", confirm_every)
+    progress(f"kafka warm-up (not counted): {warm_up.rate:,.0f} msg/s")
+    chosen = [variant.key for variant in VARIANTS[1:] if mode.kafka_iterate_reference or variant.key != "none-iterate"]
+
+    def one(key: str, label: str) -> HopResult:
+        result = run_hop(run, collectors, BY_KEY[key], mode.kafka_messages, f"k{label}", confirm_every)
+        progress(f"kafka {label}: {BY_KEY[key].label}: {result.rate:,.0f} msg/s ({result.seconds:.2f} s)")
+        return result
+
+    return _scenarios(bracketed("none", chosen, mode.kafka_rounds, one, lambda result: result.rate), mode.kafka_messages)
+
+
+def _scenarios(rounds: Rounds[HopResult], messages: int) -> list[Scenario]:
+    """Throughput per variant, then CPU µs per message of each variant's consumer and producer processes."""
+    results = rounds.results
+    measured = [variant for variant in VARIANTS if variant.key in results]
+    throughput = [
+        Scenario(
+            SECTION,
+            variant.key,
+            variant.label,
+            "msg/s",
+            [result.rate for result in results[variant.key]],
+            BASELINES.get(variant.key),
+            variant.description,
+            details={
+                "paired_ratios": rounds.paired.get(variant.key),
+                "messages": messages,
+                "seconds": [result.seconds for result in results[variant.key]],
+                "producer_seconds": [result.producer_seconds for result in results[variant.key]],
+                "consumer_seconds": [result.consumer_seconds for result in results[variant.key]],
+                "consumer_peak_rss_kib": [result.consumer_peak_rss_kib for result in results[variant.key]],
+                "collector_cpu_s": [result.collector_cpu_s for result in results[variant.key]],
+                "producer": variant.producer,
+                "consumer": variant.consumer,
+                "collector": variant.collector,
+                "sampling": variant.sampling,
+            },
+        )
+        for variant in measured
+    ]
+    cpu = [
+        Scenario(
+            CPU_SECTION,
+            f"{variant.key} {role}",
+            f"{variant.label}: {role} process CPU per message",
+            "µs",
+            [getattr(result, f"{role}_cpu_s") / messages * 1e6 for result in results[variant.key]],
+            None if variant.key == "none" else f"none {role}",
+            f"user + system CPU of the whole {role} process (every thread: exporters, kafka-python's I/O threads) during the run, per message",
+        )
+        for variant in measured
+        for role in ("consumer", "producer")
+    ]
+    return throughput + cpu

@@ -1,0 +1,255 @@
+"""Results of a run: scenarios with raw samples, medians, ratios to their baseline, targets; a table and JSON.
+
+A ``Scenario`` holds every sample of one measured thing; its baseline is another scenario of
+the same section measured in the same run. Throughput variants run between two baseline runs
+(``benchmarks.schedule``): their paired ratios (value over the mean of the baseline runs around
+it) cancel the machine's drift, and their median is the ratio shown and checked against the
+targets; the plain ratio of the medians is in the JSON too. Other targets are checked on medians.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.modes import Mode
+
+
+@dataclass
+class Scenario:
+    """Every sample of one measured thing, e.g. Kafka hop throughput with hoptrace at 100 % sampling."""
+
+    section: str
+    key: str
+    label: str
+    unit: str
+    samples: list[float]
+    baseline: str | None = None
+    """Key of the scenario of the same section this one is compared with."""
+    description: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def median(self) -> float:
+        """The median sample (NaN without samples)."""
+        return statistics.median(self.samples) if self.samples else math.nan
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A target of the issue: a scenario's median at most a value, or its ratio to another's at least one."""
+
+    section: str
+    key: str
+    kind: Literal["max", "ratio_min"]
+    threshold: float
+    against: str | None = None
+    """For ``ratio_min``: the scenario key the ratio is taken to."""
+
+    def describe(self, unit: str) -> str:
+        """E.g. ``>= 0.80 x none`` or ``<= 40 µs``."""
+        if self.kind == "ratio_min":
+            return f">= {self.threshold:.2f} x {self.against}"
+        return f"<= {self.threshold:g} {unit}"
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A target and what this run measured for it."""
+
+    spec: TargetSpec
+    measured: float
+    passed: bool
+
+
+TARGETS: tuple[TargetSpec, ...] = (
+    TargetSpec("kafka", "hoptrace-100", "ratio_min", 0.80, "none"),
+    TargetSpec("kafka", "hoptrace-100", "ratio_min", 1.00, "stock"),
+    TargetSpec("kafka", "hoptrace-1", "ratio_min", 0.95, "none"),
+    TargetSpec("celery", "hoptrace-100", "ratio_min", 0.90, "none"),
+    TargetSpec("cpu", "hop-sampled", "max", 40.0),
+    TargetSpec("cpu", "hop-unsampled", "max", 8.0),
+    TargetSpec("shutdown", "collector-silent", "max", 5.0),
+    TargetSpec("memory", "down-minus-up", "max", 50.0),
+)
+
+
+@dataclass
+class Report:
+    """Everything one run measured, with the run's mode and machine."""
+
+    mode: Mode
+    run_id: str
+    started: datetime
+    machine: dict[str, Any]
+    scenarios: list[Scenario] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    """Sections that failed, with the error."""
+    notes: list[str] = field(default_factory=list)
+    finished: datetime | None = None
+
+    def find(self, section: str, key: str) -> Scenario | None:
+        """The scenario SECTION/KEY, if measured."""
+        return next((each for each in self.scenarios if each.section == section and each.key == key), None)
+
+    def ratio(self, scenario: Scenario, against: str | None = None) -> float | None:
+        """Median of SCENARIO over the median of AGAINST (default: its baseline); None when either is missing."""
+        other = self.find(scenario.section, against or scenario.baseline or "")
+        if other is None or not other.samples or not scenario.samples or other.median == 0:
+            return None
+        return scenario.median / other.median
+
+    def paired_ratios(self, scenario: Scenario) -> list[float] | None:
+        """Per-run ratios to the baseline: the bracketing baseline runs' (``details["paired_ratios"]``), else per round."""
+        if scenario.details.get("paired_ratios"):
+            return list(scenario.details["paired_ratios"])
+        other = self.find(scenario.section, scenario.baseline or "")
+        if other is None or len(other.samples) != len(scenario.samples) or not scenario.samples:
+            return None
+        return [mine / theirs for mine, theirs in zip(scenario.samples, other.samples, strict=True) if theirs]
+
+    def compare(self, scenario: Scenario, against: str | None = None) -> tuple[float, bool] | None:
+        """SCENARIO relative to AGAINST (default: its baseline), and whether the drift-cancelling paired ratios gave it.
+
+        Against its baseline: the median paired ratio. Against another scenario paired with the same
+        baseline: the quotient of both median paired ratios. Otherwise the ratio of the medians.
+        """
+        target = against or scenario.baseline
+        other = self.find(scenario.section, target or "")
+        mine = self.paired_ratios(scenario)
+        if mine and target == scenario.baseline:
+            return statistics.median(mine), True
+        theirs = self.paired_ratios(other) if other is not None else None
+        if mine and theirs and other is not None and other.baseline == scenario.baseline:
+            return statistics.median(mine) / statistics.median(theirs), True
+        plain = self.ratio(scenario, target)
+        return (plain, False) if plain is not None else None
+
+    def checks(self) -> list[Checked]:
+        """Every target whose scenarios were measured, checked (ratios: see ``compare``)."""
+        found: list[Checked] = []
+        for spec in TARGETS:
+            scenario = self.find(spec.section, spec.key)
+            if scenario is None or not scenario.samples:
+                continue
+            if spec.kind == "ratio_min":
+                compared = self.compare(scenario, spec.against)
+                if compared is None:
+                    continue
+                found.append(Checked(spec, compared[0], compared[0] >= spec.threshold))
+            else:
+                found.append(Checked(spec, scenario.median, scenario.median <= spec.threshold))
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready data: raw samples, medians, ratios, targets, machine and mode."""
+        checks = self.checks()
+        scenarios = []
+        for each in self.scenarios:
+            paired = self.paired_ratios(each)
+            compared = self.compare(each) if each.baseline else None
+            scenarios.append(
+                {
+                    **asdict(each),
+                    "median": _finite(each.median),
+                    "ratio_to_baseline": _finite(self.ratio(each)),
+                    "paired_ratios": paired,
+                    "median_paired_ratio": statistics.median(paired) if paired else None,
+                    "ratio_shown": {"value": compared[0], "paired": compared[1]} if compared else None,
+                    "targets": [
+                        {"target": c.spec.describe(each.unit), "measured": _finite(c.measured), "passed": c.passed}
+                        for c in checks
+                        if (c.spec.section, c.spec.key) == (each.section, each.key)
+                    ],
+                }
+            )
+        return {
+            "run_id": self.run_id,
+            "mode": asdict(self.mode),
+            "started": self.started.isoformat(),
+            "finished": self.finished.isoformat() if self.finished else None,
+            "duration_s": (self.finished - self.started).total_seconds() if self.finished else None,
+            "machine": self.machine,
+            "scenarios": scenarios,
+            "targets_passed": all(c.passed for c in checks) if checks else None,
+            "errors": self.errors,
+            "notes": self.notes,
+        }
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+def _number(value: float, unit: str) -> str:
+    if math.isnan(value):
+        return "-"
+    if unit in ("msg/s", "task/s"):
+        return f"{value:,.0f} {unit}"
+    return f"{value:.3g} {unit}" if abs(value) < 100 else f"{value:,.0f} {unit}"
+
+
+def table(report: Report) -> Table:
+    """The results as a rich table: scenario, median, spread, ratio to baseline, target, pass/fail."""
+    checks = report.checks()
+    out = Table(title=f"hoptrace benchmarks ({report.mode.name} mode, run {report.run_id})", show_lines=False)
+    for column in ("section", "scenario", "median", "min .. max", "n", "ratio to baseline", "target", "result"):
+        out.add_column(column, justify="right" if column in ("median", "min .. max", "n", "ratio to baseline") else "left")
+    previous = ""
+    for each in report.scenarios:
+        compared = report.compare(each) if each.baseline else None
+        mine = [c for c in checks if (c.spec.section, c.spec.key) == (each.section, each.key)]
+        spread = f"{_number(min(each.samples), '')}.. {_number(max(each.samples), '')}".strip() if each.samples else "-"
+        out.add_row(
+            each.section if each.section != previous else "",
+            each.key,
+            _number(each.median, each.unit),
+            spread,
+            str(len(each.samples)),
+            f"{compared[0]:.2f} x {each.baseline}{' (paired)' if compared[1] else ''}" if compared else "",
+            "\n".join(c.spec.describe(each.unit) for c in mine),
+            "\n".join((f"[green]pass[/green] ({c.measured:.2f})" if c.passed else f"[red]FAIL[/red] ({c.measured:.2f})") for c in mine),
+            end_section=False,
+        )
+        previous = each.section
+    return out
+
+
+def print_report(report: Report, console: Console) -> None:
+    """Print the table, then what the scenarios are (a description shared by a whole section once), errors and notes."""
+    console.print(table(report))
+    shown: set[tuple[str, str]] = set()
+    for each in report.scenarios:
+        if not each.description or (each.section, each.description) in shown:
+            continue
+        shown.add((each.section, each.description))
+        shared = sum(1 for other in report.scenarios if (other.section, other.description) == (each.section, each.description)) > 1
+        name = each.section if shared else f"{each.section}/{each.key}"
+        console.print(f"[bold]{name}[/bold]: {each.description}", highlight=False)
+    for section, error in report.errors.items():
+        console.print(f"[red]section {section} failed:[/red] {error}", highlight=False)
+    for note in report.notes:
+        console.print(f"- {note}", highlight=False)
+
+
+def write_report(report: Report, folder: Path) -> Path:
+    """Write the report to FOLDER/<timestamp>.json and FOLDER/latest.json; the timestamped path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report.to_json(), indent=2)
+    path = folder / f"{report.started.strftime('%Y%m%dT%H%M%SZ')}-{report.run_id}.json"
+    path.write_text(text)
+    (folder / "latest.json").write_text(text)
+    return path
+
+
+def now() -> datetime:
+    """The current UTC time."""
+    return datetime.now(timezone.utc)
