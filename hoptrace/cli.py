@@ -94,11 +94,18 @@ def demo(
     jobs: int = typer.Option(200, "--jobs", "-n", min=1, help="Jobs to publish."),
     timeout: float = typer.Option(90.0, "--timeout", min=1, help="Seconds to wait for every job to reach the last stage."),
     db: Path = typer.Option(None, "--db", help="Trace store file (default: .hoptrace/traces.sqlite)."),
+    keep_services: bool = typer.Option(False, "--keep-services", help="Leave the services it started running."),
 ) -> None:
     """The whole journey: services, receiver, workers of examples/orders, N jobs, one trace tree and the stage table."""
     settings = Settings()
+    were_up = {item.name for item in local_services.status(settings) if item.healthy}
     _run_services("up", None)
-    result = demos.run_demo(settings, db or watching.default_store_path(settings), jobs, timeout, console)
+    try:
+        result = demos.run_demo(settings, db or watching.default_store_path(settings), jobs, timeout, console)
+    finally:
+        started = tuple(name for name in local_services.SERVICE_NAMES if name not in were_up)
+        if started and not keep_services:
+            _run_services("down", [Service(name) for name in started])
     if result.stuck_stage is not None:
         console.print(
             f"[red]{result.published - result.completed} of {result.published} jobs are stuck at stage {result.stuck_stage!r}"
