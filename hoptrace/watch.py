@@ -37,7 +37,11 @@ class TraceSource(Protocol):
         ...
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
-        """The spans of one trace, by start time (empty when unknown)."""
+        """The spans of one trace, by start time.
+
+        An unknown trace is an empty list from the embedded store, and a ``JaegerError`` that
+        says why from Jaeger; callers handle both.
+        """
         ...
 
 
