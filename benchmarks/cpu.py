@@ -67,7 +67,6 @@ class _Setup:
 def _setup(sampler: str) -> _Setup:
     """hoptrace's telemetry with SAMPLER, a publisher and a processor on it; the calls to time."""
     from kafka.consumer.fetcher import ConsumerRecord
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from pipeline import telemetry
@@ -89,12 +88,13 @@ def _setup(sampler: str) -> _Setup:
 
     os.environ.update({"OTEL_TRACES_SAMPLER": sampler, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"})
     exporter = DiscardSpanExporter()
-    reader = PeriodicExportingMetricReader(DiscardMetricExporter())
-    configured = telemetry.configure("bench-cpu", set_global=False, span_processors=[BatchSpanProcessor(exporter)], metric_readers=[reader])
+    configured = telemetry.configure(
+        "bench-cpu", set_global=False, span_processors=[BatchSpanProcessor(exporter)], metric_exporters=[DiscardMetricExporter()]
+    )
     pipeline = Pipeline("bench-cpu")
     stage = Stage("hop", KafkaTransport("bench.cpu", "bench-cpu"), _trivial)
     pipeline.add(stage)
-    instruments = Instruments(configured.meter_provider)
+    instruments = Instruments(configured.meter_provider, configured.histograms)
     sender = NullSender()
     publisher = PipelinePublisher(pipeline, {"kafka": sender}, configured.tracer_provider, instruments)
     processor = StageProcessor(pipeline, stage, publisher, instruments, configured.tracer_provider)

@@ -53,7 +53,7 @@ class Runtime:
         self.pipeline = pipeline
         self.settings = settings
         self.telemetry = telemetry.configure(f"{pipeline.name}-{role}", span_processors=span_processors)
-        self.instruments = Instruments(self.telemetry.meter_provider)
+        self.instruments = Instruments(self.telemetry.meter_provider, self.telemetry.histograms)
         self._app = app
         self._processors: dict[str, StageProcessor] = {}
 

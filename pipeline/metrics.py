@@ -10,10 +10,11 @@ import threading
 from collections.abc import Iterable, Mapping
 
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Observation
 from opentelemetry.util.types import AttributeValue
 
 from pipeline import semconv
+from pipeline.histograms import LocalHistogram, LocalHistograms
 from pipeline.stages import KafkaTransport, Pipeline, Stage, Transport
 
 Attributes = Mapping[str, AttributeValue]
@@ -67,12 +68,19 @@ class Tally:
 class Instruments:
     """Every counter and histogram hoptrace records, on one meter.
 
-    Counts are ``Tally`` objects behind observable counters; durations are SDK histograms.
+    Counts are ``Tally`` objects behind observable counters. Durations are ``LocalHistogram``
+    objects when HISTOGRAMS (of a provider made by ``telemetry.configure``) are given, else
+    SDK histograms: a provider hoptrace did not build never exports local histograms.
     """
 
-    def __init__(self, meter_provider: MeterProvider | None = None) -> None:
+    def __init__(self, meter_provider: MeterProvider | None = None, histograms: LocalHistograms | None = None) -> None:
         """Create the instruments on METER_PROVIDER (default: the global one)."""
         meter = metrics.get_meter("hoptrace", meter_provider=meter_provider)
+
+        def histogram(name: str, description: str) -> Histogram | LocalHistogram:
+            if histograms is not None:
+                return histograms.create(name, "s", description)
+            return meter.create_histogram(name, "s", description)
 
         def counter(name: str, description: str) -> Tally:
             tally = Tally()
@@ -86,9 +94,7 @@ class Instruments:
         self.fallbacks = counter("hoptrace.propagation.fallbacks", "Messages whose trace headers were broken and were processed as new roots.")
         self.in_flight = Tally()
         meter.create_observable_up_down_counter("hoptrace.stage.in_flight", [self.in_flight.observe], "{message}", "Messages being processed now.")
-        self.process_duration = meter.create_histogram("messaging.process.duration", "s", "Handler time per message.")
-        self.queue_wait = meter.create_histogram("hoptrace.queue.wait", "s", "Publish to start of processing: time spent in the queue.")
-        self.job_latency = meter.create_histogram("hoptrace.job.latency", "s", "Job start to the end of this stage.")
-        self.operation_duration = meter.create_histogram(
-            "messaging.client.operation.duration", "s", "Publish time until the broker accepted the message."
-        )
+        self.process_duration = histogram("messaging.process.duration", "Handler time per message.")
+        self.queue_wait = histogram("hoptrace.queue.wait", "Publish to start of processing: time spent in the queue.")
+        self.job_latency = histogram("hoptrace.job.latency", "Job start to the end of this stage.")
+        self.operation_duration = histogram("messaging.client.operation.duration", "Publish time until the broker accepted the message.")

@@ -29,7 +29,7 @@ from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import (
     SERVICE_NAME,
@@ -45,7 +45,10 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from pipeline.exporters import log_exporters, metric_exporters, span_exporters
+from pipeline.exporters import log_exporters, span_exporters
+from pipeline.exporters import metric_exporters as chosen_metric_exporters
+from pipeline.histogram_export import MergingMetricExporter
+from pipeline.histograms import LocalHistograms
 
 SECONDS_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -71,6 +74,8 @@ class Telemetry:
     logger_provider: LoggerProvider | None
     log_handler: logging.Handler | None = None
     """The handler sending stdlib log records to ``logger_provider``; removed at shutdown."""
+    histograms: LocalHistograms | None = None
+    """hoptrace's own histograms, added to every export of ``meter_provider``'s exporters (see ``pipeline.histograms``)."""
     _runs: dict[str, _Calls] = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
@@ -104,7 +109,7 @@ class Telemetry:
         The SDK's shutdown exports what is still buffered. Idempotent: a later call waits
         (bounded again) for the first call's work.
         """
-        calls = {
+        calls: dict[str, Callable[[], Any]] = {
             "traces": self.tracer_provider.shutdown,
             "metrics": partial(self.meter_provider.shutdown, timeout_millis=int(timeout_s * 1000)),
         }
@@ -130,12 +135,14 @@ def configure(
     resource_attributes: Mapping[str, str] | None = None,
     span_processors: Sequence[SpanProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
+    metric_exporters: Sequence[MetricExporter] = (),
 ) -> Telemetry:
     """Build tracer, meter and (when ``OTEL_LOGS_EXPORTER`` asks) logger providers.
 
-    ``service_name`` is used unless ``OTEL_SERVICE_NAME`` is set. ``span_processors`` and
-    ``metric_readers`` are added to the ones chosen from the environment (tests pass
-    in-memory ones). With ``set_global`` the providers become the global ones, which the
+    ``service_name`` is used unless ``OTEL_SERVICE_NAME`` is set. ``span_processors``,
+    ``metric_readers`` and ``metric_exporters`` (read periodically) are added to the ones chosen
+    from the environment (tests pass in-memory ones). hoptrace's own histograms
+    (``Telemetry.histograms``) reach the exporters, not the extra readers. With ``set_global`` the providers become the global ones, which the
     API allows once per process. Shutdown is registered ``atexit`` (bounded, 5 s).
     """
     resource = build_resource(service_name, resource_attributes)
@@ -144,7 +151,9 @@ def configure(
         instrument_unit="s",
         aggregation=ExplicitBucketHistogramAggregation(SECONDS_BUCKETS),
     )
-    readers = [*(PeriodicExportingMetricReader(e) for e in metric_exporters()), *metric_readers]
+    histograms = LocalHistograms(SECONDS_BUCKETS)
+    periodic = [*chosen_metric_exporters(), *metric_exporters]
+    readers = [*(PeriodicExportingMetricReader(MergingMetricExporter(e, histograms, resource)) for e in periodic), *metric_readers]
     meter_provider = MeterProvider(readers, resource=resource, shutdown_on_exit=False, views=[seconds])
     # No sampler given: the SDK reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG itself.
     tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
@@ -166,7 +175,7 @@ def configure(
         metrics.set_meter_provider(meter_provider)
         if logger_provider is not None:
             _logs.set_logger_provider(logger_provider)
-    telemetry = Telemetry(tracer_provider, meter_provider, logger_provider, handler)
+    telemetry = Telemetry(tracer_provider, meter_provider, logger_provider, handler, histograms)
     atexit.register(telemetry.shutdown)
     return telemetry
 

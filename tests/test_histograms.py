@@ -1,0 +1,183 @@
+"""hoptrace's in-process histograms against the SDK's own: same points, exemplars, temporalities, one scope.
+
+The SDK histogram is the reference: the same values are recorded into an SDK histogram (with
+hoptrace's seconds buckets, read by an ``InMemoryMetricReader``) and into a ``LocalHistogram``
+exported through ``MergingMetricExporter``; the exported points must be equal. End-to-end
+export over OTLP is covered by ``test_orders_metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider, TraceBasedExemplarFilter
+from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    Metric,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+from pipeline.histogram_export import SCOPE, MergingMetricExporter
+from pipeline.histograms import LocalHistograms
+from pipeline.telemetry import SECONDS_BUCKETS
+
+RESOURCE = Resource({"service.name": "histogram-test"})
+STAGE = {"hoptrace.pipeline": "orders", "hoptrace.stage": "charge", "messaging.system": "celery", "messaging.destination.name": "payments"}
+FAILED = {**STAGE, "error.type": "OrderRejected"}
+# On, just under and just over bucket boundaries, zero, and beyond the last boundary.
+VALUES = (0.0, 0.001, 0.0010001, 0.0025, 0.004, 0.3, 1.0, 2.5, 59.9, 3600.0, 3600.5, 7200.0)
+
+
+class CapturingExporter(MetricExporter):
+    """Keeps every ``MetricsData`` it is asked to export."""
+
+    def __init__(self, temporality: AggregationTemporality = AggregationTemporality.CUMULATIVE) -> None:
+        super().__init__(preferred_temporality={HistogramInstrument: temporality})
+        self.exported: list[MetricsData] = []
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        self.exported.append(metrics_data)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        pass
+
+
+def metrics_of(data: MetricsData) -> dict[str, tuple[Any, Metric]]:
+    """Every metric in DATA by name, with the scope it came under."""
+    return {
+        metric.name: (scope_metrics.scope, metric)
+        for resource_metrics in data.resource_metrics
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+    }
+
+
+def points_by_attributes(metric: Metric) -> dict[frozenset[tuple[str, Any]], HistogramDataPoint]:
+    return {frozenset(point.attributes.items()): point for point in metric.data.data_points}
+
+
+def comparable(point: HistogramDataPoint) -> tuple[Any, ...]:
+    return (point.count, point.sum, tuple(point.bucket_counts), tuple(point.explicit_bounds), point.min, point.max)
+
+
+def exporting(
+    histograms: LocalHistograms, temporality: AggregationTemporality = AggregationTemporality.CUMULATIVE
+) -> tuple[MeterProvider, CapturingExporter]:
+    """A meter provider whose only reader exports, through the merging exporter, to a capturing exporter."""
+    captured = CapturingExporter(temporality)
+    reader = PeriodicExportingMetricReader(MergingMetricExporter(captured, histograms, RESOURCE), export_interval_millis=3_600_000)
+    provider = MeterProvider([reader], resource=RESOURCE)
+    # The SDK's reader exports only when it collected something; hoptrace always counts what it times.
+    provider.get_meter("hoptrace").create_counter("messaging.client.consumed.messages", "{message}").add(1, STAGE)
+    return provider, captured
+
+
+def record_all(record: Any, values: Sequence[float]) -> None:
+    for value in values:
+        record(value, STAGE)
+    record(0.02, FAILED)
+
+
+def test_points_equal_the_sdk_histograms_points() -> None:
+    reference = InMemoryMetricReader()
+    views = [View(instrument_type=HistogramInstrument, aggregation=ExplicitBucketHistogramAggregation(SECONDS_BUCKETS))]
+    sdk = MeterProvider([reference], views=views).get_meter("hoptrace").create_histogram("hoptrace.queue.wait", "s", "Queue time.")
+    histograms = LocalHistograms(SECONDS_BUCKETS, AlwaysOffExemplarFilter())
+    local = histograms.create("hoptrace.queue.wait", "s", "Queue time.")
+    record_all(sdk.record, VALUES)
+    record_all(local.record, VALUES)
+    provider, captured = exporting(histograms)
+    provider.force_flush()
+    expected_data = reference.get_metrics_data()
+    assert expected_data is not None
+    _, expected = metrics_of(expected_data)["hoptrace.queue.wait"]
+    scope, exported = metrics_of(captured.exported[-1])["hoptrace.queue.wait"]
+    assert scope == SCOPE
+    assert (exported.unit, exported.description) == ("s", "Queue time.")
+    assert exported.data.aggregation_temporality == AggregationTemporality.CUMULATIVE
+    want, got = points_by_attributes(expected), points_by_attributes(exported)
+    assert want.keys() == got.keys() and len(got) == 2
+    for attributes, point in want.items():
+        assert comparable(got[attributes]) == comparable(point)
+    assert got[frozenset(STAGE.items())].bucket_counts[0] == 2  # 0 and exactly 1 ms are in the first bucket, as the SDK counts them
+    assert got[frozenset(STAGE.items())].bucket_counts[-1] == 2  # beyond one hour
+    provider.shutdown()
+
+
+def test_cumulative_points_keep_growing_and_share_the_hoptrace_scope_with_the_counters() -> None:
+    histograms = LocalHistograms(SECONDS_BUCKETS, AlwaysOffExemplarFilter())
+    local = histograms.create("messaging.process.duration", "s", "Handler time.")
+    provider, captured = exporting(histograms)
+    local.record(0.1, STAGE)
+    provider.force_flush()
+    local.record(0.2, STAGE)
+    provider.force_flush()
+    first, second = (metrics_of(data)["messaging.process.duration"][1].data.data_points[0] for data in captured.exported[-2:])
+    assert (first.count, second.count) == (1, 2)
+    assert second.sum == pytest.approx(0.3) and second.start_time_unix_nano == first.start_time_unix_nano
+    scopes = [scope.scope for resource in captured.exported[-1].resource_metrics for scope in resource.scope_metrics]
+    assert scopes == [SCOPE]
+    assert set(metrics_of(captured.exported[-1])) == {"messaging.process.duration", "messaging.client.consumed.messages"}
+    provider.shutdown()
+
+
+def test_delta_points_hold_only_the_interval_and_leave_out_empty_intervals() -> None:
+    histograms = LocalHistograms(SECONDS_BUCKETS, AlwaysOffExemplarFilter())
+    local = histograms.create("hoptrace.job.latency", "s", "Job latency.")
+    provider, captured = exporting(histograms, AggregationTemporality.DELTA)
+    local.record(0.1, STAGE)
+    local.record(0.1, FAILED)
+    provider.force_flush()
+    local.record(0.2, STAGE)
+    local.record(5.0, STAGE)
+    provider.force_flush()
+    provider.force_flush()
+    first, second = (points_by_attributes(metrics_of(data)["hoptrace.job.latency"][1]) for data in captured.exported[-3:-1])
+    assert "hoptrace.job.latency" not in metrics_of(captured.exported[-1])  # nothing recorded in the third interval
+    assert metrics_of(captured.exported[-2])["hoptrace.job.latency"][1].data.aggregation_temporality == AggregationTemporality.DELTA
+    stage = frozenset(STAGE.items())
+    assert (first[stage].count, first[stage].sum) == (1, 0.1)
+    assert (second[stage].count, second[stage].sum) == (2, pytest.approx(5.2)) and set(second) == {stage}
+    assert sum(second[stage].bucket_counts) == 2 and second[stage].start_time_unix_nano >= first[stage].time_unix_nano
+    assert (second[stage].min, second[stage].max) == (None, None)
+    provider.shutdown()
+
+
+def test_exemplars_name_the_sampled_span_they_were_recorded_in_once() -> None:
+    histograms = LocalHistograms(SECONDS_BUCKETS, TraceBasedExemplarFilter())
+    local = histograms.create("messaging.process.duration", "s", "Handler time.")
+    provider, captured = exporting(histograms)
+    sampled = TracerProvider().get_tracer("test")
+    unsampled = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test")
+    with sampled.start_as_current_span("process payments") as span:
+        local.record(0.3, STAGE)
+    with unsampled.start_as_current_span("process payments"):
+        local.record(0.004, STAGE)
+    local.record(7.0, STAGE)  # no span at all
+    provider.force_flush()
+    provider.force_flush()
+    first, second = (metrics_of(data)["messaging.process.duration"][1].data.data_points[0] for data in captured.exported[-2:])
+    assert first.count == 3
+    [exemplar] = first.exemplars
+    assert exemplar.value == 0.3
+    assert (exemplar.trace_id, exemplar.span_id) == (span.get_span_context().trace_id, span.get_span_context().span_id)
+    assert exemplar.trace_id != trace.INVALID_TRACE_ID
+    assert second.exemplars == []  # handed over with the collection that took it
+    provider.shutdown()
