@@ -17,6 +17,8 @@ Cases:
 * ``consume-*``: ``StageProcessor.process`` of a prepared ``Delivery`` (made by
   ``workers.kafka.delivery`` from a record whose headers that publisher wrote), trivial handler.
 * ``otel-span``: a bare SDK span with seven attributes, started and ended (a reference).
+* ``otel-propagation``: the global propagators' extract and inject of the headers a publish wrote
+  (traceparent and the job's baggage), which every instrumented hop pays (a reference).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class _Setup:
 def _setup(sampler: str) -> _Setup:
     """hoptrace's telemetry with SAMPLER, a publisher and a processor on it; the calls to time."""
     from kafka.consumer.fetcher import ConsumerRecord
+    from opentelemetry import propagate
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from pipeline import telemetry
@@ -113,6 +116,8 @@ def _setup(sampler: str) -> _Setup:
         tracer = configured.tracer_provider.get_tracer("bench")
         attributes = {f"bench.attribute.{n}": "value" for n in range(7)}
         calls["otel-span"] = lambda: tracer.start_span("send bench.cpu", attributes=attributes).end()
+        carrier = dict(sender.headers)
+        calls["otel-propagation"] = lambda: propagate.inject({}, context=propagate.extract(carrier))
         calls["handler"] = lambda: stage.handler(message, None)  # type: ignore[arg-type]
     return _Setup(configured, exporter, calls)
 
@@ -144,6 +149,7 @@ def run_cases(iterations: int, repeats: int) -> dict[str, dict[str, Any]]:
 ROWS: tuple[tuple[str, str], ...] = (
     ("handler", "the trivial handler called alone"),
     ("otel-span", "a bare SDK span with 7 attributes, started and ended (reference)"),
+    ("otel-propagation", "the global propagators alone: extract + inject of a hop's traceparent and baggage (reference)"),
     ("publish-sampled", "PipelinePublisher.publish, always_on, sender only calls done"),
     ("consume-sampled", "StageProcessor.process of a prepared Delivery, always_on"),
     ("hop-sampled", "publish + consume, sampled"),
