@@ -21,7 +21,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from opentelemetry import trace
 from opentelemetry.context import Context, get_current
@@ -101,10 +101,7 @@ class LocalHistogram:
     def collect(self) -> list[PointState]:
         """A copy of every point since the histogram began; the exemplars are handed over (and forgotten here)."""
         with self._lock:
-            copies = [
-                PointState(p.attributes, p.start_time_unix_nano, list(p.bucket_counts), p.count, p.total, p.minimum, p.maximum, p.exemplars)
-                for p in self._points.values()
-            ]
+            copies = [replace(point, bucket_counts=list(point.bucket_counts)) for point in self._points.values()]
             for point in self._points.values():
                 point.exemplars = {}
         return copies
