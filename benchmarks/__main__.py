@@ -25,7 +25,7 @@ from benchmarks.modes import FULL, QUICK, Mode
 from benchmarks.report import Report, Scenario, now, print_report, write_report
 from hoptrace import services
 from hoptrace.cli import CONFIRM_EVERY
-from pipeline.settings import Settings
+from hoptrace.pipeline.settings import Settings
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0] if __doc__ else None)

@@ -35,9 +35,9 @@ from benchmarks.completion import wait_for_go
 from benchmarks.pipelines import CELERY_SPEC, STAGE, payload
 from benchmarks.stock import CELERY_TRACING_ENV, stock_tracer_provider
 from hoptrace.loader import load_pipeline
+from hoptrace.pipeline.settings import Settings
+from hoptrace.pipeline.stages import CeleryTransport, Payload, Pipeline, Stage
 from hoptrace.runtime import celery_app
-from pipeline.settings import Settings
-from pipeline.stages import CeleryTransport, Payload, Pipeline, Stage
 
 
 def _stage() -> tuple[Pipeline, Stage, CeleryTransport]:

@@ -35,8 +35,8 @@ from benchmarks.report import Scenario
 from benchmarks.schedule import bracketed
 from benchmarks.stock import CELERY_TRACING_ENV
 from hoptrace.loader import load_pipeline
+from hoptrace.pipeline.stages import CeleryTransport
 from hoptrace.worker import CeleryOptions
-from pipeline.stages import CeleryTransport
 
 SECTION = "celery"
 CPU_SECTION = "celery-cpu"

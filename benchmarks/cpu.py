@@ -39,7 +39,7 @@ from benchmarks.pipelines import payload
 from benchmarks.report import Scenario
 
 if TYPE_CHECKING:
-    from pipeline.telemetry import Telemetry
+    from hoptrace.pipeline.telemetry import Telemetry
 
 SECTION = "cpu"
 WARM_UP_CALLS = 1000
@@ -72,13 +72,13 @@ def _setup(sampler: str) -> _Setup:
     from opentelemetry import propagate
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from pipeline import telemetry
-    from pipeline.metrics import Instruments
-    from pipeline.stages import KafkaTransport, Pipeline, Stage, Transport
-    from producers.kafka import merge_headers
-    from producers.publisher import Done, PipelinePublisher
-    from workers.kafka import delivery
-    from workers.processing import StageProcessor
+    from hoptrace.pipeline import telemetry
+    from hoptrace.pipeline.instruments import Instruments
+    from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage, Transport
+    from hoptrace.producers.kafka import merge_headers
+    from hoptrace.producers.publisher import Done, PipelinePublisher
+    from hoptrace.workers.kafka import delivery
+    from hoptrace.workers.processing import StageProcessor
 
     class NullSender:
         """A Sender whose broker accepts everything at once; keeps the last headers."""

@@ -22,7 +22,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from pipeline.receiver import OtlpReceiver
+from hoptrace.view.receiver import OtlpReceiver
 
 LOOPBACK = "127.0.0.1"
 

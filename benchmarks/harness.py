@@ -25,7 +25,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from benchmarks.processes import STOP_TIMEOUT_S, Child, wait_until
-from pipeline.settings import REPOSITORY_ROOT, Settings
+from hoptrace.pipeline.settings import REPOSITORY_ROOT, Settings
 
 logger = logging.getLogger(__name__)
 

@@ -42,8 +42,8 @@ from benchmarks.completion import wait_for_go
 from benchmarks.pipelines import payload
 from benchmarks.stock import stock_tracer_provider
 from hoptrace.loader import load_pipeline
-from pipeline.settings import Settings
-from pipeline.stages import KafkaTransport, Pipeline, Stage
+from hoptrace.pipeline.settings import Settings
+from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
 
 ITERATE_COMMIT_EVERY = 500
 

@@ -39,7 +39,7 @@ from benchmarks.processes import Child, cpu_seconds, peak_rss_kib, wait_until
 from benchmarks.report import Scenario
 from benchmarks.schedule import Rounds, bracketed
 from hoptrace.loader import load_pipeline
-from pipeline.stages import KafkaTransport
+from hoptrace.pipeline.stages import KafkaTransport
 
 SECTION = "kafka"
 CPU_SECTION = "kafka-cpu"

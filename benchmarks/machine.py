@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hoptrace import services
-from pipeline.settings import REPOSITORY_ROOT, Settings
+from hoptrace.pipeline.settings import REPOSITORY_ROOT, Settings
 
 
 def _package_versions(names: tuple[str, ...]) -> dict[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.completion import file_completion, redis_completion
-from pipeline.stages import Payload, Pipeline
+from hoptrace.pipeline.stages import Payload, Pipeline
 
 KAFKA_SPEC = "benchmarks.pipelines:kafka_hop"
 CELERY_SPEC = "benchmarks.pipelines:celery_hop"

@@ -1,6 +1,6 @@
 """Shutdown with the collector down: seconds from SIGTERM to exit of a real ``hoptrace worker``.
 
-Each run starts ``hoptrace worker examples.orders:pipeline --stage validate --no-monitor`` in a
+Each run starts ``hoptrace worker hoptrace.examples.orders:pipeline --stage validate --no-monitor`` in a
 fresh namespace, its OTLP endpoint a loopback port that accepts TCP and never answers (a hung
 collector), publishes some orders to it (the ``validate`` stage forwards each to the Celery
 queue ``payments``), waits until the worker forwarded all of them, sends SIGTERM and times the
@@ -20,10 +20,10 @@ from benchmarks.modes import Mode
 from benchmarks.processes import Child, wait_until
 from benchmarks.report import Scenario
 from hoptrace.loader import load_pipeline
-from pipeline.stages import CeleryTransport, KafkaTransport
+from hoptrace.pipeline.stages import CeleryTransport, KafkaTransport
 
 SECTION = "shutdown"
-SPEC = "examples.orders:pipeline"
+SPEC = "hoptrace.examples.orders:pipeline"
 STAGE = "validate"
 FORWARDS_TO = "charge"
 
@@ -70,7 +70,7 @@ def measure(run: Run, collectors: Collectors, mode: Mode, confirm_every: int, pr
         progress(f"shutdown {number + 1}/{mode.shutdown_runs}: exited {status} {took:.2f} s after SIGTERM")
     details = {"messages_before_sigterm": mode.shutdown_messages, "exit_status": statuses, "collector": "silent (accepts TCP, never answers)"}
     description = (
-        f"`hoptrace worker examples.orders:pipeline --stage validate --no-monitor`, OTLP endpoint accepts TCP and never answers; "
+        f"`hoptrace worker hoptrace.examples.orders:pipeline --stage validate --no-monitor`, OTLP endpoint accepts TCP and never answers; "
         f"seconds from SIGTERM to exit after it forwarded {mode.shutdown_messages} orders"
     )
     return [Scenario(SECTION, "collector-silent", "SIGTERM to exit, collector hung", "s", seconds, description=description, details=details)]

@@ -19,9 +19,9 @@ from functools import lru_cache
 
 import redis
 
-from pipeline.handling import StageContext
-from pipeline.settings import Settings
-from pipeline.stages import Payload, Pipeline
+from hoptrace.pipeline.settings import Settings
+from hoptrace.pipeline.stage_context import StageContext
+from hoptrace.pipeline.stages import Payload, Pipeline
 
 logger = logging.getLogger(__name__)
 

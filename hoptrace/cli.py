@@ -20,17 +20,17 @@ from hoptrace import services as local_services
 from hoptrace import watch as watching
 from hoptrace import worker as workers
 from hoptrace.loader import LoadError, load_pipeline
+from hoptrace.pipeline import telemetry
+from hoptrace.pipeline.settings import Settings
+from hoptrace.pipeline.stages import Pipeline, PipelineError
+from hoptrace.producers.publisher import PublishFailed
 from hoptrace.runtime import Runtime, celery_app
-from pipeline import telemetry
-from pipeline.jaeger import JaegerError
-from pipeline.receiver import OtlpReceiver
-from pipeline.render import trace_json
-from pipeline.render_tables import traces_table
-from pipeline.render_tree import trace_tree
-from pipeline.settings import Settings
-from pipeline.stages import Pipeline, PipelineError
-from pipeline.trace_store import SqliteTraceStore
-from producers.publisher import PublishFailed
+from hoptrace.view.formatting import trace_json
+from hoptrace.view.jaeger import JaegerError
+from hoptrace.view.receiver import OtlpReceiver
+from hoptrace.view.sqlite_store import SqliteTraceStore
+from hoptrace.view.tables import traces_table
+from hoptrace.view.tree import trace_tree
 
 app = typer.Typer(help="See inside pipelines that hop across Kafka topics and Celery queues.", no_args_is_help=True)
 services_app = typer.Typer(help="Local Redis and Apache Kafka, no Docker needed.", no_args_is_help=True)
@@ -201,7 +201,7 @@ def _load(spec: str, settings: Settings) -> Pipeline:
 
 @app.command()
 def worker(
-    spec: str = typer.Argument(..., help="The pipeline, as MODULE:ATTR (e.g. examples.orders:pipeline)."),
+    spec: str = typer.Argument(..., help="The pipeline, as MODULE:ATTR (e.g. hoptrace.examples.orders:pipeline)."),
     stage: list[str] = typer.Option(None, "--stage", "-s", help="Stage to run (repeatable; default: all)."),
     concurrency: int = typer.Option(2, "--concurrency", "-c", min=1, help="Prefork processes of the Celery worker."),
     max_tasks_per_child: int = typer.Option(None, "--max-tasks-per-child", min=1, help="Replace a Celery pool process after this many tasks."),

@@ -23,20 +23,20 @@ from kafka.admin import NewTopic
 from rich.console import Console
 from rich.progress import track
 
-from examples.orders import outbox_key
+from hoptrace.examples.orders import outbox_key
 from hoptrace.loader import load_pipeline
+from hoptrace.pipeline.settings import Settings
+from hoptrace.pipeline.stages import KafkaTransport, Pipeline
 from hoptrace.publish import job_payloads, publish_job
 from hoptrace.runtime import Runtime, celery_app
+from hoptrace.view.queries import StageStats
+from hoptrace.view.receiver import OtlpReceiver
+from hoptrace.view.sqlite_store import SqliteTraceStore
+from hoptrace.view.tables import stage_table
+from hoptrace.view.tree import trace_tree
 from hoptrace.worker import CeleryOptions, commands, stop_processes
-from pipeline.receiver import OtlpReceiver
-from pipeline.render_tables import stage_table
-from pipeline.render_tree import trace_tree
-from pipeline.settings import Settings
-from pipeline.stages import KafkaTransport, Pipeline
-from pipeline.trace_queries import StageStats
-from pipeline.trace_store import SqliteTraceStore
 
-ORDERS = "examples.orders:pipeline"
+ORDERS = "hoptrace.examples.orders:pipeline"
 FINAL_STAGE = "notify"
 SPANS_PER_JOB = 8
 WORKER_STOP_TIMEOUT_S = 20.0

@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 
-from pipeline.stages import Pipeline
+from hoptrace.pipeline.stages import Pipeline
 
 
 class LoadError(ValueError):
@@ -17,7 +17,7 @@ def load_pipeline(spec: str, namespace: str = "") -> Pipeline:
     """The checked pipeline SPEC names, its destinations prefixed with NAMESPACE."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise LoadError(f"{spec!r} is not MODULE:ATTR (for example examples.orders:pipeline)")
+        raise LoadError(f"{spec!r} is not MODULE:ATTR (for example hoptrace.examples.orders:pipeline)")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:

@@ -10,10 +10,10 @@ import signal
 import threading
 from types import FrameType
 
-from pipeline import telemetry
-from pipeline.depth import DepthMonitor
-from pipeline.settings import Settings
-from pipeline.stages import Pipeline
+from hoptrace.gauges.depth_monitor import DepthMonitor
+from hoptrace.pipeline import telemetry
+from hoptrace.pipeline.settings import Settings
+from hoptrace.pipeline.stages import Pipeline
 
 
 def run_monitor(pipeline: Pipeline, settings: Settings, interval_s: float) -> None:

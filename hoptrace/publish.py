@@ -10,8 +10,8 @@ from typing import Any
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
 
-from pipeline.handling import Published, Publisher
-from pipeline.stages import Stage
+from hoptrace.pipeline.stage_context import Published, Publisher
+from hoptrace.pipeline.stages import Stage
 
 DEFAULT_PAYLOAD = '{"order_id": "order-{n}"}'
 

@@ -16,14 +16,14 @@ from celery import Celery
 from kafka import KafkaProducer
 from opentelemetry.sdk.trace import SpanProcessor
 
-from pipeline import telemetry
-from pipeline.metrics import Instruments
-from pipeline.settings import Settings
-from pipeline.stages import KafkaTransport, Pipeline, Stage
-from producers.celery import CelerySender
-from producers.kafka import KafkaSender
-from producers.publisher import PipelinePublisher, Sender
-from workers.processing import StageProcessor
+from hoptrace.pipeline import telemetry
+from hoptrace.pipeline.instruments import Instruments
+from hoptrace.pipeline.settings import Settings
+from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
+from hoptrace.producers.celery import CelerySender
+from hoptrace.producers.kafka import KafkaSender
+from hoptrace.producers.publisher import PipelinePublisher, Sender
+from hoptrace.workers.processing import StageProcessor
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from pipeline.settings import REPOSITORY_ROOT, Settings
+from hoptrace.pipeline.settings import REPOSITORY_ROOT, Settings
 
 SCRIPTS = REPOSITORY_ROOT / "deploy" / "local"
 SERVICE_NAMES = ("redis", "kafka")

@@ -18,15 +18,15 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from pipeline.jaeger import JaegerQuery
-from pipeline.otlp_decode import ReceivedSpan
-from pipeline.receiver import OtlpReceiver
-from pipeline.render import to_text
-from pipeline.render_tables import stage_table
-from pipeline.render_tree import trace_tree
-from pipeline.settings import Settings
-from pipeline.trace_queries import TraceSummary
-from pipeline.trace_store import SqliteTraceStore
+from hoptrace.pipeline.settings import Settings
+from hoptrace.view.formatting import to_text
+from hoptrace.view.jaeger import JaegerQuery
+from hoptrace.view.otlp_decode import ReceivedSpan
+from hoptrace.view.queries import TraceSummary
+from hoptrace.view.receiver import OtlpReceiver
+from hoptrace.view.sqlite_store import SqliteTraceStore
+from hoptrace.view.tables import stage_table
+from hoptrace.view.tree import trace_tree
 
 
 class TraceSource(Protocol):

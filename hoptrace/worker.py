@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 
+from hoptrace.pipeline.settings import Settings
+from hoptrace.pipeline.stages import CeleryTransport, KafkaTransport, Pipeline, Stage
 from hoptrace.runtime import ProcessRuntime, celery_app
-from pipeline.settings import Settings
-from pipeline.stages import CeleryTransport, KafkaTransport, Pipeline, Stage
-from workers.celery import register
-from workers.kafka import KafkaStageWorker
+from hoptrace.workers.celery import register
+from hoptrace.workers.kafka import KafkaStageWorker
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from pipeline.histograms import AttributeKey, LocalHistograms, PointState
+from hoptrace.pipeline.histograms import AttributeKey, LocalHistograms, PointState
 
 SCOPE = InstrumentationScope("hoptrace")
 """The instrumentation scope of hoptrace's instruments (the meter name ``Instruments`` uses)."""

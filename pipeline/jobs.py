@@ -9,7 +9,7 @@ import time
 from opentelemetry import baggage
 from opentelemetry.context import Context
 
-from pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT
+from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT
 
 
 def parse_epoch_seconds(text: str) -> float | None:

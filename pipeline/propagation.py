@@ -25,8 +25,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
 
-from pipeline.jobs import parse_epoch_seconds
-from pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
+from hoptrace.pipeline.jobs import parse_epoch_seconds
+from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
 
 logger = logging.getLogger(__name__)
 

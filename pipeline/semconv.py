@@ -1,8 +1,13 @@
-"""Attribute and header names: the OpenTelemetry messaging conventions plus hoptrace's own."""
+"""Every name hoptrace puts on the wire: span attributes, metric names, baggage keys and headers.
+
+The OpenTelemetry messaging conventions where one exists, hoptrace's own otherwise. Every
+module that writes or reads one of these names takes it from here, the viewer included
+(this is the only ground-floor module it imports).
+"""
 
 from __future__ import annotations
 
-# OpenTelemetry messaging semantic conventions.
+# OpenTelemetry messaging semantic conventions: span and metric attributes.
 MESSAGING_SYSTEM = "messaging.system"
 MESSAGING_DESTINATION = "messaging.destination.name"
 MESSAGING_PARTITION = "messaging.destination.partition.id"
@@ -14,16 +19,41 @@ MESSAGING_KAFKA_OFFSET = "messaging.kafka.offset"
 MESSAGING_KAFKA_KEY = "messaging.kafka.message.key"
 ERROR_TYPE = "error.type"
 
-# hoptrace's own.
+# hoptrace's own attributes.
 PIPELINE = "hoptrace.pipeline"
 STAGE = "hoptrace.stage"
 JOB_ID = "hoptrace.job.id"
 ATTEMPT = "hoptrace.attempt"
 OUTCOME = "hoptrace.outcome"
+"""On a process span: ``processed``, ``retried`` or ``dead_lettered``; on a publish's metrics: ``ok`` or ``error``."""
+QUEUE_STATE = "hoptrace.queue.state"
+"""On ``hoptrace.queue.depth``: ``ready`` (waiting in the lists) or ``unacked`` (fetched, not acknowledged)."""
+
+# Metrics (OpenTelemetry messaging conventions where one exists).
+SENT_MESSAGES = "messaging.client.sent.messages"
+CONSUMED_MESSAGES = "messaging.client.consumed.messages"
+OPERATION_DURATION = "messaging.client.operation.duration"
+PROCESS_DURATION = "messaging.process.duration"
+QUEUE_WAIT = "hoptrace.queue.wait"
+JOB_LATENCY = "hoptrace.job.latency"
+RETRIES = "hoptrace.stage.retries"
+DEAD_LETTERED = "hoptrace.stage.dead_lettered"
+PROPAGATION_FALLBACKS = "hoptrace.propagation.fallbacks"
+IN_FLIGHT = "hoptrace.stage.in_flight"
+QUEUE_DEPTH = "hoptrace.queue.depth"
+CONSUMER_LAG = "hoptrace.kafka.consumer.lag"
 
 # Baggage members that carry the job's identity and start time (epoch seconds) across hops.
 BAGGAGE_JOB_ID = "hoptrace.job.id"
 BAGGAGE_JOB_STARTED_AT = "hoptrace.job.started_at"
 
-# Message header with the publish time (epoch seconds, decimal text), for time-in-queue.
+# Message headers.
 HEADER_SENT_AT = "hoptrace-sent-at"
+"""The publish time (epoch seconds, decimal text), for time-in-queue."""
+HEADER_ERROR = "hoptrace-error"
+"""On a dead-lettered message: the error that made the stage give up."""
+HEADER_FAILED_STAGE = "hoptrace-failed-stage"
+"""On a dead-lettered message: the stage that gave up."""
+
+DEAD_LETTER_SUFFIX = ".dead-letter"
+"""A stage's dead letters go to its topic or queue name plus this."""

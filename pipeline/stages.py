@@ -21,15 +21,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from hoptrace.pipeline.semconv import DEAD_LETTER_SUFFIX
+
 if TYPE_CHECKING:
-    from pipeline.handling import StageContext
+    from hoptrace.pipeline.stage_context import StageContext
 
 Payload = Mapping[str, Any]
 Handler = Callable[[Payload, "StageContext"], None]
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]+")
-DEAD_LETTER_SUFFIX = ".dead-letter"
 MAX_TOPIC_LENGTH = 249 - len(DEAD_LETTER_SUFFIX)
 """Kafka's limit, less room for the topic's dead-letter twin."""
 

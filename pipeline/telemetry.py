@@ -45,10 +45,10 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from pipeline.exporters import log_exporters, span_exporters
-from pipeline.exporters import metric_exporters as chosen_metric_exporters
-from pipeline.histogram_export import MergingMetricExporter
-from pipeline.histograms import LocalHistograms
+from hoptrace.pipeline.exporters import log_exporters, span_exporters
+from hoptrace.pipeline.exporters import metric_exporters as chosen_metric_exporters
+from hoptrace.pipeline.histogram_export import MergingMetricExporter
+from hoptrace.pipeline.histograms import LocalHistograms
 
 SECONDS_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,

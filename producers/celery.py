@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 from celery import Celery
 
-from pipeline import semconv
-from pipeline.stages import CeleryTransport, Payload, Transport
-from producers.publisher import Done
+from hoptrace.pipeline import semconv
+from hoptrace.pipeline.stages import CeleryTransport, Payload, Transport
+from hoptrace.producers.publisher import Done
 
 
 class CelerySender:

@@ -9,9 +9,9 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 
-from pipeline import semconv
-from pipeline.stages import KafkaTransport, Payload, Transport
-from producers.publisher import Done, Pending
+from hoptrace.pipeline import semconv
+from hoptrace.pipeline.stages import KafkaTransport, Payload, Transport
+from hoptrace.producers.publisher import Done, Pending
 
 KafkaHeaders = list[tuple[str, bytes]]
 

@@ -15,16 +15,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider, format_trace_id
 
-from pipeline import jobs, propagation, semconv
-from pipeline.handling import Published
-from pipeline.metrics import Instruments, stage_attributes
-from pipeline.stages import Payload, Pipeline, Stage, Transport, dead_letter_transport
+from hoptrace.pipeline import jobs, propagation, semconv
+from hoptrace.pipeline.instruments import Instruments, stage_attributes
+from hoptrace.pipeline.stage_context import Published
+from hoptrace.pipeline.stages import Payload, Pipeline, Stage, Transport, dead_letter_transport
 
 Done = Callable[[Mapping[str, Any], "BaseException | None"], None]
 """Called once a message was accepted (with attributes the broker told, e.g. partition) or failed."""
 
-HEADER_ERROR = "hoptrace-error"
-HEADER_FAILED_STAGE = "hoptrace-failed-stage"
 
 
 class Pending(Protocol):
@@ -90,7 +88,7 @@ class PipelinePublisher:
 
     def dead_letter(self, stage: Stage, payload: Payload, error: BaseException) -> None:
         """Park PAYLOAD on ``<destination>.dead-letter``, with the error and the stage in its headers."""
-        headers = {HEADER_ERROR: f"{type(error).__name__}: {error}"[:1000], HEADER_FAILED_STAGE: stage.name}
+        headers = {semconv.HEADER_ERROR: f"{type(error).__name__}: {error}"[:1000], semconv.HEADER_FAILED_STAGE: stage.name}
         self._send(stage, dead_letter_transport(stage.transport), payload, headers)
 
     def confirm(self, timeout_s: float) -> None:

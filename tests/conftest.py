@@ -23,9 +23,9 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from hoptrace import services
-from pipeline.receiver import OtlpReceiver
-from pipeline.settings import Settings
-from pipeline.telemetry_store import TelemetryStore
+from hoptrace.pipeline.settings import Settings
+from hoptrace.view.memory_store import TelemetryStore
+from hoptrace.view.receiver import OtlpReceiver
 from tests.processes import Process, running
 
 
@@ -136,7 +136,7 @@ def hoptrace_env(settings: Settings, namespace: str, telemetry_store: tuple[Otlp
 
 @pytest.fixture
 def hoptrace_worker(hoptrace_env: dict[str, str], tmp_path: Path) -> Callable[..., AbstractContextManager[Process]]:
-    """Run ``hoptrace worker`` in a real process: ``with hoptrace_worker("examples.orders:pipeline", "--stage", "charge"):``."""
+    """Run ``hoptrace worker`` in a real process: ``with hoptrace_worker("hoptrace.examples.orders:pipeline", "--stage", "charge"):``."""
     counter = iter(range(1000))
 
     def start(spec: str, *args: str, env: dict[str, str] | None = None, ready: str = "ready.") -> AbstractContextManager[Process]:

@@ -7,16 +7,19 @@ from typer.testing import CliRunner
 
 from hoptrace.cli import app
 
-ORDERS = "examples.orders:pipeline"
+ORDERS = "hoptrace.examples.orders:pipeline"
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["worker", "nosuch:pipeline"], "cannot import 'nosuch' (No module named 'nosuch'); run from the folder that holds it"),
-        (["worker", "examples.orders"], "'examples.orders' is not MODULE:ATTR (for example examples.orders:pipeline)"),
-        (["worker", "examples.orders:nothing"], "module 'examples.orders' has no 'nothing'; name the Pipeline object, e.g. examples.orders:pipeline"),
-        (["worker", "examples.orders:outbox_key"], "examples.orders.outbox_key is function, not a hoptrace Pipeline"),
+        (["worker", "hoptrace.examples.orders"], "'hoptrace.examples.orders' is not MODULE:ATTR (for example hoptrace.examples.orders:pipeline)"),
+        (
+            ["worker", "hoptrace.examples.orders:nothing"],
+            "module 'hoptrace.examples.orders' has no 'nothing'; name the Pipeline object, e.g. hoptrace.examples.orders:pipeline",
+        ),
+        (["worker", "hoptrace.examples.orders:outbox_key"], "hoptrace.examples.orders.outbox_key is function, not a hoptrace Pipeline"),
         (["worker", ORDERS, "--stage", "pack"], "pipeline 'orders' has no stage 'pack'; its stages are: validate, charge, ship, notify"),
         (["monitor", ORDERS, "--stage", "pack"], "pipeline 'orders' has no stage 'pack'; its stages are: validate, charge, ship, notify"),
         (["publish", ORDERS, "pack"], "pipeline 'orders' has no stage 'pack'; its stages are: validate, charge, ship, notify"),

@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.render import to_text
-from pipeline.render_tree import trace_tree
-from pipeline.settings import Settings
-from pipeline.trace_store import SqliteTraceStore
+from hoptrace.pipeline.settings import Settings
+from hoptrace.view.formatting import to_text
+from hoptrace.view.sqlite_store import SqliteTraceStore
+from hoptrace.view.tree import trace_tree
 from tests.traces import chain
 
 STAGES = ("validate", "charge", "ship", "notify")
@@ -57,7 +57,7 @@ def test_demo_prints_a_four_hop_trace_and_the_stage_table_of_what_the_store_hold
 
 def _charge_worker(demo: int) -> int | None:
     """The pid of the demo's worker process for the charge stage, once it runs."""
-    pattern = r"hoptrace worker examples.orders:pipeline --no-monitor .*--stage charge"
+    pattern = r"hoptrace worker hoptrace.examples.orders:pipeline --no-monitor .*--stage charge"
     found = subprocess.run(["pgrep", "-P", str(demo), "-f", pattern], capture_output=True, text=True, check=False)
     pids = [int(pid) for pid in found.stdout.split()]
     return pids[0] if pids else None

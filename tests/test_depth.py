@@ -1,4 +1,4 @@
-"""pipeline.depth: queue depth and consumer lag gauges, against the real Redis and Kafka.
+"""hoptrace.gauges:  queue depth and consumer lag gauges, against the real Redis and Kafka.
 
 Messages are queued with a real Celery app and a real Kafka producer and consumer; the
 gauges are read through an ``InMemoryMetricReader``. Outages are real as well: a private
@@ -26,11 +26,12 @@ from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import Gauge, InMemoryMetricReader
 
-from pipeline.depth import CONSUMER_LAG, QUEUE_DEPTH, DepthMonitor, DepthSource
-from pipeline.depth_kafka import KafkaConsumerLag
-from pipeline.depth_redis import RedisQueueDepth
-from pipeline.settings import Settings
-from pipeline.stages import Pipeline
+from hoptrace.gauges.depth_monitor import DepthMonitor, DepthSource
+from hoptrace.gauges.kafka_lag import KafkaConsumerLag
+from hoptrace.gauges.redis_depth import RedisQueueDepth
+from hoptrace.pipeline.semconv import CONSUMER_LAG, QUEUE_DEPTH
+from hoptrace.pipeline.settings import Settings
+from hoptrace.pipeline.stages import Pipeline
 from tests.conftest import free_port
 from tests.traces import wait_for
 
@@ -132,7 +133,7 @@ def dead_address() -> str:
 
 def warnings_of(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
     """The messages pipeline.depth logged at LEVEL."""
-    return [record.getMessage() for record in caplog.records if record.name == "pipeline.depth" and record.levelno == level]
+    return [record.getMessage() for record in caplog.records if record.name == "hoptrace.gauges.depth_monitor" and record.levelno == level]
 
 
 def kafka_io_threads() -> int:
@@ -214,7 +215,7 @@ def test_consumer_lag_per_partition_before_and_after_commits(
 def test_dead_brokers_report_nothing_and_warn_once(
     redis_prefix: str, namespace: str, provider: MeterProvider, reader: InMemoryMetricReader, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="pipeline.depth")
+    caplog.set_level(logging.INFO, logger="hoptrace.gauges.depth_monitor")
     address = dead_address()
     dead = Settings(kafka_bootstrap=address, redis_url=f"redis://{address}/0")
     monitor = DepthMonitor(build_pipeline(redis_prefix, f"{namespace}score", f"{namespace}score"), dead, provider)
@@ -292,7 +293,7 @@ def test_redis_outage_keeps_last_values_and_never_blocks_collection(
     reader: InMemoryMetricReader,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="pipeline.depth")
+    caplog.set_level(logging.INFO, logger="hoptrace.gauges.depth_monitor")
     pipeline = build_pipeline(redis_prefix, f"{namespace}score", f"{namespace}score")
     # A long timeout: a refresh stuck on the frozen server lasts seconds, collection must not.
     depth = RedisQueueDepth(pipeline, private_redis.url, timeout_s=2.0)
@@ -353,7 +354,7 @@ def test_kafka_outage_keeps_last_values_and_warns_once(
     reader: InMemoryMetricReader,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="pipeline.depth")
+    caplog.set_level(logging.INFO, logger="hoptrace.gauges.depth_monitor")
     topic, group = new_topic("score", partitions=3), f"{namespace}score"
     pipeline = build_pipeline(redis_prefix, topic, group)
     real = KafkaConsumerLag(pipeline, settings.kafka_servers)

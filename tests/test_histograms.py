@@ -30,9 +30,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-from pipeline.histogram_export import SCOPE, MergingMetricExporter
-from pipeline.histograms import LocalHistograms
-from pipeline.telemetry import SECONDS_BUCKETS
+from hoptrace.pipeline.histogram_export import SCOPE, MergingMetricExporter
+from hoptrace.pipeline.histograms import LocalHistograms
+from hoptrace.pipeline.telemetry import SECONDS_BUCKETS
 
 RESOURCE = Resource({"service.name": "histogram-test"})
 STAGE = {"hoptrace.pipeline": "orders", "hoptrace.stage": "charge", "messaging.system": "celery", "messaging.destination.name": "payments"}

@@ -38,23 +38,23 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
-from examples.orders import pipeline as orders_pipeline
+from hoptrace.examples.orders import pipeline as orders_pipeline
+from hoptrace.pipeline.instruments import Instruments
+from hoptrace.pipeline.settings import Settings
+from hoptrace.pipeline.stages import CeleryTransport, Pipeline
+from hoptrace.producers.celery import CelerySender
+from hoptrace.producers.publisher import PipelinePublisher
 from hoptrace.runtime import celery_app
-from pipeline.metrics import Instruments
-from pipeline.otlp_decode import ReceivedSpan
-from pipeline.settings import Settings
-from pipeline.stages import CeleryTransport, Pipeline
-from producers.celery import CelerySender
-from producers.publisher import PipelinePublisher
+from hoptrace.view.otlp_decode import ReceivedSpan
 from tests.conftest import run_hoptrace
 from tests.processes import running
 from tests.traces import PublishedJob, orders_chain_names, published_jobs, wait_for_outbox
 
 if TYPE_CHECKING:
-    from pipeline.receiver import OtlpReceiver
-    from pipeline.telemetry_store import TelemetryStore
+    from hoptrace.view.memory_store import TelemetryStore
+    from hoptrace.view.receiver import OtlpReceiver
 
-ORDERS = "examples.orders:pipeline"
+ORDERS = "hoptrace.examples.orders:pipeline"
 OPENTELEMETRY_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 JOBS = 20
 POLLING_GRACE_S = 3.0

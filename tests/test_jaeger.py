@@ -17,10 +17,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from pipeline.jaeger import JaegerError, JaegerQuery, spans_from_jaeger
-from pipeline.otlp_decode import ReceivedSpan
-from pipeline.trace_queries import TraceSummary
-from pipeline.trace_store import SqliteTraceStore
+from hoptrace.view.jaeger import JaegerError, JaegerQuery, spans_from_jaeger
+from hoptrace.view.otlp_decode import ReceivedSpan
+from hoptrace.view.queries import TraceSummary
+from hoptrace.view.sqlite_store import SqliteTraceStore
 from tests.conftest import free_port
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

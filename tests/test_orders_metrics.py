@@ -6,13 +6,13 @@ from collections.abc import Callable
 
 import pytest
 
-from pipeline.receiver import OtlpReceiver
-from pipeline.settings import Settings
-from pipeline.telemetry_store import TelemetryStore
+from hoptrace.pipeline.settings import Settings
+from hoptrace.view.memory_store import TelemetryStore
+from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import run_hoptrace
 from tests.traces import latest_totals, outbox, published_jobs, wait_for_outbox
 
-ORDERS = "examples.orders:pipeline"
+ORDERS = "hoptrace.examples.orders:pipeline"
 STAGES = ("validate", "charge", "ship", "notify")
 JOBS = 200
 

@@ -6,13 +6,13 @@ from collections.abc import Callable
 
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
-from pipeline.receiver import OtlpReceiver
-from pipeline.settings import Settings
-from pipeline.telemetry_store import TelemetryStore
+from hoptrace.pipeline.settings import Settings
+from hoptrace.view.memory_store import TelemetryStore
+from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import run_hoptrace
 from tests.traces import chain, orders_chain_names, published_jobs, wait_for_outbox
 
-ORDERS = "examples.orders:pipeline"
+ORDERS = "hoptrace.examples.orders:pipeline"
 
 
 def test_hundred_jobs_make_hundred_four_hop_traces(

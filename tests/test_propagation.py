@@ -20,10 +20,10 @@ from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from pipeline import jobs
-from pipeline.propagation import MAX_BAGGAGE_MEMBERS, Extracted, extract, inject
-from pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
-from producers.kafka import merge_headers
+from hoptrace.pipeline import jobs
+from hoptrace.pipeline.propagation import MAX_BAGGAGE_MEMBERS, Extracted, extract, inject
+from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
+from hoptrace.producers.kafka import merge_headers
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7
@@ -160,7 +160,7 @@ def test_a_huge_baggage_is_dropped_unparsed_in_one_short_line(caplog: pytest.Log
     extracted = extract([("traceparent", TRACEPARENT), ("baggage", b"k=" + b"v" * 1_000_000)])
 
     assert (extracted.fallbacks, extracted.is_root, members(extracted)) == (("oversized",), False, {})
-    assert [record.name for record in caplog.records] == ["pipeline.propagation"]
+    assert [record.name for record in caplog.records] == ["hoptrace.pipeline.propagation"]
     assert "oversized" in caplog.records[0].getMessage()
     assert len(caplog.records[0].getMessage()) < 300
 

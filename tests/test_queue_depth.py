@@ -7,14 +7,14 @@ from collections.abc import Callable
 
 import pytest
 
-from pipeline.receiver import OtlpReceiver
-from pipeline.settings import Settings
-from pipeline.telemetry_store import TelemetryStore
+from hoptrace.pipeline.settings import Settings
+from hoptrace.view.memory_store import TelemetryStore
+from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import SilentEndpoint, run_hoptrace
 from tests.processes import Process, running
 from tests.traces import wait_for_outbox
 
-ORDERS = "examples.orders:pipeline"
+ORDERS = "hoptrace.examples.orders:pipeline"
 JOBS = 300
 DEPTH = "hoptrace.queue.depth"
 LAG = "hoptrace.kafka.consumer.lag"

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from pipeline.otlp_decode import ReceivedSpan
-from pipeline.render import format_duration, to_text, trace_json
-from pipeline.render_tables import stage_table, traces_table
-from pipeline.render_tree import trace_tree
-from pipeline.trace_queries import StageStats, TraceSummary
+from hoptrace.view.formatting import format_duration, to_text, trace_json
+from hoptrace.view.otlp_decode import ReceivedSpan
+from hoptrace.view.queries import StageStats, TraceSummary
+from hoptrace.view.tables import stage_table, traces_table
+from hoptrace.view.tree import trace_tree
 
 S = 1_000_000_000
 MS = 1_000_000

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from hoptrace import services
 from hoptrace.cli import app
-from pipeline.settings import Settings
+from hoptrace.pipeline.settings import Settings
 from tests.conftest import SilentEndpoint, free_port
 
 SCRIPTS = services.SCRIPTS

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from celery.result import ResultSet
 
-from pipeline.settings import Settings
+from hoptrace.pipeline.settings import Settings
 from tests.apps.smoke_celery import make_app
 from tests.processes import running
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from pipeline.settings import Settings
+from hoptrace.pipeline.settings import Settings
 
 RECORDS = 1000
 

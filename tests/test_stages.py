@@ -18,10 +18,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from pipeline.handling import Published, StageContext
-from pipeline.propagation import extract
-from pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
-from pipeline.stages import (
+from hoptrace.pipeline.propagation import extract
+from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_ERROR, HEADER_FAILED_STAGE, HEADER_SENT_AT
+from hoptrace.pipeline.stage_context import Published, StageContext
+from hoptrace.pipeline.stages import (
     CeleryTransport,
     KafkaTransport,
     Pipeline,
@@ -31,7 +31,7 @@ from pipeline.stages import (
     Transport,
     dead_letter_transport,
 )
-from producers.publisher import HEADER_ERROR, HEADER_FAILED_STAGE, Done, PipelinePublisher
+from hoptrace.producers.publisher import Done, PipelinePublisher
 
 
 def noop(payload: Mapping[str, Any], ctx: StageContext) -> None:

@@ -22,11 +22,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanKind, StatusCode, set_span_in_context
 from opentelemetry.util.types import Attributes as SdkAttributes
 
-from pipeline import depth, depth_redis
-from pipeline.otlp_decode import Attributes, MetricPoint, ReceivedLog, ReceivedSpan
-from pipeline.receiver import OtlpReceiver
-from pipeline.trace_queries import CONSUMER_LAG, QUEUE_DEPTH, QUEUE_STATE, StageStats, TraceSummary, nearest_rank
-from pipeline.trace_store import SqliteTraceStore
+from hoptrace.pipeline.semconv import CONSUMER_LAG, QUEUE_DEPTH
+from hoptrace.view.otlp_decode import Attributes, MetricPoint, ReceivedLog, ReceivedSpan
+from hoptrace.view.queries import StageStats, TraceSummary, nearest_rank
+from hoptrace.view.receiver import OtlpReceiver
+from hoptrace.view.sqlite_store import SqliteTraceStore
 
 REPO = Path(__file__).resolve().parents[1]
 RESOURCE: Attributes = {"service.name": "orders-worker", "process.pid": 42}
@@ -264,10 +264,6 @@ def test_nearest_rank_percentiles() -> None:
     assert nearest_rank([7], 99) == 7
 
 
-def test_gauge_names_are_the_ones_the_depth_monitor_exports() -> None:
-    assert (QUEUE_DEPTH, CONSUMER_LAG, QUEUE_STATE) == (depth.QUEUE_DEPTH, depth.CONSUMER_LAG, depth_redis.QUEUE_STATE)
-
-
 def _trace_of(trace: int, start_ns: int, resource: Attributes) -> list[ReceivedSpan]:
     return [_span(trace, n, start_ns + n, start_ns + 10, resource=resource) for n in range(1, 5)]
 
@@ -368,8 +364,8 @@ def test_concurrent_otlp_exports_round_trip_exactly(tmp_path: Path) -> None:
 _WRITER = """
 import sys, time
 from pathlib import Path
-from pipeline.otlp_decode import ReceivedSpan
-from pipeline.trace_store import SqliteTraceStore
+from hoptrace.view.otlp_decode import ReceivedSpan
+from hoptrace.view.sqlite_store import SqliteTraceStore
 
 with SqliteTraceStore(Path(sys.argv[1])) as store:
     for trace in range(1, 201):

@@ -6,12 +6,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.trace_store import SqliteTraceStore
+from hoptrace.view.sqlite_store import SqliteTraceStore
 from tests.conftest import free_port, run_hoptrace
 from tests.processes import running
 from tests.traces import published_jobs
 
-ORDERS = "examples.orders:pipeline"
+ORDERS = "hoptrace.examples.orders:pipeline"
 
 
 def test_watch_receives_from_workers_and_shows_jobs_and_stages(

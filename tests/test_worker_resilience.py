@@ -23,15 +23,15 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.protocol.producer import ProduceRequest
 from kafka.record.memory_records import MemoryRecordsBuilder
 
-from pipeline.otlp_decode import ReceivedSpan
-from pipeline.receiver import OtlpReceiver
-from pipeline.settings import Settings
-from pipeline.telemetry_store import TelemetryStore
+from hoptrace.pipeline.settings import Settings
+from hoptrace.view.memory_store import TelemetryStore
+from hoptrace.view.otlp_decode import ReceivedSpan
+from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import SilentEndpoint, run_hoptrace
 from tests.processes import Process
 from tests.traces import PublishedJob, chain, latest_totals, orders_chain_names, outbox, published_jobs, wait_for, wait_for_outbox
 
-ORDERS = "examples.orders:pipeline"
+ORDERS = "hoptrace.examples.orders:pipeline"
 TWO_MB = 2_000_000
 
 pytestmark = pytest.mark.usefixtures("namespace_cleanup")

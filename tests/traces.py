@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import redis
 
-from pipeline.otlp_decode import MetricPoint, ReceivedSpan
-from pipeline.settings import Settings
+from hoptrace.pipeline.settings import Settings
+from hoptrace.view.otlp_decode import MetricPoint, ReceivedSpan
 
 ORDERS_HOPS = (("kafka", "orders.placed"), ("celery", "payments"), ("kafka", "orders.charged"), ("celery", "notifications"))
 

@@ -17,9 +17,9 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from pipeline import semconv
-from pipeline.stages import CeleryTransport, Payload, Pipeline, Stage
-from workers.processing import Delivery, StageProcessor
+from hoptrace.pipeline import semconv
+from hoptrace.pipeline.stages import CeleryTransport, Payload, Pipeline, Stage
+from hoptrace.workers.processing import Delivery, StageProcessor
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, T
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
-from pipeline import semconv
-from pipeline.stages import KafkaTransport
-from workers.processing import Delivery, StageProcessor
+from hoptrace.pipeline import semconv
+from hoptrace.pipeline.stages import KafkaTransport
+from hoptrace.workers.processing import Delivery, StageProcessor
 
 logger = logging.getLogger(__name__)
 

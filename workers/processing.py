@@ -19,10 +19,10 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-from pipeline import jobs, propagation, semconv
-from pipeline.handling import Publisher, StageContext
-from pipeline.metrics import Instruments, consumer_attributes
-from pipeline.stages import Payload, Pipeline, Stage
+from hoptrace.pipeline import jobs, propagation, semconv
+from hoptrace.pipeline.instruments import Instruments, consumer_attributes
+from hoptrace.pipeline.stage_context import Publisher, StageContext
+from hoptrace.pipeline.stages import Payload, Pipeline, Stage
 
 logger = logging.getLogger(__name__)
 

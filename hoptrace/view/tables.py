@@ -19,8 +19,8 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.render import NONE, format_duration, format_ns, format_number, format_rate, short_id, status_text
-from pipeline.trace_queries import StageStats, TraceSummary
+from hoptrace.view.formatting import NONE, format_duration, format_ns, format_number, format_rate, short_id, status_text
+from hoptrace.view.queries import StageStats, TraceSummary
 
 _COLUMN_GAP = 2
 """Cells between two table columns: one of padding, one of the (blank) vertical line."""

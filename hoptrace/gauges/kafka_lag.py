@@ -20,9 +20,9 @@ from kafka.net.compat import KafkaNetClient
 from opentelemetry.metrics import Observation
 from opentelemetry.util.types import AttributeValue
 
-from pipeline import semconv
-from pipeline.metrics import consumer_attributes
-from pipeline.stages import KafkaTransport, Pipeline
+from hoptrace.pipeline import semconv
+from hoptrace.pipeline.instruments import consumer_attributes
+from hoptrace.pipeline.stages import KafkaTransport, Pipeline
 
 
 class KafkaConsumerLag:

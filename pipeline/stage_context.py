@@ -12,8 +12,8 @@ from typing import Protocol
 
 from opentelemetry import baggage
 
-from pipeline.jobs import job_id
-from pipeline.stages import Payload, PipelineError, Stage
+from hoptrace.pipeline.jobs import job_id
+from hoptrace.pipeline.stages import Payload, PipelineError, Stage
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline import semconv
-from pipeline.otlp_decode import ReceivedSpan
-from pipeline.stages import DEAD_LETTER_SUFFIX
-from pipeline.trace_queries import int_attribute, text_attribute
+from hoptrace.pipeline import semconv
+from hoptrace.view.otlp_decode import ReceivedSpan
+from hoptrace.view.queries import int_attribute, text_attribute
 
 HopStatus = Literal["ok", "retried", "retrying", "failed", "dead-lettered", "queued"]
 """What became of one message (``Hop.status``)."""
@@ -51,7 +50,7 @@ def _is_process(span: ReceivedSpan) -> bool:
 
 def _is_dead_letter(span: ReceivedSpan) -> bool:
     """A hoptrace publish to a ``.dead-letter`` destination."""
-    return _is_publish(span) and (span_text(span, semconv.MESSAGING_DESTINATION) or "").endswith(DEAD_LETTER_SUFFIX)
+    return _is_publish(span) and (span_text(span, semconv.MESSAGING_DESTINATION) or "").endswith(semconv.DEAD_LETTER_SUFFIX)
 
 
 def _nearest_hoptrace_ancestor(span: ReceivedSpan, by_id: dict[str, ReceivedSpan]) -> ReceivedSpan | None:
@@ -98,7 +97,7 @@ class Hop:
             return self.attribute(semconv.MESSAGING_SYSTEM) or "?", self.attribute(semconv.MESSAGING_DESTINATION) or "?"
         parked = self.parked[0]
         destination = span_text(parked, semconv.MESSAGING_DESTINATION) or "?"
-        return span_text(parked, semconv.MESSAGING_SYSTEM) or "?", destination.removesuffix(DEAD_LETTER_SUFFIX)
+        return span_text(parked, semconv.MESSAGING_SYSTEM) or "?", destination.removesuffix(semconv.DEAD_LETTER_SUFFIX)
 
     @property
     def status(self) -> HopStatus:

@@ -20,11 +20,9 @@ from opentelemetry.metrics import Observation
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pipeline.metrics import stage_attributes
-from pipeline.stages import CeleryTransport, Pipeline
-
-QUEUE_STATE = "hoptrace.queue.state"
-"""Attribute of ``hoptrace.queue.depth``: ``ready`` (waiting in the lists) or ``unacked`` (fetched, not acknowledged)."""
+from hoptrace.pipeline.instruments import stage_attributes
+from hoptrace.pipeline.semconv import QUEUE_STATE
+from hoptrace.pipeline.stages import CeleryTransport, Pipeline
 
 READY = "ready"
 UNACKED = "unacked"

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from pipeline.otlp_decode import SIGNALS, InvalidExport, OtlpSignal
-from pipeline.telemetry_store import TelemetrySink
+from hoptrace.view.memory_store import TelemetrySink
+from hoptrace.view.otlp_decode import SIGNALS, InvalidExport, OtlpSignal
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """The largest export request accepted on either transport (gRPC's own default is 4 MiB)."""

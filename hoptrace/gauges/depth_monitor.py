@@ -25,15 +25,14 @@ from opentelemetry import metrics
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-from pipeline.depth_kafka import KafkaConsumerLag
-from pipeline.depth_redis import RedisQueueDepth
-from pipeline.settings import Settings
-from pipeline.stages import Pipeline
+from hoptrace.gauges.kafka_lag import KafkaConsumerLag
+from hoptrace.gauges.redis_depth import RedisQueueDepth
+from hoptrace.pipeline.semconv import CONSUMER_LAG, QUEUE_DEPTH
+from hoptrace.pipeline.settings import Settings
+from hoptrace.pipeline.stages import Pipeline
 
 logger = logging.getLogger(__name__)
 
-QUEUE_DEPTH = "hoptrace.queue.depth"
-CONSUMER_LAG = "hoptrace.kafka.consumer.lag"
 
 
 class DepthSource(Protocol):

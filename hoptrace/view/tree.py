@@ -17,10 +17,10 @@ from rich.measure import Measurement
 from rich.text import Text
 from rich.tree import Tree
 
-from pipeline import semconv
-from pipeline.otlp_decode import ReceivedSpan
-from pipeline.render import NONE, format_ns, short_id, status_text
-from pipeline.render_hops import Hop, duration_ns, group_hops, job_status, span_integer, span_text
+from hoptrace.pipeline import semconv
+from hoptrace.view.formatting import NONE, format_ns, short_id, status_text
+from hoptrace.view.hops import Hop, duration_ns, group_hops, job_status, span_integer, span_text
+from hoptrace.view.otlp_decode import ReceivedSpan
 
 _HOP_STYLES = {"failed": "red", "dead-lettered": "red", "retried": "yellow", "retrying": "yellow"}
 

@@ -16,8 +16,8 @@ from typing import Any
 from rich.console import Console, RenderableType
 from rich.text import Text
 
-from pipeline.otlp_decode import Attributes, ReceivedSpan
-from pipeline.trace_queries import to_json
+from hoptrace.view.otlp_decode import Attributes, ReceivedSpan
+from hoptrace.view.queries import to_json
 
 NONE = "—"
 """What a value that is not known is shown as."""

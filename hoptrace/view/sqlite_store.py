@@ -27,9 +27,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pipeline import semconv
-from pipeline.otlp_decode import Attributes, MetricPoint, ReceivedLog, ReceivedSpan
-from pipeline.trace_queries import (
+from hoptrace.pipeline import semconv
+from hoptrace.view.otlp_decode import Attributes, MetricPoint, ReceivedLog, ReceivedSpan
+from hoptrace.view.queries import (
     POINT_FIELDS,
     StageStats,
     TraceSummary,

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from pipeline.otlp_decode import MetricPoint, ReceivedLog, ReceivedSpan
+from hoptrace.view.otlp_decode import MetricPoint, ReceivedLog, ReceivedSpan
 
 
 class TelemetrySink(Protocol):

@@ -30,11 +30,11 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import Request, urlopen
 
-from pipeline.otlp_decode import Attributes, ReceivedSpan
+from hoptrace.view.otlp_decode import Attributes, ReceivedSpan
 
 # The summaries are made by the store's own code. These names are private to their modules;
 # see the note in ``summarize``.
-from pipeline.trace_queries import TraceSummary, summarize
+from hoptrace.view.queries import TraceSummary, summarize
 
 DEFAULT_PORT_HINT = "Jaeger's query service (the UI address, port 16686 by default)"
 _KINDS = {"client": "CLIENT", "server": "SERVER", "producer": "PRODUCER", "consumer": "CONSUMER", "internal": "INTERNAL"}

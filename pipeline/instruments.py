@@ -13,9 +13,9 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Observation
 from opentelemetry.util.types import AttributeValue
 
-from pipeline import semconv
-from pipeline.histograms import LocalHistogram, LocalHistograms
-from pipeline.stages import KafkaTransport, Pipeline, Stage, Transport
+from hoptrace.pipeline import semconv
+from hoptrace.pipeline.histograms import LocalHistogram, LocalHistograms
+from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage, Transport
 
 Attributes = Mapping[str, AttributeValue]
 

@@ -22,15 +22,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
-from pipeline import semconv
-from pipeline.otlp_decode import Attributes, MetricPoint, ReceivedSpan
+from hoptrace.pipeline import semconv
+from hoptrace.pipeline.semconv import CONSUMER_LAG, QUEUE_DEPTH, QUEUE_STATE
+from hoptrace.view.otlp_decode import Attributes, MetricPoint, ReceivedSpan
 
-QUEUE_DEPTH = "hoptrace.queue.depth"
-"""Celery queue depth gauge, per ``hoptrace.queue.state`` (the names ``pipeline.depth`` exports)."""
-CONSUMER_LAG = "hoptrace.kafka.consumer.lag"
-"""Kafka consumer lag gauge, per partition."""
-QUEUE_STATE = "hoptrace.queue.state"
-"""The attribute of a queue depth point saying which part it counts: ``ready`` or ``unacked``."""
 POINT_FIELDS = tuple(f.name for f in fields(MetricPoint) if f.name not in ("name", "time_ns", "resource"))
 """The fields of a MetricPoint kept in its JSON column (name, time and resource have columns)."""
 _BYTES, _MAP = "$bytes", "$map"
