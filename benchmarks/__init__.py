@@ -12,3 +12,8 @@ knows it is done), ``kafka_clients`` / ``celery_clients`` / ``stock`` (the measu
 processes), ``kafka_hop``, ``celery_hop``, ``cpu``, ``shutdown``, ``memory`` (the sections),
 ``modes``, ``report`` and ``machine`` (results, targets, table and JSON).
 """
+
+from pathlib import Path
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout the benchmarks run from (they are not installed with hoptrace)."""

@@ -24,8 +24,9 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
+from benchmarks import REPOSITORY_ROOT
 from benchmarks.processes import STOP_TIMEOUT_S, Child, wait_until
-from hoptrace.pipeline.settings import REPOSITORY_ROOT, Settings
+from hoptrace.pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from hoptrace import services
-from hoptrace.pipeline.settings import REPOSITORY_ROOT, Settings
+from benchmarks import REPOSITORY_ROOT
+from hoptrace.pipeline.settings import Settings
 
 
 def _package_versions(names: tuple[str, ...]) -> dict[str, str]:

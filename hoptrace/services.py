@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
@@ -17,9 +18,10 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from hoptrace.pipeline.settings import REPOSITORY_ROOT, Settings
+from hoptrace.pipeline.settings import Settings
 
-SCRIPTS = REPOSITORY_ROOT / "deploy" / "local"
+SCRIPTS = Path(str(files("hoptrace.deploy") / "local"))
+"""The local-services scripts: package data, run from wherever hoptrace is installed."""
 SERVICE_NAMES = ("redis", "kafka")
 PROBE_TIMEOUT_S = 5.0
 

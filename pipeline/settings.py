@@ -11,8 +11,6 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
-
 
 class Settings(BaseSettings):
     """Addresses and folders, from ``HOPTRACE_*`` environment variables."""
@@ -23,8 +21,8 @@ class Settings(BaseSettings):
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL used as the Celery broker.")
     namespace: str = Field(default="", description="Prefix for every topic, consumer group and queue: runs sharing one broker stay apart.")
     state_dir: Path = Field(
-        default=REPOSITORY_ROOT / ".hoptrace",
-        description="Project-local folder for service data, logs, pid files and the trace store.",
+        default_factory=lambda: Path.cwd() / ".hoptrace",
+        description="Folder for service data, logs, pid files, the trace store and benchmark reports; never inside the installed package.",
     )
 
     @property

@@ -1,9 +1,9 @@
 # Shared helpers for the local-services scripts (sourced, not run).
-# Everything they write lives under one git-ignored folder: $HOPTRACE_STATE_DIR (default .hoptrace/).
+# Everything they write lives under one folder: $HOPTRACE_STATE_DIR (default .hoptrace/ in the
+# current directory), never beside the scripts, which may be inside an installed package.
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$HERE/../.." && pwd)"
-STATE_DIR="${HOPTRACE_STATE_DIR:-$ROOT/.hoptrace}"
+STATE_DIR="${HOPTRACE_STATE_DIR:-$PWD/.hoptrace}"
 
 die() { echo "error: $*" >&2; exit 1; }
 say() { echo "$*"; }
