@@ -23,11 +23,15 @@ from kafka.admin import NewTopic
 from rich.console import Console
 from rich.progress import track
 
+from hoptrace import services
+from hoptrace.errors import CommandError
 from hoptrace.examples.orders import outbox_key
 from hoptrace.loader import load_pipeline
+from hoptrace.output import console as stdout
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Pipeline
 from hoptrace.publish import job_payloads, publish_job
+from hoptrace.reading import default_store_path
 from hoptrace.runtime import Runtime, celery_app
 from hoptrace.view.queries import StageStats
 from hoptrace.view.receiver import OtlpReceiver
@@ -37,8 +41,10 @@ from hoptrace.view.tree import trace_tree
 from hoptrace.worker import CeleryOptions, commands, stop_processes
 
 ORDERS = "hoptrace.examples.orders:pipeline"
+STAGES = "validate → charge → ship → notify"
 FINAL_STAGE = "notify"
 SPANS_PER_JOB = 8
+WORKER_LOG = "demo-workers.log"
 WORKER_STOP_TIMEOUT_S = 20.0
 READY_TIMEOUT_S = 30.0
 SETTLE_TIMEOUT_S = 10.0
@@ -136,7 +142,7 @@ def run_demo(settings: Settings, store_path: Path, jobs: int, timeout_s: float, 
         env = _demo_env(settings, receiver, namespace)
         os.environ.update(env)  # the publisher below exports to the same receiver
         run_settings = Settings(namespace=namespace)
-        log = settings.state_dir / "demo-workers.log"
+        log = settings.state_dir / WORKER_LOG
         log.parent.mkdir(parents=True, exist_ok=True)
         _create_topics(settings, pipeline)
         # One process per group, not a supervisor: a worker that dies leaves the others running,
@@ -185,3 +191,24 @@ def _print_report(console: Console, store: SqliteTraceStore, trace_ids: list[str
     if complete is not None:
         console.print(trace_tree(store.trace(complete)))
     console.print(stage_table(stats))
+
+
+def main(jobs: int, timeout_s: float, db: Path | None, keep_services: bool) -> int:
+    """``hoptrace demo``: start the services that are down, run the demo, stop what it started (unless KEEP_SERVICES)."""
+    settings = Settings()
+    were_up = {item.name for item in services.status(settings) if item.healthy}
+    services.print_run("up")
+    try:
+        result = run_demo(settings, db or default_store_path(settings), jobs, timeout_s, stdout())
+    finally:
+        started = tuple(name for name in services.SERVICE_NAMES if name not in were_up)
+        if started and not keep_services:
+            services.print_run("down", started)
+    if result.stuck_stage is not None:
+        raise CommandError(
+            f"{result.published - result.completed} of {result.published} jobs are stuck at stage {result.stuck_stage!r}"
+            f" after {timeout_s:.0f} s: its worker is not consuming (see {settings.state_dir / WORKER_LOG})"
+        )
+    done = f"{result.completed} of {result.published} jobs went {STAGES} in {result.seconds:.1f} s."
+    stdout().print(f"{done} Look closer: hoptrace traces, hoptrace trace TRACE_ID", highlight=False)
+    return 0

@@ -6,7 +6,8 @@ import importlib
 import os
 import sys
 
-from hoptrace.pipeline.stages import Pipeline
+from hoptrace.errors import CommandError
+from hoptrace.pipeline.stages import Pipeline, PipelineError, Stage
 
 
 class LoadError(ValueError):
@@ -31,3 +32,12 @@ def load_pipeline(spec: str, namespace: str = "") -> Pipeline:
         raise LoadError(f"{module_name}.{attribute} is {type(found).__name__}, not a hoptrace Pipeline")
     found.check()
     return found.namespaced(namespace) if namespace else found
+
+
+def load_stages(spec: str, namespace: str, names: list[str]) -> tuple[Pipeline, list[Stage]]:
+    """For a command: the pipeline SPEC names and its stages NAMES (all when empty); a mistake is a usage error (exit 2)."""
+    try:
+        pipeline = load_pipeline(spec, namespace)
+        return pipeline, [pipeline[name] for name in names] if names else list(pipeline)
+    except (LoadError, PipelineError) as error:
+        raise CommandError(error, 2) from error

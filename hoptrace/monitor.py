@@ -11,9 +11,11 @@ import threading
 from types import FrameType
 
 from hoptrace.gauges.depth_monitor import DepthMonitor
+from hoptrace.loader import load_stages
 from hoptrace.pipeline import telemetry
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import Pipeline
+from hoptrace.runtime import configure_logging
 
 
 def run_monitor(pipeline: Pipeline, settings: Settings, interval_s: float) -> None:
@@ -34,3 +36,11 @@ def run_monitor(pipeline: Pipeline, settings: Settings, interval_s: float) -> No
         monitor.stop()
         monitor.refresh_once()  # the last export carries the depth at shutdown, not the last interval's
         process_telemetry.shutdown()
+
+
+def main(spec: str, stage_names: list[str], interval_s: float) -> None:
+    """``hoptrace monitor``: the gauges of the pipeline SPEC's stages STAGE_NAMES (all when empty)."""
+    configure_logging()
+    settings = Settings()
+    pipeline, _ = load_stages(spec, settings.namespace, stage_names)
+    run_monitor(pipeline.only(stage_names) if stage_names else pipeline, settings, interval_s)

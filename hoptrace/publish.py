@@ -10,10 +10,17 @@ from typing import Any
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
 
+from hoptrace.errors import CommandError
+from hoptrace.loader import load_stages
+from hoptrace.output import console, err_console
+from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stage_context import Published, Publisher
 from hoptrace.pipeline.stages import Stage
 
 DEFAULT_PAYLOAD = '{"order_id": "order-{n}"}'
+CONFIRM_EVERY = 500
+"""``publish`` waits for the broker's acknowledgements after this many jobs (and at the end)."""
+CONFIRM_TIMEOUT_S = 30.0
 
 
 class PayloadError(ValueError):
@@ -61,3 +68,35 @@ def publish_job(publisher: Publisher, stage: Stage, payload: Mapping[str, Any], 
         return publisher.publish(stage, payload)
     finally:
         otel_context.detach(token)
+
+
+def main(spec: str, stage_name: str, count: int, payload: str | None, payload_file: Path | None, baggage_text: str) -> None:
+    """``hoptrace publish``: COUNT jobs to STAGE_NAME, waiting for the brokers; print each job's trace and job id."""
+    from rich.progress import track
+
+    from hoptrace.producers.publisher import PublishFailed
+    from hoptrace.runtime import Runtime, celery_app
+
+    settings = Settings()
+    pipeline, [stage] = load_stages(spec, settings.namespace, [stage_name])
+    try:
+        members = parse_baggage(baggage_text)
+        template = load_payload(payload, payload_file)
+    except PayloadError as error:
+        raise CommandError(error, 2) from error
+    runtime = Runtime(pipeline, settings, "publisher", celery_app(pipeline, settings))
+    published = []
+    try:
+        jobs = job_payloads(template, count)
+        for job in track(jobs, total=count, description=f"publishing to {stage_name}", console=err_console(), transient=True):
+            published.append(publish_job(runtime.publisher, stage, job, members))
+            if len(published) % CONFIRM_EVERY == 0:
+                runtime.publisher.confirm(CONFIRM_TIMEOUT_S)
+        runtime.publisher.confirm(CONFIRM_TIMEOUT_S)
+    except PublishFailed as error:
+        raise CommandError(error) from error
+    finally:
+        runtime.shutdown()
+    for item in published:
+        console().print(f"trace {item.trace_id}  job {item.job_id}", highlight=False)
+    err_console().print(f"published {len(published)} job(s) to stage {stage_name!r} ({stage.transport.system} {stage.transport.destination})")

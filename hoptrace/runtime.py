@@ -31,6 +31,13 @@ SHUTDOWN_TIMEOUT_S = 5.0
 PRODUCER_CLOSE_TIMEOUT_S = 2.0
 
 
+def configure_logging() -> None:
+    """Log lines of a worker or monitor process: INFO and up, with the current trace and span ids; kafka-python's chatter only from WARNING."""
+    telemetry.install_log_correlation()
+    logging.basicConfig(level=logging.INFO, format=telemetry.LOG_FORMAT)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
 def celery_app(pipeline: Pipeline, settings: Settings) -> Celery:
     """The Celery app of PIPELINE's stages: Redis broker, late acks, no result backend."""
     app = Celery(f"hoptrace-{pipeline.name}", broker=settings.redis_url, set_as_current=False)

@@ -1,4 +1,4 @@
-"""Local Kafka and Redis: start and stop them through deploy/local, and check their health.
+"""``hoptrace services``: start and stop local Kafka and Redis through deploy/local, and check their health.
 
 Starting and stopping is the shell scripts' job (they also run without a virtual
 environment, in CI and on a bare laptop); health is checked here with the real clients:
@@ -18,6 +18,8 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from hoptrace.errors import CommandError
+from hoptrace.output import console
 from hoptrace.pipeline.settings import Settings
 
 SCRIPTS = Path(str(files("hoptrace.deploy") / "local"))
@@ -118,3 +120,25 @@ def redis_status(settings: Settings) -> ServiceStatus:
 def status(settings: Settings) -> list[ServiceStatus]:
     """Health of every local service, Redis first."""
     return [redis_status(settings), kafka_status(settings)]
+
+
+def print_run(action: Literal["up", "down"], services: tuple[str, ...] | None = None) -> None:
+    """``hoptrace services up|down``: run ACTION for SERVICES (default: all) and print what the scripts said."""
+    try:
+        console().print(run(action, Settings(), services or SERVICE_NAMES), highlight=False)
+    except ServiceError as error:
+        raise CommandError(error) from error
+
+
+def print_status() -> int:
+    """``hoptrace services status``: one table row per service; 1 when one is not healthy."""
+    from rich.table import Table
+
+    table = Table("service", "address", "pid", "health", "detail")
+    found = status(Settings())
+    for item in found:
+        health = "[green]healthy[/green]" if item.healthy else "[red]down[/red]"
+        pid = str(item.pid) if item.pid is not None else "not started by hoptrace"
+        table.add_row(item.name, item.address, pid, health, item.detail)
+    console().print(table)
+    return 0 if all(item.healthy for item in found) else 1

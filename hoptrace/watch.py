@@ -1,65 +1,29 @@
-"""``hoptrace watch``, ``traces`` and ``trace``: the embedded receiver and store, and reading traces back.
+"""``hoptrace watch``: the embedded OTLP receiver and store, and a live view of the latest jobs and every stage.
 
-``watch`` runs an OTLP receiver (gRPC and HTTP) whose spans and metric points go to the
-bounded SQLite store under the state folder, and keeps a live view of the latest jobs and
-of every stage. ``traces`` and ``trace`` read that store, or a deployed Jaeger.
+The receiver (gRPC and HTTP) writes spans and metric points into the bounded SQLite store
+under the state folder (``hoptrace traces`` and ``trace`` read it back, see ``reading``).
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
+from hoptrace.errors import CommandError
+from hoptrace.output import console
 from hoptrace.pipeline.settings import Settings
+from hoptrace.reading import default_store_path
 from hoptrace.view.formatting import to_text
-from hoptrace.view.jaeger import JaegerQuery
-from hoptrace.view.otlp_decode import ReceivedSpan
-from hoptrace.view.queries import TraceSummary
 from hoptrace.view.receiver import OtlpReceiver
 from hoptrace.view.sqlite_store import SqliteTraceStore
 from hoptrace.view.tables import stage_table
 from hoptrace.view.tree import trace_tree
-
-
-class TraceSource(Protocol):
-    """Where stored traces are read from: the embedded store or a Jaeger query service."""
-
-    def recent_traces(self, limit: int = 20) -> list[TraceSummary]:
-        """The newest traces, newest first."""
-        ...
-
-    def trace(self, trace_id: str) -> list[ReceivedSpan]:
-        """The spans of one trace, by start time.
-
-        An unknown trace is an empty list from the embedded store, and a ``JaegerError`` that
-        says why from Jaeger; callers handle both.
-        """
-        ...
-
-
-def default_store_path(settings: Settings) -> Path:
-    """The embedded store's file: ``traces.sqlite`` in the state folder."""
-    return settings.state_dir / "traces.sqlite"
-
-
-def open_source(settings: Settings, db: Path | None, jaeger: str | None) -> TraceSource:
-    """The Jaeger at JAEGER when given, else the embedded store (at DB, or the default file)."""
-    if jaeger:
-        return JaegerQuery(jaeger)
-    return SqliteTraceStore(db or default_store_path(settings))
-
-
-def filtered(summaries: Sequence[TraceSummary], stage: str | None, errors: bool) -> list[TraceSummary]:
-    """SUMMARIES that went through STAGE (when given) and, with ERRORS, that had a failed span."""
-    return [s for s in summaries if (stage is None or stage in s.stages) and (not errors or s.error_count > 0)]
 
 
 def snapshot(store: SqliteTraceStore, jobs: int, window_s: float) -> RenderableType:
@@ -99,3 +63,15 @@ def watch(store: SqliteTraceStore, receiver: OtlpReceiver, console: Console, ref
             if (count := store.span_count()) != seen:
                 seen = count
                 console.print(to_text(snapshot(store, jobs, window_s), width=console.width), highlight=False)
+
+
+def main(host: str, grpc_port: int, http_port: int, db: Path | None, jobs: int, window_s: float, refresh_s: float) -> None:
+    """``hoptrace watch``: receive on HOST's ports into the store at DB (default: the state folder's) until stopped."""
+    store = SqliteTraceStore(db or default_store_path(Settings()))
+    receiver = OtlpReceiver(store, host, grpc_port, http_port)
+    try:
+        watch(store, receiver, console(), refresh_s, jobs, window_s)
+    except (RuntimeError, OSError) as error:
+        raise CommandError(
+            f"cannot listen on {host}:{grpc_port}/{http_port} ({error}); is another receiver running? Use --grpc-port/--http-port"
+        ) from error

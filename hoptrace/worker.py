@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 
+from hoptrace.loader import load_stages
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import CeleryTransport, KafkaTransport, Pipeline, Stage
-from hoptrace.runtime import ProcessRuntime, celery_app
+from hoptrace.runtime import ProcessRuntime, celery_app, configure_logging
 from hoptrace.workers.celery import register
 from hoptrace.workers.kafka import KafkaStageWorker
 
@@ -145,3 +146,11 @@ def stop_processes(children: Sequence[subprocess.Popen[bytes]], timeout_s: float
             logger.warning("worker %d did not stop within %.0f s; killing it", child.pid, timeout_s)
             child.kill()
             child.wait()
+
+
+def main(spec: str, stage_names: list[str], options: CeleryOptions, monitor: bool) -> int:
+    """``hoptrace worker``: run the stages STAGE_NAMES (all when empty) of the pipeline SPEC; the exit status."""
+    configure_logging()
+    settings = Settings()
+    pipeline, stages = load_stages(spec, settings.namespace, stage_names)
+    return run(spec, pipeline, stages, settings, options, monitor)

@@ -24,7 +24,6 @@ Done = Callable[[Mapping[str, Any], "BaseException | None"], None]
 """Called once a message was accepted (with attributes the broker told, e.g. partition) or failed."""
 
 
-
 class Pending(Protocol):
     """A message handed to a client that the broker has yet to accept."""
 

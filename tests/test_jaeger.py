@@ -329,8 +329,8 @@ def test_recent_traces_from_every_service_summarised_as_the_store_does(jaeger: F
     summaries = JaegerQuery(jaeger.url).recent_traces(limit=2)
 
     assert summaries == [
-        TraceSummary("1" * 32, None, "send payments", (START_US + 9_000_000) * 1000, (START_US + 9_000_250) * 1000, 1, 0, ("charge",), False, False),
-        TraceSummary(TRACE, JOB, "send orders.placed", START_US * 1000, (START_US + 123_000) * 1000, 4, 2, ("validate",), True, False),
+        TraceSummary("1" * 32, None, "send payments", (START_US + 9_000_000) * 1000, (START_US + 9_000_250) * 1000, 1, 0, ("charge",), "in flight"),
+        TraceSummary(TRACE, JOB, "send orders.placed", START_US * 1000, (START_US + 123_000) * 1000, 4, 2, ("validate",), "retried"),
     ]
     assert [path for path, _ in jaeger.requests] == ["/api/services", "/api/traces", "/api/traces", "/api/traces"]
     searches = [query for path, query in jaeger.requests if path == "/api/traces"]

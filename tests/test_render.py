@@ -367,10 +367,10 @@ def test_stage_table_of_several_pipelines_and_of_none() -> None:
 
 
 SUMMARIES = [
-    TraceSummary(f"{3:032x}", JOB3, "send orders.placed", T0 + 5 * S, T0 + 5 * S + 316 * MS, 7, 3, ("validate", "charge"), True, True),
-    TraceSummary(f"{2:032x}", JOB2, "send orders.placed", T0 + 4 * S, T0 + 4 * S + 135 * MS, 5, 1, ("validate", "charge"), True, False),
-    TraceSummary(f"{1:032x}", JOB, "send orders.placed", T0, T0 + 1340 * MS, 8, 0, ("validate", "charge", "ship", "notify"), False, False),
-    TraceSummary(f"{4:032x}", None, "process payments", T0 + 3 * S, T0 + 3 * S + 5 * MS, 2, 1, ("charge",), False, False),
+    TraceSummary(f"{3:032x}", JOB3, "send orders.placed", T0 + 5 * S, T0 + 5 * S + 316 * MS, 7, 3, ("validate", "charge"), "dead-lettered"),
+    TraceSummary(f"{2:032x}", JOB2, "send orders.placed", T0 + 4 * S, T0 + 4 * S + 135 * MS, 5, 1, ("validate", "charge"), "retried"),
+    TraceSummary(f"{1:032x}", JOB, "send orders.placed", T0, T0 + 1340 * MS, 8, 0, ("validate", "charge", "ship", "notify"), "ok"),
+    TraceSummary(f"{4:032x}", None, "process payments", T0 + 3 * S, T0 + 3 * S + 5 * MS, 2, 1, ("charge",), "failed"),
 ]
 
 

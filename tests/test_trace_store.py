@@ -173,10 +173,10 @@ def test_recent_traces_newest_first_with_filters(store: SqliteTraceStore) -> Non
 
     summaries = {summary.trace_id[-1]: summary for summary in store.recent_traces()}
     assert [summary.trace_id for summary in store.recent_traces()] == [f"{n:032x}" for n in (4, 3, 2, 1)]
-    assert summaries["1"] == TraceSummary(f"{1:032x}", "job-1", "send orders.placed", 1000, 1900, 4, 0, ("validate", "charge"), False, False)
-    assert summaries["2"] == TraceSummary(f"{2:032x}", "job-2", "send orders.placed", 2000, 2500, 3, 1, ("validate",), True, False)
-    assert summaries["3"] == TraceSummary(f"{3:032x}", None, "send payments", 3000, 3700, 2, 1, ("charge",), False, True)
-    assert summaries["4"] == TraceSummary(f"{4:032x}", None, "process payments", 4300, 4400, 2, 0, ("charge",), False, False)
+    assert summaries["1"] == TraceSummary(f"{1:032x}", "job-1", "send orders.placed", 1000, 1900, 4, 0, ("validate", "charge"), "ok")
+    assert summaries["2"] == TraceSummary(f"{2:032x}", "job-2", "send orders.placed", 2000, 2500, 3, 1, ("validate",), "retried")
+    assert summaries["3"] == TraceSummary(f"{3:032x}", None, "send payments", 3000, 3700, 2, 1, ("charge",), "dead-lettered")
+    assert summaries["4"] == TraceSummary(f"{4:032x}", None, "process payments", 4300, 4400, 2, 0, ("charge",), "ok")
 
     def ids(**query: Any) -> list[str]:
         return [summary.trace_id[-1] for summary in store.recent_traces(**query)]
@@ -397,3 +397,52 @@ def test_another_process_reads_while_one_writes(tmp_path: Path) -> None:
             assert reader.trace(f"{200:032x}")[2].attributes == {"n": 3}
     finally:
         writer.kill()
+
+
+def _failed_and_retried(trace: int, start_ns: int) -> list[ReceivedSpan]:
+    """A job whose validate hop was retried and passed, and whose charge hop then failed without a retry."""
+    return [
+        _span(trace, 1, start_ns, start_ns + 10, "send orders.placed", "PRODUCER", None, hoptrace_stage="validate", hoptrace_job_id=f"job-{trace}"),
+        _span(
+            trace,
+            2,
+            start_ns + 20,
+            start_ns + 30,
+            "process orders.placed",
+            "CONSUMER",
+            1,
+            "ERROR",
+            hoptrace_stage="validate",
+            hoptrace_outcome="retried",
+        ),
+        _span(trace, 3, start_ns + 40, start_ns + 50, "process orders.placed", "CONSUMER", 1, hoptrace_stage="validate", hoptrace_attempt=2),
+        _span(trace, 4, start_ns + 45, start_ns + 48, "send payments", "PRODUCER", 3, hoptrace_stage="charge", hoptrace_job_id=f"job-{trace}"),
+        _span(trace, 5, start_ns + 60, start_ns + 70, "process payments", "CONSUMER", 4, "ERROR", hoptrace_stage="charge", hoptrace_attempt=1),
+    ]
+
+
+def test_traces_and_trace_give_a_job_the_same_status(store: SqliteTraceStore) -> None:
+    from hoptrace.view.formatting import to_text
+    from hoptrace.view.tables import traces_table
+    from hoptrace.view.tree import trace_tree
+
+    store.add_spans(_failed_and_retried(1, 1000))
+
+    [summary] = store.recent_traces()
+    assert summary.status == "failed"  # a failure outranks a retry that passed, in every view
+    assert to_text(trace_tree(store.trace(summary.trace_id)), 120).splitlines()[0].endswith("failed")
+    assert to_text(traces_table([summary], 120), 120).splitlines()[2].rstrip().endswith("failed")
+
+
+def test_traces_filters_in_the_query_so_last_n_finds_older_matches(store: SqliteTraceStore, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hoptrace.cli import app
+
+    store.add_spans([span for trace in range(1, 6) for span in _failed_and_retried(trace, trace * S)])  # five old failures at charge
+    store.add_spans([_span(trace, 1, 10 * S + trace, 10 * S + trace + 5, "send payments", "PRODUCER") for trace in range(100, 400)])  # 300 newer
+
+    assert [summary.trace_id for summary in store.recent_traces(3, stage="charge", errors_only=True)] == [f"{n:032x}" for n in (5, 4, 3)]
+    result = CliRunner().invoke(app, ["traces", "--stage", "charge", "--errors", "--last", "3", "--db", str(store.path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert [line.split()[0] for line in result.output.splitlines() if line.startswith("0000")] == [f"{n:032x}" for n in (5, 4, 3)]

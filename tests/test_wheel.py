@@ -30,12 +30,16 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtual environment, outside the checkout, with hoptrace installed from a wheel built from it."""
     root = tmp_path_factory.mktemp("wheel")
     dist = root / "dist"
-    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPOSITORY)], root, dict(os.environ), INSTALL_TIMEOUT_S)
+    built = _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPOSITORY)], root, dict(os.environ), INSTALL_TIMEOUT_S
+    )
     assert built.returncode == 0, built.stderr
     [wheel] = dist.glob("hoptrace-*.whl")
     made = _run([sys.executable, "-m", "venv", str(root / "venv")], root, dict(os.environ))
     assert made.returncode == 0, made.stderr
-    installed = _run([str(root / "venv" / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel)], root, dict(os.environ), INSTALL_TIMEOUT_S)
+    installed = _run(
+        [str(root / "venv" / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel)], root, dict(os.environ), INSTALL_TIMEOUT_S
+    )
     assert installed.returncode == 0, installed.stderr
     return root / "venv"
 
@@ -79,9 +83,7 @@ def test_the_wheel_holds_one_top_level_name_and_the_service_scripts(venv: Path, 
     assert {"deploy/local/services.sh", "deploy/local/kafka.sh", "deploy/local/redis.sh", "deploy/local/pom.xml", "examples/orders.py"} <= files
 
 
-def test_from_an_empty_folder_services_status_and_the_demo_run_and_write_only_there(
-    venv: Path, empty_folder: Path, user_env: dict[str, str]
-) -> None:
+def test_from_an_empty_folder_services_status_and_the_demo_run_and_write_only_there(venv: Path, empty_folder: Path, user_env: dict[str, str]) -> None:
     before = _package_files(venv)
 
     status = _run(["hoptrace", "services", "status"], empty_folder, user_env, 60)

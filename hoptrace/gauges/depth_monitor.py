@@ -34,7 +34,6 @@ from hoptrace.pipeline.stages import Pipeline
 logger = logging.getLogger(__name__)
 
 
-
 class DepthSource(Protocol):
     """Where the values of one gauge come from."""
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from hoptrace.pipeline import semconv
-from hoptrace.view.otlp_decode import ReceivedSpan
-from hoptrace.view.queries import int_attribute, text_attribute
+from hoptrace.view.otlp_decode import ReceivedSpan, int_attribute, text_attribute
 
 HopStatus = Literal["ok", "retried", "retrying", "failed", "dead-lettered", "queued"]
 """What became of one message (``Hop.status``)."""

@@ -30,10 +30,10 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import Request, urlopen
 
+from hoptrace.pipeline import semconv
 from hoptrace.view.otlp_decode import Attributes, ReceivedSpan
 
-# The summaries are made by the store's own code. These names are private to their modules;
-# see the note in ``summarize``.
+# The summaries are made by the store's own code, so both sources show a job's status alike.
 from hoptrace.view.queries import TraceSummary, summarize
 
 DEFAULT_PORT_HINT = "Jaeger's query service (the UI address, port 16686 by default)"
@@ -217,11 +217,15 @@ class JaegerQuery:
             raise JaegerError(not_found)
         return sorted({span.span_id: span for span in spans}.values(), key=lambda span: span.start_ns)
 
-    def recent_traces(self, limit: int = 20, service: str | None = None, lookback_s: float = 3600.0) -> list[TraceSummary]:
+    def recent_traces(
+        self, limit: int = 20, stage: str | None = None, errors_only: bool = False, service: str | None = None, lookback_s: float = 3600.0
+    ) -> list[TraceSummary]:
         """Summaries of the LIMIT newest traces by start, newest first, that SERVICE (every service when None) took part in.
 
-        Jaeger is asked for up to LIMIT traces per service that started in the last LOOKBACK_S seconds.
+        Jaeger is asked for up to LIMIT traces per service that started in the last LOOKBACK_S seconds, filtered
+        by Jaeger itself: STAGE by the ``hoptrace.stage`` tag, ERRORS_ONLY by the ``error`` tag (with STAGE, both on one span).
         """
+        tags = {**({semconv.STAGE: stage} if stage is not None else {}), **({"error": "true"} if errors_only else {})}
         if limit < 1:
             return []
         now_us = time.time_ns() // 1000
@@ -234,6 +238,8 @@ class JaegerQuery:
                 "start": now_us - round(lookback_s * 1e6),
                 "end": now_us,
             }
+            if tags:
+                params["tags"] = json.dumps(tags)
             for trace in self._get("/api/traces", params) or ():
                 for span in spans_from_jaeger(trace):
                     traces.setdefault(span.trace_id, {})[span.span_id] = span

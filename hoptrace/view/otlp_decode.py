@@ -28,7 +28,20 @@ SignalName = Literal["traces", "metrics", "logs"]
 MetricKind = Literal["sum", "gauge", "histogram", "exponential_histogram", "summary"]
 _PointValues = tuple[int | float | None, int | None, float | None, tuple[int, ...] | None, tuple[float, ...] | None]
 
+
 # By Span.SpanKind and Status.StatusCode number; UNSPECIFIED (0) is read as INTERNAL, as OTLP allows.
+def text_attribute(attributes: Attributes, key: str) -> str | None:
+    """The attribute KEY when it is a string."""
+    value = attributes.get(key)
+    return value if isinstance(value, str) else None
+
+
+def int_attribute(attributes: Attributes, key: str) -> int | None:
+    """The attribute KEY when it is an integer (not a bool)."""
+    value = attributes.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 _SPAN_KINDS = {0: "INTERNAL", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 _STATUS_CODES = {0: "UNSET", 1: "OK", 2: "ERROR"}
 

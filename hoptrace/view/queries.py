@@ -17,14 +17,14 @@ import base64
 import json
 import sqlite3
 import time
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any, NamedTuple
+from typing import Any
 
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.semconv import CONSUMER_LAG, QUEUE_DEPTH, QUEUE_STATE
-from hoptrace.view.otlp_decode import Attributes, MetricPoint, ReceivedSpan
+from hoptrace.view.hops import JobStatus, group_hops, job_status
+from hoptrace.view.otlp_decode import Attributes, MetricPoint, ReceivedSpan, text_attribute
 
 POINT_FIELDS = tuple(f.name for f in fields(MetricPoint) if f.name not in ("name", "time_ns", "resource"))
 """The fields of a MetricPoint kept in its JSON column (name, time and resource have columns)."""
@@ -86,10 +86,8 @@ class TraceSummary:
     """Spans with status ERROR."""
     stages: tuple[str, ...]
     """Distinct ``hoptrace.stage`` values in order of first appearance (span start)."""
-    retried: bool
-    """Some span has outcome ``retried`` or an attempt above 1."""
-    dead_lettered: bool
-    """Some span has outcome ``dead_lettered``."""
+    status: JobStatus
+    """What became of the job: ``hops.job_status`` of its spans."""
 
 
 @dataclass(frozen=True)
@@ -169,86 +167,43 @@ def read_metric_points(db: sqlite3.Connection, name: str) -> list[MetricPoint]:
     return points
 
 
-def text_attribute(attributes: Attributes, key: str) -> str | None:
-    """The attribute KEY when it is a string."""
-    value = attributes.get(key)
-    return value if isinstance(value, str) else None
-
-
-def int_attribute(attributes: Attributes, key: str) -> int | None:
-    """The attribute KEY when it is an integer (not a bool)."""
-    value = attributes.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-class _SpanLine(NamedTuple):
-    """The columns of a span that its trace's summary needs."""
-
-    name: str
-    parent_span_id: str | None
-    status_code: str
-    stage: str | None
-    job_id: str | None
-    outcome: str | None
-    attempt: int | None
-
-
 def recent_traces(db: sqlite3.Connection, limit: int = 20, stage: str | None = None, errors_only: bool = False) -> list[TraceSummary]:
-    """Summaries of the newest traces by start, newest first; only those through STAGE, or with an error span, when asked."""
-    conditions, params = [], []
+    """Summaries of the LIMIT newest traces by start, newest first, filtered in the query itself.
+
+    STAGE keeps the traces that went through that stage; ERRORS_ONLY the traces with a failed span
+    (with STAGE: a failed span of that stage, as Jaeger's tag search means it).
+    """
+    span_conditions, params = [], []
     if stage is not None:
-        conditions.append("trace_id IN (SELECT trace_id FROM spans WHERE stage = ?)")
+        span_conditions.append("stage = ?")
         params.append(stage)
     if errors_only:
-        conditions.append("trace_id IN (SELECT trace_id FROM spans WHERE status_code = 'ERROR')")
-    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    query = f"SELECT trace_id, start_ns, end_ns FROM traces t {where} ORDER BY start_ns DESC, trace_id DESC LIMIT ?"
-    heads = db.execute(query, (*params, limit)).fetchall()
-    if not heads:
-        return []
-    spans: defaultdict[str, list[_SpanLine]] = defaultdict(list)
-    rows = db.execute(
-        f"SELECT trace_id, {', '.join(_SpanLine._fields)} FROM spans WHERE trace_id IN ({','.join('?' * len(heads))}) ORDER BY start_ns, rowid",
-        [trace_id for trace_id, _, _ in heads],
-    )
-    for trace_id, *line in rows:
-        spans[trace_id].append(_SpanLine(*line))
-    return [_summary(trace_id, start, end, spans[trace_id]) for trace_id, start, end in heads]
-
-
-def _summary(trace_id: str, start_ns: int, end_ns: int, spans: list[_SpanLine]) -> TraceSummary:
-    """A trace's summary from its spans, ordered by start."""
-    roots = [span.name for span in spans if span.parent_span_id is None]
-    return TraceSummary(
-        trace_id=trace_id,
-        job_id=next((span.job_id for span in spans if span.job_id), None),
-        root_name=roots[0] if roots else spans[0].name,
-        start_ns=start_ns,
-        end_ns=end_ns,
-        span_count=len(spans),
-        error_count=sum(span.status_code == "ERROR" for span in spans),
-        stages=tuple(dict.fromkeys(span.stage for span in spans if span.stage is not None)),
-        retried=any(span.outcome == "retried" or (span.attempt or 0) > 1 for span in spans),
-        dead_lettered=any(span.outcome == "dead_lettered" for span in spans),
-    )
+        span_conditions.append("status_code = 'ERROR'")
+    where = f"WHERE trace_id IN (SELECT trace_id FROM spans WHERE {' AND '.join(span_conditions)})" if span_conditions else ""
+    query = f"SELECT trace_id FROM traces {where} ORDER BY start_ns DESC, trace_id DESC LIMIT ?"
+    trace_ids = [trace_id for (trace_id,) in db.execute(query, (*params, limit))]
+    return [summarize(trace_id, read_trace(db, trace_id)) for trace_id in trace_ids]
 
 
 def summarize(trace_id: str, spans: Iterable[ReceivedSpan]) -> TraceSummary:
-    """The summary of a trace (not empty) from its spans, as ``recent_traces`` makes it from stored rows."""
+    """The summary of a trace (not empty) from its spans, the same for the embedded store and Jaeger.
+
+    Its status is the job's status from its hops (``hops.job_status``), the one rule every view uses.
+    """
     ordered = sorted(spans, key=lambda span: span.start_ns)
-    lines = [
-        _SpanLine(
-            name=span.name,
-            parent_span_id=span.parent_span_id,
-            status_code=span.status_code,
-            stage=text_attribute(span.attributes, semconv.STAGE),
-            job_id=text_attribute(span.attributes, semconv.JOB_ID),
-            outcome=text_attribute(span.attributes, semconv.OUTCOME),
-            attempt=int_attribute(span.attributes, semconv.ATTEMPT),
-        )
-        for span in ordered
-    ]
-    return _summary(trace_id, ordered[0].start_ns, max(span.end_ns for span in ordered), lines)
+    by_id = {span.span_id: span for span in ordered}
+    roots = [span.name for span in ordered if span.parent_span_id is None]
+    return TraceSummary(
+        trace_id=trace_id,
+        job_id=next((job for span in ordered if (job := text_attribute(span.attributes, semconv.JOB_ID))), None),
+        root_name=roots[0] if roots else ordered[0].name,
+        start_ns=ordered[0].start_ns,
+        end_ns=max(span.end_ns for span in ordered),
+        span_count=len(ordered),
+        error_count=sum(span.status_code == "ERROR" for span in ordered),
+        stages=tuple(dict.fromkeys(stage for span in ordered if (stage := text_attribute(span.attributes, semconv.STAGE)) is not None)),
+        status=job_status(group_hops(ordered, by_id), ordered),
+    )
 
 
 def nearest_rank(values: list[int], percent: int) -> int:

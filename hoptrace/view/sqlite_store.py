@@ -28,17 +28,15 @@ from types import TracebackType
 from typing import Any
 
 from hoptrace.pipeline import semconv
-from hoptrace.view.otlp_decode import Attributes, MetricPoint, ReceivedLog, ReceivedSpan
+from hoptrace.view.otlp_decode import Attributes, MetricPoint, ReceivedLog, ReceivedSpan, int_attribute, text_attribute
 from hoptrace.view.queries import (
     POINT_FIELDS,
     StageStats,
     TraceSummary,
-    int_attribute,
     read_metric_points,
     read_trace,
     recent_traces,
     stage_stats,
-    text_attribute,
     to_json,
 )
 

@@ -137,15 +137,6 @@ def stage_table(stats: Sequence[StageStats], width: int | None = None) -> Table:
     return _FittingTable(columns_for, width, len(stats), "no stage has processed a message in the window")
 
 
-def summary_status(summary: TraceSummary) -> str:
-    """``dead-lettered``, ``retried``, ``failed`` (an error span, no retry), or ``ok``."""
-    if summary.dead_lettered:
-        return "dead-lettered"
-    if summary.retried:
-        return "retried"
-    return "failed" if summary.error_count else "ok"
-
-
 def _local_time(time_ns: int) -> str:
     """HH:MM:SS in the local time zone."""
     return time.strftime("%H:%M:%S", time.localtime(time_ns // 1_000_000_000))
@@ -169,7 +160,7 @@ def traces_table(summaries: Sequence[TraceSummary], width: int | None = None) ->
             _Column("e2e", [Text(format_ns(s.end_ns - s.start_ns)) for s in summaries], 3, "right"),
             _Column("spans", [Text(str(s.span_count)) for s in summaries], 7, "right"),
             _Column("stages", [Text(" → ".join(s.stages) or NONE) for s in summaries], 5, shrinks=True),
-            _Column("status", [status_text(summary_status(s)) for s in summaries], 2),
+            _Column("status", [status_text(s.status) for s in summaries], 2),
         ]
 
     return _FittingTable(columns_for, width, len(summaries), "no traces yet")
