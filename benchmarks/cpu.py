@@ -75,7 +75,7 @@ def _setup(sampler: str) -> _Setup:
     from hoptrace.pipeline import telemetry
     from hoptrace.pipeline.instruments import Instruments
     from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage, Transport
-    from hoptrace.producers.kafka import merge_headers
+    from hoptrace.producers.kafka import kafka_headers
     from hoptrace.producers.publisher import Done, PipelinePublisher
     from hoptrace.workers.kafka import delivery
     from hoptrace.workers.processing import StageProcessor
@@ -97,14 +97,14 @@ def _setup(sampler: str) -> _Setup:
     pipeline = Pipeline("bench-cpu")
     stage = Stage("hop", KafkaTransport("bench.cpu", "bench-cpu"), _trivial)
     pipeline.add(stage)
-    instruments = Instruments(configured.meter_provider, configured.histograms)
+    instruments = Instruments.of(configured.meter_provider)
     sender = NullSender()
     publisher = PipelinePublisher(pipeline, {"kafka": sender}, configured.tracer_provider, instruments)
     processor = StageProcessor(pipeline, stage, publisher, instruments, configured.tracer_provider)
     message = payload(1)
     publisher.publish(stage, message)  # headers as this sampler's publisher writes them
     value = json.dumps(message).encode()
-    record = ConsumerRecord("bench.cpu", 0, 0, 42, 0, 0, None, value, merge_headers([], sender.headers), None, -1, len(value), -1)
+    record = ConsumerRecord("bench.cpu", 0, 0, 42, 0, 0, None, value, kafka_headers(sender.headers), None, -1, len(value), -1)
     prepared = delivery(record)
     configured.tracer_provider.force_flush()
     label = "sampled" if sampler == "always_on" else "unsampled"

@@ -10,8 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from hoptrace import services
 from benchmarks import REPOSITORY_ROOT
+from hoptrace import services
 from hoptrace.pipeline.settings import Settings
 
 

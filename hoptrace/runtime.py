@@ -17,6 +17,7 @@ from kafka import KafkaProducer
 from opentelemetry.sdk.trace import SpanProcessor
 
 from hoptrace.pipeline import telemetry
+from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
@@ -60,7 +61,8 @@ class Runtime:
         self.pipeline = pipeline
         self.settings = settings
         self.telemetry = telemetry.configure(f"{pipeline.name}-{role}", span_processors=span_processors)
-        self.instruments = Instruments(self.telemetry.meter_provider, self.telemetry.histograms)
+        self.instruments = Instruments.of(self.telemetry.meter_provider)
+        self.middleware = default_middleware(pipeline, self.instruments, self.telemetry.tracer_provider)
         self._app = app
         self._processors: dict[str, StageProcessor] = {}
 
@@ -74,12 +76,12 @@ class Runtime:
         senders: dict[str, Sender] = {"celery": CelerySender(self._app)}
         if any(isinstance(stage.transport, KafkaTransport) for stage in self.pipeline):
             senders["kafka"] = KafkaSender(self._producer)
-        return PipelinePublisher(self.pipeline, senders, self.telemetry.tracer_provider, self.instruments)
+        return PipelinePublisher(self.pipeline, senders, middleware=self.middleware)
 
     def processor(self, stage: Stage) -> StageProcessor:
         """The processor of STAGE (one per stage and process)."""
         if stage.name not in self._processors:
-            self._processors[stage.name] = StageProcessor(self.pipeline, stage, self.publisher, self.instruments, self.telemetry.tracer_provider)
+            self._processors[stage.name] = StageProcessor(self.pipeline, stage, self.publisher, middleware=self.middleware)
         return self._processors[stage.name]
 
     def shutdown(self) -> None:

@@ -18,7 +18,7 @@ from importlib.metadata import entry_points
 from typing import Literal, TypeVar
 
 from opentelemetry.sdk._logs.export import LogRecordExporter
-from opentelemetry.sdk.metrics.export import MetricExporter
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
 from opentelemetry.sdk.trace.export import SpanExporter
 
 Signal = Literal["traces", "metrics", "logs"]
@@ -67,7 +67,7 @@ def exporter_names(signal: Signal) -> list[str]:
     return chosen
 
 
-def _build(signal: Signal, kind: type[_ExporterT]) -> list[_ExporterT]:
+def _build(signal: Signal, kind: type[_ExporterT] | tuple[type, ...]) -> list[_ExporterT]:
     """Build the chosen exporters of ``signal``; one that cannot be built is skipped with a warning."""
     exporters: list[_ExporterT] = []
     for name in exporter_names(signal):
@@ -83,7 +83,8 @@ def _build(signal: Signal, kind: type[_ExporterT]) -> list[_ExporterT]:
         if isinstance(exporter, kind):
             exporters.append(exporter)
         else:
-            _logger.warning("%s exporter %r is not a %s, ignored", signal, name, kind.__name__)
+            kinds = " or ".join(each.__name__ for each in (kind if isinstance(kind, tuple) else (kind,)))
+            _logger.warning("%s exporter %r is not a %s, ignored", signal, name, kinds)
     return exporters
 
 
@@ -92,9 +93,11 @@ def span_exporters() -> list[SpanExporter]:
     return _build("traces", SpanExporter)
 
 
-def metric_exporters() -> list[MetricExporter]:
-    """The metric exporters chosen by ``OTEL_METRICS_EXPORTER`` (default ``otlp``)."""
-    return _build("metrics", MetricExporter)
+def metric_readers_and_exporters() -> tuple[list[MetricReader], list[MetricExporter]]:
+    """What ``OTEL_METRICS_EXPORTER`` (default ``otlp``) chose: readers as they are (``prometheus`` is a
+    pull reader), and exporters for a periodic reader to push to."""
+    chosen = _build("metrics", (MetricReader, MetricExporter))
+    return [each for each in chosen if isinstance(each, MetricReader)], [each for each in chosen if isinstance(each, MetricExporter)]
 
 
 def log_exporters() -> list[LogRecordExporter]:

@@ -1,16 +1,15 @@
 """hoptrace's own duration histograms, aggregated in the process instead of by the SDK.
 
 The SDK's ``Histogram.record`` validates, copies, sorts and hashes its attributes on every
-call: about 12 µs on the 2-core benchmark machine, and a consumed message records three
+call: 7.3 µs on the 2-core benchmark machine (SDK 1.45.1), and a consumed message records three
 histograms. hoptrace's histograms only ever get a handful of attribute dicts that hoptrace
 builds itself in a fixed key order, so a ``LocalHistogram`` keys its points by the dict's
-items and counts into explicit buckets under a lock (about 1.5 µs).
+items and counts into explicit buckets under a lock (1.1 µs).
 
-``pipeline.histogram_export.MergingMetricExporter`` adds these histograms to every metric
-export, so a backend receives ordinary OTLP histograms: same names, units, descriptions,
-bucket boundaries and exemplars (the SDK's ``OTEL_METRICS_EXEMPLAR_FILTER``, one exemplar per
-bucket, the last one seen since the previous collection, as the SDK's aligned-bucket reservoir
-keeps them).
+``pipeline.metric_producer`` hands these histograms to every reader of the meter provider, so a
+backend receives ordinary histograms: same names, units, descriptions, bucket boundaries and
+exemplars (the SDK's ``OTEL_METRICS_EXEMPLAR_FILTER``, one exemplar per bucket, the last one
+seen since the previous collection, as the SDK's aligned-bucket reservoir keeps them).
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
-"""Per-stage instruments, created once per process (after any fork) from an injected meter provider.
+"""hoptrace's counters and histograms, created once per process (after any fork) from an injected meter provider.
 
-Attributes stay low-cardinality: pipeline, stage, messaging system, destination, consumer
-group, outcome and error type. Job ids and payload fields never become metric attributes.
+Attributes stay low-cardinality (``pipeline.attributes``, plus outcome and error type); job
+ids and payload fields never become metric attributes.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 
 from opentelemetry import metrics
@@ -14,29 +15,10 @@ from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Obs
 from opentelemetry.util.types import AttributeValue
 
 from hoptrace.pipeline import semconv
-from hoptrace.pipeline.histograms import LocalHistogram, LocalHistograms
-from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage, Transport
+from hoptrace.pipeline.histograms import LocalHistogram
+from hoptrace.pipeline.metric_producer import local_histograms, selected_by_views
 
 Attributes = Mapping[str, AttributeValue]
-
-
-def stage_attributes(pipeline: Pipeline, stage: Stage, transport: Transport | None = None) -> dict[str, AttributeValue]:
-    """The attributes every instrument of STAGE carries (TRANSPORT: where the message went, default the stage's own)."""
-    transport = transport or stage.transport
-    return {
-        semconv.PIPELINE: pipeline.name,
-        semconv.STAGE: stage.name,
-        semconv.MESSAGING_SYSTEM: transport.system,
-        semconv.MESSAGING_DESTINATION: transport.destination,
-    }
-
-
-def consumer_attributes(pipeline: Pipeline, stage: Stage) -> dict[str, AttributeValue]:
-    """``stage_attributes`` of the consuming side: with the consumer group of a Kafka stage."""
-    attributes = stage_attributes(pipeline, stage)
-    if isinstance(stage.transport, KafkaTransport):
-        attributes[semconv.MESSAGING_CONSUMER_GROUP] = stage.transport.group
-    return attributes
 
 
 class Tally:
@@ -65,36 +47,64 @@ class Tally:
         return [Observation(total, dict(key)) for key, total in totals]
 
 
+SECONDS_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+)  # fmt: skip
+"""Bucket boundaries of hoptrace's duration histograms, in seconds: 1 ms to 1 hour."""
+
+
+_made: weakref.WeakKeyDictionary[MeterProvider, Instruments] = weakref.WeakKeyDictionary()
+_made_lock = threading.Lock()
+
+
 class Instruments:
     """Every counter and histogram hoptrace records, on one meter.
 
-    Counts are ``Tally`` objects behind observable counters. Durations are ``LocalHistogram``
-    objects when HISTOGRAMS (of a provider made by ``telemetry.configure``) are given, else
-    SDK histograms: a provider hoptrace did not build never exports local histograms.
+    Counts are ``Tally`` objects behind observable counters. Durations are aggregated in the
+    process (``LocalHistogram``: an SDK ``Histogram.record`` costs several times more) and
+    handed to every reader of the provider by ``metric_producer``; a histogram that a View of
+    the provider selects, or any on a provider hoptrace cannot attach to, is a plain SDK one.
     """
 
-    def __init__(self, meter_provider: MeterProvider | None = None, histograms: LocalHistograms | None = None) -> None:
-        """Create the instruments on METER_PROVIDER (default: the global one)."""
-        meter = metrics.get_meter("hoptrace", meter_provider=meter_provider)
+    @classmethod
+    def of(cls, meter_provider: MeterProvider | None = None) -> Instruments:
+        """The instruments of METER_PROVIDER (default: the global one), made on first use and shared after.
+
+        An observable instrument registered twice under one name keeps its first callback only,
+        so every publisher and processor of a provider must count into the same instruments.
+        """
+        provider = meter_provider or metrics.get_meter_provider()
+        with _made_lock:
+            if provider not in _made:
+                _made[provider] = cls(provider)
+            return _made[provider]
+
+    def __init__(self, meter_provider: MeterProvider | None = None) -> None:
+        """Create the instruments on METER_PROVIDER (default: the global one); ``Instruments.of`` shares them."""
+        provider = meter_provider or metrics.get_meter_provider()
+        meter = metrics.get_meter("hoptrace", meter_provider=provider)
+        local = local_histograms(provider, SECONDS_BUCKETS)
 
         def histogram(name: str, description: str) -> Histogram | LocalHistogram:
-            if histograms is not None:
-                return histograms.create(name, "s", description)
-            return meter.create_histogram(name, "s", description)
+            sdk = meter.create_histogram(name, "s", description, explicit_bucket_boundaries_advisory=SECONDS_BUCKETS)
+            if local is None or selected_by_views(provider, sdk):
+                return sdk
+            return local.create(name, "s", description)
 
         def counter(name: str, description: str) -> Tally:
             tally = Tally()
             meter.create_observable_counter(name, [tally.observe], "{message}", description)
             return tally
 
-        self.sent = counter("messaging.client.sent.messages", "Messages published, per outcome.")
-        self.consumed = counter("messaging.client.consumed.messages", "Messages handed to a worker.")
-        self.retries = counter("hoptrace.stage.retries", "Handler attempts that failed and were tried again.")
-        self.dead_lettered = counter("hoptrace.stage.dead_lettered", "Messages parked on a dead-letter destination.")
-        self.fallbacks = counter("hoptrace.propagation.fallbacks", "Messages whose trace headers were broken and were processed as new roots.")
+        self.sent = counter(semconv.SENT_MESSAGES, "Messages published, per outcome.")
+        self.consumed = counter(semconv.CONSUMED_MESSAGES, "Messages handed to a worker.")
+        self.retries = counter(semconv.RETRIES, "Handler attempts that failed and were tried again.")
+        self.dead_lettered = counter(semconv.DEAD_LETTERED, "Messages parked on a dead-letter destination.")
+        self.fallbacks = counter(semconv.PROPAGATION_FALLBACKS, "Messages whose trace headers were broken and were processed as new roots.")
         self.in_flight = Tally()
-        meter.create_observable_up_down_counter("hoptrace.stage.in_flight", [self.in_flight.observe], "{message}", "Messages being processed now.")
-        self.process_duration = histogram("messaging.process.duration", "Handler time per message.")
-        self.queue_wait = histogram("hoptrace.queue.wait", "Publish to start of processing: time spent in the queue.")
-        self.job_latency = histogram("hoptrace.job.latency", "Job start to the end of this stage.")
-        self.operation_duration = histogram("messaging.client.operation.duration", "Publish time until the broker accepted the message.")
+        meter.create_observable_up_down_counter(semconv.IN_FLIGHT, [self.in_flight.observe], "{message}", "Messages being processed now.")
+        self.process_duration = histogram(semconv.PROCESS_DURATION, "Handler time per message.")
+        self.queue_wait = histogram(semconv.QUEUE_WAIT, "Publish to start of processing: time spent in the queue.")
+        self.job_latency = histogram(semconv.JOB_LATENCY, "Job start to the end of this stage.")
+        self.operation_duration = histogram(semconv.OPERATION_DURATION, "Publish time until the broker accepted the message.")

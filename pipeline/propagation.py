@@ -1,14 +1,13 @@
 """Trace context and baggage in and out of message headers, treating incoming headers as untrusted.
 
 Outgoing: ``inject`` writes the global propagator's fields (so ``OTEL_PROPAGATORS`` is
-honoured) and the publish time into a dict of str; each transport turns that dict into its
-own header form, replacing keys already there.
+honoured) and the publish time through a transport's setter (``carriers``), replacing keys
+already there.
 
-Incoming: ``extract`` first reduces whatever the transport delivered (Kafka's list of
-``(str, bytes)`` pairs, Celery's dict) to clean text for the few headers that matter, then
-runs the propagators, then bounds and filters baggage by the allowlist. Anything broken is
-dropped, named in ``Extracted.fallbacks`` and logged in one short line; the message is
-then processed as a new root trace, never refused.
+Incoming: ``extract`` takes the raw header pairs a transport's getter found (``carriers``),
+reduces them to clean text, runs the propagators, then bounds and filters baggage by the
+allowlist. Anything broken is dropped, named in ``Extracted.fallbacks`` and logged in one
+short line; the message is then processed as a new root trace, never refused.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.propagators.textmap import CarrierT, Setter, TextMapPropagator
 
 from hoptrace.pipeline.jobs import parse_epoch_seconds
 from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
@@ -69,12 +68,10 @@ def _allowed_keys(allowlist: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(fnmatch.translate(pattern) for pattern in ALWAYS_ALLOWED + allowlist))
 
 
-def inject(context: Context | None = None) -> dict[str, str]:
-    """Propagation headers for a message published in CONTEXT (default: the current one)."""
-    headers: dict[str, str] = {}
-    propagate.inject(headers, context=context)
-    headers[HEADER_SENT_AT] = f"{time.time():.6f}"
-    return headers
+def inject(carrier: CarrierT, setter: Setter[CarrierT], context: Context | None = None) -> None:
+    """Write the propagation headers of a message published in CONTEXT (default: the current one) into CARRIER through SETTER."""
+    propagate.inject(carrier, context=context, setter=setter)
+    setter.set(carrier, HEADER_SENT_AT, f"{time.time():.6f}")
 
 
 def _text(raw_value: object, fallbacks: list[str]) -> str | None:

@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,10 +29,10 @@ from typing import Any
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import (
+    SERVICE_INSTANCE_ID,
     SERVICE_NAME,
     SERVICE_VERSION,
     OsResourceDetector,
@@ -45,16 +46,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from hoptrace.pipeline.exporters import log_exporters, span_exporters
-from hoptrace.pipeline.exporters import metric_exporters as chosen_metric_exporters
-from hoptrace.pipeline.histogram_export import MergingMetricExporter
-from hoptrace.pipeline.histograms import LocalHistograms
-
-SECONDS_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
-)  # fmt: skip
-"""Histogram bucket boundaries for durations in seconds: 1 ms to 1 hour."""
+from hoptrace.pipeline.exporters import log_exporters, metric_readers_and_exporters, span_exporters
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s span_id=%(span_id)s] %(message)s"
 """A stdlib logging format showing the current trace and span (needs :func:`install_log_correlation`)."""
@@ -74,8 +66,6 @@ class Telemetry:
     logger_provider: LoggerProvider | None
     log_handler: logging.Handler | None = None
     """The handler sending stdlib log records to ``logger_provider``; removed at shutdown."""
-    histograms: LocalHistograms | None = None
-    """hoptrace's own histograms, added to every export of ``meter_provider``'s exporters (see ``pipeline.histograms``)."""
     _runs: dict[str, _Calls] = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
@@ -141,20 +131,14 @@ def configure(
 
     ``service_name`` is used unless ``OTEL_SERVICE_NAME`` is set. ``span_processors``,
     ``metric_readers`` and ``metric_exporters`` (read periodically) are added to the ones chosen
-    from the environment (tests pass in-memory ones). hoptrace's own histograms
-    (``Telemetry.histograms``) reach the exporters, not the extra readers. With ``set_global`` the providers become the global ones, which the
+    from the environment (tests pass in-memory ones); hoptrace's histograms reach every one of
+    them (``metric_producer``). With ``set_global`` the providers become the global ones, which the
     API allows once per process. Shutdown is registered ``atexit`` (bounded, 5 s).
     """
     resource = build_resource(service_name, resource_attributes)
-    seconds = View(
-        instrument_type=Histogram,
-        instrument_unit="s",
-        aggregation=ExplicitBucketHistogramAggregation(SECONDS_BUCKETS),
-    )
-    histograms = LocalHistograms(SECONDS_BUCKETS)
-    periodic = [*chosen_metric_exporters(), *metric_exporters]
-    readers = [*(PeriodicExportingMetricReader(MergingMetricExporter(e, histograms, resource)) for e in periodic), *metric_readers]
-    meter_provider = MeterProvider(readers, resource=resource, shutdown_on_exit=False, views=[seconds])
+    chosen_readers, chosen_exporters = metric_readers_and_exporters()
+    periodic = [PeriodicExportingMetricReader(exporter) for exporter in [*chosen_exporters, *metric_exporters]]
+    meter_provider = MeterProvider([*chosen_readers, *periodic, *metric_readers], resource=resource, shutdown_on_exit=False)
     # No sampler given: the SDK reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG itself.
     tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     for processor in [*(BatchSpanProcessor(e) for e in span_exporters()), *span_processors]:
@@ -175,7 +159,7 @@ def configure(
         metrics.set_meter_provider(meter_provider)
         if logger_provider is not None:
             _logs.set_logger_provider(logger_provider)
-    telemetry = Telemetry(tracer_provider, meter_provider, logger_provider, handler, histograms)
+    telemetry = Telemetry(tracer_provider, meter_provider, logger_provider, handler)
     atexit.register(telemetry.shutdown)
     return telemetry
 
@@ -187,10 +171,13 @@ def build_resource(service_name: str, attributes: Mapping[str, str] | None = Non
     ``service.version``, ``deployment.environment.name`` (from ``HOPTRACE_ENVIRONMENT``)
     and ``attributes``; then ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME``.
     """
+    # One instance per process (Celery pool processes included), so that series from several
+    # processes of one service never merge into one (the Collector's Prometheus exporter keys on it).
+    own = {SERVICE_NAME: service_name, SERVICE_INSTANCE_ID: str(uuid.uuid4())}
     try:
-        own = {SERVICE_NAME: service_name, SERVICE_VERSION: version("hoptrace")}
+        own[SERVICE_VERSION] = version("hoptrace")
     except PackageNotFoundError:
-        own = {SERVICE_NAME: service_name}
+        pass
     if environment := os.environ.get(ENVIRONMENT_VARIABLE, "").strip():
         own["deployment.environment.name"] = environment
     own.update(attributes or {})

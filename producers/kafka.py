@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 
 from hoptrace.pipeline import semconv
+from hoptrace.pipeline.carriers import KAFKA_SETTER, KafkaHeaders
 from hoptrace.pipeline.stages import KafkaTransport, Payload, Transport
 from hoptrace.producers.publisher import Done, Pending
 
-KafkaHeaders = list[tuple[str, bytes]]
 
-
-def merge_headers(headers: Sequence[tuple[str, bytes]], new: Mapping[str, str]) -> KafkaHeaders:
-    """HEADERS with NEW set: a key already there, in any letter case, is replaced (every copy), never appended twice."""
-    replaced = {key.lower() for key in new}
-    kept = [(key, value) for key, value in headers if key.lower() not in replaced]
-    return kept + [(key, value.encode()) for key, value in new.items()]
+def kafka_headers(headers: Mapping[str, str]) -> KafkaHeaders:
+    """A publisher's neutral HEADERS as kafka-python's list of ``(str, bytes)``, set one by one (a key appears once)."""
+    carrier: KafkaHeaders = []
+    for key, value in headers.items():
+        KAFKA_SETTER.set(carrier, key, value)
+    return carrier
 
 
 def _send_method(producer: KafkaProducer) -> Any:
@@ -47,7 +47,7 @@ class KafkaSender:
     def send(self, transport: Transport, payload: Payload, headers: Mapping[str, str], done: Done) -> Pending:
         """Send PAYLOAD as JSON; DONE gets the partition and offset once the broker acknowledged it."""
         assert isinstance(transport, KafkaTransport)
-        future = self._send(transport.topic, value=json.dumps(payload).encode(), headers=merge_headers([], headers))
+        future = self._send(transport.topic, value=json.dumps(payload).encode(), headers=kafka_headers(headers))
         future.add_callback(
             lambda metadata: done({semconv.MESSAGING_PARTITION: str(metadata.partition), semconv.MESSAGING_KAFKA_OFFSET: metadata.offset}, None)
         )

@@ -1,22 +1,26 @@
-"""Publishing into a pipeline: one PRODUCER span per message, trace context and job in the headers.
+"""Publishing into a pipeline: trace context and job in the headers, middleware around every message.
 
-The span, the job baggage and the headers are the same for every transport; a ``Sender``
-per messaging system only turns them into that system's message.
+The job baggage and the propagation headers are the publisher's own work, the same for every
+transport; spans and metrics are middleware (``pipeline.middleware``); a ``Sender`` per
+messaging system only turns the payload and headers into that system's message.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider, format_trace_id
+from opentelemetry.trace import TracerProvider, format_trace_id
 
 from hoptrace.pipeline import jobs, propagation, semconv
-from hoptrace.pipeline.instruments import Instruments, stage_attributes
+from hoptrace.pipeline.carriers import DICT_SETTER
+from hoptrace.pipeline.defaults import default_middleware
+from hoptrace.pipeline.instruments import Instruments
+from hoptrace.pipeline.messages import Outgoing
+from hoptrace.pipeline.middleware import Hooks, Middleware
 from hoptrace.pipeline.stage_context import Published
 from hoptrace.pipeline.stages import Payload, Pipeline, Stage, Transport, dead_letter_transport
 
@@ -54,7 +58,7 @@ class PublishFailed(RuntimeError):
 
 
 class PipelinePublisher:
-    """The pipeline's ``Publisher``: routes each stage to the sender of its messaging system."""
+    """The pipeline's ``Publisher``: routes each stage to the sender of its messaging system, within its middleware."""
 
     def __init__(
         self,
@@ -62,18 +66,20 @@ class PipelinePublisher:
         senders: Mapping[str, Sender],
         tracer_provider: TracerProvider | None = None,
         instruments: Instruments | None = None,
+        middleware: Sequence[Middleware] | None = None,
     ) -> None:
         """Publish into PIPELINE through SENDERS (keyed by messaging system: ``kafka``, ``celery``).
 
-        INSTRUMENTS default to ones on the global meter provider.
+        MIDDLEWARE defaults to tracing (on TRACER_PROVIDER), metrics (on INSTRUMENTS, default: the global
+        meter provider's) and retries.
         """
         missing = {stage.transport.system for stage in pipeline} - senders.keys()
         if missing:
             raise ValueError(f"pipeline {pipeline.name!r} has {', '.join(sorted(missing))} stages but no sender for them")
-        self._pipeline = pipeline
         self._senders = senders
-        self._tracer = trace.get_tracer("hoptrace", tracer_provider=tracer_provider)
-        self._metrics = instruments or Instruments()
+        if middleware is None:
+            middleware = default_middleware(pipeline, instruments or Instruments.of(), tracer_provider)
+        self._hooks = Hooks(middleware)
         self._pending = threading.local()
 
     def publish(self, stage: Stage, payload: Payload, headers: Mapping[str, str] | None = None) -> Published:
@@ -107,48 +113,24 @@ class PipelinePublisher:
             raise PublishFailed(errors, len(pending))
 
     def _send(self, stage: Stage, transport: Transport, payload: Payload, headers: dict[str, str]) -> Published:
-        context = jobs.ensure_job(otel_context.get_current())
-        job_id = jobs.job_id(context) or ""
-        span = self._tracer.start_span(
-            f"send {transport.destination}",
-            context=context,
-            kind=SpanKind.PRODUCER,
-            attributes={
-                semconv.MESSAGING_SYSTEM: transport.system,
-                semconv.MESSAGING_DESTINATION: transport.destination,
-                semconv.MESSAGING_OPERATION_TYPE: "send",
-                semconv.MESSAGING_OPERATION_NAME: "send",
-                semconv.PIPELINE: self._pipeline.name,
-                semconv.STAGE: stage.name,
-                semconv.JOB_ID: job_id,
-            },
-        )
-        sending = trace.set_span_in_context(span, context)
-        headers.update(propagation.inject(sending))
-        metric_attributes = stage_attributes(self._pipeline, stage, transport)
-        began = time.perf_counter()
+        message = Outgoing(stage, transport, payload, headers, jobs.ensure_job(otel_context.get_current()))
+        self._hooks.before_publish(message)
+        sending = message.sending_context or message.context
+        propagation.inject(message.headers, DICT_SETTER, sending)
+        answered = False
 
-        ended = False
-
-        def done(attributes: Mapping[str, Any], error: BaseException | None) -> None:
-            nonlocal ended
-            if ended:  # a sender that reported and then raised: the first word counts
+        def done(answer: Mapping[str, Any], error: BaseException | None) -> None:
+            nonlocal answered
+            if answered:  # a sender that reported and then raised: the first word counts
                 return
-            ended = True
-            span.set_attributes(attributes)
-            outcome = {**metric_attributes, semconv.OUTCOME: "ok"}
-            if error is not None:
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, str(error)))
-                outcome.update({semconv.OUTCOME: "error", semconv.ERROR_TYPE: type(error).__qualname__})
-            self._metrics.sent.add(1, outcome)
-            self._metrics.operation_duration.record(time.perf_counter() - began, outcome)
-            span.end()
+            answered = True
+            message.answer, message.error = answer, error
+            self._hooks.after_publish(message)
 
         # Current while sending, so a stock instrumentation's own span nests under ours.
         token = otel_context.attach(sending)
         try:
-            pending = self._senders[transport.system].send(transport, payload, headers, done)
+            pending = self._senders[transport.system].send(transport, payload, message.headers, done)
         except BaseException as error:
             done({}, error)
             raise
@@ -156,4 +138,4 @@ class PipelinePublisher:
             otel_context.detach(token)
         if pending is not None:
             self._pending.__dict__.setdefault("items", []).append(pending)
-        return Published(format_trace_id(span.get_span_context().trace_id), job_id)
+        return Published(format_trace_id(message.trace_id), jobs.job_id(message.context) or "")

@@ -1,9 +1,10 @@
-"""hoptrace's in-process histograms against the SDK's own: same points, exemplars, temporalities, one scope.
+"""hoptrace's in-process histograms against the SDK's own: same points, exemplars, temporalities, one scope, every reader.
 
 The SDK histogram is the reference: the same values are recorded into an SDK histogram (with
 hoptrace's seconds buckets, read by an ``InMemoryMetricReader``) and into a ``LocalHistogram``
-exported through ``MergingMetricExporter``; the exported points must be equal. End-to-end
-export over OTLP is covered by ``test_orders_metrics``.
+that ``metric_producer`` attached to another provider; what that provider's readers collect
+must be equal. Views that select a hoptrace histogram make it an SDK one. End-to-end export
+over OTLP is covered by ``test_orders_metrics``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider, TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     HistogramDataPoint,
@@ -25,14 +26,14 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
     PeriodicExportingMetricReader,
 )
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-from hoptrace.pipeline.histogram_export import SCOPE, MergingMetricExporter
 from hoptrace.pipeline.histograms import LocalHistograms
-from hoptrace.pipeline.telemetry import SECONDS_BUCKETS
+from hoptrace.pipeline.instruments import SECONDS_BUCKETS, Instruments
+from hoptrace.pipeline.metric_producer import SCOPE, local_histograms
 
 RESOURCE = Resource({"service.name": "histogram-test"})
 STAGE = {"hoptrace.pipeline": "orders", "hoptrace.stage": "charge", "messaging.system": "celery", "messaging.destination.name": "payments"}
@@ -77,16 +78,20 @@ def comparable(point: HistogramDataPoint) -> tuple[Any, ...]:
     return (point.count, point.sum, tuple(point.bucket_counts), tuple(point.explicit_bounds), point.min, point.max)
 
 
-def exporting(
-    histograms: LocalHistograms, temporality: AggregationTemporality = AggregationTemporality.CUMULATIVE
-) -> tuple[MeterProvider, CapturingExporter]:
-    """A meter provider whose only reader exports, through the merging exporter, to a capturing exporter."""
+@pytest.fixture(autouse=True)
+def no_exemplars_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local histograms read their exemplar filter from the environment, as the SDK does."""
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
+
+
+def exporting(temporality: AggregationTemporality = AggregationTemporality.CUMULATIVE) -> tuple[MeterProvider, CapturingExporter, LocalHistograms]:
+    """A meter provider whose periodic reader exports to a capturing exporter, and the local histograms attached to it."""
     captured = CapturingExporter(temporality)
-    reader = PeriodicExportingMetricReader(MergingMetricExporter(captured, histograms, RESOURCE), export_interval_millis=3_600_000)
-    provider = MeterProvider([reader], resource=RESOURCE)
-    # The SDK's reader exports only when it collected something; hoptrace always counts what it times.
+    provider = MeterProvider([PeriodicExportingMetricReader(captured, export_interval_millis=3_600_000)], resource=RESOURCE)
     provider.get_meter("hoptrace").create_counter("messaging.client.consumed.messages", "{message}").add(1, STAGE)
-    return provider, captured
+    histograms = local_histograms(provider, SECONDS_BUCKETS)
+    assert histograms is not None
+    return provider, captured, histograms
 
 
 def record_all(record: Any, values: Sequence[float]) -> None:
@@ -99,11 +104,10 @@ def test_points_equal_the_sdk_histograms_points() -> None:
     reference = InMemoryMetricReader()
     views = [View(instrument_type=HistogramInstrument, aggregation=ExplicitBucketHistogramAggregation(SECONDS_BUCKETS))]
     sdk = MeterProvider([reference], views=views).get_meter("hoptrace").create_histogram("hoptrace.queue.wait", "s", "Queue time.")
-    histograms = LocalHistograms(SECONDS_BUCKETS, AlwaysOffExemplarFilter())
+    provider, captured, histograms = exporting()
     local = histograms.create("hoptrace.queue.wait", "s", "Queue time.")
     record_all(sdk.record, VALUES)
     record_all(local.record, VALUES)
-    provider, captured = exporting(histograms)
     provider.force_flush()
     expected_data = reference.get_metrics_data()
     assert expected_data is not None
@@ -122,9 +126,8 @@ def test_points_equal_the_sdk_histograms_points() -> None:
 
 
 def test_cumulative_points_keep_growing_and_share_the_hoptrace_scope_with_the_counters() -> None:
-    histograms = LocalHistograms(SECONDS_BUCKETS, AlwaysOffExemplarFilter())
+    provider, captured, histograms = exporting()
     local = histograms.create("messaging.process.duration", "s", "Handler time.")
-    provider, captured = exporting(histograms)
     local.record(0.1, STAGE)
     provider.force_flush()
     local.record(0.2, STAGE)
@@ -139,9 +142,8 @@ def test_cumulative_points_keep_growing_and_share_the_hoptrace_scope_with_the_co
 
 
 def test_delta_points_hold_only_the_interval_and_leave_out_empty_intervals() -> None:
-    histograms = LocalHistograms(SECONDS_BUCKETS, AlwaysOffExemplarFilter())
+    provider, captured, histograms = exporting(AggregationTemporality.DELTA)
     local = histograms.create("hoptrace.job.latency", "s", "Job latency.")
-    provider, captured = exporting(histograms, AggregationTemporality.DELTA)
     local.record(0.1, STAGE)
     local.record(0.1, FAILED)
     provider.force_flush()
@@ -160,10 +162,10 @@ def test_delta_points_hold_only_the_interval_and_leave_out_empty_intervals() -> 
     provider.shutdown()
 
 
-def test_exemplars_name_the_sampled_span_they_were_recorded_in_once() -> None:
-    histograms = LocalHistograms(SECONDS_BUCKETS, TraceBasedExemplarFilter())
+def test_exemplars_name_the_sampled_span_they_were_recorded_in_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "trace_based")
+    provider, captured, histograms = exporting()
     local = histograms.create("messaging.process.duration", "s", "Handler time.")
-    provider, captured = exporting(histograms)
     sampled = TracerProvider().get_tracer("test")
     unsampled = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test")
     with sampled.start_as_current_span("process payments") as span:
@@ -180,4 +182,44 @@ def test_exemplars_name_the_sampled_span_they_were_recorded_in_once() -> None:
     assert (exemplar.trace_id, exemplar.span_id) == (span.get_span_context().trace_id, span.get_span_context().span_id)
     assert exemplar.trace_id != trace.INVALID_TRACE_ID
     assert second.exemplars == []  # handed over with the collection that took it
+    provider.shutdown()
+
+
+def test_every_reader_of_the_provider_gets_the_same_points_once_attached() -> None:
+    first, second = InMemoryMetricReader(), InMemoryMetricReader()
+    provider = MeterProvider([first, second], resource=RESOURCE)
+    instruments = Instruments(provider)
+    assert local_histograms(provider, SECONDS_BUCKETS) is local_histograms(provider, SECONDS_BUCKETS)  # attached once
+
+    for value in VALUES:
+        instruments.process_duration.record(value, STAGE)
+
+    collected = [first.get_metrics_data(), second.get_metrics_data()]
+    points = [points_by_attributes(metrics_of(data)["messaging.process.duration"][1]) for data in collected if data is not None]
+    assert len(points) == 2 and points[0].keys() == points[1].keys() == {frozenset(STAGE.items())}
+    assert comparable(points[0][frozenset(STAGE.items())]) == comparable(points[1][frozenset(STAGE.items())])
+    assert points[0][frozenset(STAGE.items())].count == len(VALUES)
+    provider.shutdown()
+
+
+def test_views_that_select_a_hoptrace_histogram_apply_in_full() -> None:
+    reader = InMemoryMetricReader()
+    views = [
+        View(instrument_name="messaging.process.duration", name="handler.time", aggregation=ExplicitBucketHistogramAggregation((0.5, 5))),
+        View(instrument_name="hoptrace.job.latency", aggregation=DropAggregation()),
+    ]
+    provider = MeterProvider([reader], resource=RESOURCE, views=views)
+    instruments = Instruments(provider)
+
+    for histogram in (instruments.process_duration, instruments.job_latency, instruments.queue_wait):
+        histogram.record(1.0, STAGE)
+
+    data = reader.get_metrics_data()
+    assert data is not None
+    exported = metrics_of(data)
+    assert sorted(exported) == ["handler.time", "hoptrace.queue.wait"]  # renamed, dropped, and the local one untouched
+    [renamed] = exported["handler.time"][1].data.data_points
+    assert (tuple(renamed.explicit_bounds), tuple(renamed.bucket_counts)) == ((0.5, 5), (0, 1, 0))
+    [local] = exported["hoptrace.queue.wait"][1].data.data_points
+    assert tuple(local.explicit_bounds) == SECONDS_BUCKETS
     provider.shutdown()

@@ -1,4 +1,4 @@
-"""Headers in and out: pipeline.propagation, producers.kafka.merge_headers and pipeline.jobs.
+"""Headers in and out: hoptrace.pipeline.propagation and hoptrace.pipeline.jobs (the carriers are in test_carriers).
 
 Incoming headers are untrusted: every broken case must give its exact fallback reasons and
 never raise. Span contexts are built with the real OpenTelemetry API; no broker is needed.
@@ -21,9 +21,9 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from hoptrace.pipeline import jobs
+from hoptrace.pipeline.carriers import DICT_SETTER
 from hoptrace.pipeline.propagation import MAX_BAGGAGE_MEMBERS, Extracted, extract, inject
 from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
-from hoptrace.producers.kafka import merge_headers
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7
@@ -37,6 +37,13 @@ def sending(flags: int = TraceFlags.SAMPLED, members: dict[str, str] | None = No
     for key, value in (members or {}).items():
         context = baggage.set_baggage(key, value, context)
     return context
+
+
+def injected(context: Context | None = None) -> dict[str, str]:
+    """The headers ``inject`` writes into an empty dict for a message published in CONTEXT."""
+    headers: dict[str, str] = {}
+    inject(headers, DICT_SETTER, context)
+    return headers
 
 
 def parent(extracted: Extracted) -> SpanContext:
@@ -63,7 +70,7 @@ def as_celery(headers: dict[str, str]) -> Any:
 def test_inject_then_extract_round_trips(carrier: Callable[[dict[str, str]], Any], flags: int) -> None:
     job = {BAGGAGE_JOB_ID: "job-1", BAGGAGE_JOB_STARTED_AT: "1700000000.250000", "tenant": "acme"}
     before = time.time()
-    headers = inject(sending(flags, job))
+    headers = injected(sending(flags, job))
     after = time.time()
 
     extracted = extract(carrier(headers), allowlist=("tenant",))
@@ -80,7 +87,7 @@ def test_inject_then_extract_round_trips(carrier: Callable[[dict[str, str]], Any
 def test_inject_defaults_to_the_current_context() -> None:
     token = otel_context.attach(sending())
     try:
-        headers = inject()
+        headers = injected()
     finally:
         otel_context.detach(token)
     assert headers["traceparent"] == TRACEPARENT
@@ -204,7 +211,7 @@ INCOMING = {**JOB, "tenant": "acme", "app.region": "eu", "app.zone": "eu-1", "Ap
     ],
 )
 def test_baggage_is_filtered_by_the_allowlist(allowlist: tuple[str, ...], kept: dict[str, str], fallbacks: tuple[str, ...]) -> None:
-    extracted = extract(inject(sending(members=INCOMING)).items(), allowlist=allowlist)
+    extracted = extract(injected(sending(members=INCOMING)).items(), allowlist=allowlist)
 
     assert (members(extracted), extracted.fallbacks, extracted.is_root) == (kept, fallbacks, False)
 
@@ -247,42 +254,12 @@ def tracecontext_only() -> Iterator[None]:
 
 @pytest.mark.usefixtures("tracecontext_only")
 def test_the_global_propagators_decide_what_is_injected_and_extracted() -> None:
-    headers = inject(sending(members=JOB))
+    headers = injected(sending(members=JOB))
 
     assert sorted(headers) == [HEADER_SENT_AT, "traceparent"]
     for incoming in ("hoptrace.job.id=job-1", b"\xff"):  # a header no propagator reads is not even inspected
         extracted = extract([*headers.items(), ("baggage", incoming)])
         assert (members(extracted), extracted.fallbacks, extracted.is_root) == ({}, (), False)
-
-
-# --- producers.kafka.merge_headers ---------------------------------------------------------
-
-
-@pytest.mark.parametrize("copies", [0, 1, 3])
-def test_merge_headers_replaces_a_key_and_keeps_the_rest_in_order(copies: int) -> None:
-    user = [("app", b"\xff\xfe"), *[("traceparent", f"old-{i}".encode()) for i in range(copies)], ("z", b"")]
-
-    merged = merge_headers(user, {"traceparent": TRACEPARENT, "baggage": "tenant=caf%C3%A9", "x-note": "café"})
-
-    assert merged == [
-        ("app", b"\xff\xfe"),
-        ("z", b""),
-        ("traceparent", TRACEPARENT.encode()),
-        ("baggage", b"tenant=caf%C3%A9"),
-        ("x-note", "café".encode()),
-    ]
-    assert user[0] == ("app", b"\xff\xfe") and len(user) == copies + 2
-
-
-def test_merge_headers_with_nothing_new_keeps_the_headers() -> None:
-    assert merge_headers([("a", b"1"), ("a", b"2")], {}) == [("a", b"1"), ("a", b"2")]
-
-
-def test_merge_headers_replaces_a_key_in_another_case() -> None:
-    merged = merge_headers([("TraceParent", OTHER_TRACEPARENT.encode())], inject(sending()))
-
-    extracted = extract(merged)
-    assert (extracted.is_root, extracted.fallbacks) == (False, ())
 
 
 # --- pipeline.jobs -------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The pipeline model (pipeline.stages, pipeline.handling) and PipelinePublisher.
 
 No broker: the publisher is driven through a recording ``Sender`` (hoptrace's own protocol),
-with the real OpenTelemetry SDK and an in-memory exporter behind an injected provider.
+with the real OpenTelemetry SDK behind ``hoptrace.testing.capture_telemetry``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ from typing import Any
 import pytest
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
 
-from hoptrace.pipeline.propagation import extract
+from hoptrace.pipeline.carriers import dict_pairs
+from hoptrace.pipeline.propagation import extract, fields
 from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_ERROR, HEADER_FAILED_STAGE, HEADER_SENT_AT
 from hoptrace.pipeline.stage_context import Published, StageContext
 from hoptrace.pipeline.stages import (
@@ -32,6 +29,7 @@ from hoptrace.pipeline.stages import (
     dead_letter_transport,
 )
 from hoptrace.producers.publisher import Done, PipelinePublisher
+from hoptrace.testing import CapturedSpan, CapturedTelemetry, capture_telemetry
 
 
 def noop(payload: Mapping[str, Any], ctx: StageContext) -> None:
@@ -301,51 +299,36 @@ class RecordingSender:
 
 
 @pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
+def telemetry() -> Iterator[CapturedTelemetry]:
+    with capture_telemetry(set_global=False) as captured:
+        yield captured
 
 
-@pytest.fixture
-def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider
-    provider.shutdown()
-
-
-def _publisher(provider: TracerProvider, sender: RecordingSender) -> tuple[Pipeline, PipelinePublisher]:
+def _publisher(telemetry: CapturedTelemetry, sender: RecordingSender) -> tuple[Pipeline, PipelinePublisher]:
     pipeline = orders()
-    return pipeline, PipelinePublisher(pipeline, {"kafka": sender, "celery": sender}, tracer_provider=provider)
+    return pipeline, PipelinePublisher(pipeline, {"kafka": sender, "celery": sender}, tracer_provider=telemetry.tracer_provider)
 
 
 def _baggage_members(header: str) -> dict[str, str]:
     return dict(member.split("=", 1) for member in header.split(","))
 
 
-def _only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
-    (span,) = exporter.get_finished_spans()
+def _only_span(telemetry: CapturedTelemetry) -> CapturedSpan:
+    (span,) = telemetry.spans
     return span
 
 
 @pytest.mark.parametrize(("stage", "system", "destination"), [("validate", "kafka", "orders.placed"), ("charge", "celery", "payments")])
-def test_publish_sends_under_one_producer_span(
-    provider: TracerProvider, exporter: InMemorySpanExporter, stage: str, system: str, destination: str
-) -> None:
+def test_publish_sends_under_one_producer_span(telemetry: CapturedTelemetry, stage: str, system: str, destination: str) -> None:
     sender = RecordingSender()
-    pipeline, publisher = _publisher(provider, sender)
+    pipeline, publisher = _publisher(telemetry, sender)
 
     published = publisher.publish(pipeline[stage], {"order": 7})
 
-    span = _only_span(exporter)
-    context = span.get_span_context()
-    assert (span.name, span.kind, span.parent, span.status.status_code) == (
-        f"send {destination}",
-        SpanKind.PRODUCER,
-        None,
-        StatusCode.UNSET,
-    )
+    span = _only_span(telemetry)
+    assert (span.name, span.kind, span.parent_span_id, span.status) == (f"send {destination}", "PRODUCER", None, "UNSET")
     assert re.fullmatch("[0-9a-f]{32}", published.job_id)
-    assert dict(span.attributes or {}) == {
+    assert span.attributes == {
         "messaging.system": system,
         "messaging.destination.name": destination,
         "messaging.operation.type": "send",
@@ -355,26 +338,26 @@ def test_publish_sends_under_one_producer_span(
         "hoptrace.job.id": published.job_id,
         "messaging.destination.partition.id": "0",
     }
-    assert published == Published(f"{context.trace_id:032x}", published.job_id)
+    assert published == Published(span.trace_id, published.job_id)
 
     ((transport, payload, headers),) = sender.sent
     assert (transport, payload) == (pipeline[stage].transport, {"order": 7})
     assert sorted(headers) == ["baggage", HEADER_SENT_AT, "traceparent"]
-    assert context.trace_flags.sampled
-    assert headers["traceparent"] == f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    version, trace_id, span_id, flags = headers["traceparent"].split("-")
+    assert (version, trace_id, span_id, int(flags, 16) & 1) == ("00", span.trace_id, span.span_id, 1)  # sampled
     members = _baggage_members(headers["baggage"])
     assert sorted(members) == [BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT]
     assert members[BAGGAGE_JOB_ID] == published.job_id
     assert float(members[BAGGAGE_JOB_STARTED_AT]) <= float(headers[HEADER_SENT_AT])
     assert re.fullmatch(r"\d{10}\.\d{6}", headers[HEADER_SENT_AT])
-    assert sender.current_span_ids == [context.span_id]
+    assert sender.current_span_ids == [int(span.span_id, 16)]
 
 
-def test_a_publish_within_a_job_keeps_its_job_and_trace(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+def test_a_publish_within_a_job_keeps_its_job_and_trace(telemetry: CapturedTelemetry) -> None:
     sender = RecordingSender()
-    pipeline, publisher = _publisher(provider, sender)
+    pipeline, publisher = _publisher(telemetry, sender)
     first = publisher.publish(pipeline["validate"], {"order": 7})
-    received = extract(sender.sent[0][2].items())
+    received = extract(dict_pairs(sender.sent[0][2], fields()))
 
     token = otel_context.attach(received.context)
     try:
@@ -382,17 +365,17 @@ def test_a_publish_within_a_job_keeps_its_job_and_trace(provider: TracerProvider
     finally:
         otel_context.detach(token)
 
-    first_span, second_span = exporter.get_finished_spans()
+    first_span, second_span = telemetry.spans
     assert second == first
-    assert second_span.parent is not None and second_span.parent.span_id == first_span.get_span_context().span_id
-    assert (second_span.attributes or {})["hoptrace.job.id"] == first.job_id
+    assert second_span.parent_span_id == first_span.span_id
+    assert second_span.attributes["hoptrace.job.id"] == first.job_id
     first_members, second_members = (_baggage_members(headers["baggage"]) for _, _, headers in sender.sent)
     assert second_members == first_members
 
 
-def test_caller_headers_are_kept_except_the_ones_hoptrace_sets(provider: TracerProvider) -> None:
+def test_caller_headers_are_kept_except_the_ones_hoptrace_sets(telemetry: CapturedTelemetry) -> None:
     sender = RecordingSender()
-    pipeline, publisher = _publisher(provider, sender)
+    pipeline, publisher = _publisher(telemetry, sender)
 
     publisher.publish(
         pipeline["validate"],
@@ -414,44 +397,42 @@ def test_caller_headers_are_kept_except_the_ones_hoptrace_sets(provider: TracerP
         {"tracestate": "vendor=stale"},
     ],
 )
-def test_caller_propagation_headers_never_reach_the_consumer(provider: TracerProvider, stale: dict[str, str]) -> None:
+def test_caller_propagation_headers_never_reach_the_consumer(telemetry: CapturedTelemetry, stale: dict[str, str]) -> None:
     sender = RecordingSender()
-    pipeline, publisher = _publisher(provider, sender)
+    pipeline, publisher = _publisher(telemetry, sender)
 
     publisher.publish(pipeline["charge"], {"order": 7}, headers=stale)
 
     ((_, _, headers),) = sender.sent
-    received = extract(headers.items())
+    received = extract(dict_pairs(headers, fields()))
     assert (received.is_root, received.fallbacks) == (False, ())
     assert trace.get_current_span(received.context).get_span_context().trace_state.to_header() == ""
 
 
-def test_a_sender_error_ends_the_span_with_error_and_is_raised(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
-    pipeline, publisher = _publisher(provider, RecordingSender(raises=ConnectionError("broker down")))
+def test_a_sender_error_ends_the_span_with_error_and_is_raised(telemetry: CapturedTelemetry) -> None:
+    pipeline, publisher = _publisher(telemetry, RecordingSender(raises=ConnectionError("broker down")))
 
     with pytest.raises(ConnectionError, match="^broker down$"):
         publisher.publish(pipeline["validate"], {"order": 7})
 
-    span = _only_span(exporter)
-    assert (span.status.status_code, span.status.description) == (StatusCode.ERROR, "broker down")
-    assert [(event.name, (event.attributes or {})["exception.type"]) for event in span.events] == [("exception", "ConnectionError")]
+    span = _only_span(telemetry)
+    assert (span.status, span.status_message) == ("ERROR", "broker down")
+    assert [(name, attributes["exception.type"]) for name, attributes in span.events] == [("exception", "ConnectionError")]
 
 
-@pytest.mark.parametrize(("error", "status"), [(None, StatusCode.UNSET), (TimeoutError("no ack in 30 s"), StatusCode.ERROR)])
-def test_a_later_done_ends_the_span_then(
-    provider: TracerProvider, exporter: InMemorySpanExporter, error: BaseException | None, status: StatusCode
-) -> None:
+@pytest.mark.parametrize(("error", "status"), [(None, "UNSET"), (TimeoutError("no ack in 30 s"), "ERROR")])
+def test_a_later_done_ends_the_span_then(telemetry: CapturedTelemetry, error: BaseException | None, status: str) -> None:
     sender = RecordingSender(later=True)
-    pipeline, publisher = _publisher(provider, sender)
+    pipeline, publisher = _publisher(telemetry, sender)
 
     publisher.publish(pipeline["charge"], {"order": 7})
-    assert exporter.get_finished_spans() == ()
+    assert telemetry.spans == []
 
     (done,) = sender.pending
     done({"messaging.message.id": "m-1"}, error)
-    span = _only_span(exporter)
-    assert (span.status.status_code, (span.attributes or {})["messaging.message.id"]) == (status, "m-1")
-    assert [event.name for event in span.events] == (["exception"] if error else [])
+    span = _only_span(telemetry)
+    assert (span.status, span.attributes["messaging.message.id"]) == (status, "m-1")
+    assert [name for name, _ in span.events] == (["exception"] if error else [])
 
 
 @pytest.mark.parametrize(
@@ -461,11 +442,9 @@ def test_a_later_done_ends_the_span_then(
         ("charge", CeleryTransport("payments.dead-letter", "hoptrace.orders.charge")),
     ],
 )
-def test_dead_letter_parks_the_payload_with_the_error(
-    provider: TracerProvider, exporter: InMemorySpanExporter, stage: str, parked: Transport
-) -> None:
+def test_dead_letter_parks_the_payload_with_the_error(telemetry: CapturedTelemetry, stage: str, parked: Transport) -> None:
     sender = RecordingSender()
-    pipeline, publisher = _publisher(provider, sender)
+    pipeline, publisher = _publisher(telemetry, sender)
 
     publisher.dead_letter(pipeline[stage], {"order": 7}, ValueError("card declined"))
 
@@ -473,13 +452,13 @@ def test_dead_letter_parks_the_payload_with_the_error(
     assert (transport, payload) == (parked, {"order": 7})
     assert sorted(headers) == ["baggage", HEADER_ERROR, HEADER_FAILED_STAGE, HEADER_SENT_AT, "traceparent"]
     assert (headers[HEADER_ERROR], headers[HEADER_FAILED_STAGE]) == ("ValueError: card declined", stage)
-    span = _only_span(exporter)
-    assert (span.name, (span.attributes or {})["hoptrace.stage"]) == (f"send {parked.destination}", stage)
+    span = _only_span(telemetry)
+    assert (span.name, span.attributes["hoptrace.stage"]) == (f"send {parked.destination}", stage)
 
 
-def test_dead_letter_cuts_a_long_error_to_1000_characters(provider: TracerProvider) -> None:
+def test_dead_letter_cuts_a_long_error_to_1000_characters(telemetry: CapturedTelemetry) -> None:
     sender = RecordingSender()
-    pipeline, publisher = _publisher(provider, sender)
+    pipeline, publisher = _publisher(telemetry, sender)
 
     publisher.dead_letter(pipeline["charge"], {}, ValueError("x" * 5000))
 

@@ -32,7 +32,8 @@ from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 from opentelemetry.trace import format_span_id, format_trace_id
 
 from hoptrace.pipeline import exporters
-from hoptrace.pipeline.telemetry import LOG_FORMAT, SECONDS_BUCKETS, Telemetry, configure, install_log_correlation
+from hoptrace.pipeline.instruments import SECONDS_BUCKETS, Instruments
+from hoptrace.pipeline.telemetry import LOG_FORMAT, Telemetry, configure, install_log_correlation
 from tests.conftest import SilentEndpoint, free_port
 
 
@@ -74,7 +75,7 @@ def test_defaults_are_otlp_grpc_for_traces_and_metrics_and_no_logs(monkeypatch: 
     for signal in ("TRACES", "METRICS", "LOGS"):
         monkeypatch.delenv(f"OTEL_{signal}_EXPORTER")
     assert _shut(exporters.span_exporters()) == [GrpcSpanExporter]
-    assert _shut(exporters.metric_exporters()) == [GrpcMetricExporter]
+    assert _shut(exporters.metric_readers_and_exporters()[1]) == [GrpcMetricExporter]
     assert exporters.log_exporters() == []
 
 
@@ -83,7 +84,7 @@ def test_console_and_none(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "console")
     monkeypatch.setenv("OTEL_LOGS_EXPORTER", "console")
     assert _shut(exporters.span_exporters()) == [ConsoleSpanExporter]
-    assert _shut(exporters.metric_exporters()) == [ConsoleMetricExporter]
+    assert _shut(exporters.metric_readers_and_exporters()[1]) == [ConsoleMetricExporter]
     assert _shut(exporters.log_exporters()) == [ConsoleLogRecordExporter]
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console,none")
     assert exporters.span_exporters() == []
@@ -95,11 +96,11 @@ def test_otlp_http_by_shared_protocol_and_per_signal_override(monkeypatch: pytes
     monkeypatch.setenv("OTEL_LOGS_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     assert _shut(exporters.span_exporters()) == [HttpSpanExporter, ConsoleSpanExporter]
-    assert _shut(exporters.metric_exporters()) == [HttpMetricExporter]
+    assert _shut(exporters.metric_readers_and_exporters()[1]) == [HttpMetricExporter]
     assert _shut(exporters.log_exporters()) == [HttpLogExporter]
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
     assert _shut(exporters.span_exporters()) == [GrpcSpanExporter, ConsoleSpanExporter]
-    assert _shut(exporters.metric_exporters()) == [HttpMetricExporter]
+    assert _shut(exporters.metric_readers_and_exporters()[1]) == [HttpMetricExporter]
 
 
 def test_unknown_exporter_and_protocol_are_skipped_with_a_warning(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -108,7 +109,7 @@ def test_unknown_exporter_and_protocol_are_skipped_with_a_warning(monkeypatch: p
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
     with caplog.at_level(logging.WARNING, logger="hoptrace.pipeline.exporters"):
         assert _shut(exporters.span_exporters()) == [ConsoleSpanExporter]
-        assert exporters.metric_exporters() == []
+        assert exporters.metric_readers_and_exporters() == ([], [])
     assert "zipkin-ish" in caplog.text and "http/json" in caplog.text
 
 
@@ -119,7 +120,7 @@ from hoptrace.pipeline.telemetry import configure
 
 configure("orders-worker")
 with trace.get_tracer("script").start_as_current_span("wired-span") as span:
-    metrics.get_meter("script").create_histogram("wired.duration", unit="s").record(0.2)
+    metrics.get_meter("script").create_histogram("wired.duration", unit="s", explicit_bucket_boundaries_advisory=[0.1, 1]).record(0.2)
     logging.getLogger("script").warning("wired log line")
 print("trace", trace.format_trace_id(span.get_span_context().trace_id))
 """
@@ -140,7 +141,7 @@ def test_configure_wires_the_chosen_exporters_and_flushes_at_exit() -> None:
     assert [(log["body"], log["trace_id"]) for log in logs] == [("wired log line", trace_id)]
     (metric,) = histogram["resource_metrics"][0]["scope_metrics"][0]["metrics"]
     assert metric["name"] == "wired.duration"
-    assert tuple(metric["data"]["data_points"][0]["explicit_bounds"]) == SECONDS_BUCKETS
+    assert tuple(metric["data"]["data_points"][0]["explicit_bounds"]) == (0.1, 1)
     assert "Traceback" not in done.stderr
 
 
@@ -206,10 +207,12 @@ def test_sampler_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, mak
 # --- metrics ------------------------------------------------------------------------------
 
 
-def test_histograms_in_seconds_use_seconds_buckets(make: Callable[..., Telemetry]) -> None:
+def test_hoptrace_histograms_use_seconds_buckets_and_leave_others_theirs(make: Callable[..., Telemetry]) -> None:
     reader = InMemoryMetricReader()
-    meter = make(metric_readers=[reader]).meter_provider.get_meter("test")
-    meter.create_histogram("hoptrace.queue.wait", unit="s").record(0.3)
+    provider = make(metric_readers=[reader]).meter_provider
+    Instruments(provider).queue_wait.record(0.3, {"hoptrace.stage": "charge"})
+    meter = provider.get_meter("test")
+    meter.create_histogram("http.server.request.duration", unit="s", explicit_bucket_boundaries_advisory=[0.005, 0.5, 5]).record(0.3)
     meter.create_histogram("payload.size", unit="By").record(300)
     meter.create_counter("busy.time", unit="s").add(2)
     data = reader.get_metrics_data()
@@ -222,6 +225,7 @@ def test_histograms_in_seconds_use_seconds_buckets(make: Callable[..., Telemetry
     }
     assert isinstance(points["hoptrace.queue.wait"], HistogramDataPoint)
     assert tuple(points["hoptrace.queue.wait"].explicit_bounds) == SECONDS_BUCKETS
+    assert tuple(points["http.server.request.duration"].explicit_bounds) == (0.005, 0.5, 5)  # hoptrace imposes no View on others
     assert tuple(points["payload.size"].explicit_bounds) != SECONDS_BUCKETS
     assert not isinstance(points["busy.time"], HistogramDataPoint)
 
@@ -318,3 +322,26 @@ def test_log_records_carry_the_current_span(make: Callable[..., Telemetry], capl
     assert (inside.trace_id, inside.span_id) == (format_trace_id(context.trace_id), format_span_id(context.span_id))
     assert (outside.trace_id, outside.span_id) == ("0", "0")
     assert f"trace_id={inside.trace_id} span_id={inside.span_id}] inside" in logging.Formatter(LOG_FORMAT).format(inside)
+
+
+def test_otel_metrics_exporter_prometheus_serves_hoptrace_histograms(monkeypatch: pytest.MonkeyPatch, make: Callable[..., Telemetry]) -> None:
+    """A pull reader chosen from the environment (the SDK's Prometheus reader) gets hoptrace's histograms too."""
+    import urllib.request
+
+    port = free_port()
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", str(port))
+    instruments = Instruments(make().meter_provider)
+    for value in (0.0005, 0.3, 0.3):
+        instruments.process_duration.record(value, {"hoptrace.stage": "charge"})
+    instruments.consumed.add(3, {"hoptrace.stage": "charge"})
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+
+    scope = 'otel_scope_name="hoptrace",otel_scope_schema_url="",otel_scope_version=""'
+    assert f'messaging_process_duration_seconds_bucket{{hoptrace_stage="charge",le="0.001",{scope}}} 1.0' in text
+    assert f'messaging_process_duration_seconds_bucket{{hoptrace_stage="charge",le="0.5",{scope}}} 3.0' in text
+    assert f'messaging_process_duration_seconds_count{{hoptrace_stage="charge",{scope}}} 3.0' in text
+    assert f'messaging_client_consumed_messages_total{{hoptrace_stage="charge",{scope}}} 3.0' in text

@@ -8,7 +8,6 @@ child (after the fork) and flushed when that child exits, so a pool with
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from contextlib import ExitStack
 from typing import Any, Protocol
 
@@ -18,8 +17,11 @@ from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from hoptrace.pipeline import semconv
+from hoptrace.pipeline.carriers import celery_request_pairs
+from hoptrace.pipeline.messages import Delivery
+from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.stages import CeleryTransport, Payload, Pipeline, Stage
-from hoptrace.workers.processing import Delivery, StageProcessor
+from hoptrace.workers.processing import StageProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +38,6 @@ class ProcessRuntime(Protocol):
     def shutdown(self) -> None:
         """Flush telemetry and close publishers of this process, within a bounded time; a no-op when none were made."""
         ...
-
-
-def request_headers(request: Any) -> Iterable[tuple[object, object]]:
-    """Every header a Celery task request carries: custom message headers become request attributes."""
-    pairs: list[tuple[object, object]] = list(vars(request).items())
-    nested = getattr(request, "headers", None)
-    if isinstance(nested, dict):
-        pairs.extend(nested.items())
-    return pairs
 
 
 def register(app: Celery, pipeline: Pipeline, runtime: ProcessRuntime) -> list[str]:
@@ -88,7 +81,7 @@ def _register_stage(app: Celery, stage: Stage, runtime: ProcessRuntime) -> None:
         request = task.request
         attributes = {semconv.MESSAGING_MESSAGE_ID: str(request.id)}
         try:
-            outcome = runtime.processor(stage).process(Delivery(payload, request_headers(request), attributes))
+            outcome = runtime.processor(stage).process(Delivery(payload, celery_request_pairs(request, fields()), attributes))
         except Exception as error:  # dead-lettering failed: the message goes back on the queue
             logger.exception("stage %s: could not process or dead-letter task %s; retrying it", stage.name, request.id)
             raise task.retry(exc=error, countdown=DEAD_LETTER_RETRY_S, max_retries=None) from error

@@ -19,8 +19,11 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from hoptrace.pipeline import semconv
+from hoptrace.pipeline.carriers import kafka_pairs
+from hoptrace.pipeline.messages import Delivery
+from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.stages import KafkaTransport
-from hoptrace.workers.processing import Delivery, StageProcessor
+from hoptrace.workers.processing import StageProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +43,8 @@ def delivery(record: ConsumerRecord) -> Delivery:
         problem = None if isinstance(payload, dict) else f"body is JSON {type(payload).__name__}, not an object"
     if problem is not None:
         raw = record.value.decode("utf-8", "replace") if isinstance(record.value, bytes) else repr(record.value)
-        return Delivery({"undecodable": raw[:10000]}, record.headers or [], attributes, problem)
-    return Delivery(payload, record.headers or [], attributes)
+        return Delivery({"undecodable": raw[:10000]}, kafka_pairs(record.headers, fields()), attributes, problem)
+    return Delivery(payload, kafka_pairs(record.headers, fields()), attributes)
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):

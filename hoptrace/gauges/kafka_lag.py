@@ -21,7 +21,7 @@ from opentelemetry.metrics import Observation
 from opentelemetry.util.types import AttributeValue
 
 from hoptrace.pipeline import semconv
-from hoptrace.pipeline.instruments import consumer_attributes
+from hoptrace.pipeline.attributes import consumer_attributes
 from hoptrace.pipeline.stages import KafkaTransport, Pipeline
 
 
@@ -31,7 +31,7 @@ class KafkaConsumerLag:
     def __init__(self, pipeline: Pipeline, bootstrap_servers: Sequence[str], timeout_s: float = 1.5) -> None:
         """Read PIPELINE's lag from the cluster at BOOTSTRAP_SERVERS, waiting at most TIMEOUT_S per request."""
         self._stages: dict[str, tuple[str, dict[str, AttributeValue]]] = {
-            stage.transport.topic: (stage.transport.group, consumer_attributes(pipeline, stage))
+            stage.transport.topic: (stage.transport.group, consumer_attributes(pipeline.name, stage))
             for stage in pipeline
             if isinstance(stage.transport, KafkaTransport)
         }

@@ -20,7 +20,7 @@ from opentelemetry.metrics import Observation
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from hoptrace.pipeline.instruments import stage_attributes
+from hoptrace.pipeline.attributes import stage_attributes
 from hoptrace.pipeline.semconv import QUEUE_STATE
 from hoptrace.pipeline.stages import CeleryTransport, Pipeline
 
@@ -43,7 +43,7 @@ class RedisQueueDepth:
     def __init__(self, pipeline: Pipeline, redis_url: str, key_prefix: str = "", timeout_s: float = 1.0) -> None:
         """Read PIPELINE's queues at REDIS_URL (keys prefixed with KEY_PREFIX), waiting at most TIMEOUT_S per attempt."""
         self._attributes = {
-            stage.transport.queue: stage_attributes(pipeline, stage) for stage in pipeline if isinstance(stage.transport, CeleryTransport)
+            stage.transport.queue: stage_attributes(pipeline.name, stage) for stage in pipeline if isinstance(stage.transport, CeleryTransport)
         }
         self._key_prefix = key_prefix
         # One quick retry covers a pooled connection the server closed; the next refresh retries the rest.

@@ -1,0 +1,90 @@
+"""Message headers in each transport's own shape: one getter and one setter per shape.
+
+- Kafka (kafka-python): a list of ``(str, bytes)`` pairs; a key may repeat.
+- A dict of str: Celery's message headers, and the neutral form a publisher builds.
+- A Celery task request: on the worker, custom message headers come back as attributes of
+  ``task.request`` (and some clients nest them again under ``request.headers``).
+
+Getters hand out raw values, exactly as the broker delivered them (bytes, str, ``None``,
+anything): deciding what is usable is ``propagation.extract``'s job. Setters are
+OpenTelemetry ``Setter`` s, so the global propagator writes through them, and they replace a
+key that is already there, in any letter case, instead of adding a second copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
+
+from opentelemetry.propagators.textmap import Setter
+
+KafkaHeaders = list[tuple[str, bytes]]
+"""kafka-python's header form: what ``KafkaProducer.send(headers=...)`` takes and ``ConsumerRecord.headers`` holds."""
+RawPairs = list[tuple[str, object]]
+"""``(lower-case key, raw value)`` for each header a getter found, in message order, repeats kept."""
+
+
+def _text_key(key: object) -> str:
+    """KEY as lower-case text (a broker may deliver bytes keys)."""
+    return (key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)).lower()
+
+
+def kafka_pairs(headers: Iterable[tuple[object, object]] | None, keys: frozenset[str]) -> RawPairs:
+    """The headers among KEYS (lower case) of a Kafka record's header list, raw."""
+    found: RawPairs = []
+    for key, value in headers or ():
+        lowered = _text_key(key)
+        if lowered in keys:
+            found.append((lowered, value))
+    return found
+
+
+def dict_pairs(headers: Mapping[Any, object] | None, keys: frozenset[str]) -> RawPairs:
+    """The headers among KEYS (lower case) of a dict of headers (any key case), raw."""
+    found: RawPairs = []
+    for key, value in (headers or {}).items():
+        lowered = _text_key(key)
+        if lowered in keys:
+            found.append((lowered, value))
+    return found
+
+
+def celery_request_pairs(request: object, keys: frozenset[str]) -> RawPairs:
+    """The headers among KEYS of a Celery task request: its attributes, then a nested ``headers`` dict.
+
+    Reads only the wanted attributes (no scan of the request's ~45 fields). A header that
+    is both an attribute and nested comes back twice, so a mismatch counts as a duplicate.
+    """
+    fields = getattr(request, "__dict__", {})
+    found: RawPairs = [(key, fields[key]) for key in keys if key in fields]
+    nested = fields.get("headers")
+    if isinstance(nested, Mapping):
+        found += dict_pairs(nested, keys)
+    return found
+
+
+class KafkaHeadersSetter(Setter[KafkaHeaders]):
+    """Sets a header on a kafka-python header list: every copy of the key (any case) goes, one ``(key, utf-8)`` pair comes."""
+
+    def set(self, carrier: KafkaHeaders, key: str, value: str) -> None:
+        """Replace KEY in CARRIER (in place) with VALUE, UTF-8 encoded, appended at the end."""
+        lowered = key.lower()
+        carrier[:] = [pair for pair in carrier if _text_key(pair[0]) != lowered]
+        carrier.append((key, value.encode("utf-8")))
+
+
+class DictHeadersSetter(Setter[MutableMapping[str, Any]]):
+    """Sets a header in a dict of headers: a key already there in another letter case goes first."""
+
+    def set(self, carrier: MutableMapping[str, Any], key: str, value: str) -> None:
+        """Replace KEY in CARRIER (in place) with VALUE."""
+        lowered = key.lower()
+        for other in [other for other in carrier if other != key and isinstance(other, str) and other.lower() == lowered]:
+            del carrier[other]
+        carrier[key] = value
+
+
+KAFKA_SETTER = KafkaHeadersSetter()
+"""The setter for kafka-python header lists."""
+DICT_SETTER = DictHeadersSetter()
+"""The setter for header dicts (Celery messages, a publisher's neutral headers)."""

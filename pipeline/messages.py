@@ -1,0 +1,102 @@
+"""One message on its way through hoptrace: as a worker took it (``Incoming``) or as a publisher sends it (``Outgoing``).
+
+These records are what the middleware hooks (``pipeline.middleware``) see and fill in: the
+processor and the publisher create them and decide the message's fate; tracing, metrics and
+retries read and add to them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.trace import Span
+from opentelemetry.util.types import AttributeValue
+
+from hoptrace.pipeline.carriers import RawPairs
+from hoptrace.pipeline.stages import Payload, Stage, Transport
+
+
+class Outcome(str, Enum):
+    """How a message left the worker."""
+
+    PROCESSED = "processed"
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message as a worker took it from its transport."""
+
+    payload: Payload
+    headers: RawPairs
+    """The propagation headers a transport's getter found (``carriers``), raw and untrusted."""
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    """What the transport knows: partition, offset, message id."""
+    decode_error: str | None = None
+    """Why the body could not be read; the message is then dead-lettered without running the handler."""
+
+
+@dataclass(eq=False)
+class Incoming:
+    """A delivery being processed: filled in by the processor and the middleware, attempt after attempt."""
+
+    stage: Stage
+    delivery: Delivery
+    received_at: float = field(default_factory=time.time)
+    """Epoch seconds when the worker took it."""
+    context: Context = field(default_factory=Context)
+    """What the message brought: its parent span and baggage (the tracing middleware extracts it)."""
+    sent_at: float | None = None
+    """When it was published (epoch seconds), from its headers."""
+    fallbacks: tuple[str, ...] = ()
+    """Headers that were broken and ignored (``propagation.Extracted.fallbacks``)."""
+    attempt: int = 0
+    """The attempt under way or last made, from 1."""
+    attempt_context: Context | None = None
+    """The context the handler runs in: ``context`` with the attempt's span (set by the tracing middleware)."""
+    attempt_started: float = 0.0
+    """``time.perf_counter()`` at the start of the attempt."""
+    span: Span | None = None
+    """The attempt's process span, while it is open."""
+    error: Exception | None = None
+    """Why the last attempt failed; None when it succeeded."""
+    retry_after_s: float | None = None
+    """Set by the retry middleware when the failed attempt is to be tried again after this pause."""
+    outcome: Outcome | None = None
+    """Set by the processor once the message is processed or dead-lettered; None while it is not (or could not be parked)."""
+
+    @property
+    def will_retry(self) -> bool:
+        """Whether the last attempt failed and another follows."""
+        return self.error is not None and self.retry_after_s is not None
+
+
+@dataclass(eq=False)
+class Outgoing:
+    """A message being published: filled in by the publisher and the middleware, until the broker answered."""
+
+    stage: Stage
+    """The stage the message is for (the failed stage, for a dead letter)."""
+    transport: Transport
+    """Where it goes: the stage's own transport, or its dead-letter twin."""
+    payload: Payload
+    headers: dict[str, str]
+    """The headers to send, in neutral form; the tracing middleware adds the propagation headers."""
+    context: Context
+    """The context it is published in, with its job in the baggage."""
+    sending_context: Context | None = None
+    """``context`` with the publish span, current while the sender runs (set by the tracing middleware)."""
+    started: float = field(default_factory=time.perf_counter)
+    span: Span | None = None
+    """The publish span, until the broker answered."""
+    trace_id: int = 0
+    """The trace the message belongs to; 0 when it was not traced."""
+    answer: Mapping[str, Any] = field(default_factory=dict)
+    """What the broker told about the accepted message (partition, offset, message id)."""
+    error: BaseException | None = None
+    """Why the broker did not accept it; None when it did."""
