@@ -1,1 +1,32 @@
-"""hoptrace composition root: the command line, local services and the demo wire the layers together."""
+"""hoptrace: one OpenTelemetry trace per job across Kafka topics and Celery queues, and per-stage metrics.
+
+The names most code needs are here, imported on first use (so ``import hoptrace`` stays cheap)::
+
+    from hoptrace import Pipeline, RetryPolicy, StageContext
+
+The packages: ``hoptrace.pipeline`` (the ground floor, inside every worker and publisher),
+``hoptrace.workers`` and ``hoptrace.producers`` (consuming and publishing), ``hoptrace.gauges``
+(queue depth and lag), ``hoptrace.view`` (what ``hoptrace watch`` and ``traces`` run) and
+``hoptrace.testing`` (``capture_telemetry`` for your tests).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Pipeline": "hoptrace.pipeline.stages",
+    "RetryPolicy": "hoptrace.pipeline.stages",
+    "PipelineError": "hoptrace.pipeline.stages",
+    "StageContext": "hoptrace.pipeline.stage_context",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    """The public name NAME, imported from its module on first use."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hoptrace' has no attribute {name!r}")

@@ -1,0 +1,78 @@
+"""The floor plan holds: who may import whom, read from the source with ``ast`` (no import runs).
+
+- the ground floor (``hoptrace.pipeline``) imports only itself;
+- ``workers`` and ``producers`` import the ground floor and never each other;
+- the gauges import the ground floor; the viewer imports only the ground floor's names module;
+- only the command line's modules (``hoptrace/*.py``) import the viewer;
+- ``hoptrace --help`` loads no broker client, gRPC, SQLite or SDK.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+PACKAGES = {
+    "hoptrace.pipeline": REPOSITORY / "pipeline",
+    "hoptrace.workers": REPOSITORY / "workers",
+    "hoptrace.producers": REPOSITORY / "producers",
+    "hoptrace.gauges": REPOSITORY / "hoptrace" / "gauges",
+    "hoptrace.view": REPOSITORY / "hoptrace" / "view",
+}
+ALLOWED = {
+    "hoptrace.pipeline": ("hoptrace.pipeline",),
+    "hoptrace.workers": ("hoptrace.pipeline", "hoptrace.workers"),
+    "hoptrace.producers": ("hoptrace.pipeline", "hoptrace.producers"),
+    "hoptrace.gauges": ("hoptrace.pipeline", "hoptrace.gauges"),
+    "hoptrace.view": ("hoptrace.pipeline.semconv", "hoptrace.view"),
+}
+
+
+def hoptrace_imports(path: Path) -> set[str]:
+    """Every ``hoptrace...`` module PATH imports, at any depth of its code (``from X import y`` gives ``X.y`` too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name == "hoptrace" or name.startswith("hoptrace.")}
+
+
+def _allowed(name: str, prefixes: tuple[str, ...]) -> bool:
+    """NAME is one of PREFIXES, inside one, or a package on the way to one (``from hoptrace.pipeline import semconv``)."""
+    return any(name == prefix or name.startswith(prefix + ".") or prefix.startswith(name + ".") for prefix in prefixes)
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_a_package_imports_only_what_its_floor_allows(package: str) -> None:
+    wrong = {
+        f"{path.relative_to(REPOSITORY)} imports {name}"
+        for path in PACKAGES[package].rglob("*.py")
+        for name in hoptrace_imports(path)
+        if not _allowed(name, ALLOWED[package])
+    }
+    assert wrong == set()
+
+
+def test_only_the_command_line_imports_the_viewer() -> None:
+    importers = {
+        str(path.relative_to(REPOSITORY))
+        for folder in (*PACKAGES.values(), REPOSITORY / "hoptrace")
+        for path in folder.rglob("*.py")
+        if path.parent != PACKAGES["hoptrace.view"] and any(name.startswith("hoptrace.view") for name in hoptrace_imports(path))
+    }
+    assert importers <= {f"hoptrace/{name}" for name in ("demo.py", "reading.py", "watch.py")}
+
+
+def test_help_loads_no_heavy_library() -> None:
+    heavy = ("celery", "kafka", "grpc", "sqlite3", "redis", "opentelemetry.sdk", "rich.console")
+    probe = f"import sys; sys.argv = ['hoptrace', '--help']\nfrom hoptrace.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\nprint('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r} or m.startswith({heavy!r})))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "LOADED []"
