@@ -8,7 +8,9 @@ retries read and add to them.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -20,12 +22,31 @@ from opentelemetry.util.types import AttributeValue
 from hoptrace.pipeline.carriers import RawPairs
 from hoptrace.pipeline.stages import Payload, Stage, Transport
 
+_OWNED: ContextVar[bool] = ContextVar("hoptrace_owned", default=False)
+
+
+@contextmanager
+def owned() -> Iterator[None]:
+    """Mark what runs inside as hoptrace's own client calls (its publisher sending, its stage workers polling)."""
+    token = _OWNED.set(True)
+    try:
+        yield
+    finally:
+        _OWNED.reset(token)
+
+
+def is_owned() -> bool:
+    """Whether hoptrace's own publisher or stage worker is driving the client now: drop-in instrumentation leaves such calls alone."""
+    return _OWNED.get()
+
 
 class Outcome(str, Enum):
     """How a message left the worker."""
 
     PROCESSED = "processed"
     DEAD_LETTERED = "dead_lettered"
+    FAILED = "failed"
+    """Given up without a dead letter: the broker's or framework's own failure handling took it (drop-in Celery tasks)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,8 @@ class Incoming:
     """Why the last attempt failed; None when it succeeded."""
     retry_after_s: float | None = None
     """Set by the retry middleware when the failed attempt is to be tried again after this pause."""
+    gives_up_as: Outcome = Outcome.DEAD_LETTERED
+    """What becomes of the message when an attempt fails and none follows."""
     outcome: Outcome | None = None
     """Set by the processor once the message is processed or dead-lettered; None while it is not (or could not be parked)."""
 

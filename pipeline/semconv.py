@@ -41,7 +41,9 @@ DEAD_LETTERED = "hoptrace.stage.dead_lettered"
 PROPAGATION_FALLBACKS = "hoptrace.propagation.fallbacks"
 IN_FLIGHT = "hoptrace.stage.in_flight"
 QUEUE_DEPTH = "hoptrace.queue.depth"
+QUEUE_OLDEST_AGE = "hoptrace.queue.oldest_age"
 CONSUMER_LAG = "hoptrace.kafka.consumer.lag"
+CONSUMER_LAG_SECONDS = "hoptrace.kafka.consumer.lag_seconds"
 
 # Baggage members that carry the job's identity and start time (epoch seconds) across hops.
 BAGGAGE_JOB_ID = "hoptrace.job.id"
@@ -54,6 +56,9 @@ HEADER_ERROR = "hoptrace-error"
 """On a dead-lettered message: the error that made the stage give up."""
 HEADER_FAILED_STAGE = "hoptrace-failed-stage"
 """On a dead-lettered message: the stage that gave up."""
+
+CELERY_TASK_PREFIX = "hoptrace."
+"""The Celery task of a hoptrace stage is named ``hoptrace.<pipeline>.<stage>`` (drop-in instrumentation leaves those alone)."""
 
 DEAD_LETTER_SUFFIX = ".dead-letter"
 """A stage's dead letters go to its topic or queue name plus this."""

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hoptrace.pipeline.semconv import DEAD_LETTER_SUFFIX
+from hoptrace.pipeline.semconv import CELERY_TASK_PREFIX, DEAD_LETTER_SUFFIX
 
 if TYPE_CHECKING:
     from hoptrace.pipeline.stage_context import StageContext
@@ -146,7 +146,7 @@ class Pipeline:
         if queue is not None:
             if group is not None:
                 raise PipelineError(f"stage {name!r} is on Celery queue {queue!r}; group= is for Kafka stages, remove it")
-            return CeleryTransport(queue, f"hoptrace.{self.name}.{name}")
+            return CeleryTransport(queue, f"{CELERY_TASK_PREFIX}{self.name}.{name}")
         assert topic is not None
         return KafkaTransport(topic, name if group is None else group)
 

@@ -161,7 +161,29 @@ def configure(
             _logs.set_logger_provider(logger_provider)
     telemetry = Telemetry(tracer_provider, meter_provider, logger_provider, handler)
     atexit.register(telemetry.shutdown)
+    if set_global:
+        global _global
+        _global = telemetry
     return telemetry
+
+
+_global: Telemetry | None = None
+
+
+def global_telemetry() -> Telemetry | None:
+    """The global providers with hoptrace's bounded flush and shutdown, whoever built them; None without an SDK.
+
+    Providers that another configurator built (opentelemetry-distro's, a user's) are adopted the
+    first time: their bounded shutdown is registered at exit, ahead of the SDK's own unbounded one.
+    """
+    global _global
+    if _global is None:
+        tracer_provider, meter_provider = trace.get_tracer_provider(), metrics.get_meter_provider()
+        if isinstance(tracer_provider, TracerProvider) and isinstance(meter_provider, MeterProvider):
+            logger_provider = _logs.get_logger_provider()
+            _global = Telemetry(tracer_provider, meter_provider, logger_provider if isinstance(logger_provider, LoggerProvider) else None)
+            atexit.register(_global.shutdown)
+    return _global
 
 
 def build_resource(service_name: str, attributes: Mapping[str, str] | None = None) -> Resource:

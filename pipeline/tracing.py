@@ -58,7 +58,7 @@ class TracingMiddleware(Middleware):
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
             span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
-            span.set_attribute(semconv.OUTCOME, "retried" if message.will_retry else Outcome.DEAD_LETTERED.value)
+            span.set_attribute(semconv.OUTCOME, "retried" if message.will_retry else message.gives_up_as.value)
         span.end()
 
     def before_publish(self, message: Outgoing) -> None:

@@ -19,7 +19,7 @@ from hoptrace.pipeline import jobs, propagation, semconv
 from hoptrace.pipeline.carriers import DICT_SETTER
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
-from hoptrace.pipeline.messages import Outgoing
+from hoptrace.pipeline.messages import Outgoing, owned
 from hoptrace.pipeline.middleware import Hooks, Middleware
 from hoptrace.pipeline.stage_context import Published
 from hoptrace.pipeline.stages import Payload, Pipeline, Stage, Transport, dead_letter_transport
@@ -127,10 +127,12 @@ class PipelinePublisher:
             message.answer, message.error = answer, error
             self._hooks.after_publish(message)
 
-        # Current while sending, so a stock instrumentation's own span nests under ours.
+        # Current while sending, so a stock instrumentation's own span nests under ours; owned, so
+        # hoptrace's drop-in instrumentation of the client does not trace the same message again.
         token = otel_context.attach(sending)
         try:
-            pending = self._senders[transport.system].send(transport, payload, message.headers, done)
+            with owned():
+                pending = self._senders[transport.system].send(transport, payload, message.headers, done)
         except BaseException as error:
             done({}, error)
             raise

@@ -20,7 +20,7 @@ from kafka.errors import KafkaError
 
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.carriers import kafka_pairs
-from hoptrace.pipeline.messages import Delivery
+from hoptrace.pipeline.messages import Delivery, owned
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.stages import KafkaTransport
 from hoptrace.workers.processing import StageProcessor
@@ -100,17 +100,21 @@ class KafkaStageWorker:
     def run(self) -> None:
         """Poll and process until ``stop()``; then commit and close the consumer."""
         try:
-            while not self._stopping.is_set():
-                batch = list(self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS).items())
-                for index, (partition, records) in enumerate(batch):
-                    if not self._process(partition, records):
-                        for later, later_records in batch[index + 1 :]:  # unprocessed: read them again
-                            self._consumer.seek(later, later_records[0].offset)
-                        break
-                self._commit()
+            with owned():  # hoptrace's drop-in kafka-python instrumentation must not trace this loop again
+                self._poll_until_stopped()
         finally:
             self._commit()
             self._consumer.close(autocommit=False)
+
+    def _poll_until_stopped(self) -> None:
+        while not self._stopping.is_set():
+            batch = list(self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS).items())
+            for index, (partition, records) in enumerate(batch):
+                if not self._process(partition, records):
+                    for later, later_records in batch[index + 1 :]:  # unprocessed: read them again
+                        self._consumer.seek(later, later_records[0].offset)
+                    break
+            self._commit()
 
     def _process(self, partition: TopicPartition, records: list[ConsumerRecord]) -> bool:
         """Process RECORDS of one partition in order; False when the loop must stop polling this batch."""

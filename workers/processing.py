@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from opentelemetry import context as otel_context
 from opentelemetry.trace import TracerProvider
 
-from hoptrace.pipeline import jobs, propagation
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.messages import Delivery, Incoming, Outcome
 from hoptrace.pipeline.middleware import Hooks, Middleware
+from hoptrace.pipeline.receiving import receive
 from hoptrace.pipeline.stage_context import Publisher, StageContext
 from hoptrace.pipeline.stages import Pipeline, Stage
 
@@ -64,11 +64,7 @@ class StageProcessor:
 
         Raises only when dead-lettering failed: the worker must keep the message and take it again.
         """
-        message = Incoming(self.stage, delivery)
-        extracted = propagation.extract(delivery.headers, self.pipeline.baggage_allowlist)
-        # A message published outside hoptrace has no job yet: the job starts here.
-        message.context = extracted.context if jobs.job_id(extracted.context) is not None else jobs.ensure_job(extracted.context)
-        message.sent_at, message.fallbacks = extracted.sent_at, extracted.fallbacks
+        message = receive(self.stage, delivery, self.pipeline.baggage_allowlist)
         self._hooks.before_message(message)
         try:
             while message.outcome is None:
