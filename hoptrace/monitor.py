@@ -1,7 +1,10 @@
 """``hoptrace monitor``: report queue depth and consumer lag of a pipeline's stages until stopped.
 
-Depth is reported from one process per deployment (this one), not from every worker, so
-each series has one source, and it is reported even when no worker of a stage runs.
+Four gauges: ``hoptrace.queue.depth`` and ``hoptrace.queue.oldest_age`` of every Celery
+stage's queue, ``hoptrace.kafka.consumer.lag`` and ``hoptrace.kafka.consumer.lag_seconds``
+of every Kafka stage's group. They are reported from one process per deployment (this one),
+not from every worker, so each series has one source, and they are reported even when no
+worker of a stage runs.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from hoptrace.runtime import configure_logging
 
 
 def run_monitor(pipeline: Pipeline, settings: Settings, interval_s: float) -> None:
-    """Export ``hoptrace.queue.depth`` and ``hoptrace.kafka.consumer.lag`` of PIPELINE until SIGTERM/SIGINT."""
+    """Export the depth, oldest-age, lag and lag-in-seconds gauges of PIPELINE until SIGTERM/SIGINT."""
     stopped = threading.Event()
 
     def stop(number: int, frame: FrameType | None) -> None:

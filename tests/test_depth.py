@@ -22,13 +22,13 @@ import pytest
 import redis
 from celery import Celery
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import Gauge, InMemoryMetricReader
 
-from hoptrace.gauges.depth_monitor import DepthMonitor, DepthSource
+from hoptrace.gauges.depth_monitor import DepthMonitor
 from hoptrace.gauges.kafka_lag import KafkaConsumerLag
 from hoptrace.gauges.redis_depth import RedisQueueDepth
+from hoptrace.gauges.refresher import GaugeSource, GaugeSpec, Reading
 from hoptrace.pipeline.semconv import CONSUMER_LAG, QUEUE_DEPTH
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import Pipeline
@@ -133,7 +133,7 @@ def dead_address() -> str:
 
 def warnings_of(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
     """The messages pipeline.depth logged at LEVEL."""
-    return [record.getMessage() for record in caplog.records if record.name == "hoptrace.gauges.depth_monitor" and record.levelno == level]
+    return [record.getMessage() for record in caplog.records if record.name == "hoptrace.gauges.refresher" and record.levelno == level]
 
 
 def kafka_io_threads() -> int:
@@ -215,7 +215,7 @@ def test_consumer_lag_per_partition_before_and_after_commits(
 def test_dead_brokers_report_nothing_and_warn_once(
     redis_prefix: str, namespace: str, provider: MeterProvider, reader: InMemoryMetricReader, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="hoptrace.gauges.depth_monitor")
+    caplog.set_level(logging.INFO, logger="hoptrace.gauges.refresher")
     address = dead_address()
     dead = Settings(kafka_bootstrap=address, redis_url=f"redis://{address}/0")
     monitor = DepthMonitor(build_pipeline(redis_prefix, f"{namespace}score", f"{namespace}score"), dead, provider)
@@ -229,7 +229,7 @@ def test_dead_brokers_report_nothing_and_warn_once(
     started = time.monotonic()
     assert (gauge(reader, QUEUE_DEPTH), gauge(reader, CONSUMER_LAG)) == ({}, {})
     assert time.monotonic() - started < 1
-    assert (monitor.queue_depth, monitor.consumer_lag) == ((), ())
+    assert (monitor.values(QUEUE_DEPTH), monitor.values(CONSUMER_LAG)) == ((), ())
     assert sorted(message.split()[0] for message in warnings_of(caplog)) == ["kafka", "redis"]
     assert kafka_io_threads() == threads_before  # failed bootstraps leave no IO thread behind
     monitor.stop()
@@ -293,11 +293,11 @@ def test_redis_outage_keeps_last_values_and_never_blocks_collection(
     reader: InMemoryMetricReader,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="hoptrace.gauges.depth_monitor")
+    caplog.set_level(logging.INFO, logger="hoptrace.gauges.refresher")
     pipeline = build_pipeline(redis_prefix, f"{namespace}score", f"{namespace}score")
     # A long timeout: a refresh stuck on the frozen server lasts seconds, collection must not.
-    depth = RedisQueueDepth(pipeline, private_redis.url, timeout_s=2.0)
-    monitor = DepthMonitor(pipeline, settings, provider, interval_s=0.05, queue_depth=depth)
+    depth = RedisQueueDepth.of_pipeline(pipeline, private_redis.url, timeout_s=2.0)
+    monitor = DepthMonitor(pipeline, settings, provider, interval_s=0.05, redis=depth)
     with celery_app(private_redis.url) as app:
         for _ in range(3):
             app.send_task("depth.ingest", queue=f"{redis_prefix}ingest")
@@ -324,7 +324,7 @@ def test_redis_outage_keeps_last_values_and_never_blocks_collection(
         private_redis.start()  # the same address, empty
         after = depth_points(redis_prefix, ingest=(0, 0), enrich=(0, 0))
         wait_until(lambda: gauge(reader, QUEUE_DEPTH) == after, 10, "recovery")
-        assert warnings_of(caplog, logging.INFO) == ["redis answers again; its gauge is current"]
+        assert warnings_of(caplog, logging.INFO) == ["redis answers again; its gauges are current"]
     finally:
         monitor.stop()
 
@@ -332,11 +332,16 @@ def test_redis_outage_keeps_last_values_and_never_blocks_collection(
 class Retargetable:
     """A source the test points at another cluster mid-run: a Kafka outage without stopping the shared broker."""
 
-    def __init__(self, source: DepthSource) -> None:
+    def __init__(self, source: GaugeSource) -> None:
         """Read from SOURCE until ``source`` is replaced."""
         self.source = source
 
-    def read(self) -> Sequence[Observation]:
+    @property
+    def gauges(self) -> Sequence[GaugeSpec]:
+        """The current source's gauges."""
+        return self.source.gauges
+
+    def read(self) -> Reading:
         """What the current source reads."""
         return self.source.read()
 
@@ -354,12 +359,12 @@ def test_kafka_outage_keeps_last_values_and_warns_once(
     reader: InMemoryMetricReader,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="hoptrace.gauges.depth_monitor")
+    caplog.set_level(logging.INFO, logger="hoptrace.gauges.refresher")
     topic, group = new_topic("score", partitions=3), f"{namespace}score"
     pipeline = build_pipeline(redis_prefix, topic, group)
-    real = KafkaConsumerLag(pipeline, settings.kafka_servers)
+    real = KafkaConsumerLag.of_pipeline(pipeline, settings.kafka_servers)
     lag = Retargetable(real)
-    monitor = DepthMonitor(pipeline, settings, provider, consumer_lag=lag)
+    monitor = DepthMonitor(pipeline, settings, provider, kafka=lag)
     producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
     for partition in (0, 1, 2, 2):
         producer.send(topic, b"job", partition=partition)
@@ -370,7 +375,7 @@ def test_kafka_outage_keeps_last_values_and_warns_once(
     assert gauge(reader, CONSUMER_LAG) == before
 
     real.close()
-    lag.source = KafkaConsumerLag(pipeline, [dead_address()])
+    lag.source = KafkaConsumerLag.of_pipeline(pipeline, [dead_address()])
     for _ in range(3):
         started = time.monotonic()
         monitor.refresh_once()
@@ -384,5 +389,5 @@ def test_kafka_outage_keeps_last_values_and_warns_once(
     lag.source = real
     monitor.refresh_once()
     assert gauge(reader, CONSUMER_LAG) == before
-    assert warnings_of(caplog, logging.INFO) == ["kafka answers again; its gauge is current"]
+    assert warnings_of(caplog, logging.INFO) == ["kafka answers again; its gauges are current"]
     monitor.stop()
