@@ -3,6 +3,7 @@
 The names most code needs are here, imported on first use (so ``import hoptrace`` stays cheap)::
 
     from hoptrace import Pipeline, RetryPolicy, StageContext
+    hoptrace.instrument()    # drop-in: Celery and kafka-python code that never imports hoptrace
 
 The packages: ``hoptrace.pipeline`` (the ground floor, inside every worker and publisher),
 ``hoptrace.workers`` and ``hoptrace.producers`` (consuming and publishing), ``hoptrace.gauges``
@@ -20,13 +21,17 @@ _LAZY = {
     "RetryPolicy": "hoptrace.pipeline.stages",
     "PipelineError": "hoptrace.pipeline.stages",
     "StageContext": "hoptrace.pipeline.stage_context",
+    "instrument": "hoptrace.instrumentation",
+    "uninstrument": "hoptrace.instrumentation",
 }
 
 __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
-    """The public name NAME, imported from its module on first use."""
+    """The public name NAME, imported from its module on first use (``hoptrace.kafka`` is a module)."""
+    if name == "kafka":
+        return importlib.import_module("hoptrace.kafka")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'hoptrace' has no attribute {name!r}")

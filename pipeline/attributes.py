@@ -31,8 +31,8 @@ def stage_attributes(pipeline: str, stage: Stage, transport: Transport | None = 
 
 @lru_cache(maxsize=1024)
 def consumer_attributes(pipeline: str, stage: Stage) -> Attributes:
-    """``stage_attributes`` of the consuming side: with the consumer group of a Kafka stage."""
+    """``stage_attributes`` of the consuming side: with the consumer group of a Kafka stage (when it has one)."""
     attributes = dict(stage_attributes(pipeline, stage))
-    if isinstance(stage.transport, KafkaTransport):
+    if isinstance(stage.transport, KafkaTransport) and stage.transport.group:
         attributes[semconv.MESSAGING_CONSUMER_GROUP] = stage.transport.group
     return attributes

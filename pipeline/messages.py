@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, SpanContext
 from opentelemetry.util.types import AttributeValue
 
 from hoptrace.pipeline.carriers import RawPairs
@@ -76,6 +76,8 @@ class Incoming:
     """When it was published (epoch seconds), from its headers."""
     fallbacks: tuple[str, ...] = ()
     """Headers that were broken and ignored (``propagation.Extracted.fallbacks``)."""
+    links: tuple[SpanContext, ...] = ()
+    """Other spans its processing is linked to (a Celery chord's body: the header tasks it waited for)."""
     attempt: int = 0
     """The attempt under way or last made, from 1."""
     attempt_context: Context | None = None

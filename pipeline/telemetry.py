@@ -133,8 +133,18 @@ def configure(
     ``metric_readers`` and ``metric_exporters`` (read periodically) are added to the ones chosen
     from the environment (tests pass in-memory ones); hoptrace's histograms reach every one of
     them (``metric_producer``). With ``set_global`` the providers become the global ones, which the
-    API allows once per process. Shutdown is registered ``atexit`` (bounded, 5 s).
+    API allows once per process: when an SDK is set up already (``opentelemetry-instrument``, a
+    distro, the application), that one is used, with the extra processors and readers added, so a
+    process never runs two. Shutdown is registered ``atexit`` (bounded, 5 s).
     """
+    existing = global_telemetry() if set_global else None
+    if existing is not None:
+        _logger.debug("OpenTelemetry is set up already in this process; hoptrace uses it (service %s is not applied)", service_name)
+        for processor in span_processors:
+            existing.tracer_provider.add_span_processor(processor)
+        for reader in [*metric_readers, *(PeriodicExportingMetricReader(exporter) for exporter in metric_exporters)]:
+            existing.meter_provider.add_metric_reader(reader)
+        return existing
     resource = build_resource(service_name, resource_attributes)
     chosen_readers, chosen_exporters = metric_readers_and_exporters()
     periodic = [PeriodicExportingMetricReader(exporter) for exporter in [*chosen_exporters, *metric_exporters]]

@@ -31,11 +31,11 @@ class TracingMiddleware(Middleware):
     def before_attempt(self, message: Incoming) -> None:
         """Start the attempt's CONSUMER span; the handler runs in ``message.attempt_context``."""
         stage = message.stage
-        parent, links = message.context, ()
+        parent, links = message.context, [Link(context) for context in message.links]
         if stage.links:
             producer = trace.get_current_span(message.context).get_span_context()
             parent = trace.set_span_in_context(trace.INVALID_SPAN, message.context)  # a new root that keeps the baggage
-            links = (Link(producer),) if producer.is_valid else ()
+            links += [Link(producer)] if producer.is_valid else []
         attributes = {
             **self._process_attributes(stage),
             **message.delivery.attributes,

@@ -212,3 +212,31 @@ def silent_endpoint() -> Iterator[SilentEndpoint]:
     """A loopback endpoint that accepts connections and never answers, for the test's length."""
     with SilentEndpoint() as endpoint:
         yield endpoint
+
+
+INSTALL_TIMEOUT_S = 600
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def run_to_end(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ARGV in CWD with exactly ENV until it ends; its output captured as text."""
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment, outside the checkout, with hoptrace installed from a wheel built from it."""
+    root = tmp_path_factory.mktemp("wheel")
+    dist = root / "dist"
+    built = run_to_end(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPOSITORY)], root, dict(os.environ), INSTALL_TIMEOUT_S
+    )
+    assert built.returncode == 0, built.stderr
+    [wheel] = dist.glob("hoptrace-*.whl")
+    made = run_to_end([sys.executable, "-m", "venv", str(root / "venv")], root, dict(os.environ))
+    assert made.returncode == 0, made.stderr
+    installed = run_to_end(
+        [str(root / "venv" / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel)], root, dict(os.environ), INSTALL_TIMEOUT_S
+    )
+    assert installed.returncode == 0, installed.stderr
+    return root / "venv"

@@ -23,6 +23,7 @@ PACKAGES = {
     "hoptrace.producers": REPOSITORY / "producers",
     "hoptrace.gauges": REPOSITORY / "hoptrace" / "gauges",
     "hoptrace.view": REPOSITORY / "hoptrace" / "view",
+    "hoptrace.instrumentation": REPOSITORY / "hoptrace" / "instrumentation",
 }
 ALLOWED = {
     "hoptrace.pipeline": ("hoptrace.pipeline",),
@@ -30,6 +31,7 @@ ALLOWED = {
     "hoptrace.producers": ("hoptrace.pipeline", "hoptrace.producers"),
     "hoptrace.gauges": ("hoptrace.pipeline", "hoptrace.gauges"),
     "hoptrace.view": ("hoptrace.pipeline.semconv", "hoptrace.view"),
+    "hoptrace.instrumentation": ("hoptrace.pipeline", "hoptrace.gauges", "hoptrace.instrumentation"),
 }
 
 
@@ -73,6 +75,14 @@ def test_only_the_command_line_imports_the_viewer() -> None:
 
 def test_help_loads_no_heavy_library() -> None:
     heavy = ("celery", "kafka", "grpc", "sqlite3", "redis", "opentelemetry.sdk", "rich.console")
-    probe = f"import sys; sys.argv = ['hoptrace', '--help']\nfrom hoptrace.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\nprint('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r} or m.startswith({heavy!r})))"
+    probe = "\n".join(
+        [
+            "import sys",
+            "sys.argv = ['hoptrace', '--help']",
+            "from hoptrace.cli import main",
+            "try:\n    main()\nexcept SystemExit:\n    pass",
+            f"print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r} or m.startswith({heavy!r})))",
+        ]
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip().splitlines()[-1] == "LOADED []"

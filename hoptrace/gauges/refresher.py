@@ -16,6 +16,7 @@ says so. Usable on its own, for any sources on any meter provider::
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple, Protocol
@@ -69,9 +70,11 @@ class _LastKnown:
         with self._reading_lock:
             return self._reading.get(gauge, ())
 
-    def callback(self, gauge: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        """The callback of GAUGE: the last values, at once (the options' timeout is never needed)."""
-        return lambda options: self.values(gauge)
+    def callback(self, gauge: str, pid: int | None) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        """The callback of GAUGE: the last values, at once (the options' timeout is never needed); nothing outside process PID."""
+        if pid is None:
+            return lambda options: self.values(gauge)
+        return lambda options: self.values(gauge) if os.getpid() == pid else ()
 
     def refresh(self) -> bool:
         """Read the source and keep what it gives; on failure keep the old values. Return whether the broker answered."""
@@ -99,10 +102,19 @@ class _LastKnown:
 class GaugeRefresher:
     """The gauges of some sources, and one thread per source that keeps them current."""
 
-    def __init__(self, sources: Mapping[str, GaugeSource], meter_provider: MeterProvider | None = None, interval_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        sources: Mapping[str, GaugeSource],
+        meter_provider: MeterProvider | None = None,
+        interval_s: float = 2.0,
+        *,
+        this_process_only: bool = False,
+    ) -> None:
         """Create the gauges of SOURCES ({name in log messages: source}) on METER_PROVIDER (default: the global one).
 
         Once started, every source is read every INTERVAL_S. Sources reporting the same gauge share one instrument.
+        With THIS_PROCESS_ONLY, processes forked from this one (a Celery worker's pool) report nothing: their
+        copy of the provider would otherwise export this process's values again.
         """
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, not {interval_s}")
@@ -113,7 +125,7 @@ class GaugeRefresher:
         for last in self._sources:
             for spec in last.source.gauges:
                 specs.setdefault(spec.name, spec)
-                callbacks.setdefault(spec.name, []).append(last.callback(spec.name))
+                callbacks.setdefault(spec.name, []).append(last.callback(spec.name, os.getpid() if this_process_only else None))
         meter = metrics.get_meter("hoptrace", meter_provider=meter_provider)
         for name, spec in specs.items():
             meter.create_observable_gauge(name, callbacks[name], spec.unit, spec.description)

@@ -1,0 +1,71 @@
+"""Drop-in instrumentation: hoptrace for Celery apps and kafka-python code that never import it.
+
+Zero-code, with hoptrace installed::
+
+    opentelemetry-instrument celery -A proj worker
+    opentelemetry-instrument python consumer.py
+
+From Python, for those who set up OpenTelemetry in code::
+
+    import hoptrace
+    hoptrace.instrument()                      # every library below that is installed
+    HoptraceCeleryInstrumentor().instrument()  # or one by one
+
+``celery`` and ``kafka`` hold the instrumentors; ``distro`` what ``opentelemetry-instrument``
+loads (distro, configurator, and the hook that makes the stock instrumentors of the same
+libraries step aside, so exactly one instruments each).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+INSTRUMENTORS = {
+    "celery": ("hoptrace.instrumentation.celery", "HoptraceCeleryInstrumentor"),
+    "kafka": ("hoptrace.instrumentation.kafka", "HoptraceKafkaInstrumentor"),
+}
+"""hoptrace's instrumentors by library (module, class)."""
+STOCK = {
+    "celery": ("opentelemetry.instrumentation.celery", "CeleryInstrumentor"),
+    "kafka": ("opentelemetry.instrumentation.kafka", "KafkaInstrumentor"),
+}
+"""The stock instrumentors hoptrace's replace, by library."""
+
+
+def _classes(table: dict[str, tuple[str, str]]) -> dict[str, type]:
+    found = {}
+    for library, (module, name) in table.items():
+        try:
+            found[library] = getattr(importlib.import_module(module), name)
+        except ImportError:  # the library (or the stock package) is not installed: nothing to do for it
+            logger.debug("%s not importable; skipped", module)
+    return found
+
+
+def stock_instrumentor(library: str) -> type | None:
+    """The stock instrumentor of LIBRARY (``celery``, ``kafka``) when its package is installed."""
+    return _classes({library: STOCK[library]}).get(library)
+
+
+def stock_instrumentors() -> list[tuple[type, str]]:
+    """Each installed stock instrumentor hoptrace replaces, with the name of hoptrace's that replaces it."""
+    ours = _classes(INSTRUMENTORS)
+    return [(stock, ours[library].__name__) for library, stock in _classes(STOCK).items() if library in ours]
+
+
+def instrument(**kwargs: Any) -> None:
+    """Instrument every supported library that is installed (KWARGS go to each ``instrument()``); twice is a no-op."""
+    for instrumentor in _classes(INSTRUMENTORS).values():
+        if not instrumentor().is_instrumented_by_opentelemetry:
+            instrumentor().instrument(**kwargs)
+
+
+def uninstrument() -> None:
+    """Undo ``instrument``: every hook, wrapper and signal connected is gone, the stock instrumentors are restored."""
+    for instrumentor in _classes(INSTRUMENTORS).values():
+        if instrumentor().is_instrumented_by_opentelemetry:
+            instrumentor().uninstrument()

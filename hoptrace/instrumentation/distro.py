@@ -1,0 +1,68 @@
+"""``opentelemetry-instrument`` with hoptrace installed: its distro, its configurator, and the hook that skips stock instrumentors.
+
+- ``HoptraceDistro`` (entry point ``opentelemetry_distro``): the defaults opentelemetry-distro
+  sets (OTLP traces and metrics), and ``OTEL_PYTHON_CONFIGURATOR=hoptrace`` unless set.
+- ``HoptraceConfigurator`` (``opentelemetry_configurator``): the SDK from the standard
+  ``OTEL_*`` variables, as ``hoptrace.pipeline.telemetry.configure`` builds it (bounded flush
+  and shutdown, hoptrace's histograms for every reader).
+- ``before_instrumentors`` (``opentelemetry_pre_instrument``, which always runs): the stock
+  Celery and kafka-python instrumentors become no-ops (hoptrace's instrument those libraries),
+  and providers some other configurator built get hoptrace's bounded shutdown.
+
+The auto-instrumentation loader runs one distro and one configurator, the first it finds unless
+``OTEL_PYTHON_DISTRO`` / ``OTEL_PYTHON_CONFIGURATOR`` say which; with opentelemetry-distro
+installed too, either may win and the result is one SDK either way. Nothing here raises: a
+failure in the loader's sequence would leave the process uninstrumented.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from opentelemetry.instrumentation.distro import BaseDistro
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "otlp", "OTEL_PYTHON_CONFIGURATOR": "hoptrace"}
+"""What the distro sets when the environment does not."""
+
+
+class HoptraceDistro(BaseDistro):  # type: ignore[misc]
+    """hoptrace's distro: OTLP by default, and hoptrace's configurator."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        for name, value in DEFAULTS.items():
+            os.environ.setdefault(name, value)
+
+
+class HoptraceConfigurator:
+    """Sets up the SDK once per process from ``OTEL_*``: traces, metrics and (with ``OTEL_LOGS_EXPORTER``) logs."""
+
+    def configure(self, **kwargs: Any) -> None:
+        """Build and set the global providers (a second call, or providers already set, changes nothing)."""
+        try:
+            from opentelemetry import trace
+
+            from hoptrace.pipeline import telemetry
+
+            if type(trace.get_tracer_provider()).__name__ != "ProxyTracerProvider" or telemetry.global_telemetry() is not None:
+                return
+            telemetry.configure(os.environ.get("OTEL_SERVICE_NAME", "").strip() or "unknown_service")
+        except Exception:  # noqa: BLE001 - a broken set-up must not stop the application
+            logger.exception("hoptrace could not set up OpenTelemetry; the application runs without telemetry")
+
+
+def before_instrumentors() -> None:
+    """Skip the stock Celery and kafka-python instrumentors, and adopt providers hoptrace did not build."""
+    try:
+        from hoptrace.instrumentation import stock_instrumentors
+        from hoptrace.instrumentation.dropin import silence
+        from hoptrace.pipeline import telemetry
+
+        for stock, ours in stock_instrumentors():
+            silence(stock, ours)
+        telemetry.global_telemetry()
+    except Exception:  # noqa: BLE001 - the loader would stop instrumenting anything after us
+        logger.exception("hoptrace's pre-instrumentation hook failed; stock instrumentors may run beside hoptrace's")

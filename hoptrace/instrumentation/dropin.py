@@ -1,0 +1,95 @@
+"""What drop-in instrumentation shares: the middleware hooks of each pipeline name, and silencing a stock instrumentor.
+
+Code that never imports hoptrace has no ``Pipeline``; its messages are still run through the
+same middleware as hoptrace's own stages (tracing, metrics), under a pipeline name taken from
+``HOPTRACE_PIPELINE`` or given by the instrumentor (a Celery app's name, ``kafka``), and stages
+made on the fly (a Celery task, a Kafka topic or consumer group). The hooks are made on first
+use in each process, on the global providers, so a prefork child gets its own after the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from functools import lru_cache
+from typing import Any
+
+from hoptrace.pipeline.defaults import default_middleware
+from hoptrace.pipeline.instruments import Instruments
+from hoptrace.pipeline.middleware import Hooks
+from hoptrace.pipeline.stages import Pipeline, RetryPolicy, Stage, Transport
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_VARIABLE = "HOPTRACE_PIPELINE"
+"""Names the pipeline (``hoptrace.pipeline``) of instrumented code; default: the Celery app's name, or ``kafka``."""
+
+_hooks: dict[tuple[int, str], Hooks] = {}
+_lock = threading.Lock()
+
+
+def pipeline_name(default: str) -> str:
+    """``HOPTRACE_PIPELINE`` when set, else DEFAULT."""
+    return os.environ.get(PIPELINE_VARIABLE, "").strip() or default
+
+
+def hooks(pipeline: str) -> Hooks:
+    """The middleware hooks of PIPELINE in this process (tracing, metrics and retries on the global providers)."""
+    key = (os.getpid(), pipeline)
+    with _lock:
+        if key not in _hooks:
+            _hooks[key] = Hooks(default_middleware(Pipeline(pipeline), Instruments.of()))
+        return _hooks[key]
+
+
+def _ignore(payload: Any, ctx: Any) -> None:
+    """The handler of a drop-in stage: the user's own code runs the message, never this."""
+
+
+ONE_ATTEMPT = RetryPolicy(max_attempts=1)
+"""Instrumented code retries on its own (Celery's retry, the user's loop): hoptrace's retry middleware decides nothing."""
+
+
+@lru_cache(maxsize=4096)
+def stage(name: str, transport: Transport) -> Stage:
+    """A stage NAME on TRANSPORT for instrumented code (no handler of hoptrace's runs it)."""
+    return Stage(name, transport, _ignore, retry=ONE_ATTEMPT)
+
+
+def reset() -> None:
+    """Forget the hooks made so far, so the next message makes them again on the current global providers (for tests)."""
+    with _lock:
+        _hooks.clear()
+
+
+def silence(stock: type, ours: str) -> None:
+    """Make the stock instrumentor STOCK a no-op that says so in one INFO line, whatever the order they are loaded in.
+
+    An active one is uninstrumented first (before ours wraps anything: ``unwrap`` removes the
+    outermost wrapper, whoever put it there). ``unsilence`` gives it back its methods.
+    """
+    instance = stock()
+    if instance.is_instrumented_by_opentelemetry and "_hoptrace_methods" not in stock.__dict__:
+        instance.uninstrument()
+    if "_hoptrace_methods" in stock.__dict__:
+        return
+    stock._hoptrace_methods = (stock._instrument, stock._uninstrument)
+
+    def skipped(self: Any, **kwargs: Any) -> None:
+        logger.info("%s skipped: %s instruments this library (no duplicate spans or headers)", stock.__name__, ours)
+
+    def nothing(self: Any, **kwargs: Any) -> None:
+        """Nothing to undo: the skipped instrumentor instrumented nothing."""
+
+    stock._instrument, stock._uninstrument = skipped, nothing
+
+
+def unsilence(stock: type) -> None:
+    """Give the stock instrumentor STOCK its own methods back (it stays uninstrumented)."""
+    methods = stock.__dict__.get("_hoptrace_methods")
+    if methods is None:
+        return
+    stock._instrument, stock._uninstrument = methods
+    del stock._hoptrace_methods
+    stock()._is_instrumented_by_opentelemetry = False

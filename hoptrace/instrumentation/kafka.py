@@ -1,0 +1,94 @@
+"""hoptrace for kafka-python code that never imports it: ``HoptraceKafkaInstrumentor``, and ``processing(record)``.
+
+Instrumented (``opentelemetry-instrument python app.py``, ``hoptrace.instrument()`` or
+``HoptraceKafkaInstrumentor().instrument()``), on the global providers:
+
+- ``KafkaProducer.send``: a PRODUCER ``send {topic}`` span; ``traceparent``, ``tracestate``,
+  ``baggage`` and ``hoptrace-sent-at`` written into a copy of the record's headers, replacing
+  any already there (``kafka_producer``);
+- ``for record in consumer:`` and the lists of ``consumer.poll()``: a CONSUMER ``process
+  {topic}`` span per record, the child of the span that sent it and current while the user's
+  code handles the record, ended when the next record is asked for, at ``poll()``,
+  ``commit()``, ``commit_async()`` or ``close()`` (``kafka_consumer``); with hoptrace's stage
+  metrics (stage = the consumer group, else the topic) and ``hoptrace.kafka.consumer.lag``
+  (``kafka_lag``);
+- ``with processing(record):`` for handlers that run elsewhere (threads, asyncio).
+
+Headers are untrusted: broken ones are counted and the record is processed as a new root; no
+exception from hoptrace ever reaches the user's code (``kafka_guard``). Calls made by hoptrace's
+own publisher and stage workers pass through untouched. The stock ``KafkaInstrumentor`` is
+silenced while this one is instrumented, so each record gets one span and one ``traceparent``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Collection
+from typing import Any
+
+import wrapt
+from kafka import KafkaConsumer, KafkaProducer
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+from hoptrace.instrumentation import STOCK, dropin
+from hoptrace.instrumentation.kafka_consumer import wrap_close, wrap_commit, wrap_next, wrap_poll
+from hoptrace.instrumentation.kafka_producer import wrap_send
+from hoptrace.instrumentation.kafka_records import processing
+
+__all__ = ["HoptraceKafkaInstrumentor", "processing"]
+
+logger = logging.getLogger(__name__)
+
+PATCHES: tuple[tuple[type, str, Any], ...] = (
+    (KafkaProducer, "send", wrap_send),
+    (KafkaConsumer, "__next__", wrap_next),
+    (KafkaConsumer, "poll", wrap_poll),
+    (KafkaConsumer, "commit", wrap_commit),
+    (KafkaConsumer, "commit_async", wrap_commit),
+    (KafkaConsumer, "close", wrap_close),
+)
+"""(class, method, wrapper) of every method the instrumentor wraps."""
+
+
+def _stock() -> type | None:
+    """The stock kafka-python instrumentor's class, when installed."""
+    module, name = STOCK["kafka"]
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:
+        return None
+
+
+def _unwrap(owner: type, name: str, wrapper: Any) -> None:
+    """Remove hoptrace's WRAPPER from OWNER.NAME, only when it is the outermost wrapper there."""
+    current = owner.__dict__.get(name)
+    if isinstance(current, wrapt.FunctionWrapper) and current._self_wrapper is wrapper:  # noqa: SLF001 - wrapt's record of the wrapper
+        setattr(owner, name, current.__wrapped__)
+    else:
+        logger.warning("%s.%s was wrapped again after hoptrace; hoptrace's wrapper stays in place under it", owner.__name__, name)
+
+
+class HoptraceKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Instruments kafka-python's ``KafkaProducer`` and ``KafkaConsumer`` (see the module's docstring); twice is a no-op."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        """The kafka-python versions this instrumentor supports."""
+        return ("kafka-python >= 2.2, < 4",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        stock = _stock()
+        if stock is not None:
+            try:
+                dropin.silence(stock, type(self).__name__)
+            except Exception:  # noqa: BLE001 - the auto-instrumentation loader would stop at an exception
+                logger.exception("could not silence %s; its spans and headers may come beside hoptrace's", stock.__name__)
+        for owner, name, wrapper in PATCHES:
+            wrapt.wrap_function_wrapper(owner, name, wrapper)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        for owner, name, wrapper in reversed(PATCHES):
+            _unwrap(owner, name, wrapper)
+        stock = _stock()
+        if stock is not None:
+            dropin.unsilence(stock)

@@ -1,0 +1,133 @@
+"""One consumed kafka-python record processed within hoptrace's middleware, and ``processing(record)`` for handlers.
+
+A ``RecordProcessing`` drives the same hooks as hoptrace's own stage workers
+(``workers.processing``): ``receive`` reads the record's untrusted headers, ``before_message``
+and ``before_attempt`` open the CONSUMER ``process {topic}`` span and start the clocks, and
+``end`` closes them (``after_attempt``, ``after_message``). In between, its context (the span
+and the job's baggage) is attached, so the user's code runs inside the span.
+
+The stage of a record is named after the consumer group when there is one, else after the
+topic; its retry policy allows a single attempt (retrying is the user's code's business).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import Token
+
+from kafka.consumer.fetcher import ConsumerRecord
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from hoptrace.instrumentation import dropin
+from hoptrace.instrumentation.kafka_guard import contained
+from hoptrace.pipeline import semconv
+from hoptrace.pipeline.carriers import kafka_pairs
+from hoptrace.pipeline.messages import Delivery, Outcome
+from hoptrace.pipeline.propagation import fields
+from hoptrace.pipeline.receiving import receive
+from hoptrace.pipeline.stages import KafkaTransport, Stage
+
+logger = logging.getLogger("hoptrace.instrumentation.kafka")
+
+PIPELINE_DEFAULT = "kafka"
+"""The pipeline name of instrumented kafka-python code unless ``HOPTRACE_PIPELINE`` names another."""
+
+
+def record_stage(topic: str, group: str | None) -> Stage:
+    """The stage of records of TOPIC consumed by GROUP (None: no group): named after the group, else the topic."""
+    return dropin.stage(group or topic, KafkaTransport(topic, group or ""))
+
+
+def _delivery(record: ConsumerRecord) -> Delivery:
+    """RECORD as the middleware sees it: no payload (the user's code reads the value), raw headers, partition and offset."""
+    attributes = {semconv.MESSAGING_PARTITION: str(record.partition), semconv.MESSAGING_KAFKA_OFFSET: record.offset}
+    return Delivery({}, kafka_pairs(record.headers, fields()), attributes)
+
+
+class RecordProcessing:
+    """The processing of one record: span open and metrics started from construction until ``end``."""
+
+    def __init__(self, record: ConsumerRecord, group: str | None) -> None:
+        """Take RECORD (consumed by GROUP) in and start its processing; nothing is attached yet."""
+        self._hooks = dropin.hooks(dropin.pipeline_name(PIPELINE_DEFAULT))
+        self.message = receive(record_stage(record.topic, group), _delivery(record))
+        self._hooks.before_message(self.message)
+        self.message.attempt = 1
+        self._hooks.before_attempt(self.message)
+        self.context: Context = self.message.attempt_context or self.message.context
+        """What the user's code runs in: the process span and the message's baggage."""
+        self._token: Token[Context] | None = None
+        self._thread = 0
+        self._ended = False
+
+    def attach(self) -> None:
+        """Make the processing's context current in this thread (until ``release``)."""
+        self._token = otel_context.attach(self.context)
+        self._thread = threading.get_ident()
+
+    def end(self, error: Exception | None = None) -> None:
+        """End the span and record the metrics, processed or (with ERROR) failed; a second call does nothing."""
+        if self._ended:
+            return
+        self._ended = True
+        message = self.message
+        message.error = error
+        if error is not None:
+            message.gives_up_as = Outcome.FAILED
+        self._hooks.after_attempt(message)
+        message.outcome = Outcome.PROCESSED if error is None else Outcome.FAILED
+        self._hooks.after_message(message)
+
+    def release(self) -> bool:
+        """Detach the context ``attach`` made current, when that is safe now; True when nothing stays attached.
+
+        Safe means: in the thread that attached it, with it still the current context. Otherwise
+        (called from another thread, or the user's code attached a context of its own on top that
+        it has yet to detach) it stays attached for a later ``release``: detaching now would drop
+        the user's context, and OpenTelemetry would log an error.
+        """
+        if self._token is None:
+            return True
+        if threading.get_ident() != self._thread or otel_context.get_current() is not self.context:
+            logger.debug("kept the context of %s attached: not its thread, or another context is current", self.message.stage.name)
+            return False
+        token, self._token = self._token, None
+        otel_context.detach(token)
+        return True
+
+
+@contextmanager
+def processing(record: ConsumerRecord, consumer_group: str | None = None) -> Iterator[trace.Span]:
+    """Process RECORD inside its own CONSUMER ``process {topic}`` span, current in this thread or task; yields the span.
+
+    For handlers that outlive the loop iteration (a thread pool, an asyncio task)::
+
+        with hoptrace.kafka.processing(record, consumer_group="billing"):
+            handle(record)
+
+    The span and metrics are those of a record processed in the loop (stage: CONSUMER_GROUP,
+    else the topic), independent of the span the instrumented loop itself opens for the
+    record. An exception raised in the block marks the span ERROR (outcome ``failed``) and
+    is re-raised. hoptrace's own failures never reach the block.
+    """
+    started: RecordProcessing | None = None
+    with contained("processing(record)"):
+        started = RecordProcessing(record, consumer_group)
+        started.attach()
+    span = started.message.span if started is not None else None
+    error: Exception | None = None
+    try:
+        yield span or trace.INVALID_SPAN
+    except Exception as raised:
+        error = raised
+        raise
+    finally:
+        if started is not None:
+            with contained("processing(record)"):
+                started.release()
+                started.end(error)

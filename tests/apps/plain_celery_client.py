@@ -1,0 +1,39 @@
+"""Publishes into the plain Celery app (tests/apps/plain_celery.py) like any client would, then waits for the results.
+
+``python -m tests.apps.plain_celery_client CASE``; CASE is ``canvas`` (a chain of 3, a chord of
+5 + body, a plain task), ``retry``, ``autoretry`` or ``by-name`` (``send_task`` from an app that
+does not register the task). Prints ``result <value>`` per result and ``leaked <bool>`` (a span
+still current after publishing).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from celery import Celery, chain, chord
+from opentelemetry import trace
+
+from tests.apps.plain_celery import PREFIX, REDIS, add, app, auto, flaky, mul, xsum
+
+
+def main(case: str) -> None:
+    """Publish CASE's messages and print their results."""
+    if case == "canvas":
+        results = [chain(add.s(1, 2), mul.s(3), add.s(4)).apply_async(), chord([add.s(i, i) for i in range(5)])(xsum.s()), add.delay(2, 2)]
+    elif case == "retry":
+        results = [flaky.delay(7)]
+    elif case == "autoretry":
+        results = [auto.delay(8)]
+    elif case == "by-name":
+        stranger = Celery("stranger", broker=REDIS, backend=REDIS)
+        stranger.conf.update(broker_transport_options=PREFIX, result_backend_transport_options=PREFIX, task_default_queue=app.conf.task_default_queue)
+        results = [stranger.send_task("plain.add", (20, 22))]
+    else:
+        raise SystemExit(f"unknown case {case!r}")
+    print("leaked", trace.get_current_span().get_span_context().is_valid, flush=True)
+    for result in results:
+        print("result", result.get(timeout=60), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

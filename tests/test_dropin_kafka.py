@@ -1,0 +1,539 @@
+"""hoptrace's kafka-python instrumentor against the real broker: in process (spans captured in memory) and end to end.
+
+In process, records carry a ``traceparent`` written by hand; the tests check the exact span tree
+(each record's process span the child of its hand-written parent, the handler's spans and sends
+its children), when spans end, the metrics, untrusted headers, and that instrument/uninstrument
+leave kafka-python and the stock instrumentor as they found them.
+
+End to end, the plain relays of ``tests/apps`` run under ``opentelemetry-instrument`` and export
+over OTLP into a receiver, with the stock kafka-python instrumentor enabled and disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+import wrapt
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from opentelemetry import trace
+from opentelemetry.instrumentation.kafka import KafkaInstrumentor
+
+import hoptrace.kafka
+from hoptrace.instrumentation import dropin
+from hoptrace.instrumentation.kafka import PATCHES, HoptraceKafkaInstrumentor
+from hoptrace.pipeline import semconv
+from hoptrace.pipeline.messages import owned
+from hoptrace.pipeline.settings import Settings
+from hoptrace.testing import CapturedSpan, CapturedTelemetry, capture_telemetry
+from hoptrace.view.memory_store import TelemetryStore
+from hoptrace.view.receiver import OtlpReceiver
+from tests.traces import latest_totals
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+N = 5
+"""Records per in-process test."""
+RELAY_N = 20
+"""Records per end-to-end relay run."""
+
+Parent = tuple[str, str]
+"""(trace id, span id) written by hand into a record's ``traceparent``."""
+
+
+@pytest.fixture
+def telemetry() -> Iterator[CapturedTelemetry]:
+    """Spans and metrics in memory; the drop-in hooks made afresh on these providers."""
+    dropin.reset()  # hooks are made once per process on the global providers, which this swaps
+    with capture_telemetry() as captured:
+        yield captured
+    dropin.reset()
+
+
+@pytest.fixture
+def instrumented(telemetry: CapturedTelemetry) -> Iterator[HoptraceKafkaInstrumentor]:
+    """hoptrace's kafka-python instrumentor, instrumented for the test."""
+    instrumentor = HoptraceKafkaInstrumentor()
+    instrumentor.instrument()
+    yield instrumentor
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+
+
+Headers = list[tuple[str, bytes]]
+
+
+def feed(settings: Settings, topic: str, count: int, rewrite: Callable[[int, Headers], Headers] | None = None) -> list[Parent]:
+    """COUNT records ``b"0"``… on TOPIC, each with a hand-written traceparent (the headers of record i: REWRITE(i, those)); their parents."""
+    parents = [(uuid.uuid4().hex, uuid.uuid4().hex[:16]) for _ in range(count)]
+    with owned():  # hoptrace's own sends: the instrumentation leaves them alone
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
+        for index, (trace_id, span_id) in enumerate(parents):
+            headers = [("traceparent", f"00-{trace_id}-{span_id}-01".encode())]
+            producer.send(topic, str(index).encode(), headers=rewrite(index, headers) if rewrite else headers)
+        producer.flush()
+        producer.close()
+    return parents
+
+
+def read_back(settings: Settings, topic: str, count: int) -> list[ConsumerRecord]:
+    """The first COUNT records of TOPIC (partition 0), read without the instrumentation."""
+    with owned():
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False)
+        consumer.assign([TopicPartition(topic, 0)])
+        consumer.seek_to_beginning()
+        records: list[ConsumerRecord] = []
+        for _ in range(50):
+            for batch in consumer.poll(timeout_ms=200).values():
+                records += batch
+            if len(records) >= count:
+                break
+        consumer.close()
+    return records
+
+
+def consumer_of(settings: Settings, topic: str, group: str | None) -> KafkaConsumer:
+    """A plain consumer of TOPIC in GROUP, from the earliest record, giving up after 15 s without one."""
+    return KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_servers,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=15000,
+    )
+
+
+def traceparents(record: ConsumerRecord) -> list[Parent]:
+    """(trace id, span id) of each ``traceparent`` header of RECORD."""
+    found = []
+    for key, value in record.headers:
+        if key.lower() == "traceparent":
+            _, trace_id, span_id, _ = value.decode().split("-")
+            found.append((trace_id, span_id))
+    return found
+
+
+def named(telemetry: CapturedTelemetry, name: str) -> list[CapturedSpan]:
+    """The finished spans called NAME."""
+    return [span for span in telemetry.spans if span.name == name]
+
+
+class SpanRecord(Protocol):
+    """What the checks read of a span, captured in memory or received over OTLP."""
+
+    name: str
+    kind: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    attributes: Mapping[str, Any]
+
+
+def check_relay_tree(spans: Sequence[SpanRecord], parents: list[Parent], source: str, target: str) -> dict[str, SpanRecord]:
+    """Each record: process (child of its hand-written parent) → relay → send (PRODUCER); the send spans by id.
+
+    And nothing else about Kafka: no stock ``receive`` / ``{topic} send`` spans.
+    """
+    process = [span for span in spans if span.name == f"process {source}"]
+    assert sorted((span.trace_id, span.parent_span_id) for span in process) == sorted(parents)
+    assert {span.kind for span in process} == {"CONSUMER"}
+    assert [span.attributes[semconv.OUTCOME] for span in process] == ["processed"] * len(parents)
+    process_ids = {span.span_id: span.trace_id for span in process}
+    relays = [span for span in spans if span.name == "relay"]
+    assert sorted(span.parent_span_id for span in relays) == sorted(process_ids)  # one handler span per process span
+    assert all(span.trace_id == process_ids[span.parent_span_id] for span in relays)
+    relay_ids = {span.span_id: span.trace_id for span in relays}
+    sends = [span for span in spans if span.name == f"send {target}"]
+    assert sorted(span.parent_span_id for span in sends) == sorted(relay_ids)
+    assert all(span.kind == "PRODUCER" and span.trace_id == relay_ids[span.parent_span_id] for span in sends)
+    assert sorted({span.name for span in spans}) == sorted({f"process {source}", "relay", f"send {target}"})
+    return {span.span_id: span for span in sends}
+
+
+def check_forwarded(settings: Settings, target: str, sends: dict[str, SpanRecord], count: int) -> None:
+    """Every forwarded record carries exactly one traceparent: the one of its send span."""
+    forwarded = read_back(settings, target, count)
+    assert len(forwarded) == count
+    assert all(len(traceparents(record)) == 1 for record in forwarded)
+    assert sorted(traceparents(record)[0] for record in forwarded) == sorted((span.trace_id, span.span_id) for span in sends.values())
+
+
+def process_points(telemetry: CapturedTelemetry, name: str, group: str) -> float:
+    """The total of metric NAME (a histogram's count) for consumer GROUP."""
+    points = [point for point in telemetry.points(name) if point.attributes.get(semconv.MESSAGING_CONSUMER_GROUP) == group]
+    return sum(point.count if point.count is not None else point.value or 0 for point in points)
+
+
+def test_each_record_of_the_iterator_is_processed_in_its_own_span(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceKafkaInstrumentor
+) -> None:
+    source, target = new_topic("in"), new_topic("out")
+    parents = feed(settings, source, N)
+    assert telemetry.spans == []  # hoptrace's own sends are not traced
+    consumer, producer = consumer_of(settings, source, f"g{unique}"), KafkaProducer(bootstrap_servers=settings.kafka_servers)
+    tracer = trace.get_tracer("test")
+    seen = 0
+    for record in consumer:
+        # The previous record's span ended when this one was asked for; this one's is current.
+        assert len(named(telemetry, f"process {source}")) == seen
+        current = trace.get_current_span().get_span_context()
+        assert format(current.trace_id, "032x") == parents[record.offset][0]
+        with tracer.start_as_current_span("relay") as relay:
+            headers = list(record.headers)
+            if seen % 2:
+                producer.send(target, record.value, None, headers)
+            else:
+                producer.send(target, record.value, headers=headers)
+            assert headers == record.headers  # the caller's list is left alone
+            assert trace.get_current_span() is relay  # the send span is not current after send returns
+        seen += 1
+        if seen == N:
+            break
+        lag = telemetry.points(semconv.CONSUMER_LAG)
+        assert [(point.attributes[semconv.MESSAGING_PARTITION], point.attributes[semconv.MESSAGING_CONSUMER_GROUP]) for point in lag] == [
+            ("0", f"g{unique}")
+        ]
+        assert 0 <= lag[0].value <= N - 1 and lag[0].unit == "{message}"
+    producer.flush()
+    assert len(named(telemetry, f"process {source}")) == N - 1  # the last one is open until close
+    consumer.close()
+    assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left attached
+    assert telemetry.points(semconv.CONSUMER_LAG) == []  # a closed consumer reports no lag
+    check_forwarded(settings, target, check_relay_tree(telemetry.spans, parents, source, target), N)
+    assert process_points(telemetry, semconv.PROCESS_DURATION, f"g{unique}") == N
+    assert process_points(telemetry, semconv.CONSUMED_MESSAGES, f"g{unique}") == N
+    producer.close()
+
+
+def test_each_record_of_a_poll_batch_is_processed_in_its_own_span(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceKafkaInstrumentor
+) -> None:
+    source, target = new_topic("in"), new_topic("out")
+    parents = feed(settings, source, N)
+    consumer, producer = consumer_of(settings, source, f"g{unique}"), KafkaProducer(bootstrap_servers=settings.kafka_servers)
+    tracer = trace.get_tracer("test")
+    seen = 0
+    while seen < N:
+        batch = consumer.poll(timeout_ms=1000)
+        for records in batch.values():
+            # Indexing, len, slicing, pickling and copying: plain list behaviour, no span.
+            assert records[0].offset == records[: len(records)][0].offset
+            assert pickle.loads(pickle.dumps(records)) == copy.copy(records) == records
+            for record in records:
+                assert len(named(telemetry, f"process {source}")) == seen
+                with tracer.start_as_current_span("relay"):
+                    producer.send(target, record.value, headers=record.headers)
+                seen += 1
+            assert len(named(telemetry, f"process {source}")) == seen  # the last one ended with the iteration
+            assert trace.get_current_span() is trace.INVALID_SPAN
+    producer.flush()
+    consumer.close()
+    check_forwarded(settings, target, check_relay_tree(telemetry.spans, parents, source, target), N)
+    assert process_points(telemetry, semconv.PROCESS_DURATION, f"g{unique}") == N
+    assert process_points(telemetry, semconv.CONSUMED_MESSAGES, f"g{unique}") == N
+    producer.close()
+
+
+def by_stage(telemetry: CapturedTelemetry, stage: str) -> list[CapturedSpan]:
+    """The finished process spans of STAGE, in the order they ended."""
+    return [span for span in telemetry.spans if span.kind == "CONSUMER" and span.attributes[semconv.STAGE] == stage]
+
+
+def test_the_open_span_ends_at_commit_poll_close_and_never_stays_attached(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceKafkaInstrumentor
+) -> None:
+    source = new_topic("in")
+    parents = feed(settings, source, N)
+    group = f"g{unique}"
+    consumer = consumer_of(settings, source, group)
+    tracer = trace.get_tracer("test")
+    next(consumer)
+    consumer.commit()
+    assert len(by_stage(telemetry, group)) == 1
+    next(consumer)
+    consumer.commit_async()
+    assert len(by_stage(telemetry, group)) == 2
+    next(consumer)
+    with tracer.start_as_current_span("handler"):
+        consumer.commit()  # ends the span; its context is detached later, once the handler's is gone
+    assert len(by_stage(telemetry, group)) == 3
+    next(consumer)
+    consumer.poll(timeout_ms=0)
+    assert len(by_stage(telemetry, group)) == 4
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    next(consumer)
+    consumer.close()
+    assert len(by_stage(telemetry, group)) == 5
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    spans = by_stage(telemetry, group)
+    assert [span.attributes[semconv.MESSAGING_KAFKA_OFFSET] for span in spans] == list(range(N))
+    assert [(span.trace_id, span.parent_span_id) for span in spans] == parents  # none the child of a context left behind
+
+
+def test_the_last_span_ends_when_the_iterator_stops(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceKafkaInstrumentor
+) -> None:
+    source = new_topic("in")
+    parents = feed(settings, source, 2)
+    group = f"g{unique}"
+    consumer = consumer_of(settings, source, group)
+    assert next(consumer).offset == 0
+    consumer.config["consumer_timeout_ms"] = 1000  # from now on, StopIteration after a second without a record
+    assert [record.offset for record in consumer] == [1]
+    assert [(span.trace_id, span.parent_span_id) for span in by_stage(telemetry, group)] == parents
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    consumer.close()
+    assert len(by_stage(telemetry, group)) == 2
+
+
+def test_a_poll_list_ends_its_span_at_break_exception_poll_and_close(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceKafkaInstrumentor
+) -> None:
+    source = new_topic("in")
+    parents = feed(settings, source, N)
+    group = f"g{unique}"
+    consumer = consumer_of(settings, source, group)
+    records: list[ConsumerRecord] = []
+    while not records:
+        records = next(iter(consumer.poll(timeout_ms=1000).values()), [])
+    for _ in records:
+        break
+    assert len(by_stage(telemetry, group)) == 1
+    with pytest.raises(RuntimeError):
+        for _ in records:
+            raise RuntimeError("handler failed")
+    assert len(by_stage(telemetry, group)) == 2
+    iterator = iter(records)
+    next(iterator)
+    assert format(trace.get_current_span().get_span_context().trace_id, "032x") == parents[0][0]  # open and current
+    consumer.poll(timeout_ms=0)
+    assert len(by_stage(telemetry, group)) == 3
+    next(iter(records))
+    consumer.close()
+    assert len(by_stage(telemetry, group)) == 4  # iterated four times: processed four times (the documented limit)
+    assert {span.attributes[semconv.MESSAGING_KAFKA_OFFSET] for span in by_stage(telemetry, group)} == {0}
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_a_loop_left_by_an_exception_in_a_with_block_fails_the_record_at_close(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceKafkaInstrumentor
+) -> None:
+    source = new_topic("in")
+    feed(settings, source, 1)
+    group = f"g{unique}"
+    with pytest.raises(RuntimeError), consumer_of(settings, source, group) as consumer:
+        for _ in consumer:
+            raise RuntimeError("handler failed")
+    [span] = by_stage(telemetry, group)
+    assert (span.status, span.attributes[semconv.OUTCOME], span.attributes[semconv.ERROR_TYPE]) == ("ERROR", "failed", "RuntimeError")
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_processing_gives_a_handler_in_another_thread_its_own_span(
+    settings: Settings, new_topic: Callable[..., str], telemetry: CapturedTelemetry
+) -> None:
+    source = new_topic("in")
+    parents = feed(settings, source, 2)
+    first, second = read_back(settings, source, 2)
+    seen: dict[str, bool] = {}
+
+    def handle(record: ConsumerRecord) -> None:
+        with hoptrace.kafka.processing(record, consumer_group="billing") as span:
+            seen["current"] = trace.get_current_span() is span
+            with trace.get_tracer("test").start_as_current_span("work"):
+                pass
+
+    worker = threading.Thread(target=handle, args=(first,))
+    worker.start()
+    worker.join()
+    with pytest.raises(ValueError, match="bad record"), hoptrace.kafka.processing(second):
+        raise ValueError("bad record")
+    assert seen == {"current": True} and trace.get_current_span() is trace.INVALID_SPAN
+    [billing] = by_stage(telemetry, "billing")
+    [work] = named(telemetry, "work")
+    assert (billing.trace_id, billing.parent_span_id, billing.attributes[semconv.MESSAGING_CONSUMER_GROUP]) == (*parents[0], "billing")
+    assert (work.trace_id, work.parent_span_id) == (billing.trace_id, billing.span_id)
+    [failed] = by_stage(telemetry, source)  # no group: the stage is the topic
+    assert (failed.trace_id, failed.parent_span_id, failed.status) == (*parents[1], "ERROR")
+    assert (failed.attributes[semconv.OUTCOME], failed.attributes[semconv.ERROR_TYPE]) == ("failed", "ValueError")
+    durations = {
+        point.attributes[semconv.STAGE]: (point.count, point.attributes.get(semconv.ERROR_TYPE))
+        for point in telemetry.points(semconv.PROCESS_DURATION)
+    }
+    assert durations == {"billing": (1, None), source: (1, "ValueError")}
+
+
+def test_untrusted_headers_never_reach_the_loop_and_are_counted(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceKafkaInstrumentor
+) -> None:
+    source, target = new_topic("in"), new_topic("out")
+    bad: list[Callable[[Headers], Headers]] = [
+        lambda good: [("traceparent", b"\xff\xfe-not-utf-8")],
+        lambda good: [*good, ("TraceParent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")],  # two different ones: neither is trusted
+        lambda good: [("traceparent", b"00-zz-not-a-traceparent")],
+        lambda good: [*good, ("baggage", b"k=" + b"v" * 9000)],  # oversized: dropped, the trace goes on
+        lambda good: [*good, ("hoptrace-sent-at", b"nan")],  # malformed: dropped, the trace goes on
+    ]
+    parents = feed(settings, source, len(bad), rewrite=lambda index, good: bad[index](good))
+    group = f"g{unique}"
+    consumer, producer = consumer_of(settings, source, group), KafkaProducer(bootstrap_servers=settings.kafka_servers)
+    for seen, record in enumerate(consumer, 1):
+        producer.send(target, record.value, headers=[(key, value) for key, value in record.headers if value is not None])
+        if seen == len(bad):
+            break
+    producer.flush()
+    consumer.close()
+    spans = sorted(by_stage(telemetry, group), key=lambda span: span.attributes[semconv.MESSAGING_KAFKA_OFFSET])
+    roots = [span.parent_span_id is None for span in spans]
+    assert roots == [True, True, True, False, False]
+    assert [(span.trace_id, span.parent_span_id) for span in spans[3:]] == parents[3:]
+    forwarded = sorted(read_back(settings, target, len(bad)), key=lambda record: int(record.value))
+    sends = {span.parent_span_id: span for span in named(telemetry, f"send {target}")}  # each the child of its process span
+    assert [traceparents(record) for record in forwarded] == [[(sends[span.span_id].trace_id, sends[span.span_id].span_id)] for span in spans]
+    assert process_points(telemetry, semconv.PROPAGATION_FALLBACKS, group) == len(bad)
+    # A header value kafka-python may deliver but never sends: None.
+    with hoptrace.kafka.processing(forwarded[0]._replace(headers=[("traceparent", None)]), consumer_group=group) as span:
+        assert span.get_span_context().is_valid
+    assert by_stage(telemetry, group)[-1].parent_span_id is None
+    assert process_points(telemetry, semconv.PROPAGATION_FALLBACKS, group) == len(bad) + 1
+    producer.close()
+
+
+def test_uninstrument_puts_every_method_back_and_instrument_twice_is_a_no_op(telemetry: CapturedTelemetry) -> None:
+    originals = {(owner, name): owner.__dict__[name] for owner, name, _ in PATCHES}
+    stock_methods = (KafkaInstrumentor._instrument, KafkaInstrumentor._uninstrument)  # noqa: SLF001
+    assert not any(isinstance(method, wrapt.ObjectProxy) for method in originals.values())
+    instrumentor = HoptraceKafkaInstrumentor()
+    instrumentor.instrument()
+    wrapped = {(owner, name): owner.__dict__[name] for owner, name, _ in PATCHES}
+    assert all(wrapped[key].__wrapped__ is originals[key] for key in originals)
+    instrumentor.instrument()
+    assert all(owner.__dict__[name] is wrapped[(owner, name)] for owner, name, _ in PATCHES)
+    instrumentor.uninstrument()
+    assert all(owner.__dict__[name] is originals[(owner, name)] for owner, name, _ in PATCHES)
+    assert (KafkaInstrumentor._instrument, KafkaInstrumentor._uninstrument) == stock_methods  # noqa: SLF001
+    instrumentor.uninstrument()
+    assert all(owner.__dict__[name] is originals[(owner, name)] for owner, name, _ in PATCHES)
+
+
+def test_the_stock_instrumentor_steps_aside_before_and_after_ours(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    source, target = new_topic("in"), new_topic("out")
+    parents = feed(settings, source, N)
+    original_send = KafkaProducer.__dict__["send"]
+    stock, ours = KafkaInstrumentor(), HoptraceKafkaInstrumentor()
+    stock.instrument()
+    try:
+        ours.instrument()
+        with caplog.at_level("INFO", "hoptrace"):
+            stock.instrument()
+        assert "KafkaInstrumentor skipped: HoptraceKafkaInstrumentor instruments this library" in caplog.text
+        assert KafkaProducer.__dict__["send"].__wrapped__ is original_send  # ours alone
+        consumer, producer = consumer_of(settings, source, f"g{unique}"), KafkaProducer(bootstrap_servers=settings.kafka_servers)
+        for seen, record in enumerate(consumer, 1):
+            with trace.get_tracer("test").start_as_current_span("relay"):
+                producer.send(target, record.value, headers=record.headers)
+            if seen == N:
+                break
+        producer.flush()
+        consumer.close()
+        producer.close()
+        check_forwarded(settings, target, check_relay_tree(telemetry.spans, parents, source, target), N)
+        ours.uninstrument()
+        assert KafkaProducer.__dict__["send"] is original_send and not stock.is_instrumented_by_opentelemetry
+    finally:
+        if ours.is_instrumented_by_opentelemetry:
+            ours.uninstrument()
+        if stock.is_instrumented_by_opentelemetry:
+            stock.uninstrument()
+
+
+OPENTELEMETRY_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
+
+
+@pytest.mark.parametrize("stock", ["stock-enabled", "stock-disabled"])
+@pytest.mark.parametrize("app", ["kafka_relay", "kafka_relay_poll"])
+def test_a_plain_relay_under_opentelemetry_instrument(
+    app: str, stock: str, settings: Settings, new_topic: Callable[..., str], unique: str, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
+) -> None:
+    receiver, store = telemetry_store
+    source, target, group = new_topic("in"), new_topic("out"), f"relay-{unique}"
+    parents = feed(settings, source, RELAY_N)  # no OpenTelemetry here: the traceparents are written by hand
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith("OTEL_")},
+        "RELAY_BOOTSTRAP": settings.kafka_bootstrap,
+        "RELAY_SOURCE": source,
+        "RELAY_TARGET": target,
+        "RELAY_GROUP": group,
+        "RELAY_COUNT": str(RELAY_N),
+        "OTEL_SERVICE_NAME": "kafka-relay",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_METRIC_EXPORT_INTERVAL": "300",
+    }
+    if stock == "stock-disabled":
+        env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "kafka"
+    relay = subprocess.Popen(
+        [str(OPENTELEMETRY_INSTRUMENT), sys.executable, "-m", f"tests.apps.{app}"],
+        cwd=REPOSITORY,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output, _ = relay.communicate(timeout=90)
+    assert relay.returncode == 0 and f"relayed {RELAY_N}" in output, output
+
+    def mine(resource: Mapping[str, Any]) -> bool:
+        return resource.get("process.pid") == relay.pid  # opentelemetry-instrument execs the relay: one process
+
+    store.wait_until(lambda s: len([span for span in s.spans() if span.name == "relay" and mine(span.resource)]) >= RELAY_N, timeout=10)
+    spans = [span for span in store.spans() if mine(span.resource)]
+    assert not [span for span in spans if span.scope_name.startswith("opentelemetry.instrumentation")]  # the stock one stayed silent
+    check_forwarded(settings, target, check_relay_tree(spans, parents, source, target), RELAY_N)
+    where = {semconv.MESSAGING_CONSUMER_GROUP: group, semconv.MESSAGING_DESTINATION: source}
+    points = [point for point in store.metrics() if mine(point.resource)]
+    assert latest_totals([point for point in points if point.name == semconv.PROCESS_DURATION], where, "count") == RELAY_N
+    assert latest_totals([point for point in points if point.name == semconv.CONSUMED_MESSAGES], where) == RELAY_N
+    lag = [point for point in points if point.name == semconv.CONSUMER_LAG and all(point.attributes.get(k) == v for k, v in where.items())]
+    assert lag and {point.attributes[semconv.MESSAGING_PARTITION] for point in lag} == {"0"}
+    assert all(0 <= point.value <= RELAY_N for point in lag)
+
+
+def test_processing_keeps_concurrent_asyncio_handlers_apart_and_never_raises_its_own_errors(telemetry: CapturedTelemetry) -> None:
+    parents = [(uuid.uuid4().hex, uuid.uuid4().hex[:16]) for _ in range(2)]
+    records = [
+        ConsumerRecord("orders", 0, -1, offset, 0, 0, None, b"{}", [("traceparent", f"00-{trace_id}-{span_id}-01".encode())], None, 0, 2, 0)
+        for offset, (trace_id, span_id) in enumerate(parents)
+    ]
+    seen: list[tuple[str, str]] = []
+
+    async def handle(record: ConsumerRecord) -> None:
+        with hoptrace.kafka.processing(record, consumer_group="async"):
+            await asyncio.sleep(0.01)  # the other task runs meanwhile, in its own span
+            seen.append((format(trace.get_current_span().get_span_context().trace_id, "032x"), str(record.offset)))
+
+    async def both() -> None:
+        await asyncio.gather(*(handle(record) for record in records))
+
+    asyncio.run(both())
+    assert sorted(seen) == sorted((trace_id, str(offset)) for offset, (trace_id, _) in enumerate(parents))
+    assert sorted((span.trace_id, span.parent_span_id) for span in by_stage(telemetry, "async")) == sorted(parents)
+    with hoptrace.kafka.processing("not a record") as span:  # type: ignore[arg-type]
+        assert span is trace.INVALID_SPAN  # hoptrace could not make sense of it: the block runs untraced
+    assert len(by_stage(telemetry, "async")) == 2
