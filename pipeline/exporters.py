@@ -8,12 +8,17 @@ name is looked up in the entry-point group the SDK's own auto-configuration uses
 
 Exporters are built without arguments: endpoint, headers, timeout, compression and
 certificates are read by the exporters themselves from ``OTEL_EXPORTER_OTLP_*``.
+
+Spans sent over OTLP (either protocol) go through hoptrace's exporters
+(``pipeline.otlp_exporters``): the SDK's, with an encoder several times faster; set
+``HOPTRACE_SPAN_ENCODER=sdk`` to use the SDK's own.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Literal, TypeVar
 
@@ -67,16 +72,30 @@ def exporter_names(signal: Signal) -> list[str]:
     return chosen
 
 
+ENCODER_VARIABLE = "HOPTRACE_SPAN_ENCODER"
+"""``sdk`` makes OTLP span exporters use the SDK's encoder instead of hoptrace's."""
+
+
+def _factory(signal: Signal, name: str) -> Callable[[], object] | None:
+    """What builds the exporter NAME of SIGNAL: hoptrace's OTLP span exporters, else the entry point of that name."""
+    if signal == "traces" and name in OTLP_PROTOCOLS.values() and os.environ.get(ENCODER_VARIABLE, "").strip().lower() != "sdk":
+        from hoptrace.pipeline import otlp_exporters
+
+        return otlp_exporters.OTLPGrpcSpanExporter if name == OTLP_PROTOCOLS["grpc"] else otlp_exporters.OTLPHttpSpanExporter
+    entry = next(iter(entry_points(group=f"opentelemetry_{signal}_exporter", name=name)), None)
+    return None if entry is None else lambda: entry.load()()
+
+
 def _build(signal: Signal, kind: type[_ExporterT] | tuple[type, ...]) -> list[_ExporterT]:
     """Build the chosen exporters of ``signal``; one that cannot be built is skipped with a warning."""
     exporters: list[_ExporterT] = []
     for name in exporter_names(signal):
-        entry = next(iter(entry_points(group=f"opentelemetry_{signal}_exporter", name=name)), None)
-        if entry is None:
+        factory = _factory(signal, name)
+        if factory is None:
             _logger.warning("unknown %s exporter %r in OTEL_%s_EXPORTER, ignored", signal, name, signal.upper())
             continue
         try:
-            exporter = entry.load()()
+            exporter = factory()
         except Exception as error:  # noqa: BLE001 - a bad exporter must not stop the worker
             _logger.warning("cannot create %s exporter %r, ignored: %s", signal, name, error)
             continue

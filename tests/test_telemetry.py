@@ -33,6 +33,7 @@ from opentelemetry.trace import format_span_id, format_trace_id
 
 from hoptrace.pipeline import exporters
 from hoptrace.pipeline.instruments import SECONDS_BUCKETS, Instruments
+from hoptrace.pipeline.otlp_exporters import OTLPGrpcSpanExporter, OTLPHttpSpanExporter
 from hoptrace.pipeline.telemetry import LOG_FORMAT, Telemetry, configure, install_log_correlation
 from tests.conftest import SilentEndpoint, free_port
 
@@ -74,9 +75,11 @@ def _shut(built: list[Any]) -> list[type]:
 def test_defaults_are_otlp_grpc_for_traces_and_metrics_and_no_logs(monkeypatch: pytest.MonkeyPatch) -> None:
     for signal in ("TRACES", "METRICS", "LOGS"):
         monkeypatch.delenv(f"OTEL_{signal}_EXPORTER")
-    assert _shut(exporters.span_exporters()) == [GrpcSpanExporter]
+    assert _shut(exporters.span_exporters()) == [OTLPGrpcSpanExporter]  # the SDK's, with hoptrace's encoder
     assert _shut(exporters.metric_readers_and_exporters()[1]) == [GrpcMetricExporter]
     assert exporters.log_exporters() == []
+    monkeypatch.setenv("HOPTRACE_SPAN_ENCODER", "sdk")
+    assert _shut(exporters.span_exporters()) == [GrpcSpanExporter]
 
 
 def test_console_and_none(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,11 +98,11 @@ def test_otlp_http_by_shared_protocol_and_per_signal_override(monkeypatch: pytes
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_LOGS_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-    assert _shut(exporters.span_exporters()) == [HttpSpanExporter, ConsoleSpanExporter]
+    assert _shut(exporters.span_exporters()) == [OTLPHttpSpanExporter, ConsoleSpanExporter]
     assert _shut(exporters.metric_readers_and_exporters()[1]) == [HttpMetricExporter]
     assert _shut(exporters.log_exporters()) == [HttpLogExporter]
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
-    assert _shut(exporters.span_exporters()) == [GrpcSpanExporter, ConsoleSpanExporter]
+    assert _shut(exporters.span_exporters()) == [OTLPGrpcSpanExporter, ConsoleSpanExporter]
     assert _shut(exporters.metric_readers_and_exporters()[1]) == [HttpMetricExporter]
 
 
