@@ -55,6 +55,7 @@ SECONDS_BUCKETS: tuple[float, ...] = (
 
 
 _made: weakref.WeakKeyDictionary[MeterProvider, Instruments] = weakref.WeakKeyDictionary()
+_before_global: Instruments | None = None
 _made_lock = threading.Lock()
 
 
@@ -73,11 +74,19 @@ class Instruments:
 
         An observable instrument registered twice under one name keeps its first callback only,
         so every publisher and processor of a provider must count into the same instruments.
+        Instruments made before any global provider was set (on the API's proxy) follow the global
+        provider once one is set, so they are the global provider's instruments from then on.
         """
+        global _before_global
         provider = meter_provider or metrics.get_meter_provider()
         with _made_lock:
-            if provider not in _made:
-                _made[provider] = cls(provider)
+            if provider in _made:
+                return _made[provider]
+            unset = type(provider).__name__ == "_ProxyMeterProvider"
+            if unset or (_before_global is not None and provider is metrics.get_meter_provider()):
+                _before_global = _before_global or cls(provider)
+                return _before_global
+            _made[provider] = cls(provider)
             return _made[provider]
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:

@@ -21,9 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from opentelemetry import propagate, trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.propagators.textmap import CarrierT, Setter, TextMapPropagator
 
+from hoptrace.pipeline import w3c
 from hoptrace.pipeline.jobs import parse_epoch_seconds
 from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
 
@@ -70,7 +71,11 @@ def _allowed_keys(allowlist: tuple[str, ...]) -> re.Pattern[str]:
 
 def inject(carrier: CarrierT, setter: Setter[CarrierT], context: Context | None = None) -> None:
     """Write the propagation headers of a message published in CONTEXT (default: the current one) into CARRIER through SETTER."""
-    propagate.inject(carrier, context=context, setter=setter)
+    textmap = propagate.get_global_textmap()
+    if w3c.is_default(textmap):
+        w3c.inject(carrier, setter, context if context is not None else get_current())
+    else:
+        textmap.inject(carrier, context=context, setter=setter)
     setter.set(carrier, HEADER_SENT_AT, f"{time.time():.6f}")
 
 
@@ -146,7 +151,8 @@ def extract(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...] =
     baggage_fallbacks: list[str] = []
     if "baggage" in headers:
         headers["baggage"] = _allowed_baggage(headers["baggage"], allowlist, baggage_fallbacks)
-    context = propagate.extract(headers, context=Context())
+    textmap = propagate.get_global_textmap()
+    context = w3c.extract(headers) if w3c.is_default(textmap) else textmap.extract(headers, context=Context())
     if "traceparent" in headers and not trace.get_current_span(context).get_span_context().is_valid:
         fallbacks.append("malformed_traceparent")
     fallbacks += baggage_fallbacks
