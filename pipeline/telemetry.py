@@ -43,10 +43,10 @@ from opentelemetry.sdk.resources import (
     get_aggregated_resources,
 )
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import format_span_id, format_trace_id
 
 from hoptrace.pipeline.exporters import log_exporters, metric_readers_and_exporters, span_exporters
+from hoptrace.pipeline.telemetry_loss import CountingBatchSpanProcessor, CountingLogExporter, CountingMetricExporter, TelemetryLoss
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s span_id=%(span_id)s] %(message)s"
 """A stdlib logging format showing the current trace and span (needs :func:`install_log_correlation`)."""
@@ -146,19 +146,21 @@ def configure(
             existing.meter_provider.add_metric_reader(reader)
         return existing
     resource = build_resource(service_name, resource_attributes)
+    loss = TelemetryLoss()
     chosen_readers, chosen_exporters = metric_readers_and_exporters()
-    periodic = [PeriodicExportingMetricReader(exporter) for exporter in [*chosen_exporters, *metric_exporters]]
+    periodic = [PeriodicExportingMetricReader(CountingMetricExporter(exporter, loss)) for exporter in [*chosen_exporters, *metric_exporters]]
     meter_provider = MeterProvider([*chosen_readers, *periodic, *metric_readers], resource=resource, shutdown_on_exit=False)
+    loss.register(meter_provider)
     # No sampler given: the SDK reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG itself.
     tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    for processor in [*(BatchSpanProcessor(e) for e in span_exporters()), *span_processors]:
+    for processor in [*(CountingBatchSpanProcessor(exporter, loss) for exporter in span_exporters()), *span_processors]:
         tracer_provider.add_span_processor(processor)
     install_log_correlation()
     logger_provider, handler = None, None
     if exporters := log_exporters():
         logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
         for exporter in exporters:
-            logger_provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+            logger_provider.add_log_record_processor(BatchLogRecordProcessor(CountingLogExporter(exporter, loss)))
         with warnings.catch_warnings():  # its successor is in a package hoptrace does not depend on
             warnings.simplefilter("ignore", DeprecationWarning)
             handler = LoggingHandler(logger_provider=logger_provider)

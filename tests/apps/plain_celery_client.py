@@ -11,9 +11,19 @@ from __future__ import annotations
 import sys
 
 from celery import Celery, chain, chord
+from celery.result import AsyncResult
 from opentelemetry import trace
 
 from tests.apps.plain_celery import PREFIX, REDIS, add, app, auto, flaky, mul, xsum
+
+
+def by_name() -> AsyncResult:
+    """``send_task('plain.add')`` from an app that has no such task (its tasks are shared with every app, so unregister it)."""
+    stranger = Celery("stranger", broker=REDIS, backend=REDIS, set_as_current=False)
+    stranger.conf.update(broker_transport_options=PREFIX, result_backend_transport_options=PREFIX, task_default_queue=app.conf.task_default_queue)
+    stranger.tasks.unregister("plain.add")
+    assert "plain.add" not in stranger.tasks
+    return stranger.send_task("plain.add", (20, 22))
 
 
 def main(case: str) -> None:
@@ -25,9 +35,7 @@ def main(case: str) -> None:
     elif case == "autoretry":
         results = [auto.delay(8)]
     elif case == "by-name":
-        stranger = Celery("stranger", broker=REDIS, backend=REDIS)
-        stranger.conf.update(broker_transport_options=PREFIX, result_backend_transport_options=PREFIX, task_default_queue=app.conf.task_default_queue)
-        results = [stranger.send_task("plain.add", (20, 22))]
+        results = [by_name()]
     else:
         raise SystemExit(f"unknown case {case!r}")
     print("leaked", trace.get_current_span().get_span_context().is_valid, flush=True)
