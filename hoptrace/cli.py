@@ -21,7 +21,11 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-services_app = typer.Typer(help="Local Redis and Apache Kafka, no Docker needed.", no_args_is_help=True, rich_markup_mode=None)
+services_app = typer.Typer(
+    help="Local Redis and Apache Kafka, and on request the observability stack (Collector, Jaeger, Prometheus); no Docker needed.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(services_app, name="services")
 
 SPEC_HELP = "The pipeline, as MODULE:ATTR (e.g. hoptrace.examples.orders:pipeline)."
@@ -33,6 +37,8 @@ class Service(str, Enum):
 
     redis = "redis"
     kafka = "kafka"
+    observability = "observability"
+    """The OpenTelemetry Collector, Jaeger and Prometheus of deploy/local/observability.sh, together."""
 
 
 def _run(work: Callable[[], int | None]) -> None:
@@ -53,15 +59,19 @@ def _services(names: list[Service] | None) -> tuple[str, ...] | None:
 
 
 @services_app.command("up")
-def services_up(names: list[Service] = typer.Argument(None, help="Services to start (default: all).")) -> None:
-    """Install when missing, then start local Redis and Kafka. Starting twice is a no-op."""
+def services_up(
+    names: list[Service] = typer.Argument(None, help="redis, kafka, observability (Collector + Jaeger + Prometheus); default: redis kafka."),
+) -> None:
+    """Install when missing (the observability stack is built from Go modules, ~10 min once), then start. Starting twice is a no-op."""
     from hoptrace import services
 
     _run(lambda: services.print_run("up", _services(names)))
 
 
 @services_app.command("down")
-def services_down(names: list[Service] = typer.Argument(None, help="Services to stop (default: all).")) -> None:
+def services_down(
+    names: list[Service] = typer.Argument(None, help="redis, kafka, observability (Collector + Jaeger + Prometheus); default: redis kafka."),
+) -> None:
     """Stop what ``hoptrace services up`` started; services it found running are left alone."""
     from hoptrace import services
 
@@ -69,11 +79,13 @@ def services_down(names: list[Service] = typer.Argument(None, help="Services to 
 
 
 @services_app.command("status")
-def services_status() -> None:
-    """Show each service's address, pid and health (Kafka: a real metadata request)."""
+def services_status(
+    names: list[Service] = typer.Argument(None, help="redis, kafka, observability (Collector + Jaeger + Prometheus); default: redis kafka."),
+) -> None:
+    """Show each service's address, pid and health (Kafka: a real metadata request; the observability stack: its health endpoints)."""
     from hoptrace import services
 
-    _run(services.print_status)
+    _run(lambda: services.print_status(_services(names)))
 
 
 @app.command()
@@ -98,11 +110,28 @@ def watch(
     jobs: int = typer.Option(3, "--jobs", min=0, help="Latest jobs shown as trees."),
     window: float = typer.Option(60.0, "--window", min=1, help="Seconds of history in the stage table."),
     refresh: float = typer.Option(1.0, "--refresh", min=0.1, help="Seconds between redraws."),
+    jaeger: str = typer.Option(None, "--jaeger", help="Read traces from this Jaeger query service (e.g. http://localhost:16686); no receiver then."),
+    prometheus: str = typer.Option(
+        None, "--prometheus", help="Read the stage table from this Prometheus (e.g. http://localhost:9090); no receiver then."
+    ),
 ) -> None:
-    """Receive OTLP from workers into the embedded store and show the latest jobs and every stage, live."""
+    """Show the latest jobs and every stage, live: received here over OTLP, or read from a deployed Jaeger and Prometheus."""
     from hoptrace import watch as watching
 
-    _run(lambda: watching.main(host, grpc_port, http_port, db, jobs, window, refresh))
+    _run(lambda: watching.main(host, grpc_port, http_port, db, jobs, window, refresh, jaeger, prometheus))
+
+
+@app.command()
+def stages(
+    window: float = typer.Option(60.0, "--window", min=1, help="Seconds of history."),
+    pipeline: str = typer.Option(None, "--pipeline", help="Only this pipeline's stages."),
+    db: Path = typer.Option(None, "--db", help=DB_HELP),
+    prometheus: str = typer.Option(None, "--prometheus", help="Read from a Prometheus instead, e.g. http://localhost:9090."),
+) -> None:
+    """Print the per-stage table: messages, rate, handler percentiles, queue wait, errors, retries, depth or lag."""
+    from hoptrace import reading
+
+    _run(lambda: reading.print_stages(window, db, prometheus, pipeline))
 
 
 @app.command()
@@ -124,7 +153,7 @@ def trace(
     trace_id: str = typer.Argument(..., help="32 hex digits, as printed by publish, traces or demo."),
     as_json: bool = typer.Option(False, "--json", help="Print the spans as JSON."),
     db: Path = typer.Option(None, "--db", help=DB_HELP),
-    jaeger: str = typer.Option(None, "--jaeger", help="Read from a Jaeger query service instead."),
+    jaeger: str = typer.Option(None, "--jaeger", help="Read from a Jaeger query service instead, e.g. http://localhost:16686."),
 ) -> None:
     """Print one trace as a tree across queues (or as JSON)."""
     from hoptrace import reading
@@ -139,11 +168,15 @@ def worker(
     concurrency: int = typer.Option(2, "--concurrency", "-c", min=1, help="Prefork processes of the Celery worker."),
     max_tasks_per_child: int = typer.Option(None, "--max-tasks-per-child", min=1, help="Replace a Celery pool process after this many tasks."),
     monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="Also report queue depth and consumer lag of these stages."),
+    exit_on_child_failure: bool = typer.Option(
+        False, "--exit-on-child-failure", help="When one worker process exits, stop them all and exit 1 (default: restart it, with backoff)."
+    ),
 ) -> None:
-    """Run the workers of the pipeline's stages until stopped (SIGTERM/SIGINT)."""
+    """Run the workers of the pipeline's stages until stopped (SIGTERM/SIGINT); a worker process that dies is restarted."""
     from hoptrace import worker as workers
 
-    _run(lambda: workers.main(spec, stage or [], workers.CeleryOptions(concurrency, max_tasks_per_child), monitor))
+    options = workers.CeleryOptions(concurrency, max_tasks_per_child)
+    _run(lambda: workers.main(spec, stage or [], options, monitor, exit_on_child_failure))
 
 
 @app.command()

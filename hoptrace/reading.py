@@ -1,17 +1,26 @@
-"""``hoptrace traces`` and ``hoptrace trace``: read stored traces back, from the embedded store or a deployed Jaeger."""
+"""``hoptrace traces``, ``trace`` and ``stages``: read traces and stage numbers back, from the embedded store or deployed backends.
+
+Traces come from the embedded store or a Jaeger query service; the stage table from the
+embedded store or a Prometheus that scrapes the OpenTelemetry Collector's prometheus exporter.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
+
+from rich.console import Group, RenderableType
 
 from hoptrace.errors import CommandError
 from hoptrace.output import console
 from hoptrace.pipeline.settings import Settings
 from hoptrace.view.jaeger import JaegerError, JaegerQuery
 from hoptrace.view.otlp_decode import ReceivedSpan
-from hoptrace.view.queries import TraceSummary
+from hoptrace.view.prometheus import PrometheusError, PrometheusQuery
+from hoptrace.view.prometheus_stages import PrometheusStages, PrometheusStageStats, outcomes_table
+from hoptrace.view.queries import StageStats, TraceSummary
 from hoptrace.view.sqlite_store import SqliteTraceStore
 
 
@@ -31,6 +40,18 @@ class TraceSource(Protocol):
         ...
 
 
+class StageSource(Protocol):
+    """Where the stage table's numbers come from: the embedded store or a Prometheus."""
+
+    def stage_stats(self, window_s: float = 60.0) -> Sequence[StageStats]:
+        """Per (pipeline, stage), sorted: the numbers of the WINDOW_S seconds up to now."""
+        ...
+
+
+READ_ERRORS = (JaegerError, PrometheusError)
+"""What a deployed backend raises when it cannot answer; the message says what to do."""
+
+
 def default_store_path(settings: Settings) -> Path:
     """The embedded store's file: ``traces.sqlite`` in the state folder."""
     return settings.state_dir / "traces.sqlite"
@@ -41,6 +62,32 @@ def open_source(db: Path | None, jaeger: str | None) -> TraceSource:
     if jaeger:
         return JaegerQuery(jaeger)
     return SqliteTraceStore(db or default_store_path(Settings()))
+
+
+def open_stages(db: Path | None, prometheus: str | None, pipeline: str | None = None) -> StageSource:
+    """The Prometheus at PROMETHEUS (PIPELINE's stages only, when given) if given, else the embedded store (at DB, or the default file)."""
+    if prometheus:
+        return PrometheusStages(PrometheusQuery(prometheus), pipeline)
+    return SqliteTraceStore(db or default_store_path(Settings()))
+
+
+def stages_view(stats: Sequence[StageStats], width: int | None = None) -> RenderableType:
+    """The stage table; below it, when the numbers come from Prometheus, what only it knows (consumed, dead-lettered, job p95, oldest waiting)."""
+    from hoptrace.view.tables import stage_table
+
+    extra = [each for each in stats if isinstance(each, PrometheusStageStats)]
+    return Group(stage_table(stats, width=width), outcomes_table(extra)) if extra else stage_table(stats, width=width)
+
+
+def print_stages(window_s: float, db: Path | None, prometheus: str | None, pipeline: str | None) -> None:
+    """``hoptrace stages``: the per-stage table of the last WINDOW_S seconds, from Prometheus or the embedded store."""
+    try:
+        stats = open_stages(db, prometheus, pipeline).stage_stats(window_s)
+    except PrometheusError as error:  # unreachable, not Prometheus, or not a URL at all
+        raise CommandError(error) from error
+    if pipeline is not None and not prometheus:
+        stats = [each for each in stats if each.pipeline == pipeline]
+    console().print(stages_view(stats, width=console().width))
 
 
 def print_traces(last: int, stage: str | None, errors: bool, db: Path | None, jaeger: str | None) -> None:

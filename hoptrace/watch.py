@@ -1,13 +1,18 @@
-"""``hoptrace watch``: the embedded OTLP receiver and store, and a live view of the latest jobs and every stage.
+"""``hoptrace watch``: a live view of the latest jobs and every stage, received here or read from deployed backends.
 
-The receiver (gRPC and HTTP) writes spans and metric points into the bounded SQLite store
-under the state folder (``hoptrace traces`` and ``trace`` read it back, see ``reading``).
+Receiving (the default): the embedded OTLP receiver (gRPC and HTTP) writes spans and metric
+points into the bounded SQLite store under the state folder, and the view reads it back
+(``hoptrace traces`` and ``trace`` read the same store, see ``reading``).
+
+Reading (``--jaeger URL`` and/or ``--prometheus URL``): no receiver; the trees come from Jaeger
+(else the store) and the stage table from Prometheus (else the store), as a deployment has them.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -18,20 +23,30 @@ from rich.text import Text
 from hoptrace.errors import CommandError
 from hoptrace.output import console
 from hoptrace.pipeline.settings import Settings
-from hoptrace.reading import default_store_path
+from hoptrace.reading import READ_ERRORS, StageSource, TraceSource, default_store_path, open_source, open_stages, stages_view
 from hoptrace.view.formatting import to_text
 from hoptrace.view.receiver import OtlpReceiver
 from hoptrace.view.sqlite_store import SqliteTraceStore
-from hoptrace.view.tables import stage_table
 from hoptrace.view.tree import trace_tree
 
+WAITING = "waiting for spans… point OTEL_EXPORTER_OTLP_ENDPOINT here and start a worker"
 
-def snapshot(store: SqliteTraceStore, jobs: int, window_s: float) -> RenderableType:
-    """The watch view: trees of the latest JOBS traces, then the per-stage table over WINDOW_S seconds."""
-    trees: list[RenderableType] = [trace_tree(store.trace(summary.trace_id)) for summary in store.recent_traces(jobs)]
-    if not trees:
-        trees = [Text("waiting for spans… point OTEL_EXPORTER_OTLP_ENDPOINT here and start a worker", style="dim")]
-    return Group(*trees, stage_table(store.stage_stats(window_s)))
+
+def snapshot(traces: TraceSource, stages: StageSource, jobs: int, window_s: float, empty: str = WAITING) -> RenderableType:
+    """The watch view: trees of the latest JOBS traces (EMPTY when there are none), then the per-stage table over WINDOW_S seconds.
+
+    A backend that cannot answer is shown as its message instead of its part of the view.
+    """
+    parts: list[RenderableType] = []
+    try:
+        parts += [trace_tree(traces.trace(summary.trace_id)) for summary in traces.recent_traces(jobs)] or [Text(empty, style="dim")]
+    except READ_ERRORS as error:
+        parts.append(Text(str(error), style="red"))
+    try:
+        parts.append(stages_view(stages.stage_stats(window_s)))
+    except READ_ERRORS as error:
+        parts.append(Text(str(error), style="red"))
+    return Group(*parts)
 
 
 def _stop_event() -> threading.Event:
@@ -45,28 +60,46 @@ def _stop_event() -> threading.Event:
     return stopped
 
 
+def show(view: Callable[[], RenderableType], console: Console, refresh_s: float, stopped: threading.Event) -> None:
+    """Until STOPPED: redraw VIEW every REFRESH_S seconds (a terminal), or print it as plain text whenever it changed."""
+    if console.is_terminal:
+        with Live(view(), console=console, auto_refresh=False) as live:
+            while not stopped.wait(refresh_s):
+                live.update(view(), refresh=True)
+        return
+    shown = ""
+    while not stopped.wait(refresh_s):
+        if (text := to_text(view(), width=console.width)) != shown:
+            shown = text
+            console.print(text, highlight=False)
+
+
 def watch(store: SqliteTraceStore, receiver: OtlpReceiver, console: Console, refresh_s: float, jobs: int, window_s: float) -> None:
-    """Receive into STORE until SIGINT/SIGTERM, redrawing a live view (a terminal) or printing snapshots as text."""
+    """Receive into STORE until SIGINT/SIGTERM, showing the latest jobs and stages (live on a terminal, else as text snapshots)."""
     stopped = _stop_event()
     with receiver:
         console.print(
             f"hoptrace watch: OTLP gRPC on {receiver.grpc_endpoint}, HTTP on {receiver.http_endpoint}; store {store.path}",
             highlight=False,
         )
-        if console.is_terminal:
-            with Live(snapshot(store, jobs, window_s), console=console, auto_refresh=False) as live:
-                while not stopped.wait(refresh_s):
-                    live.update(snapshot(store, jobs, window_s), refresh=True)
-            return
-        seen = -1
-        while not stopped.wait(refresh_s):
-            if (count := store.span_count()) != seen:
-                seen = count
-                console.print(to_text(snapshot(store, jobs, window_s), width=console.width), highlight=False)
+        show(lambda: snapshot(store, store, jobs, window_s), console, refresh_s, stopped)
 
 
-def main(host: str, grpc_port: int, http_port: int, db: Path | None, jobs: int, window_s: float, refresh_s: float) -> None:
-    """``hoptrace watch``: receive on HOST's ports into the store at DB (default: the state folder's) until stopped."""
+def main(
+    host: str,
+    grpc_port: int,
+    http_port: int,
+    db: Path | None,
+    jobs: int,
+    window_s: float,
+    refresh_s: float,
+    jaeger: str | None = None,
+    prometheus: str | None = None,
+) -> None:
+    """``hoptrace watch``: receive on HOST's ports into the store at DB until stopped; with JAEGER or PROMETHEUS, read them instead."""
+    if jaeger or prometheus:
+        read(db, jaeger, prometheus, jobs, window_s, refresh_s)
+        return
     store = SqliteTraceStore(db or default_store_path(Settings()))
     receiver = OtlpReceiver(store, host, grpc_port, http_port)
     try:
@@ -75,3 +108,15 @@ def main(host: str, grpc_port: int, http_port: int, db: Path | None, jobs: int, 
         raise CommandError(
             f"cannot listen on {host}:{grpc_port}/{http_port} ({error}); is another receiver running? Use --grpc-port/--http-port"
         ) from error
+
+
+def read(db: Path | None, jaeger: str | None, prometheus: str | None, jobs: int, window_s: float, refresh_s: float) -> None:
+    """``hoptrace watch --jaeger URL --prometheus URL``: the same view from deployed backends (the store stands in for one not given)."""
+    try:
+        traces, stages = open_source(db, jaeger), open_stages(db, prometheus)
+    except READ_ERRORS as error:
+        raise CommandError(error) from error
+    origin = " and ".join(f"{name} at {url}" for name, url in (("Jaeger", jaeger), ("Prometheus", prometheus)) if url)
+    empty = f"no traces in Jaeger at {jaeger} in the last hour" if jaeger else f"no traces in the store yet; {WAITING}"
+    console().print(f"hoptrace watch: reading {origin}", highlight=False)
+    show(lambda: snapshot(traces, stages, jobs, window_s, empty), console(), refresh_s, _stop_event())

@@ -360,6 +360,25 @@ def test_recent_traces_of_one_service(jaeger: FakeJaeger) -> None:
     assert JaegerQuery(jaeger.url).recent_traces() == []
 
 
+def test_failed_traces_are_searched_by_error_and_by_outcome_and_checked(jaeger: FakeJaeger) -> None:
+    # Jaeger v2's in-memory storage answers error=true with the traces that have an OK span: a trace without a
+    # failed span comes back too, and is dropped; hoptrace's outcome tags find its failed attempts on every storage.
+    jaeger.route("/api/services", _answer(["orders-worker"]))
+    jaeger.route("/api/traces", _answer([_orders_trace(), _second_trace("1" * 32, START_US + 9_000_000, "orders-worker")]))
+
+    [summary] = JaegerQuery(jaeger.url).recent_traces(limit=5, errors_only=True)
+    assert (summary.trace_id, summary.error_count) == (TRACE, 2)
+    searches = [json.loads(query["tags"][0]) for path, query in jaeger.requests if path == "/api/traces"]
+    assert searches == [{"error": "true"}, {"hoptrace.outcome": "retried"}, {"hoptrace.outcome": "dead_lettered"}, {"hoptrace.outcome": "failed"}]
+
+    # With a stage, the failed span must be of that stage: the orders trace failed at validate, not at charge.
+    jaeger.requests.clear()
+    assert JaegerQuery(jaeger.url).recent_traces(limit=5, stage="charge", errors_only=True) == []
+    searches = [json.loads(query["tags"][0]) for path, query in jaeger.requests if path == "/api/traces"]
+    assert searches[0] == {"hoptrace.stage": "charge", "error": "true"} and len(searches) == 4
+    assert [summary.trace_id for summary in JaegerQuery(jaeger.url).recent_traces(limit=5, stage="validate", errors_only=True)] == [TRACE]
+
+
 def test_unreachable_jaeger_says_what_to_do() -> None:
     port = free_port()
     query = JaegerQuery(f"http://127.0.0.1:{port}", timeout_s=2)

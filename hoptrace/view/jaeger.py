@@ -223,29 +223,37 @@ class JaegerQuery:
         """Summaries of the LIMIT newest traces by start, newest first, that SERVICE (every service when None) took part in.
 
         Jaeger is asked for up to LIMIT traces per service that started in the last LOOKBACK_S seconds, filtered
-        by Jaeger itself: STAGE by the ``hoptrace.stage`` tag, ERRORS_ONLY by the ``error`` tag (with STAGE, both on one span).
+        by Jaeger itself: STAGE by the ``hoptrace.stage`` tag; ERRORS_ONLY by each tag of ``failed_span_searches``
+        (with STAGE, both on one span), the answers merged and every trace without such a failed span dropped.
         """
-        tags = {**({semconv.STAGE: stage} if stage is not None else {}), **({"error": "true"} if errors_only else {})}
         if limit < 1:
             return []
-        now_us = time.time_ns() // 1000
+        searches = failed_span_searches(stage) if errors_only else [{semconv.STAGE: stage} if stage is not None else {}]
         traces: dict[str, dict[str, ReceivedSpan]] = {}
         for name in [service] if service is not None else self.services():
-            params: dict[str, str | int] = {
-                "service": name,
-                "limit": limit,
-                "lookback": _lookback(lookback_s),
-                "start": now_us - round(lookback_s * 1e6),
-                "end": now_us,
-            }
-            if tags:
-                params["tags"] = json.dumps(tags)
-            for trace in self._get("/api/traces", params) or ():
-                for span in spans_from_jaeger(trace):
-                    traces.setdefault(span.trace_id, {})[span.span_id] = span
+            for tags in searches:
+                for trace in self._search(name, tags, limit, lookback_s):
+                    for span in spans_from_jaeger(trace):
+                        traces.setdefault(span.trace_id, {})[span.span_id] = span
+        if errors_only:
+            traces = {trace_id: spans for trace_id, spans in traces.items() if any(_failed(span, stage) for span in spans.values())}
         summaries = [summarize(trace_id, spans.values()) for trace_id, spans in traces.items() if spans]
         summaries.sort(key=lambda summary: (summary.start_ns, summary.trace_id), reverse=True)
         return summaries[:limit]
+
+    def _search(self, service: str, tags: Mapping[str, str], limit: int, lookback_s: float) -> list[Any]:
+        """``GET /api/traces``: up to LIMIT traces of SERVICE that started in the last LOOKBACK_S seconds with a span having TAGS."""
+        now_us = time.time_ns() // 1000
+        params: dict[str, str | int] = {
+            "service": service,
+            "limit": limit,
+            "lookback": _lookback(lookback_s),
+            "start": now_us - round(lookback_s * 1e6),
+            "end": now_us,
+        }
+        if tags:
+            params["tags"] = json.dumps(tags)
+        return self._get("/api/traces", params) or []
 
     def close(self) -> None:
         """Nothing to release (every request has its own connection); here so a JaegerQuery stands in for a store."""
@@ -257,6 +265,27 @@ class JaegerQuery:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         """Close."""
         self.close()
+
+
+FAILED_OUTCOMES = ("retried", "dead_lettered", "failed")
+"""``hoptrace.outcome`` of a failed attempt's process span (hoptrace.pipeline.messages.Outcome, and ``retried``)."""
+
+
+def failed_span_searches(stage: str | None = None) -> list[dict[str, str]]:
+    """The tag searches that find traces with a failed span (of STAGE, when given).
+
+    ``error=true`` is how Jaeger's v1 storage backends find a span whose status is ERROR; Jaeger v2's
+    in-memory storage (v2.13) reads that string as the bool ``false`` and finds the spans whose
+    status is OK instead. hoptrace's own failed attempts are also found by their ``hoptrace.outcome``,
+    which every storage matches as it is.
+    """
+    where = {semconv.STAGE: stage} if stage is not None else {}
+    return [{**where, "error": "true"}, *({**where, semconv.OUTCOME: outcome} for outcome in FAILED_OUTCOMES)]
+
+
+def _failed(span: ReceivedSpan, stage: str | None) -> bool:
+    """Whether SPAN has status ERROR (and is of STAGE, when given)."""
+    return span.status_code == "ERROR" and (stage is None or span.attributes.get(semconv.STAGE) == stage)
 
 
 def _messages(errors: Iterable[Any]) -> str:

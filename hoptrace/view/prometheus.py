@@ -1,0 +1,117 @@
+"""Asking a Prometheus server, through its HTTP API: instant PromQL queries, label values and exemplars.
+
+``PrometheusQuery`` is the small client the stage table (``prometheus_stages``) and the tests
+use: ``GET /api/v1/query`` (an instant vector, or a scalar), ``/api/v1/label/NAME/values`` and
+``/api/v1/query_exemplars``. Every failure is a ``PrometheusError`` whose message says what to
+do: the address is wrong, Prometheus is down, or the query was refused (with Prometheus' reason).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote, urlencode, urlsplit
+from urllib.request import Request, urlopen
+
+ADDRESS_HINT = "Prometheus' HTTP API (port 9090 by default, e.g. http://localhost:9090)"
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus could not be asked, or refused the query; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One series of an instant vector: its labels and its value (NaN stays NaN: an empty histogram's quantile)."""
+
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    """One exemplar Prometheus kept: the series it belongs to, its labels (``trace_id``, ``span_id``), value and time."""
+
+    series: Mapping[str, str]
+    labels: Mapping[str, str]
+    value: float
+    timestamp_s: float
+
+
+def label_matcher(name: str, value: str, operator: str = "=") -> str:
+    """``name="value"`` (or another OPERATOR: ``=~``, ``!=``, ``!~``) with VALUE quoted as PromQL strings are."""
+    return f"{name}{operator}{json.dumps(value)}"
+
+
+class PrometheusQuery:
+    """A Prometheus server's HTTP API."""
+
+    def __init__(self, base_url: str, timeout_s: float = 5.0) -> None:
+        """Ask the Prometheus at BASE_URL (with its path prefix, if it has one), waiting TIMEOUT_S per request."""
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise PrometheusError(f"{base_url!r} is not a Prometheus URL: give the address of {ADDRESS_HINT}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, not {timeout_s}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def _get(self, path: str, params: Sequence[tuple[str, str]]) -> Any:
+        """The ``data`` of Prometheus' JSON answer to GET PATH; PrometheusError otherwise."""
+        url = f"{self.base_url}{path}?{urlencode(params)}"
+        request = Request(url, headers={"Accept": "application/json", "User-Agent": "hoptrace"})
+        try:
+            with urlopen(request, timeout=self.timeout_s) as response:
+                body = response.read()
+        except HTTPError as error:
+            body = error.read()
+            if error.code == 404:
+                raise PrometheusError(f"{self.base_url} answered 404 Not Found for {path}: give the address of {ADDRESS_HINT}") from error
+        except (URLError, OSError, http.client.HTTPException) as error:
+            reason = getattr(error, "reason", None) or error
+            raise PrometheusError(
+                f"cannot reach Prometheus at {self.base_url} ({reason}): start it, or give the address of {ADDRESS_HINT}"
+            ) from error
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or answer.get("status") not in ("success", "error"):
+            raise PrometheusError(f"{self.base_url}{path} did not answer with Prometheus' JSON: is {self.base_url} the address of {ADDRESS_HINT}?")
+        if answer["status"] == "error":
+            raise PrometheusError(f"Prometheus at {self.base_url} refused {path} ({answer.get('errorType')}): {answer.get('error')}")
+        return answer.get("data")
+
+    def query(self, promql: str, at_s: float | None = None) -> list[Sample]:
+        """The instant vector PROMQL gives at AT_S (epoch seconds; Prometheus' now when None); a scalar is one unlabelled sample."""
+        params = [("query", promql)] + ([("time", f"{at_s:.3f}")] if at_s is not None else [])
+        data = self._get("/api/v1/query", params)
+        kind, result = data.get("resultType"), data.get("result")
+        if kind == "scalar":
+            return [Sample({}, float(result[1]))]
+        if kind != "vector":
+            raise PrometheusError(f"{promql!r} gives a {kind}, not an instant vector: ask for one value per series")
+        return [Sample(dict(item["metric"]), float(item["value"][1])) for item in result]
+
+    def label_values(self, label: str, match: str | None = None) -> list[str]:
+        """The values of LABEL, in the series MATCH selects when given (e.g. ``up{job="x"}``)."""
+        return sorted(self._get(f"/api/v1/label/{quote(label)}/values", [("match[]", match)] if match else []) or [])
+
+    def exemplars(self, promql: str, start_s: float, end_s: float) -> list[Exemplar]:
+        """The exemplars of the series PROMQL selects, kept between START_S and END_S (epoch seconds)."""
+        data = self._get("/api/v1/query_exemplars", [("query", promql), ("start", f"{start_s:.3f}"), ("end", f"{end_s:.3f}")])
+        return [
+            Exemplar(dict(series["seriesLabels"]), dict(item["labels"]), float(item["value"]), float(item["timestamp"]))
+            for series in data or ()
+            for item in series.get("exemplars") or ()
+        ]
+
+
+def finite(value: float) -> float | None:
+    """VALUE, or None when it is NaN or infinite (a quantile of no observations, or past the last bucket)."""
+    return value if math.isfinite(value) else None
