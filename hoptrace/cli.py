@@ -30,6 +30,7 @@ app.add_typer(services_app, name="services")
 
 SPEC_HELP = "The pipeline, as MODULE:ATTR (e.g. hoptrace.examples.orders:pipeline)."
 DB_HELP = "Trace store file (default: .hoptrace/traces.sqlite)."
+STUCK_HELP = "Seconds without news after which a job still in flight is shown as stuck."
 
 
 class Service(str, Enum):
@@ -141,11 +142,12 @@ def traces(
     errors: bool = typer.Option(False, "--errors", help="Only traces with a failed span."),
     db: Path = typer.Option(None, "--db", help=DB_HELP),
     jaeger: str = typer.Option(None, "--jaeger", help="Read from a Jaeger query service instead, e.g. http://localhost:16686."),
+    stuck_after: float = typer.Option(300.0, "--stuck-after", min=1, help=STUCK_HELP),
 ) -> None:
     """List stored traces, newest first."""
     from hoptrace import reading
 
-    _run(lambda: reading.print_traces(last, stage, errors, db, jaeger))
+    _run(lambda: reading.print_traces(last, stage, errors, db, jaeger, stuck_after))
 
 
 @app.command()
@@ -154,11 +156,12 @@ def trace(
     as_json: bool = typer.Option(False, "--json", help="Print the spans as JSON."),
     db: Path = typer.Option(None, "--db", help=DB_HELP),
     jaeger: str = typer.Option(None, "--jaeger", help="Read from a Jaeger query service instead, e.g. http://localhost:16686."),
+    stuck_after: float = typer.Option(300.0, "--stuck-after", min=1, help=STUCK_HELP),
 ) -> None:
     """Print one trace as a tree across queues (or as JSON)."""
     from hoptrace import reading
 
-    _run(lambda: reading.print_trace(trace_id, as_json, db, jaeger))
+    _run(lambda: reading.print_trace(trace_id, as_json, db, jaeger, stuck_after))
 
 
 @app.command()

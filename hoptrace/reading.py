@@ -7,6 +7,7 @@ embedded store or a Prometheus that scrapes the OpenTelemetry Collector's promet
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -27,8 +28,10 @@ from hoptrace.view.sqlite_store import SqliteTraceStore
 class TraceSource(Protocol):
     """Where stored traces are read from: the embedded store or a Jaeger query service."""
 
-    def recent_traces(self, limit: int = 20, stage: str | None = None, errors_only: bool = False) -> list[TraceSummary]:
-        """The LIMIT newest traces, newest first, filtered by the source itself (never fewer than exist)."""
+    def recent_traces(
+        self, limit: int = 20, stage: str | None = None, errors_only: bool = False, stuck_before_ns: int | None = None
+    ) -> list[TraceSummary]:
+        """The LIMIT newest traces, newest first, filtered by the source itself (never fewer than exist); in flight before STUCK_BEFORE_NS: stuck."""
         ...
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
@@ -46,6 +49,15 @@ class StageSource(Protocol):
     def stage_stats(self, window_s: float = 60.0) -> Sequence[StageStats]:
         """Per (pipeline, stage), sorted: the numbers of the WINDOW_S seconds up to now."""
         ...
+
+
+STUCK_AFTER_S = 300.0
+"""A job still in flight with nothing new for this long is shown as stuck (``--stuck-after``)."""
+
+
+def stuck_before(stuck_after_s: float) -> int:
+    """The time (ns) before which a job with nothing new is stuck."""
+    return time.time_ns() - round(stuck_after_s * 1e9)
 
 
 READ_ERRORS = (JaegerError, PrometheusError)
@@ -90,18 +102,18 @@ def print_stages(window_s: float, db: Path | None, prometheus: str | None, pipel
     console().print(stages_view(stats, width=console().width))
 
 
-def print_traces(last: int, stage: str | None, errors: bool, db: Path | None, jaeger: str | None) -> None:
+def print_traces(last: int, stage: str | None, errors: bool, db: Path | None, jaeger: str | None, stuck_after_s: float = STUCK_AFTER_S) -> None:
     """``hoptrace traces``: the LAST newest traces (through STAGE, with ERRORS only, when asked) as a table."""
     from hoptrace.view.tables import traces_table
 
     try:
-        summaries = open_source(db, jaeger).recent_traces(last, stage=stage, errors_only=errors)
+        summaries = open_source(db, jaeger).recent_traces(last, stage=stage, errors_only=errors, stuck_before_ns=stuck_before(stuck_after_s))
     except JaegerError as error:
         raise CommandError(error) from error
     console().print(traces_table(summaries, width=console().width))
 
 
-def print_trace(trace_id: str, as_json: bool, db: Path | None, jaeger: str | None) -> None:
+def print_trace(trace_id: str, as_json: bool, db: Path | None, jaeger: str | None, stuck_after_s: float = STUCK_AFTER_S) -> None:
     """``hoptrace trace``: one trace as a tree across queues, or as JSON."""
     from hoptrace.view.formatting import trace_json
     from hoptrace.view.tree import trace_tree
@@ -115,4 +127,4 @@ def print_trace(trace_id: str, as_json: bool, db: Path | None, jaeger: str | Non
     if as_json:
         print(json.dumps(trace_json(spans), indent=2))
     else:
-        console().print(trace_tree(spans))
+        console().print(trace_tree(spans, stuck_before(stuck_after_s)))

@@ -23,7 +23,17 @@ from rich.text import Text
 from hoptrace.errors import CommandError
 from hoptrace.output import console
 from hoptrace.pipeline.settings import Settings
-from hoptrace.reading import READ_ERRORS, StageSource, TraceSource, default_store_path, open_source, open_stages, stages_view
+from hoptrace.reading import (
+    READ_ERRORS,
+    STUCK_AFTER_S,
+    StageSource,
+    TraceSource,
+    default_store_path,
+    open_source,
+    open_stages,
+    stages_view,
+    stuck_before,
+)
 from hoptrace.view.formatting import to_text
 from hoptrace.view.receiver import OtlpReceiver
 from hoptrace.view.sqlite_store import SqliteTraceStore
@@ -39,7 +49,9 @@ def snapshot(traces: TraceSource, stages: StageSource, jobs: int, window_s: floa
     """
     parts: list[RenderableType] = []
     try:
-        parts += [trace_tree(traces.trace(summary.trace_id)) for summary in traces.recent_traces(jobs)] or [Text(empty, style="dim")]
+        stuck = stuck_before(STUCK_AFTER_S)
+        latest = traces.recent_traces(jobs, stuck_before_ns=stuck)
+        parts += [trace_tree(traces.trace(summary.trace_id), stuck) for summary in latest] or [Text(empty, style="dim")]
     except READ_ERRORS as error:
         parts.append(Text(str(error), style="red"))
     try:

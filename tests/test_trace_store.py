@@ -446,3 +446,20 @@ def test_traces_filters_in_the_query_so_last_n_finds_older_matches(store: Sqlite
     result = CliRunner().invoke(app, ["traces", "--stage", "charge", "--errors", "--last", "3", "--db", str(store.path)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert [line.split()[0] for line in result.output.splitlines() if line.startswith("0000")] == [f"{n:032x}" for n in (5, 4, 3)]
+
+
+def test_a_job_in_flight_with_nothing_new_for_too_long_is_stuck(store: SqliteTraceStore) -> None:
+    now = time.time_ns()
+    for trace, age_s in ((1, 600), (2, 5)):  # a message published 10 minutes ago, and one 5 seconds ago, neither taken
+        start = now - age_s * S
+        store.add_spans(
+            [_span(trace, 1, start, start + MS, "send payments", "PRODUCER", None, hoptrace_stage="charge", hoptrace_job_id=f"job-{trace}")]
+        )
+
+    statuses = {summary.job_id: summary.status for summary in store.recent_traces(stuck_before_ns=now - 300 * S)}
+    assert statuses == {"job-1": "stuck", "job-2": "in flight"}
+    assert {summary.status for summary in store.recent_traces()} == {"in flight"}  # no limit given: nothing is stuck
+    from hoptrace.view.formatting import to_text
+    from hoptrace.view.tree import trace_tree
+
+    assert to_text(trace_tree(store.trace(f"{1:032x}"), now - 300 * S), 120).splitlines()[0].endswith("stuck")

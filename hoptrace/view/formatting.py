@@ -32,6 +32,7 @@ _STATUS_STYLES = {
     "dead-lettered": "red",
     "queued": "cyan",
     "in flight": "cyan",
+    "stuck": "red",
 }
 
 

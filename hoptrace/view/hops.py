@@ -18,7 +18,7 @@ from hoptrace.view.otlp_decode import ReceivedSpan, int_attribute, text_attribut
 
 HopStatus = Literal["ok", "retried", "retrying", "failed", "dead-lettered", "queued"]
 """What became of one message (``Hop.status``)."""
-JobStatus = Literal["ok", "retried", "failed", "dead-lettered", "in flight"]
+JobStatus = Literal["ok", "retried", "failed", "dead-lettered", "in flight", "stuck"]
 """What became of the whole job (``job_status``)."""
 
 
@@ -159,8 +159,12 @@ def group_hops(spans: list[ReceivedSpan], by_id: dict[str, ReceivedSpan]) -> lis
     return sorted(hops.values(), key=lambda hop: hop.anchor.start_ns)
 
 
-def job_status(hops: Sequence[Hop], spans: Sequence[ReceivedSpan]) -> JobStatus:
-    """The job's status from its hops' (from its spans' when it has no hops)."""
+def job_status(hops: Sequence[Hop], spans: Sequence[ReceivedSpan], stuck_before_ns: int | None = None) -> JobStatus:
+    """The job's status from its hops' (from its spans' when it has no hops).
+
+    A job with a message not taken yet is ``in flight``, or ``stuck`` when nothing of it happened
+    since STUCK_BEFORE_NS (a message that will never be taken: lost, or its stage is down).
+    """
     statuses = {hop.status for hop in hops}
     if "dead-lettered" in statuses:
         return "dead-lettered"
@@ -169,7 +173,8 @@ def job_status(hops: Sequence[Hop], spans: Sequence[ReceivedSpan]) -> JobStatus:
     if statuses & {"retried", "retrying"}:
         return "retried"
     if "queued" in statuses:
-        return "in flight"
+        stuck = stuck_before_ns is not None and max((span.end_ns for span in spans), default=0) < stuck_before_ns
+        return "stuck" if stuck else "in flight"
     if not hops and any(span.status_code == "ERROR" for span in spans):
         return "failed"
     return "ok"

@@ -218,13 +218,20 @@ class JaegerQuery:
         return sorted({span.span_id: span for span in spans}.values(), key=lambda span: span.start_ns)
 
     def recent_traces(
-        self, limit: int = 20, stage: str | None = None, errors_only: bool = False, service: str | None = None, lookback_s: float = 3600.0
+        self,
+        limit: int = 20,
+        stage: str | None = None,
+        errors_only: bool = False,
+        stuck_before_ns: int | None = None,
+        service: str | None = None,
+        lookback_s: float = 3600.0,
     ) -> list[TraceSummary]:
         """Summaries of the LIMIT newest traces by start, newest first, that SERVICE (every service when None) took part in.
 
         Jaeger is asked for up to LIMIT traces per service that started in the last LOOKBACK_S seconds, filtered
         by Jaeger itself: STAGE by the ``hoptrace.stage`` tag; ERRORS_ONLY by each tag of ``failed_span_searches``
         (with STAGE, both on one span), the answers merged and every trace without such a failed span dropped.
+        A job in flight with nothing new since STUCK_BEFORE_NS is ``stuck``.
         """
         if limit < 1:
             return []
@@ -237,7 +244,7 @@ class JaegerQuery:
                         traces.setdefault(span.trace_id, {})[span.span_id] = span
         if errors_only:
             traces = {trace_id: spans for trace_id, spans in traces.items() if any(_failed(span, stage) for span in spans.values())}
-        summaries = [summarize(trace_id, spans.values()) for trace_id, spans in traces.items() if spans]
+        summaries = [summarize(trace_id, spans.values(), stuck_before_ns) for trace_id, spans in traces.items() if spans]
         summaries.sort(key=lambda summary: (summary.start_ns, summary.trace_id), reverse=True)
         return summaries[:limit]
 

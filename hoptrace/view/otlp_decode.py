@@ -3,11 +3,14 @@
 Both transports of the receiver (gRPC and HTTP/protobuf) hand the request bytes of a signal in
 ``SIGNALS`` to its ``decode``, so a store never sees a protobuf object. Ids become lowercase hex,
 enums become names, and ``AnyValue`` becomes the matching Python value.
+
+Request bodies are untrusted: ``decode`` can bound the body, its gzip inflation (``gunzip`` stops
+one byte past the limit, so a gzip bomb never inflates further) and the number of records,
+raising ``ExportTooLarge``; anything that does not parse raises ``InvalidExport``.
 """
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -235,6 +238,57 @@ class InvalidExport(ValueError):
     """An export request body that is not a (gzip-compressed) OTLP protobuf request of its signal."""
 
 
+class ExportTooLarge(InvalidExport):
+    """An export request over a limit: its body, its body once inflated, or its number of records."""
+
+
+def gunzip(body: bytes, max_bytes: int | None = None) -> bytes:
+    """BODY (gzip: one member or several in a row; empty is none) inflated.
+
+    Inflating stops one byte past MAX_BYTES and raises ExportTooLarge, so a gzip bomb costs at
+    most MAX_BYTES + 1 bytes of output, never its inflated size. Raises InvalidExport when BODY
+    is not complete gzip.
+    """
+    inflated: list[bytes] = []
+    size = 0
+    rest = body
+    while rest:
+        member = zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer, checked
+        try:
+            chunk = member.decompress(rest, 0 if max_bytes is None else max_bytes - size + 1)
+        except zlib.error as error:
+            raise InvalidExport(f"not gzip: {error}") from error
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise ExportTooLarge(f"more than {max_bytes} bytes once inflated")
+        if not member.eof:
+            raise InvalidExport("not gzip: the stream ends early")
+        inflated.append(chunk)
+        rest = member.unused_data
+    return b"".join(inflated)
+
+
+def count_spans(request: trace_service_pb2.ExportTraceServiceRequest) -> int:
+    """How many spans a trace export request holds (without decoding them)."""
+    return sum(len(scope_spans.spans) for resource_spans in request.resource_spans for scope_spans in resource_spans.scope_spans)
+
+
+def count_points(request: metrics_service_pb2.ExportMetricsServiceRequest) -> int:
+    """How many data points a metrics export request holds (without decoding them)."""
+    return sum(
+        len(getattr(metric, kind).data_points)
+        for resource_metrics in request.resource_metrics
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+        if (kind := metric.WhichOneof("data")) is not None
+    )
+
+
+def count_logs(request: logs_service_pb2.ExportLogsServiceRequest) -> int:
+    """How many log records a logs export request holds (without decoding them)."""
+    return sum(len(scope_logs.log_records) for resource_logs in request.resource_logs for scope_logs in resource_logs.scope_logs)
+
+
 @dataclass(frozen=True)
 class OtlpSignal:
     """One OTLP signal on the wire: its HTTP path, its gRPC service, and how its requests decode."""
@@ -246,22 +300,32 @@ class OtlpSignal:
     response: bytes
     """The serialized empty Export*ServiceResponse, the answer to every accepted request."""
     decoder: Callable[[Any], list[Any]]
+    counter: Callable[[Any], int]
+    """How many records (spans, data points, log records) a parsed request holds, before decoding them."""
 
     @property
     def path(self) -> str:
         """The OTLP/HTTP path, e.g. ``/v1/traces``."""
         return f"/v1/{self.name}"
 
-    def decode(self, body: bytes, gzipped: bool = False) -> list[Any]:
-        """The records of one request body; raises InvalidExport when it does not parse."""
+    def decode(self, body: bytes, gzipped: bool = False, max_bytes: int | None = None, max_records: int | None = None) -> list[Any]:
+        """The records of one request body; raises InvalidExport when it does not parse.
+
+        Raises ExportTooLarge when the body, or its inflation when GZIPPED, is over MAX_BYTES, or
+        when it holds more than MAX_RECORDS records (counted before any is decoded).
+        """
+        if max_bytes is not None and len(body) > max_bytes:
+            raise ExportTooLarge(f"a body over {max_bytes} bytes")
         try:
-            request = self.request_type.FromString(gzip.decompress(body) if gzipped else body)
-        except (DecodeError, OSError, EOFError, zlib.error) as error:
+            request = self.request_type.FromString(gunzip(body, max_bytes) if gzipped else body)
+        except DecodeError as error:
             raise InvalidExport(f"not an OTLP {self.name} export request: {error}") from error
+        if max_records is not None and (count := self.counter(request)) > max_records:
+            raise ExportTooLarge(f"{count} records, more than {max_records}")
         return self.decoder(request)
 
 
-def _signal(name: SignalName, module: Any, service: str, decoder: Callable[[Any], list[Any]]) -> OtlpSignal:
+def _signal(name: SignalName, module: Any, service: str, decoder: Callable[[Any], list[Any]], counter: Callable[[Any], int]) -> OtlpSignal:
     """The signal of an OTLP collector service module, e.g. ``trace_service_pb2`` and ``"Trace"``."""
     return OtlpSignal(
         name=name,
@@ -269,12 +333,13 @@ def _signal(name: SignalName, module: Any, service: str, decoder: Callable[[Any]
         request_type=getattr(module, f"Export{service}ServiceRequest"),
         response=getattr(module, f"Export{service}ServiceResponse")().SerializeToString(),
         decoder=decoder,
+        counter=counter,
     )
 
 
 SIGNALS = (
-    _signal("traces", trace_service_pb2, "Trace", decode_spans),
-    _signal("metrics", metrics_service_pb2, "Metrics", decode_metrics),
-    _signal("logs", logs_service_pb2, "Logs", decode_logs),
+    _signal("traces", trace_service_pb2, "Trace", decode_spans, count_spans),
+    _signal("metrics", metrics_service_pb2, "Metrics", decode_metrics, count_points),
+    _signal("logs", logs_service_pb2, "Logs", decode_logs, count_logs),
 )
 """The three OTLP signals, decoding into ReceivedSpan, MetricPoint and ReceivedLog records."""

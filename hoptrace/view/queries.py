@@ -167,11 +167,13 @@ def read_metric_points(db: sqlite3.Connection, name: str) -> list[MetricPoint]:
     return points
 
 
-def recent_traces(db: sqlite3.Connection, limit: int = 20, stage: str | None = None, errors_only: bool = False) -> list[TraceSummary]:
+def recent_traces(
+    db: sqlite3.Connection, limit: int = 20, stage: str | None = None, errors_only: bool = False, stuck_before_ns: int | None = None
+) -> list[TraceSummary]:
     """Summaries of the LIMIT newest traces by start, newest first, filtered in the query itself.
 
     STAGE keeps the traces that went through that stage; ERRORS_ONLY the traces with a failed span
-    (with STAGE: a failed span of that stage, as Jaeger's tag search means it).
+    (with STAGE: a failed span of that stage, as Jaeger's tag search means it). STUCK_BEFORE_NS: see ``summarize``.
     """
     span_conditions, params = [], []
     if stage is not None:
@@ -182,13 +184,14 @@ def recent_traces(db: sqlite3.Connection, limit: int = 20, stage: str | None = N
     where = f"WHERE trace_id IN (SELECT trace_id FROM spans WHERE {' AND '.join(span_conditions)})" if span_conditions else ""
     query = f"SELECT trace_id FROM traces {where} ORDER BY start_ns DESC, trace_id DESC LIMIT ?"
     trace_ids = [trace_id for (trace_id,) in db.execute(query, (*params, limit))]
-    return [summarize(trace_id, read_trace(db, trace_id)) for trace_id in trace_ids]
+    return [summarize(trace_id, read_trace(db, trace_id), stuck_before_ns) for trace_id in trace_ids]
 
 
-def summarize(trace_id: str, spans: Iterable[ReceivedSpan]) -> TraceSummary:
+def summarize(trace_id: str, spans: Iterable[ReceivedSpan], stuck_before_ns: int | None = None) -> TraceSummary:
     """The summary of a trace (not empty) from its spans, the same for the embedded store and Jaeger.
 
-    Its status is the job's status from its hops (``hops.job_status``), the one rule every view uses.
+    Its status is the job's status from its hops (``hops.job_status``), the one rule every view uses;
+    a job still in flight with nothing new since STUCK_BEFORE_NS is ``stuck``.
     """
     ordered = sorted(spans, key=lambda span: span.start_ns)
     by_id = {span.span_id: span for span in ordered}
@@ -202,7 +205,7 @@ def summarize(trace_id: str, spans: Iterable[ReceivedSpan]) -> TraceSummary:
         span_count=len(ordered),
         error_count=sum(span.status_code == "ERROR" for span in ordered),
         stages=tuple(dict.fromkeys(stage for span in ordered if (stage := text_attribute(span.attributes, semconv.STAGE)) is not None)),
-        status=job_status(group_hops(ordered, by_id), ordered),
+        status=job_status(group_hops(ordered, by_id), ordered, stuck_before_ns),
     )
 
 

@@ -2,11 +2,30 @@
 
 Tests of the whole project point worker processes' exporters at it; ``hoptrace watch`` embeds
 it as its trace store. Both transports hand the raw request bytes to one ``_accept`` method,
-which decodes them (``pipeline.otlp_decode``), stores the records, and counts what it rejects.
+which decodes them (``view.otlp_decode``), stores the records, and counts what it rejects.
+
+What arrives is untrusted, and the receiver's memory stays bounded whatever it is sent:
+
+- a request is at most ``MAX_MESSAGE_BYTES`` (8 MiB) on the wire *and* once gzip-inflated, on
+  both transports (gRPC's own limit covers both, and stops inflating there; HTTP inflates one
+  byte past it at most), and holds at most ``MAX_RECORDS`` spans, points or log records;
+- at most ``MAX_CONCURRENT_EXPORTS`` requests per transport are held at once (beyond that:
+  HTTP 503 with ``Retry-After``, gRPC ``RESOURCE_EXHAUSTED``, both retried by OTLP exporters),
+  and at most ``MAX_CONCURRENT_DECODES`` are parsed at once (parsing holds the GIL anyway).
+  Parsing costs up to ~90x a request's size for one made of empty nested messages (measured),
+  so the worst case is about 2 x 750 MB while parsing plus 2 x 16 bodies of 8 MiB waiting;
+- it listens on 127.0.0.1 unless another host is given.
+
+Answers follow the OTLP specification: HTTP 200 with the empty Export*ServiceResponse; 400 for
+a body that does not parse (or a malformed ``Content-Length``), 404 for another path, 405 for
+another method, 411 without ``Content-Length``, 413 for too large, 415 for another content
+type or encoding, 503 when busy, each with a ``google.rpc.Status`` body saying why. gRPC:
+``INVALID_ARGUMENT`` for what does not parse, ``RESOURCE_EXHAUSTED`` for too large or busy.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,14 +36,25 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
+from google.rpc.status_pb2 import Status
 
 from hoptrace.view.memory_store import TelemetrySink
-from hoptrace.view.otlp_decode import SIGNALS, InvalidExport, OtlpSignal
+from hoptrace.view.otlp_decode import SIGNALS, ExportTooLarge, InvalidExport, OtlpSignal
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""The largest export request accepted on either transport (gRPC's own default is 4 MiB)."""
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+"""The largest export request accepted, on the wire and once inflated, on either transport (twice gRPC's default).
+
+The SDKs' default batches (512 spans or log records) stay far below it, even with stack traces."""
+MAX_RECORDS = 65_536
+"""The most spans, metric points or log records one export request may hold (counted before decoding)."""
+MAX_CONCURRENT_EXPORTS = 16
+"""Requests held at once per transport (bodies being read or waiting to be decoded); more are refused as busy."""
+MAX_CONCURRENT_DECODES = 2
+"""Requests parsed and decoded at once, across both transports; the others wait their turn."""
 PROTOBUF = "application/x-protobuf"
 _SIGNALS_BY_PATH = {signal.path: signal for signal in SIGNALS}
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,15}")
+_DRAIN_CHUNK = 64 * 1024
 
 
 class OtlpReceiver:
@@ -32,6 +62,7 @@ class OtlpReceiver:
 
     Port 0 (the default) means a free ephemeral port: read ``grpc_port``/``http_port`` (or the
     endpoints) after ``start()``. A stopped receiver can be started again, on the same ports.
+    HOST is where both listen: loopback only unless another address is given.
     """
 
     def __init__(self, store: TelemetrySink, host: str = "127.0.0.1", grpc_port: int = 0, http_port: int = 0) -> None:
@@ -44,10 +75,11 @@ class OtlpReceiver:
         self._running: tuple[grpc.Server, ThreadPoolExecutor, _OtlpHttpServer] | None = None
         self._rejected = 0
         self._lock = threading.Lock()
+        self._decoding = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
 
     @property
     def rejected(self) -> int:
-        """How many export requests were refused because their body did not parse."""
+        """How many export requests were refused after reading them: their body did not parse, or was too large inflated."""
         with self._lock:
             return self._rejected
 
@@ -66,7 +98,12 @@ class OtlpReceiver:
         if self._running is not None:
             raise RuntimeError("the OTLP receiver is already running")
         executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc")
-        server = grpc.server(executor, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
+        server = grpc.server(
+            executor,
+            # gRPC checks the limit on the message as sent and while inflating it (RESOURCE_EXHAUSTED).
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+            maximum_concurrent_rpcs=MAX_CONCURRENT_EXPORTS,
+        )
         for signal in SIGNALS:
             export: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(partial(self._grpc_export, signal))
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": export}),))
@@ -100,10 +137,12 @@ class OtlpReceiver:
     def _accept(self, signal: OtlpSignal, body: bytes, gzipped: bool = False) -> bytes:
         """Decode and store one export request body, and return the serialized response.
 
-        Raises InvalidExport (and counts it as rejected) when the body does not parse.
+        Raises InvalidExport (ExportTooLarge when over a limit), counted as rejected, when the body
+        is refused.
         """
         try:
-            records = signal.decode(body, gzipped)
+            with self._decoding:
+                records = signal.decode(body, gzipped, max_bytes=MAX_MESSAGE_BYTES, max_records=MAX_RECORDS)
         except InvalidExport:
             with self._lock:
                 self._rejected += 1
@@ -117,20 +156,24 @@ class OtlpReceiver:
         return signal.response
 
     def _grpc_export(self, signal: OtlpSignal, body: bytes, context: grpc.ServicerContext) -> bytes:
-        """The Export method of every OTLP gRPC service (gRPC itself undoes gzip compression)."""
+        """The Export method of every OTLP gRPC service (gRPC itself undoes gzip compression, within the size limit)."""
         try:
             return self._accept(signal, body)
+        except ExportTooLarge as error:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+            raise  # unreachable: abort() raises; this tells type checkers so
         except InvalidExport as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-            raise  # unreachable: abort() raises; this tells type checkers so
+            raise  # unreachable, as above
 
 
 class _OtlpHttpServer(ThreadingHTTPServer):
-    """The HTTP server of the receiver: knows where accepted request bodies go."""
+    """The HTTP server of the receiver: knows where accepted request bodies go, and how many it may hold."""
 
     def __init__(self, address: tuple[str, int], accept: Callable[[OtlpSignal, bytes, bool], bytes]) -> None:
         super().__init__(address, _OtlpHttpHandler)
         self.accept = accept
+        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT_EXPORTS)
 
 
 class _OtlpHttpHandler(BaseHTTPRequestHandler):
@@ -141,33 +184,73 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
     """Seconds a silent client may hold a connection."""
 
     def do_POST(self) -> None:  # noqa: N802 (the name BaseHTTPRequestHandler dispatches to)
-        """Answer 200 with the export response, or 411 / 413 / 404 / 415 / 400."""
-        length = self.headers.get("Content-Length", "")
-        if not length.isdigit():
-            return self._reply(411)
-        if int(length) > MAX_MESSAGE_BYTES:
-            return self._reply(413)
-        body = self.rfile.read(int(length))  # read even when refusing: unread bytes would reset the reply
+        """Answer 200 with the export response, or 411 / 400 / 413 / 503 / 404 / 415 / 400 / 413, in that order of checks."""
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            return self._refuse(411, "a Content-Length header is required")
+        if not _CONTENT_LENGTH.fullmatch(length_header.strip()):
+            return self._refuse(400, "Content-Length is not a number")
+        length = int(length_header)
+        if length > MAX_MESSAGE_BYTES:  # not read: the connection closes after the answer (HTTP/1.0)
+            return self._refuse(413, f"the body is over {MAX_MESSAGE_BYTES} bytes")
+        if not self.server.slots.acquire(blocking=False):
+            self._drain(length)
+            return self._refuse(503, "too many exports at once; retry", {"Retry-After": "1"})
+        try:
+            self._answer(length)
+        finally:
+            self.server.slots.release()
+
+    def _answer(self, length: int) -> None:
+        """Read the body of LENGTH bytes (read even when refusing: unread bytes would reset the answer) and answer it."""
+        body = self.rfile.read(length)
+        if len(body) < length:
+            return self._refuse(400, "the body ended before Content-Length")
         signal = _SIGNALS_BY_PATH.get(urlsplit(self.path).path)
+        if signal is None:
+            return self._refuse(404, f"no OTLP signal at {urlsplit(self.path).path[:100]}; use /v1/traces, /v1/metrics or /v1/logs")
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
-        if signal is None:
-            return self._reply(404)
-        if content_type != PROTOBUF or encoding not in ("identity", "gzip"):
-            return self._reply(415)
+        if content_type != PROTOBUF:
+            return self._refuse(415, f"only {PROTOBUF} is accepted")
+        if encoding not in ("identity", "gzip"):
+            return self._refuse(415, "only gzip or no Content-Encoding is accepted")
         try:
             response = self.server.accept(signal, body, encoding == "gzip")
-        except InvalidExport:
-            return self._reply(400)
+        except ExportTooLarge as error:
+            return self._refuse(413, str(error))
+        except InvalidExport as error:
+            return self._refuse(400, str(error))
         return self._reply(200, response)
 
-    def _reply(self, status: int, body: bytes = b"") -> None:
-        """Send a status with a protobuf body (empty for errors)."""
+    def _refuse(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        """Answer STATUS with a ``google.rpc.Status`` body saying why (what OTLP/HTTP asks of every failure)."""
+        self._reply(status, Status(message=message).SerializeToString(), headers)
+
+    def _wrong_method(self) -> None:
+        """Any method but POST: 405 (with ``Allow``) on a signal's path, 404 elsewhere."""
+        if urlsplit(self.path).path in _SIGNALS_BY_PATH:
+            self._refuse(405, "OTLP/HTTP takes POST only", {"Allow": "POST"})
+        else:
+            self._refuse(404, "no OTLP signal here")
+
+    do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _wrong_method  # noqa: N815 (the names the base class dispatches to)
+
+    def _drain(self, length: int) -> None:
+        """Read and drop LENGTH bytes of body (at most MAX_MESSAGE_BYTES; in small chunks, so it costs no memory)."""
+        while length > 0 and (chunk := self.rfile.read(min(length, _DRAIN_CHUNK))):
+            length -= len(chunk)
+
+    def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        """Send a status with a protobuf body (none for HEAD)."""
         self.send_response(status)
         self.send_header("Content-Type", PROTOBUF)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         """Say nothing per request (the base class writes every request to stderr)."""

@@ -229,10 +229,15 @@ class SqliteTraceStore:
         db.executemany("DELETE FROM traces WHERE trace_id = ?", doomed)
         return True
 
-    def recent_traces(self, limit: int = 20, stage: str | None = None, errors_only: bool = False) -> list[TraceSummary]:
-        """Summaries of the LIMIT newest traces by start, newest first; only traces through STAGE, or with an ERROR span, when asked."""
+    def recent_traces(
+        self, limit: int = 20, stage: str | None = None, errors_only: bool = False, stuck_before_ns: int | None = None
+    ) -> list[TraceSummary]:
+        """Summaries of the LIMIT newest traces by start, newest first; only traces through STAGE, or with an ERROR span, when asked.
+
+        A job in flight with nothing new since STUCK_BEFORE_NS is ``stuck``.
+        """
         with self._reading() as db:
-            return recent_traces(db, limit, stage, errors_only)
+            return recent_traces(db, limit, stage, errors_only, stuck_before_ns)
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         """The spans of a trace exactly as received, by start time; empty when the store does not have it."""

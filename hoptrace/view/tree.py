@@ -127,11 +127,12 @@ def _to_rich(root: _Node) -> Tree:
     return tree
 
 
-def trace_tree(spans: Sequence[ReceivedSpan]) -> Tree:
+def trace_tree(spans: Sequence[ReceivedSpan], stuck_before_ns: int | None = None) -> Tree:
     """One job as a tree across queues: a job line, then its hops in time order, other spans under their parents.
 
     The job line: short job id, trace id, end-to-end time (latest end minus earliest start) and
-    status: ok, retried, failed, dead-lettered, or in flight (a message not taken yet). A hop line:
+    status: ok, retried, failed, dead-lettered, in flight (a message not taken yet), or stuck (in
+    flight with nothing new since STUCK_BEFORE_NS). A hop line:
     stage, transport and destination, time in the queue (first attempt's start minus its
     publish's start; ``—`` when the publish was not received), handler time (or one line per
     attempt when retried or failed), and status (ok, retried, retrying, failed, dead-lettered,
@@ -149,7 +150,7 @@ def trace_tree(spans: Sequence[ReceivedSpan]) -> Tree:
     job_id = next((value for span in ordered if (value := span_text(span, semconv.JOB_ID))), None)
     job = Text.assemble(("job ", "dim"), (short_id(job_id), "bold"))
     trace = Text.assemble(("trace ", "dim"), ordered[0].trace_id)
-    outcome = Text.assemble(format_ns(end - start), "  ", status_text(job_status(hops, ordered)))
+    outcome = Text.assemble(format_ns(end - start), "  ", status_text(job_status(hops, ordered, stuck_before_ns)))
     root = _Node(_Label(Text.assemble(job, "  ", trace, "  ", outcome), Text.assemble(job, "  ", outcome, "\n", trace)), start)
 
     def missing_parent(span: ReceivedSpan) -> bool:
