@@ -1,16 +1,19 @@
-"""What hoptrace costs per message: throughput, CPU, shutdown time and memory, against real brokers.
+"""What hoptrace costs per message: CPU, export, throughput, shutdown time and memory, against real brokers.
 
-Run ``python -m benchmarks --quick`` (under 3 minutes) or ``python -m benchmarks`` (full mode)
+Run ``python -m benchmarks --quick`` (about 3-4 minutes) or ``python -m benchmarks`` (full mode)
 from the repository root. Every scenario is measured in the same run as its baseline, each
-variant between two baseline runs, on fresh topics and queues; the report (a table and
-``.hoptrace/bench/<timestamp>-<run>.json``) gives medians, ratios to the baseline and the targets.
+variant between two baseline runs, on fresh topics and queues; the report (a table, issue 14's
+targets, and ``$HOPTRACE_STATE_DIR/bench/<timestamp>-<run>.json``) gives medians, ratios to the
+baseline and the targets.
 
 Modules: ``harness`` (a run: names, brokers, clean-up), ``processes`` (child processes, /proc),
-``schedule`` (bracketed rounds), ``discard`` (an OTLP endpoint that drops everything, and
-collectors that are down), ``pipelines`` and ``completion`` (the trivial stages and how a run
-knows it is done), ``kafka_clients`` / ``celery_clients`` / ``stock`` (the measured client
-processes), ``kafka_hop``, ``celery_hop``, ``cpu``, ``shutdown``, ``memory`` (the sections),
-``modes``, ``report`` and ``machine`` (results, targets, table and JSON).
+``schedule`` (bracketed rounds, interleaved groups), ``discard`` (an OTLP endpoint that drops
+everything, and collectors that are down), ``pipelines`` and ``completion`` (the trivial stages
+and how a run knows it is done), ``crc`` (kafka-python with its crc32c extension or its
+pure-Python CRC), ``spanless`` (a tracer without the SDK's span work), ``kafka_clients`` /
+``celery_clients`` / ``stock`` (the measured client processes), ``kafka_hop``, ``celery_hop``,
+``cpu``, ``encoding`` (export), ``shutdown``, ``memory`` (the sections), ``modes``, ``report``
+and ``machine`` (results, targets, tables and JSON).
 """
 
 from pathlib import Path

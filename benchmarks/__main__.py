@@ -17,15 +17,15 @@ from types import FrameType
 import typer
 from rich.console import Console
 
-from benchmarks import celery_hop, cpu, kafka_hop, memory, shutdown
+from benchmarks import celery_hop, cpu, encoding, kafka_hop, memory, shutdown
 from benchmarks.discard import Collectors
 from benchmarks.harness import Run
 from benchmarks.machine import machine_info
 from benchmarks.modes import FULL, QUICK, Mode
 from benchmarks.report import Report, Scenario, now, print_report, write_report
 from hoptrace import services
-from hoptrace.cli import CONFIRM_EVERY
 from hoptrace.pipeline.settings import Settings
+from hoptrace.publish import CONFIRM_EVERY
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0] if __doc__ else None)
@@ -35,6 +35,7 @@ class Section(str, Enum):
     """A part of the benchmark."""
 
     cpu = "cpu"
+    export = "export"
     kafka = "kafka"
     celery = "celery"
     shutdown = "shutdown"
@@ -44,6 +45,7 @@ class Section(str, Enum):
 Measure = Callable[[Run, Collectors, Mode, Callable[[str], None]], list[Scenario]]
 SECTIONS: dict[Section, Measure] = {
     Section.cpu: lambda run, collectors, mode, progress: cpu.measure(run, mode, progress),
+    Section.export: lambda run, collectors, mode, progress: encoding.measure_section(run, mode, progress),
     Section.kafka: lambda run, collectors, mode, progress: kafka_hop.measure(run, collectors, mode, CONFIRM_EVERY, progress),
     Section.celery: celery_hop.measure,
     Section.shutdown: lambda run, collectors, mode, progress: shutdown.measure(run, collectors, mode, CONFIRM_EVERY, progress),
@@ -61,7 +63,7 @@ def _progress(message: str) -> None:
 
 @app.command()
 def main(
-    quick: bool = typer.Option(False, "--quick", help="Small sizes and 2 rounds: the whole run in under 3 minutes."),
+    quick: bool = typer.Option(False, "--quick", help="Small sizes and 2 rounds: the whole run in about 3-4 minutes."),
     only: list[Section] = typer.Option(None, "--only", help="Run only this section (repeatable)."),
     rounds: int = typer.Option(None, "--rounds", min=1, help="Rounds of the Kafka and Celery sections (default: by mode)."),
     output: Path = typer.Option(None, "--output", help="Folder of the JSON reports (default: .hoptrace/bench)."),

@@ -98,6 +98,10 @@ class CeleryResult:
         """Tasks per second, end to end."""
         return self.tasks / self.seconds
 
+    def cpu_us(self, role: str) -> float:
+        """CPU µs per task of the ``worker`` (with its pool) or the ``publisher``."""
+        return float(getattr(self, f"{role}_cpu_s")) / self.tasks * 1e6
+
 
 def _worker_args(variant: CeleryVariant, queue: str, hostname: str) -> list[str]:
     options = CeleryOptions(concurrency=CONCURRENCY)
@@ -159,7 +163,7 @@ def measure(run: Run, collectors: Collectors, mode: Mode, progress: Callable[[st
         progress(f"celery {label}: {BY_KEY[key].label}: {result.rate:,.0f} task/s ({result.seconds:.2f} s)")
         return result
 
-    rounds = bracketed("none", [variant.key for variant in VARIANTS[1:]], mode.celery_rounds, one, lambda result: result.rate)
+    rounds = bracketed("none", [variant.key for variant in VARIANTS[1:]], mode.celery_rounds, one)
     results = rounds.results
     throughput = [
         Scenario(
@@ -171,13 +175,13 @@ def measure(run: Run, collectors: Collectors, mode: Mode, progress: Callable[[st
             None if variant.key == "none" else "none",
             variant.description,
             details={
-                "paired_ratios": rounds.paired.get(variant.key),
+                "paired_ratios": rounds.ratios(variant.key, lambda result: result.rate),
                 "tasks": mode.celery_tasks,
                 "concurrency": CONCURRENCY,
                 "seconds": [result.seconds for result in results[variant.key]],
                 "publisher_seconds": [result.publisher_seconds for result in results[variant.key]],
-                "worker_cpu_us_per_task": [result.worker_cpu_s / result.tasks * 1e6 for result in results[variant.key]],
-                "publisher_cpu_us_per_task": [result.publisher_cpu_s / result.tasks * 1e6 for result in results[variant.key]],
+                "worker_cpu_us_per_task": [result.cpu_us("worker") for result in results[variant.key]],
+                "publisher_cpu_us_per_task": [result.cpu_us("publisher") for result in results[variant.key]],
                 "tracing": variant.tracing,
                 "collector": variant.collector,
                 "sampling": variant.sampling,
@@ -191,9 +195,10 @@ def measure(run: Run, collectors: Collectors, mode: Mode, progress: Callable[[st
             f"{variant.key} {role}",
             f"{variant.label}: {role} CPU per task",
             "µs",
-            [getattr(result, f"{role}_cpu_s") / result.tasks * 1e6 for result in results[variant.key]],
+            [result.cpu_us(role) for result in results[variant.key]],
             None if variant.key == "none" else f"none {role}",
             "user + system CPU of the Celery worker and its pool processes" if role == "worker" else "user + system CPU of the publisher process",
+            details={"paired_ratios": rounds.ratios(variant.key, lambda result, role=role: result.cpu_us(role))},
         )
         for variant in VARIANTS
         for role in ("worker", "publisher")

@@ -5,9 +5,9 @@ the file named by ``BENCH_GO`` (created once the consumer is ready), so neither 
 start-up nor its connection shows in the measured time nor delays the run.
 
 Done: the handler that processes the last expected message notes the time. A Kafka stage
-worker is one process, so it counts in memory and writes a small JSON file; Celery tasks run
-in several prefork processes, so they count with a Redis ``INCR`` and the one that reaches the
-expected count stores the time. Both read what to expect from the environment
+worker is one process, so it counts in memory and writes a small JSON file (with the CRC
+kafka-python used, see ``benchmarks.crc``); Celery tasks run in several prefork processes, so
+they count with a Redis ``INCR`` and the one that reaches the expected count stores the time. Both read what to expect from the environment
 (``BENCH_EXPECTED`` and ``BENCH_DONE``: a file path or a Redis key).
 """
 
@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
 import redis
+
+from benchmarks import crc
 
 EXPECTED_ENV = "BENCH_EXPECTED"
 DONE_ENV = "BENCH_DONE"
@@ -40,15 +43,17 @@ def wait_for_go(timeout_s: float = 120.0) -> None:
 
 
 class FileCompletion:
-    """Counts messages in this process; the EXPECTED-th one writes ``{"first": s, "done": s, "count": n}`` to PATH.
+    """Counts messages in this process; the EXPECTED-th one writes ``{"first": s, "done": s, "count": n, **about}`` to PATH.
 
-    ``first`` is when the first message was handled, ``done`` when the last one was (epoch seconds).
+    ``first`` is when the first message was handled, ``done`` when the last one was (epoch
+    seconds); ABOUT says what the process found about itself (e.g. kafka-python's CRC).
     """
 
-    def __init__(self, expected: int, path: Path) -> None:
+    def __init__(self, expected: int, path: Path, about: Mapping[str, str] | None = None) -> None:
         """Expect EXPECTED messages; report to PATH."""
         self.expected = expected
         self.path = path
+        self.about = dict(about or {})
         self.seen = 0
         self.first = 0.0
 
@@ -60,7 +65,7 @@ class FileCompletion:
         if self.seen == self.expected:
             done = time.time()
             partial = self.path.with_suffix(".partial")
-            partial.write_text(json.dumps({"first": self.first, "done": done, "count": self.seen}))
+            partial.write_text(json.dumps({"first": self.first, "done": done, "count": self.seen, **self.about}))
             partial.replace(self.path)
 
     @staticmethod
@@ -95,8 +100,8 @@ class RedisCompletion:
 
 @lru_cache(maxsize=1)
 def file_completion() -> FileCompletion:
-    """This process's ``FileCompletion``, from ``BENCH_EXPECTED`` and ``BENCH_DONE`` (made on first use)."""
-    return FileCompletion(int(os.environ[EXPECTED_ENV]), Path(os.environ[DONE_ENV]))
+    """This process's ``FileCompletion``, from ``BENCH_EXPECTED`` and ``BENCH_DONE`` (made on first use: a Kafka consumer's, so it tells its CRC)."""
+    return FileCompletion(int(os.environ[EXPECTED_ENV]), Path(os.environ[DONE_ENV]), {"kafka_crc": crc.active()})
 
 
 @lru_cache(maxsize=1)

@@ -1,13 +1,15 @@
-"""Per-message CPU cost of hoptrace's own code, in process, without a broker.
+"""Per-message CPU cost of hoptrace's own code, in process, without a broker; split into its parts.
 
 ``python -m benchmarks.cpu --iterations K --repeats R --result PATH`` (run by the benchmark in a
-fresh process) times K calls R times per case with ``time.perf_counter`` and reports
-microseconds per call (and process CPU time per call, which includes the batch span
-processor's export thread). The repeats of all cases interleave (repeat 1 of every case, then
-repeat 2, ...), so the machine's drift hits every case alike. Nothing is subtracted. Telemetry is built by hoptrace's own
-``telemetry.configure`` (not global) with the SDK's real ``BatchSpanProcessor`` feeding an
-exporter that discards, and a ``MeterProvider`` with a periodic reader whose exporter discards;
-the sampler is ``always_on`` (sampled) or ``always_off`` (not sampled).
+fresh process) times K calls R times per case and reports CPU µs per call: the process's CPU
+time (``time.process_time``: every thread, so the batch span processor's thread too), which a
+busy neighbour on the machine does not inflate as it does wall-clock time (kept as
+``wall_us`` in the details). The repeats of all cases interleave (repeat 1 of every case, then
+repeat 2, ...), so the machine's drift hits every case alike. Telemetry is built by hoptrace's
+own ``telemetry.configure`` (not global) with the SDK's real ``BatchSpanProcessor`` feeding an
+exporter that discards (so span encoding and export are not included: see ``benchmarks.encoding``),
+and a ``MeterProvider`` with a periodic reader whose exporter discards; the sampler is
+``always_on`` (sampled) or ``always_off`` (not sampled).
 
 Cases:
 
@@ -16,9 +18,20 @@ Cases:
   new job) through a sender that only calls ``done``.
 * ``consume-*``: ``StageProcessor.process`` of a prepared ``Delivery`` (made by
   ``workers.kafka.delivery`` from a record whose headers that publisher wrote), trivial handler.
+* ``publish-*-nospan`` / ``consume-*-nospan``: the same, the tracer provider a
+  ``SpanlessTracerProvider`` (``benchmarks.spanless``): the SDK's span work gone, all else kept.
+* ``propagation``: hoptrace's header work alone, with the codec it uses now (the W3C fast path
+  for the default propagators): ``propagation.extract`` of the headers a publish wrote
+  (cleaning, baggage allowlist, codec, publish time) and ``propagation.inject`` of a new job's
+  context (traceparent, baggage, publish time).
 * ``otel-span``: a bare SDK span with seven attributes, started and ended (a reference).
 * ``otel-propagation``: the global propagators' extract and inject of the headers a publish wrote
-  (traceparent and the job's baggage), which every instrumented hop pays (a reference).
+  (traceparent and the job's baggage), the SDK's own codec (a reference).
+
+Per repeat, ``hop-*`` is publish + consume, and it is split (``measure``) into SDK span work
+(``hop`` minus ``hop nospan``), propagation (the ``propagation`` case) and hoptrace's own code
+(``hop nospan`` minus ``propagation``: middleware, job baggage, metric instruments and the
+metrics SDK under them, context handling).
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ from benchmarks.harness import Run
 from benchmarks.modes import Mode
 from benchmarks.pipelines import payload
 from benchmarks.report import Scenario
+from benchmarks.spanless import SpanlessTracerProvider
 
 if TYPE_CHECKING:
     from hoptrace.pipeline.telemetry import Telemetry
@@ -67,12 +81,14 @@ class _Setup:
 
 
 def _setup(sampler: str) -> _Setup:
-    """hoptrace's telemetry with SAMPLER, a publisher and a processor on it; the calls to time."""
+    """hoptrace's telemetry with SAMPLER, publishers and processors on it (SDK spans, and spanless); the calls to time."""
     from kafka.consumer.fetcher import ConsumerRecord
-    from opentelemetry import propagate
+    from opentelemetry import propagate, trace
+    from opentelemetry.context import Context
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from hoptrace.pipeline import telemetry
+    from hoptrace.pipeline import jobs, propagation, telemetry
+    from hoptrace.pipeline.carriers import DICT_SETTER
     from hoptrace.pipeline.instruments import Instruments
     from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage, Transport
     from hoptrace.producers.kafka import kafka_headers
@@ -99,25 +115,35 @@ def _setup(sampler: str) -> _Setup:
     pipeline.add(stage)
     instruments = Instruments.of(configured.meter_provider)
     sender = NullSender()
+    sampled = sampler == "always_on"
+    spanless = SpanlessTracerProvider(sampled)
     publisher = PipelinePublisher(pipeline, {"kafka": sender}, configured.tracer_provider, instruments)
     processor = StageProcessor(pipeline, stage, publisher, instruments, configured.tracer_provider)
+    spanless_publisher = PipelinePublisher(pipeline, {"kafka": sender}, spanless, instruments)
+    spanless_processor = StageProcessor(pipeline, stage, spanless_publisher, instruments, spanless)
     message = payload(1)
     publisher.publish(stage, message)  # headers as this sampler's publisher writes them
     value = json.dumps(message).encode()
     record = ConsumerRecord("bench.cpu", 0, 0, 42, 0, 0, None, value, kafka_headers(sender.headers), None, -1, len(value), -1)
     prepared = delivery(record)
     configured.tracer_provider.force_flush()
-    label = "sampled" if sampler == "always_on" else "unsampled"
+    label = "sampled" if sampled else "unsampled"
     calls: dict[str, Callable[[], object]] = {
         f"publish-{label}": lambda: publisher.publish(stage, message),
         f"consume-{label}": lambda: processor.process(prepared),
+        f"publish-{label}-nospan": lambda: spanless_publisher.publish(stage, message),
+        f"consume-{label}-nospan": lambda: spanless_processor.process(prepared),
     }
-    if sampler == "always_on":
+    if sampled:
         tracer = configured.tracer_provider.get_tracer("bench")
         attributes = {f"bench.attribute.{n}": "value" for n in range(7)}
         calls["otel-span"] = lambda: tracer.start_span("send bench.cpu", attributes=attributes).end()
         carrier = dict(sender.headers)
         calls["otel-propagation"] = lambda: propagate.inject({}, context=propagate.extract(carrier))
+        extracted = propagation.extract(prepared.headers, pipeline.baggage_allowlist).context
+        new_job = trace.set_span_in_context(trace.get_current_span(extracted), jobs.ensure_job(Context()))
+        allowlist = pipeline.baggage_allowlist
+        calls["propagation"] = lambda: (propagation.extract(prepared.headers, allowlist), propagation.inject({}, DICT_SETTER, new_job))
         calls["handler"] = lambda: stage.handler(message, None)  # type: ignore[arg-type]
     return _Setup(configured, exporter, calls)
 
@@ -143,24 +169,58 @@ def run_cases(iterations: int, repeats: int) -> dict[str, dict[str, Any]]:
                 found[case]["spans_exported"] += setup.exporter.exported - before  # of the timed calls: fewer means dropped
     for setup in setups:
         setup.telemetry.shutdown(5.0)
+    found["propagation"]["codec"] = _codec()
     return found
+
+
+def _codec() -> str:
+    """Which codec hoptrace's propagation uses in this process."""
+    from opentelemetry import propagate
+
+    from hoptrace.pipeline import w3c
+
+    return "hoptrace's W3C fast path (pipeline/w3c.py)" if w3c.is_default(propagate.get_global_textmap()) else "the global propagators"
 
 
 ROWS: tuple[tuple[str, str], ...] = (
     ("handler", "the trivial handler called alone"),
     ("otel-span", "a bare SDK span with 7 attributes, started and ended (reference)"),
     ("otel-propagation", "the global propagators alone: extract + inject of a hop's traceparent and baggage (reference)"),
+    ("propagation", "hoptrace's header work alone, current codec: propagation.extract of a hop's headers + propagation.inject of a new job"),
     ("publish-sampled", "PipelinePublisher.publish, always_on, sender only calls done"),
     ("consume-sampled", "StageProcessor.process of a prepared Delivery, always_on"),
     ("hop-sampled", "publish + consume, sampled"),
+    ("hop-sampled nospan", "publish + consume, sampled, spanless tracer (no SDK span work)"),
+    ("hop-sampled sdk-spans", "of hop-sampled: SDK span work (hop-sampled minus its nospan)"),
+    ("hop-sampled hoptrace", "of hop-sampled: hoptrace's own code (nospan minus propagation)"),
     ("publish-unsampled", "PipelinePublisher.publish, always_off"),
     ("consume-unsampled", "StageProcessor.process, always_off"),
     ("hop-unsampled", "publish + consume, not sampled"),
+    ("hop-unsampled nospan", "publish + consume, not sampled, spanless tracer (no SDK span work)"),
+    ("hop-unsampled sdk-spans", "of hop-unsampled: SDK span work (hop-unsampled minus its nospan)"),
+    ("hop-unsampled hoptrace", "of hop-unsampled: hoptrace's own code (nospan minus propagation)"),
 )
+MEASURES = ("cpu_us", "wall_us")
+
+
+def _combine(cases: dict[str, dict[str, Any]], key: str, parts: tuple[str, ...], signs: tuple[int, ...]) -> None:
+    """Case KEY, per repeat: the sum of the PARTS' values, each times its sign (the repeats interleave, so they pair)."""
+    for measure in MEASURES:
+        repeats = zip(*(cases[part][measure] for part in parts), strict=True)
+        cases.setdefault(key, {})[measure] = [sum(sign * value for sign, value in zip(signs, values, strict=True)) for values in repeats]
+
+
+def derive(cases: dict[str, dict[str, Any]]) -> None:
+    """Add the hops (publish + consume) and their split: SDK span work, propagation, hoptrace's own code."""
+    for label in ("sampled", "unsampled"):
+        _combine(cases, f"hop-{label}", (f"publish-{label}", f"consume-{label}"), (1, 1))
+        _combine(cases, f"hop-{label} nospan", (f"publish-{label}-nospan", f"consume-{label}-nospan"), (1, 1))
+        _combine(cases, f"hop-{label} sdk-spans", (f"hop-{label}", f"hop-{label} nospan"), (1, -1))
+        _combine(cases, f"hop-{label} hoptrace", (f"hop-{label} nospan", "propagation"), (1, -1))
 
 
 def measure(run: Run, mode: Mode, progress: Callable[[str], None]) -> list[Scenario]:
-    """Run the cases in a fresh process; a scenario per case (µs per call), plus publish + consume per hop."""
+    """Run the cases in a fresh process; a scenario per row (CPU µs per call), the hops and their split derived per repeat."""
     result = run.file("cpu.json")
     child = run.start(
         "cpu",
@@ -170,15 +230,14 @@ def measure(run: Run, mode: Mode, progress: Callable[[str], None]) -> list[Scena
     child.wait(600)
     child.check()
     cases: dict[str, dict[str, Any]] = json.loads(result.read_text())
-    for label in ("sampled", "unsampled"):
-        publish, consume = cases[f"publish-{label}"], cases[f"consume-{label}"]
-        cases[f"hop-{label}"] = {key: [a + b for a, b in zip(publish[key], consume[key], strict=True)] for key in ("wall_us", "cpu_us")}
+    derive(cases)
     scenarios = []
     for key, label in ROWS:
         case = cases[key]
-        details = {name: value for name, value in case.items() if name != "wall_us"}
+        details = {name: value for name, value in case.items() if name != "cpu_us"}
         details.update(iterations=mode.cpu_iterations, repeats=mode.cpu_repeats)
-        scenarios.append(Scenario(SECTION, key, label, "µs", case["wall_us"], description=f"{label}: µs per call, wall clock", details=details))
+        description = f"{label}: CPU µs per call (process time, every thread; wall clock in the details)"
+        scenarios.append(Scenario(SECTION, key, label, "µs", case["cpu_us"], description=description, details=details))
         progress(f"cpu {label}: {scenarios[-1].median:.1f} µs")
     return scenarios
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,10 +37,16 @@ GROUP_EXPIRY_S = 50.0
 """How long clean-up retries deleting a consumer group whose killed member has not left (kafka-python's session: 45 s)."""
 
 
-def child_environment(settings: Settings, namespace: str | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a benchmark child: this one without ``OTEL_*`` and hoptrace settings, plus the brokers and EXTRA."""
+def child_environment(
+    settings: Settings, namespace: str | None = None, extra: Mapping[str, str] | None = None, path_first: Sequence[Path] = ()
+) -> dict[str, str]:
+    """The environment of a benchmark child: this one without ``OTEL_*`` and hoptrace settings, plus the brokers and EXTRA.
+
+    PATH_FIRST folders come first on its ``PYTHONPATH`` (e.g. a shim hiding an installed package).
+    """
     env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "HOPTRACE_", "BENCH_"))}
-    pythonpath = [str(REPOSITORY_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    inherited = filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))
+    pythonpath = [*map(str, path_first), str(REPOSITORY_ROOT), *inherited]
     env.update(
         {
             "HOPTRACE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -84,9 +91,9 @@ class Run:
         """A path in the run's scratch folder."""
         return self.dir / name
 
-    def env(self, namespace: str | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    def env(self, namespace: str | None = None, extra: Mapping[str, str] | None = None, path_first: Sequence[Path] = ()) -> dict[str, str]:
         """A child environment (see ``child_environment``) for this run's brokers."""
-        return child_environment(self.settings, namespace, extra)
+        return child_environment(self.settings, namespace, extra, path_first)
 
     def start(self, name: str, args: Sequence[str], env: Mapping[str, str]) -> Child:
         """Start ARGS (``python`` is this interpreter) in the repository root, in a session of its own; registered for clean-up."""
@@ -192,6 +199,4 @@ class Run:
         if "admin" in self.__dict__:
             self.admin.close()
         if not self.keep_logs:
-            for path in self.dir.iterdir():
-                path.unlink()
-            self.dir.rmdir()
+            shutil.rmtree(self.dir, ignore_errors=True)

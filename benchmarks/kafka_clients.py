@@ -1,8 +1,9 @@
 """The measured Kafka client processes (run by ``benchmarks.kafka_hop``, one process per client and run).
 
 ``produce`` sends COUNT payloads of about 1 KB to a stage's topic and writes
-``{"first": epoch_s, "last_ack": epoch_s, "count": n, "cpu_s": s}`` to a result file (``cpu_s``:
-the process's CPU time, every thread, from the first send to the last acknowledgement); every variant waits
+``{"first": epoch_s, "last_ack": epoch_s, "count": n, "cpu_s": s, "kafka_crc": ...}`` to a result
+file (``cpu_s``: the process's CPU time, every thread, from the first send to the last
+acknowledgement; ``kafka_crc``: the CRC kafka-python used, see ``benchmarks.crc``); every variant waits
 for the broker's acknowledgements every CONFIRM_EVERY records (as ``hoptrace publish`` does):
 
 * ``none``: a plain ``KafkaProducer.send`` of the JSON bytes; no OpenTelemetry at all.
@@ -38,6 +39,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 
+from benchmarks import crc
 from benchmarks.completion import wait_for_go
 from benchmarks.pipelines import payload
 from benchmarks.stock import stock_tracer_provider
@@ -103,7 +105,7 @@ def produce(tracing: str, spec: str, stage_name: str, count: int, confirm_every:
     confirm()
     last, cpu = time.time(), time.process_time() - cpu
     close()
-    return {"first": first, "last_ack": last, "count": count, "cpu_s": cpu}
+    return {"first": first, "last_ack": last, "count": count, "cpu_s": cpu, "kafka_crc": crc.active()}
 
 
 def consume(tracing: str, loop: str, spec: str, stage_name: str, count: int) -> dict[str, Any]:

@@ -21,6 +21,16 @@ Variants (consumer / producer):
   KafkaSender); traces and metrics over OTLP gRPC to the discarding receiver, 100 % sampled.
 * ``hoptrace-1``: the same at 1 % (``parentbased_traceidratio``, 0.01, in both processes).
 * ``hoptrace-down``: the same at 100 % with the OTLP endpoint a refusing loopback port.
+
+Both CRC configurations of kafka-python (``benchmarks.crc``) are measured in the same rounds,
+baseline and variants alike: sections ``kafka`` / ``kafka-cpu`` with the crc32c extension
+(hoptrace's default install), ``kafka-pure-crc`` / ``kafka-cpu-pure-crc`` with the pure-Python
+CRC (``hoptrace-down`` only in the first: a collector that is down costs the same either way).
+Every producer and consumer reports the CRC it used, and a run with the wrong one fails.
+
+``kafka-cpu`` also has, per variant, ``<variant> extra``: the CPU µs per message its producer
+and consumer processes spent together beyond the ``none`` runs around it (paired), the whole
+cost of instrumenting one hop in real processes (compare with the in-process ``cpu`` rows).
 """
 
 from __future__ import annotations
@@ -31,13 +41,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmarks.completion import DONE_ENV, EXPECTED_ENV, GO_ENV, FileCompletion
+from benchmarks.crc import CONFIGS, WITH_EXTENSION, CrcConfig
 from benchmarks.discard import Collector, Collectors
 from benchmarks.harness import Run
 from benchmarks.modes import Mode
 from benchmarks.pipelines import KAFKA_SPEC, STAGE
 from benchmarks.processes import Child, cpu_seconds, peak_rss_kib, wait_until
 from benchmarks.report import Scenario
-from benchmarks.schedule import Rounds, bracketed
+from benchmarks.schedule import Bracket, Rounds, interleaved
 from hoptrace.loader import load_pipeline
 from hoptrace.pipeline.stages import KafkaTransport
 
@@ -91,6 +102,13 @@ VARIANTS: tuple[KafkaVariant, ...] = (
 )  # fmt: skip
 BASELINES = {"none-iterate": "none", "stock": "none", "hoptrace-100": "none", "hoptrace-1": "none", "hoptrace-down": "none"}
 BY_KEY = {variant.key: variant for variant in VARIANTS}
+DEFAULT_CRC_ONLY = frozenset({"hoptrace-down"})
+"""Variants measured with the default CRC configuration only."""
+ROLES = ("consumer", "producer")
+
+
+class WrongCrc(RuntimeError):
+    """A Kafka client used another CRC implementation than its configuration asked for."""
 
 
 @dataclass(frozen=True)
@@ -113,11 +131,21 @@ class HopResult:
     """CPU time of the consumer process (every thread) from the producer's start to the last handled record."""
     producer_cpu_s: float
     """CPU time of the producer process (every thread) from its first send to its last acknowledgement."""
+    kafka_crc: str
+    """The CRC implementation both clients reported (``benchmarks.crc.active``)."""
 
     @property
     def rate(self) -> float:
         """Messages per second, end to end."""
         return self.messages / self.seconds
+
+    def cpu_us(self, role: str) -> float:
+        """CPU µs per message of the ``consumer`` or ``producer`` process."""
+        return float(getattr(self, f"{role}_cpu_s")) / self.messages * 1e6
+
+    def both_cpu_us(self) -> float:
+        """CPU µs per message of the producer and consumer processes together."""
+        return sum(self.cpu_us(role) for role in ROLES)
 
 
 def _consumer_args(variant: KafkaVariant, messages: int, result: str) -> list[str]:
@@ -134,8 +162,10 @@ def producer_args(tracing: str, spec: str, stage: str, messages: int, confirm_ev
     return [*client, "--count", str(messages), "--confirm-every", str(confirm_every), "--result", result]
 
 
-def run_hop(run: Run, collectors: Collectors, variant: KafkaVariant, messages: int, label: str, confirm_every: int) -> HopResult:
-    """Produce and consume MESSAGES records as VARIANT does, on a topic of their own; the measured result."""
+def run_hop(
+    run: Run, collectors: Collectors, variant: KafkaVariant, messages: int, label: str, confirm_every: int, crc: CrcConfig = WITH_EXTENSION
+) -> HopResult:
+    """Produce and consume MESSAGES records as VARIANT does, with kafka-python's CRC as CRC says, on a topic of their own."""
     namespace = run.namespace(label)
     transport = load_pipeline(KAFKA_SPEC, namespace)[STAGE].transport
     assert isinstance(transport, KafkaTransport)
@@ -145,7 +175,7 @@ def run_hop(run: Run, collectors: Collectors, variant: KafkaVariant, messages: i
     produced = run.file(f"{label}.produced.json")
     go = run.file(f"{label}.go")
     extra = {**collectors.env(variant.collector, variant.sampling), EXPECTED_ENV: str(messages), DONE_ENV: str(done), GO_ENV: str(go)}
-    env = run.env(namespace, extra)
+    env = run.env(namespace, extra, crc.path_first(run.dir))
     timeout_s = max(60.0, messages / 300)
     children: list[Child] = []
     try:
@@ -171,6 +201,9 @@ def run_hop(run: Run, collectors: Collectors, variant: KafkaVariant, messages: i
             child.stop()
         run.drop_groups([group])
         run.drop_topics([topic])
+    reported = {"producer": sent.get("kafka_crc"), "consumer": finished.get("kafka_crc")}
+    if set(reported.values()) != {crc.expected}:
+        raise WrongCrc(f"{variant.key} ({crc.key}): expected kafka-python's {crc.expected} CRC, the clients reported {reported}")
     return HopResult(
         variant.key,
         messages,
@@ -181,38 +214,48 @@ def run_hop(run: Run, collectors: Collectors, variant: KafkaVariant, messages: i
         collector_cpu_s=collector_cpu,
         consumer_cpu_s=consumer_cpu,
         producer_cpu_s=sent["cpu_s"],
+        kafka_crc=finished["kafka_crc"],
     )
 
 
 def measure(run: Run, collectors: Collectors, mode: Mode, confirm_every: int, progress: Callable[[str], None]) -> list[Scenario]:
-    """A warm-up run, then bracketed rounds (none, v1, none, v2, ..., none); a scenario per variant (msg/s), and CPU per message."""
+    """A warm-up run, then rounds of bracketed runs (none, v1, none, v2, ..., none) of both CRC configurations; their scenarios."""
     warm_up = run_hop(run, collectors, BY_KEY["none"], min(mode.kafka_messages, WARM_UP_MESSAGES), "k-warm-up", confirm_every)
     progress(f"kafka warm-up (not counted): {warm_up.rate:,.0f} msg/s")
-    chosen = [variant.key for variant in VARIANTS[1:] if mode.kafka_iterate_reference or variant.key != "none-iterate"]
+    groups = {crc: Bracket("none", _variants(mode, crc)) for crc in CONFIGS}
 
-    def one(key: str, label: str) -> HopResult:
-        result = run_hop(run, collectors, BY_KEY[key], mode.kafka_messages, f"k{label}", confirm_every)
-        progress(f"kafka {label}: {BY_KEY[key].label}: {result.rate:,.0f} msg/s ({result.seconds:.2f} s)")
+    def one(crc: CrcConfig, key: str, label: str) -> HopResult:
+        result = run_hop(run, collectors, BY_KEY[key], mode.kafka_messages, f"k-{crc.key}-{label}", confirm_every, crc)
+        progress(f"kafka {crc.key} {label}: {BY_KEY[key].label}: {result.rate:,.0f} msg/s ({result.seconds:.2f} s)")
         return result
 
-    return _scenarios(bracketed("none", chosen, mode.kafka_rounds, one, lambda result: result.rate), mode.kafka_messages)
+    measured = interleaved(groups, mode.kafka_rounds, one)
+    return [scenario for crc, rounds in measured.items() for scenario in _scenarios(crc, rounds, mode.kafka_messages)]
 
 
-def _scenarios(rounds: Rounds[HopResult], messages: int) -> list[Scenario]:
-    """Throughput per variant, then CPU µs per message of each variant's consumer and producer processes."""
+def _variants(mode: Mode, crc: CrcConfig) -> list[str]:
+    """The variant keys measured against ``none`` with CRC (``none-iterate`` only when the mode asks for it)."""
+    chosen = [variant.key for variant in VARIANTS[1:] if mode.kafka_iterate_reference or variant.key != "none-iterate"]
+    return [key for key in chosen if crc is WITH_EXTENSION or key not in DEFAULT_CRC_ONLY]
+
+
+def _scenarios(crc: CrcConfig, rounds: Rounds[HopResult], messages: int) -> list[Scenario]:
+    """Throughput per variant; CPU µs per message of each variant's consumer and producer; each variant's extra CPU per hop."""
+    section, cpu_section = f"{SECTION}{crc.section_suffix}", f"{CPU_SECTION}{crc.section_suffix}"
     results = rounds.results
     measured = [variant for variant in VARIANTS if variant.key in results]
+    compared = [variant for variant in measured if variant.key in rounds.around]
     throughput = [
         Scenario(
-            SECTION,
+            section,
             variant.key,
             variant.label,
             "msg/s",
             [result.rate for result in results[variant.key]],
             BASELINES.get(variant.key),
-            variant.description,
+            variant.description if crc is WITH_EXTENSION else _again(crc),
             details={
-                "paired_ratios": rounds.paired.get(variant.key),
+                "paired_ratios": rounds.ratios(variant.key, lambda result: result.rate),
                 "messages": messages,
                 "seconds": [result.seconds for result in results[variant.key]],
                 "producer_seconds": [result.producer_seconds for result in results[variant.key]],
@@ -223,21 +266,40 @@ def _scenarios(rounds: Rounds[HopResult], messages: int) -> list[Scenario]:
                 "consumer": variant.consumer,
                 "collector": variant.collector,
                 "sampling": variant.sampling,
+                "kafka_crc_reported": sorted({result.kafka_crc for result in results[variant.key]}),  # by every producer and consumer
             },
         )
         for variant in measured
     ]
     cpu = [
         Scenario(
-            CPU_SECTION,
+            cpu_section,
             f"{variant.key} {role}",
             f"{variant.label}: {role} process CPU per message",
             "µs",
-            [getattr(result, f"{role}_cpu_s") / messages * 1e6 for result in results[variant.key]],
+            [result.cpu_us(role) for result in results[variant.key]],
             None if variant.key == "none" else f"none {role}",
             f"user + system CPU of the whole {role} process (every thread: exporters, kafka-python's I/O threads) during the run, per message",
+            details={"paired_ratios": rounds.ratios(variant.key, lambda result, role=role: result.cpu_us(role))},
         )
         for variant in measured
-        for role in ("consumer", "producer")
+        for role in ROLES
     ]
-    return throughput + cpu
+    extra = [
+        Scenario(
+            cpu_section,
+            f"{variant.key} extra",
+            f"{variant.label}: producer + consumer CPU per message beyond none's",
+            "µs",
+            rounds.differences(variant.key, HopResult.both_cpu_us) or [],
+            description="CPU µs per message of the producer and consumer processes together, minus the mean of the two none runs around it",
+        )
+        for variant in compared
+        if variant.key != "none-iterate"
+    ]
+    return throughput + cpu + extra
+
+
+def _again(crc: CrcConfig) -> str:
+    """The description shared by the rows of a CRC configuration other than the default one."""
+    return f"the {SECTION} rows again, {crc.description} (the {SECTION} rows: {WITH_EXTENSION.description})"

@@ -1,4 +1,4 @@
-"""How much each section measures: the quick mode (whole run under 3 minutes on 2 cores) and the full mode."""
+"""How much each section measures: the quick mode (whole run in about 3-4 minutes on 2 cores) and the full mode."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ class Mode:
     kafka_messages: int
     """Records per Kafka hop run (1 KB each)."""
     kafka_rounds: int
-    """Rounds of the Kafka section; each runs every variant once, each between two baseline runs (see ``schedule``)."""
+    """Rounds of the Kafka section; each runs every variant once per CRC configuration, each between two baseline runs (see ``schedule``)."""
     celery_tasks: int
     """Tasks per Celery hop run."""
     celery_rounds: int
@@ -21,6 +21,10 @@ class Mode:
     """Calls per timed loop of the in-process CPU measurements."""
     cpu_repeats: int
     """Timed loops per case (the median is reported)."""
+    encode_rounds: int
+    """Alternated rounds of the SDK's and hoptrace's span encoders (``benchmarks.encoding``)."""
+    export_rounds: int
+    """Alternated rounds of the SDK's and hoptrace's gRPC span exporters."""
     shutdown_runs: int
     shutdown_messages: int
     """Messages the worker processes before it is asked to stop."""
@@ -48,6 +52,8 @@ QUICK = Mode(
     celery_rounds=2,
     cpu_iterations=2000,
     cpu_repeats=5,
+    encode_rounds=7,
+    export_rounds=3,
     shutdown_runs=2,
     shutdown_messages=20,
     memory_messages=6000,
@@ -64,6 +70,8 @@ FULL = Mode(
     celery_rounds=5,
     cpu_iterations=20_000,
     cpu_repeats=9,
+    encode_rounds=15,
+    export_rounds=7,
     shutdown_runs=5,
     shutdown_messages=100,
     memory_messages=100_000,
