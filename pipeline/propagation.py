@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import unquote_plus
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context, get_current
@@ -87,14 +88,19 @@ def _text(raw_value: object, fallbacks: list[str]) -> str | None:
     if not isinstance(raw_value, (bytes, str)):
         fallbacks.append("not_text")
         return None
-    size = len(raw_value) if isinstance(raw_value, bytes) else len(raw_value.encode("utf-8", "replace"))
-    if size > MAX_HEADER_BYTES:
+    if isinstance(raw_value, str) and raw_value.isascii():  # the usual case: nothing to check beyond the size
+        if len(raw_value) > MAX_HEADER_BYTES:
+            fallbacks.append("oversized")
+            return None
+        return raw_value
+    # A str may hold lone surrogates (JSON's "\ud800" decodes to one): encoded as they are, the
+    # strict decode below refuses them, so they never reach a propagator (the baggage one raised).
+    data = raw_value if isinstance(raw_value, bytes) else raw_value.encode("utf-8", "surrogatepass")
+    if len(data) > MAX_HEADER_BYTES:
         fallbacks.append("oversized")
         return None
-    if isinstance(raw_value, str):
-        return raw_value
     try:
-        return raw_value.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         fallbacks.append("non_utf8")
         return None
@@ -128,7 +134,10 @@ def _allowed_baggage(header: str, allowlist: tuple[str, ...], fallbacks: list[st
     allowed = _allowed_keys(allowlist)
 
     def key(member: str) -> str:
-        return member.split("=", 1)[0].strip()
+        # The key as the propagator will store it (trimmed, then percent-decoded), so that "ab%63"
+        # cannot pass a "*3" pattern and come out as "abc".
+        name = member.split("=", 1)[0].strip(" \t")
+        return unquote_plus(name).strip() if "%" in name or "+" in name else name.strip()
 
     kept = [member for member in members if allowed.match(key(member))]
     if len(kept) < len(members):

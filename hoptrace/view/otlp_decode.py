@@ -2,7 +2,8 @@
 
 Both transports of the receiver (gRPC and HTTP/protobuf) hand the request bytes of a signal in
 ``SIGNALS`` to its ``decode``, so a store never sees a protobuf object. Ids become lowercase hex,
-enums become names, and ``AnyValue`` becomes the matching Python value.
+enums become names, times signed 64-bit nanoseconds (as stores keep them), and ``AnyValue`` becomes
+the matching Python value.
 
 Request bodies are untrusted: ``decode`` can bound the body, its gzip inflation (``gunzip`` stops
 one byte past the limit, so a gzip bomb never inflates further) and the number of records,
@@ -128,6 +129,14 @@ def decode_attributes(pairs: Iterable[KeyValue]) -> Attributes:
     return {pair.key: decode_value(pair.value) for pair in pairs}
 
 
+_MAX_NS = 2**63 - 1
+
+
+def _ns(value: int) -> int:
+    """An OTLP time (unsigned 64-bit nanoseconds) as a signed 64-bit one, as stores keep them: past 2262 reads as 2262."""
+    return min(value, _MAX_NS)
+
+
 def _hex_id(raw: bytes) -> str | None:
     """A trace or span id as lowercase hex; None when it is empty or all zeros (invalid)."""
     return raw.hex() if raw.strip(b"\0") else None
@@ -151,8 +160,8 @@ def _span(span: Span, resource: Attributes, scope_name: str) -> ReceivedSpan:
         parent_span_id=_hex_id(span.parent_span_id),
         name=span.name,
         kind=_SPAN_KINDS.get(span.kind, "INTERNAL"),
-        start_ns=span.start_time_unix_nano,
-        end_ns=span.end_time_unix_nano,
+        start_ns=_ns(span.start_time_unix_nano),
+        end_ns=_ns(span.end_time_unix_nano),
         attributes=decode_attributes(span.attributes),
         status_code=_STATUS_CODES.get(span.status.code, "UNSET"),
         status_message=span.status.message,
@@ -190,7 +199,7 @@ def _metric_points(metric: Metric, resource: Attributes) -> Iterator[MetricPoint
             monotonic=data.is_monotonic if kind == "sum" else None,
             attributes=decode_attributes(point.attributes),
             resource=resource,
-            time_ns=point.time_unix_nano,
+            time_ns=_ns(point.time_unix_nano),
             value=value,
             count=count,
             sum=total,
@@ -230,7 +239,7 @@ def _log(record: LogRecord, resource: Attributes) -> ReceivedLog:
         span_id=_hex_id(record.span_id),
         attributes=decode_attributes(record.attributes),
         resource=resource,
-        time_ns=record.time_unix_nano or record.observed_time_unix_nano,
+        time_ns=_ns(record.time_unix_nano or record.observed_time_unix_nano),
     )
 
 
@@ -264,7 +273,7 @@ def gunzip(body: bytes, max_bytes: int | None = None) -> bytes:
         if not member.eof:
             raise InvalidExport("not gzip: the stream ends early")
         inflated.append(chunk)
-        rest = member.unused_data
+        rest = member.unused_data.lstrip(b"\0")  # zero padding between members, as gzip.decompress allows
     return b"".join(inflated)
 
 

@@ -19,12 +19,14 @@ What arrives is untrusted, and the receiver's memory stays bounded whatever it i
 Answers follow the OTLP specification: HTTP 200 with the empty Export*ServiceResponse; 400 for
 a body that does not parse (or a malformed ``Content-Length``), 404 for another path, 405 for
 another method, 411 without ``Content-Length``, 413 for too large, 415 for another content
-type or encoding, 503 when busy, each with a ``google.rpc.Status`` body saying why. gRPC:
-``INVALID_ARGUMENT`` for what does not parse, ``RESOURCE_EXHAUSTED`` for too large or busy.
+type or encoding, 503 when busy, 500 when the store fails, each with a ``google.rpc.Status`` body
+saying why. gRPC: ``INVALID_ARGUMENT`` for what does not parse, ``RESOURCE_EXHAUSTED`` for too large
+or busy, ``INTERNAL`` when the store fails.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable
@@ -41,6 +43,8 @@ from google.rpc.status_pb2 import Status
 from hoptrace.view.memory_store import TelemetrySink
 from hoptrace.view.otlp_decode import SIGNALS, ExportTooLarge, InvalidExport, OtlpSignal
 
+logger = logging.getLogger(__name__)
+
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """The largest export request accepted, on the wire and once inflated, on either transport (twice gRPC's default).
 
@@ -55,6 +59,10 @@ PROTOBUF = "application/x-protobuf"
 _SIGNALS_BY_PATH = {signal.path: signal for signal in SIGNALS}
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,15}")
 _DRAIN_CHUNK = 64 * 1024
+
+
+class StoreFailed(RuntimeError):
+    """The store raised while keeping an accepted export (answered HTTP 500 / gRPC ``INTERNAL``; not retried by exporters)."""
 
 
 class OtlpReceiver:
@@ -152,7 +160,11 @@ class OtlpReceiver:
             "metrics": self.store.add_metrics,
             "logs": self.store.add_logs,
         }
-        add[signal.name](records)
+        try:
+            add[signal.name](records)
+        except Exception as error:  # a full disk, a value the store cannot hold: the exporter still gets an answer
+            logger.warning("the telemetry store could not keep an export of %d %s: %r", len(records), signal.name, error)
+            raise StoreFailed(f"the receiver's store failed: {error!r}"[:200]) from error
         return signal.response
 
     def _grpc_export(self, signal: OtlpSignal, body: bytes, context: grpc.ServicerContext) -> bytes:
@@ -164,6 +176,9 @@ class OtlpReceiver:
             raise  # unreachable: abort() raises; this tells type checkers so
         except InvalidExport as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            raise  # unreachable, as above
+        except StoreFailed as error:
+            context.abort(grpc.StatusCode.INTERNAL, str(error))
             raise  # unreachable, as above
 
 
@@ -184,7 +199,7 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
     """Seconds a silent client may hold a connection."""
 
     def do_POST(self) -> None:  # noqa: N802 (the name BaseHTTPRequestHandler dispatches to)
-        """Answer 200 with the export response, or 411 / 400 / 413 / 503 / 404 / 415 / 400 / 413, in that order of checks."""
+        """Answer 200 with the export response; or refuse: 411, 400 (Content-Length), 413, 503, then 404, 415, 400 / 413 (the body), 500."""
         length_header = self.headers.get("Content-Length")
         if length_header is None:
             return self._refuse(411, "a Content-Length header is required")
@@ -221,6 +236,8 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
             return self._refuse(413, str(error))
         except InvalidExport as error:
             return self._refuse(400, str(error))
+        except StoreFailed as error:
+            return self._refuse(500, str(error))
         return self._reply(200, response)
 
     def _refuse(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
