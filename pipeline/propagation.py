@@ -142,10 +142,12 @@ def _allowed_baggage(header: str, allowlist: tuple[str, ...], fallbacks: list[st
     kept = [member for member in members if allowed.match(key(member))]
     if len(kept) < len(members):
         fallbacks.append("baggage_not_allowed")
-    kept.sort(key=lambda member: key(member) not in ALWAYS_ALLOWED)  # stable: hoptrace's own first
     if len(kept) > MAX_BAGGAGE_MEMBERS:
         fallbacks.append("too_many_baggage_members")
+        kept.sort(key=lambda member: key(member) not in ALWAYS_ALLOWED)  # stable: hoptrace's own are kept first
         kept = kept[:MAX_BAGGAGE_MEMBERS]
+    elif len(kept) == len(members) and len(members) == header.count(",") + 1:
+        return header  # nothing to drop: the header as it came (written again as it came when the baggage does not change)
     return ",".join(kept)
 
 

@@ -117,12 +117,25 @@ def inject(carrier: CarrierT, setter: Setter[CarrierT], context: Context) -> Non
         setter.set(carrier, "baggage", encoded)
 
 
+_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
+"""What ``quote_plus`` leaves as it is."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _quoted_key(key: str) -> str:
+    return quote_plus(key)
+
+
+def _quoted(text: str) -> str:
+    return text if _SAFE.fullmatch(text) else quote_plus(text)
+
+
 def _encode(members: Mapping[str, object]) -> str:
     """MEMBERS as a W3C baggage header, within its limits, as the baggage propagator writes it."""
     kept: list[str] = []
     length = 0
     for key, value in members.items():
-        entry = quote_plus(str(key)) + "=" + quote_plus(str(value))
+        entry = _quoted_key(str(key)) + "=" + _quoted(str(value))
         if len(entry) > _MAX_PAIR_LENGTH:
             continue
         if len(kept) >= _MAX_PAIRS:
