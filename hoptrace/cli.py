@@ -209,6 +209,26 @@ def publish(
     _run(lambda: publishing.main(spec, stage, count, payload, payload_file, baggage))
 
 
+class ProbeKind(str, Enum):
+    """What ``hoptrace probe`` checks."""
+
+    ready = "ready"
+    live = "live"
+
+
+@app.command()
+def probe(
+    kind: ProbeKind = typer.Argument(..., help="ready: the worker can take messages; live: its loop is running."),
+    stage: str = typer.Option(None, "--stage", help="The stage whose worker runs in this container."),
+    monitor: bool = typer.Option(False, "--monitor", help="Probe the monitor instead."),
+    max_age: float = typer.Option(30.0, "--max-age", min=1, help="Seconds since the last heartbeat after which the worker is not live."),
+) -> None:
+    """Probe a worker of this container from its health file (Kubernetes and Compose probes); exit 0 when it passes."""
+    from hoptrace import probe as probes
+
+    _run(lambda: probes.main(kind.value, stage, monitor, max_age))
+
+
 def main() -> None:
     """Entry point of the ``hoptrace`` console script."""
     app()

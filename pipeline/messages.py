@@ -19,6 +19,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanContext
 from opentelemetry.util.types import AttributeValue
 
+from hoptrace.pipeline import jobs
 from hoptrace.pipeline.carriers import RawPairs
 from hoptrace.pipeline.stages import Payload, Stage, Transport
 
@@ -60,6 +61,8 @@ class Delivery:
     """What the transport knows: partition, offset, message id."""
     decode_error: str | None = None
     """Why the body could not be read; the message is then dead-lettered without running the handler."""
+    redelivered: bool = False
+    """The transport handed this message to a consumer before (Celery's ``redelivered`` flag, a Kafka offset this group was given)."""
 
 
 @dataclass(eq=False)
@@ -96,6 +99,11 @@ class Incoming:
     """Set by the processor once the message is processed or dead-lettered; None while it is not (or could not be parked)."""
 
     @property
+    def job_id(self) -> str | None:
+        """The job the message belongs to (from its baggage)."""
+        return jobs.job_id(self.context)
+
+    @property
     def will_retry(self) -> bool:
         """Whether the last attempt failed and another follows."""
         return self.error is not None and self.retry_after_s is not None
@@ -121,6 +129,8 @@ class Outgoing:
     """The publish span, until the broker answered."""
     trace_id: int = 0
     """The trace the message belongs to; 0 when it was not traced."""
+    new_job: str | None = None
+    """The job's id when this publish started the job (its first message); None when it went on with one."""
     answer: Mapping[str, Any] = field(default_factory=dict)
     """What the broker told about the accepted message (partition, offset, message id)."""
     error: BaseException | None = None

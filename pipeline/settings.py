@@ -25,6 +25,10 @@ class Settings(BaseSettings):
         description="Folder for service data, logs, pid files, the trace store and benchmark reports; never inside the installed package.",
     )
 
+    stuck_after_s: float = Field(
+        default=300.0, gt=0, description="Seconds after its start a job that reached no final outcome counts as stuck (hoptrace.jobs.stuck)."
+    )
+
     @property
     def kafka_servers(self) -> list[str]:
         """The bootstrap servers as the list kafka-python expects."""

@@ -113,7 +113,10 @@ class PipelinePublisher:
             raise PublishFailed(errors, len(pending))
 
     def _send(self, stage: Stage, transport: Transport, payload: Payload, headers: dict[str, str]) -> Published:
-        message = Outgoing(stage, transport, payload, headers, jobs.ensure_job(otel_context.get_current()))
+        current = otel_context.get_current()
+        message = Outgoing(stage, transport, payload, headers, jobs.ensure_job(current))
+        if message.context is not current and jobs.job_id(current) is None:
+            message.new_job = jobs.job_id(message.context)
         self._hooks.before_publish(message)
         sending = message.sending_context or message.context
         propagation.inject(message.headers, DICT_SETTER, sending)

@@ -2,7 +2,8 @@
 
 From Redis (every Celery stage's queue): ``hoptrace.queue.depth`` and
 ``hoptrace.queue.oldest_age``; from Kafka (every Kafka stage's topic and group, per
-partition): ``hoptrace.kafka.consumer.lag`` and ``hoptrace.kafka.consumer.lag_seconds``.
+partition): ``hoptrace.kafka.consumer.lag`` and ``hoptrace.kafka.consumer.lag_seconds``; from the
+job ledger: ``hoptrace.jobs.stuck``.
 One thread per broker keeps them current (see ``hoptrace.gauges.refresher``)::
 
     monitor = DepthMonitor(pipeline, settings, meter_provider=provider)
@@ -18,6 +19,7 @@ from opentelemetry.metrics import MeterProvider
 from hoptrace.gauges.kafka_lag import KafkaConsumerLag
 from hoptrace.gauges.redis_depth import RedisQueueDepth
 from hoptrace.gauges.refresher import GaugeRefresher, GaugeSource
+from hoptrace.gauges.stuck_jobs import StuckJobs
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import Pipeline
 
@@ -35,14 +37,17 @@ class DepthMonitor(GaugeRefresher):
         *,
         redis: GaugeSource | None = None,
         kafka: GaugeSource | None = None,
+        jobs: GaugeSource | None = None,
     ) -> None:
         """Create the four gauges on METER_PROVIDER (default: the global one); refresh every INTERVAL_S once started.
 
         REDIS_KEY_PREFIX is kombu's ``global_keyprefix`` transport option, when the Celery app sets one.
-        REDIS and KAFKA replace the sources built from PIPELINE and SETTINGS.
+        REDIS, KAFKA and JOBS replace the sources built from PIPELINE and SETTINGS.
         """
         if redis is None:
             redis = RedisQueueDepth.of_pipeline(pipeline, settings.redis_url, redis_key_prefix)
         if kafka is None:
             kafka = KafkaConsumerLag.of_pipeline(pipeline, settings.kafka_servers)
-        super().__init__({"redis": redis, "kafka": kafka}, meter_provider, interval_s)
+        if jobs is None:
+            jobs = StuckJobs(settings.redis_url, pipeline.name, settings.stuck_after_s)
+        super().__init__({"redis": redis, "kafka": kafka, "job ledger": jobs}, meter_provider, interval_s)
