@@ -3,8 +3,10 @@
 One process runs either one Kafka stage (a poll loop) or all the chosen Celery stages (a
 real Celery worker, prefork pool); one more, ``hoptrace monitor``, reports their queue
 depth and lag. Asked for more than one process, ``run`` starts one child per group and
-supervises them: SIGTERM/SIGINT is passed on, and when one child exits the others are
-stopped.
+supervises them: SIGTERM/SIGINT is passed on; a child that exits is started again after a
+pause that doubles while it keeps failing (1 s up to 30 s, back to 1 s once it ran a minute),
+and the others keep running. With ``exit_on_child_failure`` (for a process manager that
+restarts the whole group) the first child to exit stops them all instead.
 """
 
 from __future__ import annotations
@@ -25,10 +27,17 @@ from hoptrace.pipeline.stages import CeleryTransport, KafkaTransport, Pipeline, 
 from hoptrace.runtime import ProcessRuntime, celery_app, configure_logging
 from hoptrace.workers.celery import register
 from hoptrace.workers.kafka import KafkaStageWorker
+from hoptrace.workers.membership import claim
 
 logger = logging.getLogger(__name__)
 
 CHILD_STOP_TIMEOUT_S = 15.0
+RESTART_DELAY_S = 1.0
+"""Pause before a child that exited is started again; it doubles with each quick failure."""
+RESTART_DELAY_MAX_S = 30.0
+STABLE_AFTER_S = 60.0
+"""A child that ran this long before it exited is restarted after RESTART_DELAY_S again."""
+SUPERVISE_TICK_S = 0.2
 
 
 def _on_stop_signals(handler: signal.Handlers | object) -> None:
@@ -38,14 +47,17 @@ def _on_stop_signals(handler: signal.Handlers | object) -> None:
 
 def run_kafka_stage(pipeline: Pipeline, stage: Stage, settings: Settings) -> None:
     """Consume one Kafka stage in this process until SIGTERM/SIGINT; then commit and flush."""
+    transport = stage.transport
+    assert isinstance(transport, KafkaTransport)
     runtime = ProcessRuntime(pipeline, settings, "worker", celery_app(pipeline, settings))
-    worker = KafkaStageWorker(runtime.processor(stage), settings.kafka_servers)
+    membership = claim(transport.group, stage.name)  # held until this process exits, however it exits
+    worker = KafkaStageWorker(runtime.processor(stage), settings.kafka_servers, group_instance_id=membership.instance_id)
 
     def stop(number: int, frame: FrameType | None) -> None:
         worker.stop()
 
     _on_stop_signals(stop)
-    logger.info("stage %s: consuming %s as group %s", stage.name, stage.transport.destination, getattr(stage.transport, "group", ""))
+    logger.info("stage %s: consuming %s as group %s, member %s", stage.name, transport.destination, transport.group, membership.instance_id)
     try:
         worker.run()
     finally:
@@ -96,8 +108,19 @@ def _groups(stages: Sequence[Stage]) -> list[list[Stage]]:
     return groups + ([celery] if celery else [])
 
 
-def run(spec: str, pipeline: Pipeline, stages: Sequence[Stage], settings: Settings, options: CeleryOptions, monitor: bool) -> int:
-    """Run the workers of STAGES (and, with MONITOR, a depth monitor of them); return the exit status."""
+def run(
+    spec: str,
+    pipeline: Pipeline,
+    stages: Sequence[Stage],
+    settings: Settings,
+    options: CeleryOptions,
+    monitor: bool,
+    exit_on_child_failure: bool = False,
+) -> int:
+    """Run the workers of STAGES (and, with MONITOR, a depth monitor of them); return the exit status.
+
+    With more than one process, a child that exits is restarted, or with EXIT_ON_CHILD_FAILURE stops them all (status 1).
+    """
     groups = _groups(stages)
     if len(groups) == 1 and not monitor:
         group = groups[0]
@@ -106,7 +129,7 @@ def run(spec: str, pipeline: Pipeline, stages: Sequence[Stage], settings: Settin
         else:
             run_celery_stages(pipeline, settings, options)
         return 0
-    return _supervise(commands(spec, stages, options, monitor))
+    return _supervise(commands(spec, stages, options, monitor), exit_on_child_failure)
 
 
 def commands(spec: str, stages: Sequence[Stage], options: CeleryOptions, monitor: bool) -> list[list[str]]:
@@ -118,8 +141,60 @@ def commands(spec: str, stages: Sequence[Stage], options: CeleryOptions, monitor
     return lines
 
 
-def _supervise(lines: list[list[str]]) -> int:
-    children = [subprocess.Popen([sys.executable, "-m", *line]) for line in lines]
+@dataclass
+class _Child:
+    """One supervised process: its command line, and when and how often it was (re)started."""
+
+    line: list[str]
+    popen: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restarts: int = 0
+    delay_s: float = RESTART_DELAY_S
+    restart_at: float | None = None
+    """When the exited process is due to start again; None while it runs."""
+
+    @property
+    def name(self) -> str:
+        """What the process runs, for log lines: ``monitor`` or ``worker of <stages>``."""
+        stages = [self.line[i + 1] for i, arg in enumerate(self.line[:-1]) if arg == "--stage"]
+        return self.line[1] if self.line[1] != "worker" else f"worker of {', '.join(stages) or 'every stage'}"
+
+    def start(self) -> None:
+        """Start the process (again)."""
+        self.popen = subprocess.Popen([sys.executable, "-m", *self.line])
+        self.started = time.monotonic()
+        logger.info("supervisor: started %s as pid %d", self.name, self.popen.pid)
+
+    def exited(self) -> int | None:
+        """The exit status when the running process has exited (and is not yet due to restart); else None."""
+        if self.restart_at is not None or self.popen is None:
+            return None
+        return self.popen.poll()
+
+    def schedule_restart(self, status: int, now: float) -> None:
+        """Plan the restart after the process exited with STATUS: RESTART_DELAY_S after a stable run, else twice the last pause."""
+        if now - self.started >= STABLE_AFTER_S:
+            self.delay_s = RESTART_DELAY_S
+        self.restart_at = now + self.delay_s
+        assert self.popen is not None
+        how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+        logger.warning("supervisor: %s (pid %d) %s; restart %d in %.0f s", self.name, self.popen.pid, how, self.restarts + 1, self.delay_s)
+
+    def restart_if_due(self, now: float) -> None:
+        """Start the exited process again once its pause is over."""
+        if self.restart_at is None or now < self.restart_at:
+            return
+        self.restart_at = None
+        self.restarts += 1
+        self.delay_s = min(self.delay_s * 2, RESTART_DELAY_MAX_S)
+        self.start()
+
+
+def _supervise(lines: list[list[str]], exit_on_child_failure: bool = False) -> int:
+    """Run one child per LINE until SIGTERM/SIGINT, restarting those that exit; return the exit status."""
+    children = [_Child(line) for line in lines]
+    for child in children:
+        child.start()
     stopping = False
 
     def stop(number: int, frame: FrameType | None) -> None:
@@ -127,10 +202,23 @@ def _supervise(lines: list[list[str]]) -> int:
         stopping = True
 
     _on_stop_signals(stop)
-    while not stopping and all(child.poll() is None for child in children):
-        time.sleep(0.2)
-    stop_processes(children)
-    return 0 if stopping else 1
+    failed = False
+    while not stopping and not failed:
+        now = time.monotonic()
+        for child in children:
+            status = child.exited()
+            if status is not None and exit_on_child_failure:
+                logger.error("supervisor: %s exited with status %d; stopping every worker (--exit-on-child-failure)", child.name, status)
+                failed = True
+            elif status is not None:
+                child.schedule_restart(status, now)
+            child.restart_if_due(now)
+        time.sleep(SUPERVISE_TICK_S)
+    stop_processes([child.popen for child in children if child.popen is not None])
+    restarts = sum(child.restarts for child in children)
+    if restarts:
+        logger.info("supervisor: restarted workers %d times in all", restarts)
+    return 1 if failed else 0
 
 
 def stop_processes(children: Sequence[subprocess.Popen[bytes]], timeout_s: float = CHILD_STOP_TIMEOUT_S) -> None:
@@ -148,9 +236,9 @@ def stop_processes(children: Sequence[subprocess.Popen[bytes]], timeout_s: float
             child.wait()
 
 
-def main(spec: str, stage_names: list[str], options: CeleryOptions, monitor: bool) -> int:
+def main(spec: str, stage_names: list[str], options: CeleryOptions, monitor: bool, exit_on_child_failure: bool = False) -> int:
     """``hoptrace worker``: run the stages STAGE_NAMES (all when empty) of the pipeline SPEC; the exit status."""
     configure_logging()
     settings = Settings()
     pipeline, stages = load_stages(spec, settings.namespace, stage_names)
-    return run(spec, pipeline, stages, settings, options, monitor)
+    return run(spec, pipeline, stages, settings, options, monitor, exit_on_child_failure)

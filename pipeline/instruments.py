@@ -110,6 +110,7 @@ class Instruments:
         self.consumed = counter(semconv.CONSUMED_MESSAGES, "Messages handed to a worker.")
         self.retries = counter(semconv.RETRIES, "Handler attempts that failed and were tried again.")
         self.dead_lettered = counter(semconv.DEAD_LETTERED, "Messages parked on a dead-letter destination.")
+        self.redeliveries = counter(semconv.REDELIVERIES, "Messages the transport handed to a consumer again (at least once, made visible).")
         self.fallbacks = counter(semconv.PROPAGATION_FALLBACKS, "Messages whose trace headers were broken and were processed as new roots.")
         self.in_flight = Tally()
         meter.create_observable_up_down_counter(semconv.IN_FLIGHT, [self.in_flight.observe], "{message}", "Messages being processed now.")

@@ -1,7 +1,7 @@
 """The per-stage numbers of every message, recorded by middleware on hoptrace's instruments.
 
-Consumed, sent (per outcome), retried and dead-lettered messages, broken headers and messages
-in flight; handler time per attempt (with ``error.type`` on failure), time in the queue, job
+Consumed, sent (per outcome), redelivered, retried and dead-lettered messages, broken headers and
+messages in flight; handler time per attempt (with ``error.type`` on failure), time in the queue, job
 latency so far, and publish time until the broker accepted a message.
 """
 
@@ -32,6 +32,8 @@ class MetricsMiddleware(Middleware):
         self._metrics.consumed.add(1, attributes)
         if message.fallbacks:
             self._metrics.fallbacks.add(1, attributes)
+        if message.delivery.redelivered:
+            self._metrics.redeliveries.add(1, attributes)
         if message.sent_at is not None:
             self._metrics.queue_wait.record(max(0.0, message.received_at - message.sent_at), attributes)
         self._metrics.in_flight.add(1, attributes)

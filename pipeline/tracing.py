@@ -42,6 +42,8 @@ class TracingMiddleware(Middleware):
             semconv.JOB_ID: jobs.job_id(message.context) or "",
             semconv.ATTEMPT: message.attempt,
         }
+        if message.delivery.redelivered:
+            attributes[semconv.REDELIVERED] = True
         span = self._tracer.start_span(f"process {stage.transport.destination}", parent, SpanKind.CONSUMER, attributes, links)
         message.span = span
         message.attempt_context = trace.set_span_in_context(span, message.context)

@@ -2,15 +2,21 @@
 
 Telemetry and publishers belong to a process: they are made on first use in each prefork
 child (after the fork) and flushed when that child exits, so a pool with
-``worker_max_tasks_per_child=1`` still exports every span.
+``worker_max_tasks_per_child=1`` still exports every span. A pool child whose worker died (a
+kill -9 of the main process) gets SIGTERM instead of Celery's SIGKILL, so it flushes too.
+
+A message the broker hands out again (``redelivered`` in its delivery info: its worker died or
+lost it, see ``visibility``) is marked on its process span and counted.
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import ExitStack
+import signal
+from contextlib import ExitStack, suppress
 from typing import Any, Protocol
 
+from billiard.util import set_pdeathsig
 from celery import Celery, Task
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from opentelemetry import context as otel_context
@@ -57,6 +63,10 @@ def register(app: Celery, pipeline: Pipeline, runtime: ProcessRuntime) -> list[s
         quiet.enter_context(suppress_instrumentation())
 
     def start_pool_process(**_: Any) -> None:
+        # Celery has the kernel SIGKILL a pool child when its worker dies, losing the spans it has
+        # not exported yet; billiard turns SIGTERM into an exit that runs worker_process_shutdown.
+        with suppress(OSError):  # Linux only
+            set_pdeathsig(signal.SIGTERM)
         # Forked from the quiet consumer: trace again, and make telemetry now, before the first
         # task, so a stock Celery instrumentation's task hooks already find a provider.
         otel_context.attach(otel_context.Context())
@@ -80,8 +90,10 @@ def _register_stage(app: Celery, stage: Stage, runtime: ProcessRuntime) -> None:
     def run_stage(task: Task, payload: Payload) -> str:
         request = task.request
         attributes = {semconv.MESSAGING_MESSAGE_ID: str(request.id)}
+        redelivered = bool((request.delivery_info or {}).get("redelivered"))
         try:
-            outcome = runtime.processor(stage).process(Delivery(payload, celery_request_pairs(request, fields()), attributes))
+            delivery = Delivery(payload, celery_request_pairs(request, fields()), attributes, redelivered=redelivered)
+            outcome = runtime.processor(stage).process(delivery)
         except Exception as error:  # dead-lettering failed: the message goes back on the queue
             logger.exception("stage %s: could not process or dead-letter task %s; retrying it", stage.name, request.id)
             raise task.retry(exc=error, countdown=DEAD_LETTER_RETRY_S, max_retries=None) from error

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Local Redis for hoptrace: install | start | stop | status.
 # Address from HOPTRACE_REDIS_URL (default redis://127.0.0.1:6379/0).
+# Durable: an append-only file under $STATE_DIR/redis, fsynced every second. A stop/start
+# loses nothing; kill -9 of redis-server loses nothing either (written data is in the page
+# cache); a machine crash loses at most the last second. Measured on the Celery hop's broker
+# traffic (publish, fetch, unacked bookkeeping, ack): no AOF 933 msg/s, everysec 911, `always`
+# 485 (an fsync per write) -- half the throughput, against a risk only a machine crash brings.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -23,7 +28,7 @@ start() {
   install
   mkdir -p "$DIR"
   redis-server --bind "$HOST" --port "$PORT" --daemonize yes --pidfile "$PIDFILE" \
-    --logfile "$DIR/redis.log" --dir "$DIR" --save "" --appendonly no >/dev/null
+    --logfile "$DIR/redis.log" --dir "$DIR" --save "" --appendonly yes --appendfsync everysec >/dev/null
   wait_for 10 is_redis || die "redis did not answer within 10 s; see $DIR/redis.log"
   say "redis: started (pid $(cat "$PIDFILE")) at $HOST:$PORT"
 }

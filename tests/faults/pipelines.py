@@ -1,0 +1,65 @@
+"""Pipelines of the fault suite and of the redelivery tests, importable by worker processes as ``tests.faults.pipelines:NAME``.
+
+``hanging`` is the orders pipeline (same stages, queues, topics and outbox) whose stage named by
+a job's ``"hang_at"`` blocks for ``"hang_s"`` seconds. ``slow`` has one Kafka stage, ``take``,
+and one Celery stage, ``work``: each sleeps ``"sleep_s"`` seconds, then appends the order id and
+its own pid to ``<namespace>slow:outbox``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import lru_cache
+
+import redis
+
+from hoptrace.examples import orders
+from hoptrace.pipeline.settings import Settings
+from hoptrace.pipeline.stage_context import StageContext
+from hoptrace.pipeline.stages import Handler, Payload, Pipeline
+
+hanging = Pipeline("orders", baggage_allowlist=("tenant",))
+
+
+def _hangs(handler: Handler) -> Handler:
+    def run(order: Payload, ctx: StageContext) -> None:
+        if order.get("hang_at") == ctx.stage.name:
+            time.sleep(float(order.get("hang_s", 3600)))
+        handler(order, ctx)
+
+    return run
+
+
+for _stage in orders.pipeline:
+    _transport = _stage.transport
+    hanging.stage(
+        _stage.name,
+        kafka_topic=getattr(_transport, "topic", None),
+        group=getattr(_transport, "group", None),
+        celery_queue=getattr(_transport, "queue", None),
+        forwards_to=_stage.forwards_to,
+    )(_hangs(_stage.handler))
+
+
+slow = Pipeline("slow")
+
+
+def slow_outbox(settings: Settings) -> str:
+    """The Redis list both stages of ``slow`` append to."""
+    return f"{settings.namespace}slow:outbox"
+
+
+@lru_cache(maxsize=1)
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(Settings().redis_url)
+
+
+def _work(order: Payload, ctx: StageContext) -> None:
+    time.sleep(float(order.get("sleep_s", 0)))
+    _redis().rpush(slow_outbox(Settings()), json.dumps({"order_id": order["order_id"], "stage": ctx.stage.name, "pid": os.getpid()}))
+
+
+slow.stage("take", kafka_topic="slow.in", group="take")(_work)
+slow.stage("work", celery_queue="slow.work")(_work)

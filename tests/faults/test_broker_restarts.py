@@ -1,0 +1,51 @@
+"""The suite's own Kafka and Redis stopped and started, or killed with SIGKILL and started again, while jobs flow."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+
+from tests.faults.harness import FAULT_AFTER_S, Scenario
+
+AOF_FSYNC_INTERVAL_S = 1.0
+"""``appendfsync everysec``: what a crash of the machine (not of the process) may lose."""
+
+
+@pytest.mark.parametrize(("service", "kill"), [("kafka", False), ("kafka", True), ("redis", False)])
+def test_a_broker_restart_loses_nothing(scenario: Callable[..., Scenario], service: str, kill: bool) -> None:
+    fault = f"{'kill -9 of' if kill else 'stop/start of'} {'the Kafka broker (JVM)' if service == 'kafka' else 'redis-server'}"
+    with scenario(fault) as run:
+        run.start_workers()
+        if service == "kafka":
+            run.publish()  # all before the fault: a publish while the broker is away fails
+        else:
+            run.stream()
+        run.wait_until(FAULT_AFTER_S)
+        run.faulted()
+        if kill:
+            run.brokers.kill(service)  # type: ignore[arg-type]
+        else:
+            run.brokers.stop(service)  # type: ignore[arg-type]
+        run.brokers.start(service)  # type: ignore[arg-type]
+        run.restarted()
+        row = run.finish()
+    assert row.lost == [], row
+
+
+def test_kill_9_of_redis_loses_at_most_one_fsync_interval_and_names_each_lost_job(scenario: Callable[..., Scenario]) -> None:
+    with scenario("kill -9 of redis-server") as run:
+        run.start_workers()
+        run.stream()
+        run.wait_until(FAULT_AFTER_S)
+        done = len(run.delivered())
+        run.faulted()
+        run.brokers.kill("redis")
+        run.brokers.start("redis")
+        run.restarted()
+        allowed = math.ceil(done / FAULT_AFTER_S * AOF_FSYNC_INTERVAL_S)
+        row = run.finish(f"AOF fsync every second: {allowed} allowed (1 s at the rate before the kill)")
+        if row.lost:
+            row.note += f"; lost: {', '.join(row.lost)}"
+    assert len(row.lost) <= allowed, row

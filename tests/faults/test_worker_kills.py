@@ -1,0 +1,54 @@
+"""kill -9 of a worker process, restarted by ``hoptrace worker``'s supervisor: the Celery main process, one pool child, a Kafka stage."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+
+from hoptrace.workers.kafka import MAX_POLL_RECORDS
+from hoptrace.workers.visibility import RecoverySettings
+from tests.faults import procs
+from tests.faults.harness import FAULT_AFTER_S, Scenario
+
+
+def test_kill_9_of_the_celery_main_process_loses_nothing_and_recovers_within_a_minute(scenario: Callable[..., Scenario]) -> None:
+    timeout = RecoverySettings().visibility_timeout_s
+    with scenario("kill -9 the Celery worker's main process") as run:
+        workers = run.start_workers()
+        celery = run.child(workers, "charge")
+        run.stream()
+        run.wait_until(FAULT_AFTER_S)
+        run.faulted()
+        os.kill(celery, signal.SIGKILL)
+        run.wait_for_restart(workers, "charge", celery)
+        row = run.finish(f"held messages back after the {timeout:.0f} s visibility timeout")
+    assert row.lost == [], row
+    assert row.from_restart_s is not None and row.from_restart_s <= 60, row
+
+
+def test_kill_9_of_a_celery_pool_child_loses_nothing(scenario: Callable[..., Scenario]) -> None:
+    with scenario("kill -9 one Celery pool child") as run:
+        workers = run.start_workers()
+        pool = procs.children(run.child(workers, "charge"))
+        run.stream()
+        run.wait_until(FAULT_AFTER_S)
+        run.faulted()
+        os.kill(pool[0], signal.SIGKILL)
+        row = run.finish("its task is requeued at once (reject_on_worker_lost)")
+    assert row.lost == [], row
+
+
+def test_kill_9_of_a_kafka_stage_recovers_within_15_s_and_repeats_at_most_one_batch(scenario: Callable[..., Scenario]) -> None:
+    with scenario("kill -9 the Kafka `validate` stage process") as run:
+        workers = run.start_workers()
+        validate = run.child(workers, "validate")
+        run.stream()
+        run.wait_until(FAULT_AFTER_S)
+        run.faulted()
+        os.kill(validate, signal.SIGKILL)
+        run.wait_for_restart(workers, "validate", validate)
+        row = run.finish(f"static member back at once; at most one batch ({MAX_POLL_RECORDS}) again")
+    assert row.lost == [], row
+    assert row.from_restart_s is not None and row.from_restart_s <= 15, row
+    assert row.duplicates <= MAX_POLL_RECORDS, row

@@ -1,0 +1,228 @@
+"""Redeliveries are visible, and only real ones happen: ``hoptrace.redelivered`` on the process span, ``hoptrace.stage.redeliveries`` counted.
+
+Real ``hoptrace worker`` processes of ``tests.faults.pipelines:slow`` on the local Kafka and
+Redis. The Celery tests use a Redis database of their own: kombu's unacked index is one per
+database, and their 2 s visibility timeout would take the messages of other tests' workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+from celery import Celery
+from kafka import KafkaAdminClient, OffsetAndMetadata, TopicPartition
+from kafka.admin import NewTopic
+from kombu import Connection
+
+from hoptrace.view.memory_store import TelemetryStore
+from hoptrace.view.otlp_decode import ReceivedSpan
+from hoptrace.view.receiver import OtlpReceiver
+from hoptrace.workers import redis_fetch
+from hoptrace.workers.handed_out import HandedOut, mark, read_mark
+from tests.conftest import run_hoptrace
+from tests.traces import latest_totals, wait_for
+
+SLOW = "tests.faults.pipelines:slow"
+REDIS_DB = 9
+VISIBILITY_TIMEOUT_S = 2.0
+
+pytestmark = pytest.mark.usefixtures("namespace_cleanup")
+
+
+@pytest.fixture
+def slow_env(hoptrace_env: dict[str, str], namespace: str) -> Iterator[dict[str, str]]:
+    """hoptrace_env on a Redis database of these tests, with a 2 s visibility timeout; the database's keys of this test removed after."""
+    url = urlunsplit(urlsplit(hoptrace_env["HOPTRACE_REDIS_URL"])._replace(path=f"/{REDIS_DB}"))
+    yield {**hoptrace_env, "HOPTRACE_REDIS_URL": url, "HOPTRACE_CELERY_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S)}
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(f"*{namespace}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def _outbox(env: dict[str, str], namespace: str) -> list[dict[str, object]]:
+    client = redis.Redis.from_url(env["HOPTRACE_REDIS_URL"])
+    try:
+        return [json.loads(item) for item in client.lrange(f"{namespace}slow:outbox", 0, -1)]
+    finally:
+        client.close()
+
+
+def _send_tasks(env: dict[str, str], namespace: str, payloads: list[dict[str, object]]) -> None:
+    app = Celery("redelivery-test", broker=env["HOPTRACE_REDIS_URL"], set_as_current=False)
+    try:
+        for payload in payloads:
+            app.send_task("hoptrace.slow.work", args=(payload,), queue=f"{namespace}slow.work")
+    finally:
+        app.close()
+
+
+def _process_spans(store: TelemetryStore, destination: str) -> list[ReceivedSpan]:
+    return [span for span in store.spans() if span.name == f"process {destination}"]
+
+
+def _redeliveries(store: TelemetryStore, stage: str) -> float:
+    return latest_totals(store.metrics("hoptrace.stage.redeliveries"), {"hoptrace.stage": stage})
+
+
+# --- Celery ------------------------------------------------------------------------------------
+
+
+def test_a_task_running_longer_than_the_visibility_timeout_is_not_taken_by_another_live_worker(
+    namespace: str, slow_env: dict[str, str], hoptrace_worker: Callable, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
+) -> None:
+    _, store = telemetry_store
+    work = (SLOW, "--no-monitor", "--stage", "work")
+    with hoptrace_worker(*work, env=slow_env), hoptrace_worker(*work, env=slow_env) as other:
+        _send_tasks(slow_env, namespace, [{"order_id": "long", "sleep_s": 3 * VISIBILITY_TIMEOUT_S}])
+        assert wait_for(lambda: len(_outbox(slow_env, namespace)) >= 1, timeout=30), other.output()
+        time.sleep(2 * VISIBILITY_TIMEOUT_S)  # a second copy would be running by now
+    assert [note["order_id"] for note in _outbox(slow_env, namespace)] == ["long"]
+    (span,) = _process_spans(store, f"{namespace}slow.work")
+    assert "hoptrace.redelivered" not in span.attributes
+    assert _redeliveries(store, "work") == 0
+
+
+def test_the_messages_of_a_killed_celery_worker_come_back_within_seconds_marked_redelivered(
+    namespace: str, slow_env: dict[str, str], hoptrace_worker: Callable, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
+) -> None:
+    _, store = telemetry_store
+    orders = [f"o{n}" for n in range(4)]
+    with hoptrace_worker(SLOW, "--no-monitor", "--stage", "work", "--concurrency", "1", env=slow_env) as doomed:
+        _send_tasks(slow_env, namespace, [{"order_id": order, "sleep_s": 1.5} for order in orders])
+        # One runs, three wait prefetched: the worker holds all four.
+        assert wait_for(lambda: doomed.output().count("Task hoptrace.slow.work[") >= 4, timeout=30), doomed.output()
+        os.kill(doomed.popen.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+    with hoptrace_worker(SLOW, "--no-monitor", "--stage", "work", "--concurrency", "2", env=slow_env) as heir:
+        assert wait_for(lambda: set(orders) <= {note["order_id"] for note in _outbox(slow_env, namespace)}, timeout=30), heir.output()
+        recovered_s = time.monotonic() - killed_at
+        heir_pid = heir.popen.pid
+    assert recovered_s < VISIBILITY_TIMEOUT_S + 10, recovered_s
+    redelivered = [span for span in _process_spans(store, f"{namespace}slow.work") if span.attributes.get("hoptrace.redelivered") is True]
+    assert len(redelivered) >= 3, [span.attributes for span in _process_spans(store, f"{namespace}slow.work")]
+    assert {span.resource["process.pid"] for span in redelivered}.isdisjoint({doomed.popen.pid}), heir_pid
+    assert _redeliveries(store, "work") == len(redelivered)
+
+
+@pytest.mark.parametrize(("transport", "kept"), [("kombu.transport.redis:Transport", False), (redis_fetch.TRANSPORT, True)])
+def test_a_message_fetched_by_a_worker_that_dies_before_reading_it_survives_only_the_one_step_fetch(
+    namespace: str, slow_env: dict[str, str], transport: str, kept: bool
+) -> None:
+    url = slow_env["HOPTRACE_REDIS_URL"]
+    client = redis.Redis.from_url(url)
+    with Connection(url, transport=transport) as connection:
+        simple = connection.SimpleQueue(f"{namespace}fetch")
+        simple.put({"n": 1})
+        queue = simple.queue
+        assert client.llen(queue.name) == 1
+        consumer = connection.Consumer(queue, callbacks=[lambda body, message: None])
+        consumer.consume()
+        channel = consumer.channel
+        connection.transport.cycle._client_registered(channel, channel.client, "BRPOP")  # as the poller does: a connection to fetch on
+        channel.client.connection.connect()
+        channel._brpop_start()  # the fetch is sent, and the worker dies before it reads the reply
+        channel.client.connection.disconnect()
+        assert wait_for(lambda: client.llen(queue.name) == 0, timeout=5)
+        tags = [tag for tag, entry in client.hgetall("unacked").items() if namespace.encode() in entry]
+    assert (len(tags) == 1) is kept, tags
+    assert all(client.zscore("unacked_index", tag) is not None for tag in tags)
+    for tag in tags:
+        client.hdel("unacked", tag)
+        client.zrem("unacked_index", tag)
+    client.close()
+
+
+# --- Kafka -------------------------------------------------------------------------------------
+
+
+def test_records_a_killed_kafka_stage_held_are_marked_redelivered_and_a_clean_stop_leaves_no_mark(
+    namespace: str,
+    hoptrace_env: dict[str, str],
+    hoptrace_worker: Callable,
+    kafka_admin: KafkaAdminClient,
+    telemetry_store: tuple[OtlpReceiver, TelemetryStore],
+) -> None:
+    _, store = telemetry_store
+    topic = f"{namespace}slow.in"
+    kafka_admin.create_topics([NewTopic(topic, 1, 1)])
+
+    def publish(count: int, prefix: str) -> None:
+        payload = json.dumps({"order_id": f"{prefix}{{n}}", "sleep_s": 0.3})
+        run_hoptrace(hoptrace_env, "publish", SLOW, "take", "--count", str(count), "--payload", payload)
+
+    def offsets(redelivered: bool) -> list[int]:
+        marked = [span for span in _process_spans(store, topic) if span.attributes.get("hoptrace.redelivered", False) == redelivered]
+        return sorted(span.attributes["messaging.kafka.offset"] for span in marked)
+
+    publish(10, "a")  # before the worker starts: its first poll takes all ten
+    with hoptrace_worker(SLOW, "--no-monitor", "--stage", "take", ready="assigned partitions") as doomed:
+        assert wait_for(lambda: len(_outbox(hoptrace_env, namespace)) >= 2, timeout=30), doomed.output()
+        os.kill(doomed.popen.pid, signal.SIGKILL)
+    with hoptrace_worker(SLOW, "--no-monitor", "--stage", "take", ready="assigned partitions") as heir:
+        # The same host's next slot is the dead member's: it gets the partition at once.
+        assert wait_for(lambda: len({note["order_id"] for note in _outbox(hoptrace_env, namespace)}) == 10, timeout=20), heir.output()
+    # The dead worker held the whole batch (offsets 0-9): every one of them came again, marked.
+    assert offsets(redelivered=True) == list(range(10))
+    assert _redeliveries(store, "take") == 10
+
+    with hoptrace_worker(SLOW, "--no-monitor", "--stage", "take", ready="assigned partitions") as successor:
+        publish(2, "b")
+        assert wait_for(lambda: len({note["order_id"] for note in _outbox(hoptrace_env, namespace)}) == 12, timeout=20), successor.output()
+    # After a clean stop nothing was in hand: the new records are not marked.
+    assert offsets(redelivered=True) == list(range(10))
+    assert [offset for offset in offsets(redelivered=False) if offset >= 10] == [10, 11]
+
+
+def test_a_hand_out_mark_rides_on_the_committed_offset() -> None:
+    assert mark(5, 5) == OffsetAndMetadata(5, "", -1)
+    assert read_mark(mark(5, 12)) == 12
+    assert read_mark(OffsetAndMetadata(7, "", -1)) == 7
+    assert read_mark(OffsetAndMetadata(7, "hoptrace.handed-out=oops", -1)) == 7
+    assert read_mark(None) == -1
+
+
+def test_a_record_is_redelivered_below_the_mark_learned_or_what_this_process_took_itself() -> None:
+    partition = TopicPartition("t", 0)
+    handed_out = HandedOut()
+    handed_out.assigned([partition])
+    assert handed_out.unlearned([partition]) == [partition]
+    handed_out.learn({partition: 3})
+    assert handed_out.unlearned([partition]) == []
+    assert [handed_out.take(partition, offset) for offset in (1, 2, 3, 4)] == [True, True, False, False]
+    assert handed_out.take(partition, 4)  # taken again by this process (a retry after a seek back)
+
+
+def test_a_member_joining_takes_partitions_over_without_a_crash_or_a_redelivery(
+    namespace: str,
+    hoptrace_env: dict[str, str],
+    hoptrace_worker: Callable,
+    kafka_admin: KafkaAdminClient,
+    telemetry_store: tuple[OtlpReceiver, TelemetryStore],
+) -> None:
+    _, store = telemetry_store
+    topic = f"{namespace}slow.in"
+    kafka_admin.create_topics([NewTopic(topic, 2, 1)])
+    payload = json.dumps({"order_id": "r{n}", "sleep_s": 0.1})
+    run_hoptrace(hoptrace_env, "publish", SLOW, "take", "--count", "30", "--payload", payload)
+    take = (SLOW, "--no-monitor", "--stage", "take")
+    with hoptrace_worker(*take, ready=f"assigned partitions {topic}[0], {topic}[1]") as first:
+        assert wait_for(lambda: len(_outbox(hoptrace_env, namespace)) >= 3, timeout=30), first.output()
+        # The second member's join revokes the first one's partitions: it commits what it processed (on kafka-python's IO loop).
+        with hoptrace_worker(*take, ready=f"assigned partitions {topic}[") as second:
+            assert wait_for(lambda: len(_outbox(hoptrace_env, namespace)) >= 30, timeout=60), second.output()
+            assert first.popen.poll() is None, first.output()
+    orders = [note["order_id"] for note in _outbox(hoptrace_env, namespace)]
+    assert sorted(orders) == sorted(f"r{n}" for n in range(1, 31)), orders
+    assert not [span for span in _process_spans(store, topic) if "hoptrace.redelivered" in span.attributes]
+    assert "Traceback" not in first.output() + second.output()
