@@ -16,6 +16,7 @@ from types import FrameType
 from hoptrace.gauges.depth_monitor import DepthMonitor
 from hoptrace.loader import load_stages
 from hoptrace.pipeline import telemetry
+from hoptrace.pipeline.health import BEAT_EVERY_S, MONITOR, HealthFile
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import Pipeline
 from hoptrace.runtime import configure_logging
@@ -33,8 +34,11 @@ def run_monitor(pipeline: Pipeline, settings: Settings, interval_s: float) -> No
     process_telemetry = telemetry.configure(f"{pipeline.name}-monitor")
     monitor = DepthMonitor(pipeline, settings, process_telemetry.meter_provider, interval_s)
     monitor.start()
+    health = HealthFile(settings.state_dir, [MONITOR])
+    health.ready(True)
     try:
-        stopped.wait()
+        while not stopped.wait(BEAT_EVERY_S):
+            health.beat()
     finally:
         monitor.stop()
         monitor.refresh_once()  # the last export carries the depth at shutdown, not the last interval's

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from hoptrace.pipeline import telemetry
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
+from hoptrace.pipeline.job_ledger import JobLedger, JobLedgerMiddleware, key_prefix
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
 from hoptrace.producers.celery import CelerySender
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 5.0
 PRODUCER_CLOSE_TIMEOUT_S = 2.0
+LEDGER_CLOSE_TIMEOUT_S = 0.5
 
 
 def configure_logging() -> None:
@@ -68,7 +70,12 @@ class Runtime:
         self.settings = settings
         self.telemetry = telemetry.configure(f"{pipeline.name}-{role}", span_processors=span_processors)
         self.instruments = Instruments.of(self.telemetry.meter_provider)
-        self.middleware = default_middleware(pipeline, self.instruments, self.telemetry.tracer_provider)
+        # The job ledger lets hoptrace monitor find jobs that reach no final outcome (hoptrace.jobs.stuck).
+        self._ledger = JobLedger(settings.redis_url, key_prefix(settings.namespace))
+        self.middleware = [
+            *default_middleware(pipeline, self.instruments, self.telemetry.tracer_provider),
+            JobLedgerMiddleware(pipeline.name, self._ledger),
+        ]
         self._app = app
         self._processors: dict[str, StageProcessor] = {}
 
@@ -97,7 +104,8 @@ class Runtime:
                 self._producer.close(timeout=PRODUCER_CLOSE_TIMEOUT_S)
             except Exception as error:  # closing must never keep the process from exiting
                 logger.warning("kafka producer did not close cleanly: %s", error)
-        self.telemetry.shutdown(SHUTDOWN_TIMEOUT_S - PRODUCER_CLOSE_TIMEOUT_S)
+        self._ledger.close(LEDGER_CLOSE_TIMEOUT_S)
+        self.telemetry.shutdown(SHUTDOWN_TIMEOUT_S - PRODUCER_CLOSE_TIMEOUT_S - LEDGER_CLOSE_TIMEOUT_S)
 
 
 class ProcessRuntime:

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from types import FrameType
 
 from hoptrace.loader import load_stages
+from hoptrace.pipeline.health import HealthFile
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import CeleryTransport, KafkaTransport, Pipeline, Stage
 from hoptrace.runtime import ProcessRuntime, celery_app, configure_logging
 from hoptrace.workers.celery import register
+from hoptrace.workers.celery_health import report_health
 from hoptrace.workers.kafka import KafkaStageWorker
 from hoptrace.workers.membership import claim
 
@@ -51,7 +53,8 @@ def run_kafka_stage(pipeline: Pipeline, stage: Stage, settings: Settings) -> Non
     assert isinstance(transport, KafkaTransport)
     runtime = ProcessRuntime(pipeline, settings, "worker", celery_app(pipeline, settings))
     membership = claim(transport.group, stage.name)  # held until this process exits, however it exits
-    worker = KafkaStageWorker(runtime.processor(stage), settings.kafka_servers, group_instance_id=membership.instance_id)
+    health = HealthFile(settings.state_dir, [stage.name])
+    worker = KafkaStageWorker(runtime.processor(stage), settings.kafka_servers, group_instance_id=membership.instance_id, health=health)
 
     def stop(number: int, frame: FrameType | None) -> None:
         worker.stop()
@@ -83,6 +86,7 @@ def run_celery_stages(pipeline: Pipeline, settings: Settings, options: CeleryOpt
     """Run a Celery worker (prefork pool) for the pipeline's Celery stages until it is stopped."""
     app = celery_app(pipeline, settings)
     queues = register(app, pipeline, ProcessRuntime(pipeline, settings, "worker", app))
+    report_health(HealthFile(settings.state_dir, [stage.name for stage in pipeline if isinstance(stage.transport, CeleryTransport)]))
     app.worker_main(
         [
             "worker",

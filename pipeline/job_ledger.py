@@ -38,6 +38,11 @@ Entry = tuple[Literal["started", "finished"], str, str, float]
 """(which set, pipeline, job id, time)."""
 
 
+def key_prefix(namespace: str) -> str:
+    """The ledger's key prefix for runs under NAMESPACE (``HOPTRACE_NAMESPACE``: runs sharing a Redis stay apart)."""
+    return f"{namespace}{KEY_PREFIX}"
+
+
 def keys(pipeline: str, prefix: str = KEY_PREFIX) -> tuple[str, str]:
     """The started and finished sets of PIPELINE."""
     return f"{prefix}{pipeline}:started", f"{prefix}{pipeline}:finished"

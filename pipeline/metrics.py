@@ -35,7 +35,7 @@ class MetricsMiddleware(Middleware):
         if message.delivery.redelivered:
             self._metrics.redeliveries.add(1, attributes)
         if message.sent_at is not None:
-            self._metrics.queue_wait.record(max(0.0, message.received_at - message.sent_at), attributes)
+            self._metrics.queue_wait.record(max(0.0, message.received_at - message.sent_at), attributes, message.context)
         self._metrics.in_flight.add(1, attributes)
 
     def before_attempt(self, message: Incoming) -> None:
@@ -46,10 +46,11 @@ class MetricsMiddleware(Middleware):
         """Record the handler's time, with the error's type when it failed; count a retry."""
         attributes = consumer_attributes(self._pipeline, message.stage)
         elapsed = time.perf_counter() - message.attempt_started
+        context = message.attempt_context or message.context  # the attempt's span: its exemplar leads to the trace
         if message.error is None:
-            self._metrics.process_duration.record(elapsed, attributes)
+            self._metrics.process_duration.record(elapsed, attributes, context)
             return
-        self._metrics.process_duration.record(elapsed, self._failed(message.stage, type(message.error).__qualname__))
+        self._metrics.process_duration.record(elapsed, self._failed(message.stage, type(message.error).__qualname__), context)
         if message.will_retry:
             self._metrics.retries.add(1, attributes)
 
@@ -63,14 +64,14 @@ class MetricsMiddleware(Middleware):
             self._metrics.dead_lettered.add(1, self._failed(message.stage, type(message.error).__qualname__))
         started = jobs.job_started_at(message.context)
         if started is not None:
-            self._metrics.job_latency.record(max(0.0, time.time() - started), attributes)
+            self._metrics.job_latency.record(max(0.0, time.time() - started), attributes, message.attempt_context or message.context)
 
     def after_publish(self, message: Outgoing) -> None:
         """Count the message as sent, per outcome, and record the time until the broker answered."""
         error = message.error
         attributes = self._sent(message.stage, message.transport, None if error is None else type(error).__qualname__)
         self._metrics.sent.add(1, attributes)
-        self._metrics.operation_duration.record(time.perf_counter() - message.started, attributes)
+        self._metrics.operation_duration.record(time.perf_counter() - message.started, attributes, message.sending_context or message.context)
 
     @cache  # noqa: B019 - one entry per stage and error type, for the middleware's life
     def _failed(self, stage: Stage, error_type: str) -> Attributes:

@@ -45,9 +45,7 @@ class Process:
 
 
 @contextmanager
-def running(
-    args: Sequence[str], log: Path, env: Mapping[str, str], ready: str, timeout: float = 60.0, cwd: Path | None = None
-) -> Iterator[Process]:
+def running(args: Sequence[str], log: Path, env: Mapping[str, str], ready: str, timeout: float = 60.0, cwd: Path | None = None) -> Iterator[Process]:
     """Start ARGS (in CWD, default this process's), wait for the READY text in its output, stop it on exit."""
     with log.open("wb") as out:
         popen = subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True, cwd=cwd)

@@ -85,11 +85,6 @@ PROMETHEUS_NAMES = {
     "hoptrace.kafka.consumer.lag_seconds": ["hoptrace_kafka_consumer_lag_seconds"],
     "hoptrace.queue.oldest_age": ["hoptrace_queue_oldest_age_seconds"],
 }
-NO_EXEMPLARS_YET = pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/metrics.py records handler time, queue wait and job latency outside the message's span context "
-    "(no context= given), so hoptrace's own histograms carry no exemplar; pass message.attempt_context / message.context",
-)
 
 
 @dataclass(frozen=True)
@@ -466,13 +461,7 @@ def test_template_variables_list_what_the_run_made(stack: Stack, settled: Run, v
 
 
 def _exemplar_targets() -> list[Any]:
-    params = []
-    for param in _dashboard_targets("prometheus"):
-        _, panel, target = param.values
-        if target.get("exemplar"):
-            own = any(name in target["expr"] for name in ("messaging_process_duration", "hoptrace_queue_wait", "hoptrace_job_latency"))
-            params.append(pytest.param(*param.values, id=param.id, marks=NO_EXEMPLARS_YET if own else ()))
-    return params
+    return [param for param in _dashboard_targets("prometheus") if param.values[2].get("exemplar")]
 
 
 @pytest.mark.parametrize(("dashboard", "panel", "target"), _exemplar_targets())

@@ -26,6 +26,7 @@ from kafka.future import Future
 
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.carriers import kafka_pairs
+from hoptrace.pipeline.health import HealthFile
 from hoptrace.pipeline.messages import Delivery, owned
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.stages import KafkaTransport
@@ -76,6 +77,8 @@ class _Rebalance(AsyncConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self._worker.handed_out.assigned(assigned)
+        if self._worker.health is not None:
+            self._worker.health.ready(bool(self._worker._consumer.assignment()))
         partitions = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned))
         logger.info("stage %s: assigned partitions %s", self._worker.processor.stage.name, partitions or "(none)")
 
@@ -89,8 +92,11 @@ class KafkaStageWorker:
         bootstrap_servers: list[str],
         consumer_config: Mapping[str, Any] | None = None,
         group_instance_id: str | None = None,
+        health: HealthFile | None = None,
     ) -> None:
         """Consume PROCESSOR's stage from BOOTSTRAP_SERVERS; CONSUMER_CONFIG overrides kafka-python settings.
+
+        HEALTH, when given, hears a heartbeat every loop and whether the worker has partitions (its probes read it).
 
         GROUP_INSTANCE_ID makes the consumer a static member: unique among live members, the same
         for the process that replaces this one (``membership.claim``).
@@ -103,6 +109,7 @@ class KafkaStageWorker:
         self._done: dict[TopicPartition, int] = {}
         self._unanswered: Future | None = None
         self.handed_out = HandedOut()
+        self.health = health
         config: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
             "group_id": transport.group,
@@ -186,6 +193,8 @@ class KafkaStageWorker:
 
     def _poll_until_stopped(self) -> None:
         while not self._stopping.is_set():
+            if self.health is not None:
+                self.health.beat()
             # With processed records to commit, only take what is already fetched: when nothing is, commit now, then wait.
             batch = list(self._consumer.poll(timeout_ms=0 if self._done else POLL_TIMEOUT_MS).items())
             if not batch and self._done:

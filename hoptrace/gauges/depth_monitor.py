@@ -20,6 +20,7 @@ from hoptrace.gauges.kafka_lag import KafkaConsumerLag
 from hoptrace.gauges.redis_depth import RedisQueueDepth
 from hoptrace.gauges.refresher import GaugeRefresher, GaugeSource
 from hoptrace.gauges.stuck_jobs import StuckJobs
+from hoptrace.pipeline.job_ledger import key_prefix
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import Pipeline
 
@@ -49,5 +50,5 @@ class DepthMonitor(GaugeRefresher):
         if kafka is None:
             kafka = KafkaConsumerLag.of_pipeline(pipeline, settings.kafka_servers)
         if jobs is None:
-            jobs = StuckJobs(settings.redis_url, pipeline.name, settings.stuck_after_s)
+            jobs = StuckJobs(settings.redis_url, pipeline.name, settings.stuck_after_s, prefix=key_prefix(settings.namespace))
         super().__init__({"redis": redis, "kafka": kafka, "job ledger": jobs}, meter_provider, interval_s)
