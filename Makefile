@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup services demo test bench bench-quick down
+.PHONY: setup services demo test faults bench bench-quick down
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,13 @@ demo: setup  ## the main job: start the services, run the demo pipeline, print w
 test: setup  ## the whole test suite, against real Kafka and Redis started by the suite
 	$(BIN)/pytest
 
-bench: setup  ## what hoptrace costs per message, full mode (~25 min on 2 cores)
+faults: setup  ## the fault suite on its own Redis (6390) and Kafka (9192): kills, restarts, partitions (~8 min)
+	$(BIN)/python -m pytest tests/faults -q
+
+bench: setup  ## what hoptrace costs per message, full mode (~30 min on 2 cores)
 	$(BIN)/python -m benchmarks
 
-bench-quick: setup  ## the same, small sizes (under 3 minutes)
+bench-quick: setup  ## the same, small sizes (about 3 minutes)
 	$(BIN)/python -m benchmarks --quick
 
 down:  ## stop the services that hoptrace started
