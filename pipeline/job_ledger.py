@@ -22,6 +22,7 @@ import time
 from typing import Literal
 
 import redis
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from hoptrace.pipeline.messages import Incoming, Outcome, Outgoing
 from hoptrace.pipeline.middleware import Middleware
@@ -75,7 +76,8 @@ class JobLedger:
         if not batch:
             return True
         try:
-            with self._client.pipeline(transaction=False) as pipe:
+            # The ledger's writes are hoptrace's bookkeeping, not the user's traffic: no stock Redis span for them.
+            with suppress_instrumentation(), self._client.pipeline(transaction=False) as pipe:
                 for which, pipeline, job_id, at in batch:
                     started, finished = keys(pipeline, self._prefix)
                     pipe.zadd(started if which == "started" else finished, {job_id: at}, nx=True)

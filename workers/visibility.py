@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from celery import Celery, bootsteps
 from celery.worker import state
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hoptrace.workers import redis_fetch
@@ -136,7 +137,8 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
         if not tags:
             return
         try:
-            refresh(consumer.task_consumer.channel, tags, time.time())
+            with suppress_instrumentation():  # hoptrace's bookkeeping, not the user's Redis traffic
+                refresh(consumer.task_consumer.channel, tags, time.time())
         except Exception as error:  # the broker is away: the next beat tries again
             logger.warning("could not refresh the visibility of %d held messages: %s", len(tags), error)
 
