@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -22,10 +23,10 @@ class Process:
         """Everything the process printed so far."""
         return self.log.read_text(errors="replace")
 
-    def wait_for_output(self, text: str, timeout: float) -> None:
-        """Block until TEXT appears in the output; fail with the output when it does not."""
+    def wait_for_output(self, text: str | re.Pattern[str], timeout: float) -> None:
+        """Block until TEXT (a string, or a pattern to search for) appears in the output; fail with the output when it does not."""
         deadline = time.monotonic() + timeout
-        while text not in self.output():
+        while not (text.search(self.output()) if isinstance(text, re.Pattern) else text in self.output()):
             if self.popen.poll() is not None:
                 raise AssertionError(f"process exited ({self.popen.returncode}) before printing {text!r}:\n{self.output()}")
             if time.monotonic() > deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,9 @@ def test_watch_receives_from_workers_and_shows_jobs_and_stages(
         env = {**hoptrace_env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{grpc_port}"}
         with hoptrace_worker(ORDERS, env=env):
             (job,) = published_jobs(run_hoptrace(env, "publish", ORDERS, "validate", "--payload", '{"order_id": "w-1"}').stdout)
-            watch.wait_for_output(f"notify  celery {namespace}notifications", timeout=60)
+            # The tree's last hop, taken and done (the stage table also names the queue, so match the tree line).
+            notify_done = re.compile(rf"└── notify  celery {re.escape(namespace)}notifications  queue \S+  handler \S+  ok")
+            watch.wait_for_output(notify_done, timeout=60)
     screen = watch.output()
     last = screen[screen.rindex(f"trace {job.trace_id}") :]
     for stage, system, destination in (("validate", "kafka", "orders.placed"), ("charge", "celery", "payments"), ("ship", "kafka", "orders.charged")):
