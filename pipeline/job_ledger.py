@@ -10,7 +10,8 @@ does not matter.
 
 Writes never slow a message: they are queued in memory and sent by a background thread in one
 pipelined round trip every 200 ms; while Redis does not answer they wait (up to a bound, then
-the oldest are dropped and counted), and one warning per outage says so.
+the oldest are dropped, counted in ``JobLedger.dropped`` and warned about once), and one warning
+per outage says so.
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ class JobLedger:
         """Write to the Redis at REDIS_URL, keys starting with PREFIX; start the writer thread."""
         self._client = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self._prefix = prefix
-        self._pending: collections.deque[Entry] = collections.deque(maxlen=MAX_PENDING)
+        self._pending: collections.deque[Entry] = collections.deque()
+        self._lock = threading.Lock()
+        self.dropped = 0
+        """Writes dropped because more than ``MAX_PENDING`` waited for Redis (those jobs go unwatched)."""
         self._stopping = threading.Event()
         self._failing = False
         self._thread = threading.Thread(target=self._write_until_stopped, name="hoptrace-job-ledger", daemon=True)
@@ -64,15 +68,32 @@ class JobLedger:
 
     def started(self, pipeline: str, job_id: str, at: float) -> None:
         """Write down that job JOB_ID of PIPELINE started at AT (epoch seconds)."""
-        self._pending.append(("started", pipeline, job_id, at))
+        self._queue([("started", pipeline, job_id, at)])
 
     def finished(self, pipeline: str, job_id: str, at: float) -> None:
         """Write down that job JOB_ID of PIPELINE reached a final outcome at AT."""
-        self._pending.append(("finished", pipeline, job_id, at))
+        self._queue([("finished", pipeline, job_id, at)])
+
+    def _queue(self, entries: list[Entry], front: bool = False) -> None:
+        """Queue ENTRIES (at the FRONT: a batch Redis did not take); beyond the bound drop the oldest, counted, warned once."""
+        with self._lock:
+            if front:
+                self._pending.extendleft(reversed(entries))
+            else:
+                self._pending.extend(entries)
+            over = len(self._pending) - MAX_PENDING
+            for _ in range(over):
+                self._pending.popleft()
+            first = over > 0 and self.dropped == 0
+            self.dropped += max(over, 0)
+        if first:
+            logger.warning("the job ledger dropped its oldest writes: more than %d waited for Redis; those jobs cannot be found stuck", MAX_PENDING)
 
     def flush(self) -> bool:
-        """Send what is queued now; whether Redis took it (on failure it stays queued)."""
-        batch = list(self._pending)
+        """Send what is queued now; whether Redis took it (on failure it is queued again, first)."""
+        with self._lock:
+            batch = list(self._pending)
+            self._pending.clear()
         if not batch:
             return True
         try:
@@ -86,9 +107,8 @@ class JobLedger:
             if not self._failing:
                 self._failing = True
                 logger.warning("the job ledger cannot write to Redis (%s); %d writes wait, stuck jobs may go unseen meanwhile", error, len(batch))
+            self._queue(batch, front=True)
             return False
-        for _ in batch:
-            self._pending.popleft()
         if self._failing:
             self._failing = False
             logger.info("the job ledger writes to Redis again")

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from hoptrace.gauges.stuck_jobs import StuckJobs
+from hoptrace.pipeline import job_ledger
 from hoptrace.pipeline.carriers import dict_pairs
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
@@ -97,3 +98,22 @@ def test_a_ledger_whose_redis_does_not_answer_keeps_its_writes_and_warns_once(ca
         assert not ledger.flush()
     ledger.close(timeout_s=0.5)
     assert [record.getMessage().split(" (")[0] for record in caplog.records] == ["the job ledger cannot write to Redis"]
+
+
+def test_a_ledger_past_its_bound_drops_the_oldest_writes_counted_and_keeps_the_newest(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(job_ledger, "MAX_PENDING", 3)
+    monkeypatch.setattr(job_ledger, "FLUSH_INTERVAL_S", 3600.0)  # only this test's flushes run
+    ledger = JobLedger(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
+    with caplog.at_level(logging.WARNING, logger="hoptrace.pipeline.job_ledger"):
+        for n in range(2):
+            ledger.started("orders", f"job-{n}", time.time())
+        assert not ledger.flush()  # the two go back to the queue, first
+        for n in range(2, 5):
+            ledger.started("orders", f"job-{n}", time.time())
+    assert ledger.dropped == 2
+    assert [job_id for _, _, job_id, _ in ledger._pending] == ["job-2", "job-3", "job-4"]
+    dropped_lines = [record.getMessage() for record in caplog.records if "dropped" in record.getMessage()]
+    assert len(dropped_lines) == 1 and "more than 3 waited for Redis" in dropped_lines[0]
+    ledger.close(timeout_s=0.5)
