@@ -9,7 +9,7 @@ down. The two sets are written independently, so the order in which processes wr
 does not matter.
 
 Writes never slow a message: they are queued in memory and sent by a background thread in one
-pipelined round trip every 200 ms; while Redis does not answer they wait (up to a bound, then
+pipelined round trip every 200 ms (one ZADD per set); while Redis does not answer they wait (up to a bound, then
 the oldest are dropped, counted in ``JobLedger.dropped`` and warned about once), and one warning
 per outage says so.
 """
@@ -99,9 +99,8 @@ class JobLedger:
         try:
             # The ledger's writes are hoptrace's bookkeeping, not the user's traffic: no stock Redis span for them.
             with suppress_instrumentation(), self._client.pipeline(transaction=False) as pipe:
-                for which, pipeline, job_id, at in batch:
-                    started, finished = keys(pipeline, self._prefix)
-                    pipe.zadd(started if which == "started" else finished, {job_id: at}, nx=True)
+                for key, members in self._by_key(batch).items():
+                    pipe.zadd(key, members, nx=True)
                 pipe.execute()
         except redis.RedisError as error:
             if not self._failing:
@@ -113,6 +112,14 @@ class JobLedger:
             self._failing = False
             logger.info("the job ledger writes to Redis again")
         return True
+
+    def _by_key(self, batch: list[Entry]) -> dict[str, dict[str, float]]:
+        """BATCH as one ZADD per set (a job's first time wins, as NX does): one command per flush, not one per job."""
+        members: dict[str, dict[str, float]] = {}
+        for which, pipeline, job_id, at in batch:
+            started, finished = keys(pipeline, self._prefix)
+            members.setdefault(started if which == "started" else finished, {}).setdefault(job_id, at)
+        return members
 
     def _write_until_stopped(self) -> None:
         while not self._stopping.wait(FLUSH_INTERVAL_S):
