@@ -146,7 +146,7 @@ def configure(
             existing.meter_provider.add_metric_reader(reader)
         return existing
     resource = build_resource(service_name, resource_attributes)
-    loss = TelemetryLoss()
+    loss = TelemetryLoss(service_name)
     chosen_readers, chosen_exporters = metric_readers_and_exporters()
     periodic = [PeriodicExportingMetricReader(CountingMetricExporter(exporter, loss)) for exporter in [*chosen_exporters, *metric_exporters]]
     meter_provider = MeterProvider([*chosen_readers, *periodic, *metric_readers], resource=resource, shutdown_on_exit=False)

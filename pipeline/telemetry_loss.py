@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 class TelemetryLoss:
     """What one process lost, per signal, and whether each signal's export is failing now."""
 
-    def __init__(self) -> None:
-        """Nothing lost yet."""
+    def __init__(self, service: str) -> None:
+        """Nothing lost yet of SERVICE's telemetry (its ``service.name``, named in the log lines)."""
+        self.service = service
         self.tally = Tally()
         self._outage: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -54,9 +55,10 @@ class TelemetryLoss:
             self._outage[signal] = self._outage.get(signal, 0) + count
         if first:
             logger.warning(
-                "dropping %s (%s): the collector does not take them; check OTEL_EXPORTER_OTLP_ENDPOINT and the collector."
+                "dropping %s of %s (%s): the collector does not take them; check OTEL_EXPORTER_OTLP_ENDPOINT and the collector."
                 " Counted in %s; one line when export works again",
                 signal,
+                self.service,
                 why,
                 semconv.TELEMETRY_DROPPED,
             )
@@ -67,7 +69,7 @@ class TelemetryLoss:
             return
         with self._lock:
             lost = self._outage.pop(signal, 0)
-        logger.warning("%s export works again; %d %s were dropped during the outage", signal, lost, signal)
+        logger.warning("%s export of %s works again; %d %s were dropped during the outage", signal, self.service, lost, signal)
 
 
 class CountingSpanExporter(SpanExporter):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -37,13 +38,20 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def make() -> Iterator[Callable[[], tuple[Telemetry, InMemoryMetricReader]]]:
-    """``configure`` (not global) with an in-memory reader to read the loss counter; shut down after."""
+def service() -> str:
+    """This test's service name. Outage lines name their service, and telemetry that earlier tests left
+    behind (a bounded shutdown can leave an exporter retrying in the background) names its own."""
+    return f"loss-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def make(service: str) -> Iterator[Callable[[], tuple[Telemetry, InMemoryMetricReader]]]:
+    """``configure`` (not global) as SERVICE with an in-memory reader to read the loss counter; shut down after."""
     made: list[Telemetry] = []
 
     def make() -> tuple[Telemetry, InMemoryMetricReader]:
         reader = InMemoryMetricReader()
-        made.append(configure("loss-test", set_global=False, metric_readers=[reader]))
+        made.append(configure(service, set_global=False, metric_readers=[reader]))
         return made[-1], reader
 
     yield make
@@ -71,12 +79,17 @@ def end_spans(telemetry: Telemetry, count: int) -> None:
         tracer.start_span(f"span {n}").end()
 
 
-def outage_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [record.getMessage().split(":")[0] for record in caplog.records if record.name == LOGGER]
+def outage_messages(caplog: pytest.LogCaptureFixture, service: str) -> list[str]:
+    """What SERVICE's telemetry said about its outages."""
+    return [message for record in caplog.records if record.name == LOGGER and f" of {service} " in (message := record.getMessage())]
+
+
+def outage_lines(caplog: pytest.LogCaptureFixture, service: str) -> list[str]:
+    return [message.split(":")[0] for message in outage_messages(caplog, service)]
 
 
 def test_spans_a_refusing_collector_never_takes_are_counted_once_and_said_once(
-    monkeypatch: pytest.MonkeyPatch, make: Callable, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, make: Callable, caplog: pytest.LogCaptureFixture, service: str
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     telemetry, reader = make()
@@ -85,7 +98,7 @@ def test_spans_a_refusing_collector_never_takes_are_counted_once_and_said_once(
         assert wait_for(lambda: dropped(reader).get("traces") == 30, 20), dropped(reader)
         end_spans(telemetry, 5)
         assert wait_for(lambda: dropped(reader).get("traces") == 35, 20), dropped(reader)
-    assert outage_lines(caplog) == ["dropping traces (export_failed)"]  # one line for the whole outage
+    assert outage_lines(caplog, service) == [f"dropping traces of {service} (export_failed)"]  # one line for the whole outage
 
 
 def test_a_full_queue_drops_the_oldest_spans_and_counts_each_lost_span_once(
@@ -101,7 +114,9 @@ def test_a_full_queue_drops_the_oldest_spans_and_counts_each_lost_span_once(
     assert wait_for(lambda: dropped(reader).get("traces") == 50, 30), dropped(reader)
 
 
-def test_the_end_of_an_outage_is_said_with_what_it_cost(monkeypatch: pytest.MonkeyPatch, make: Callable, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_end_of_an_outage_is_said_with_what_it_cost(
+    monkeypatch: pytest.MonkeyPatch, make: Callable, caplog: pytest.LogCaptureFixture, service: str
+) -> None:
     port = free_port()
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
     telemetry, reader = make()
@@ -118,13 +133,11 @@ def test_the_end_of_an_outage_is_said_with_what_it_cost(monkeypatch: pytest.Monk
             telemetry.tracer_provider.force_flush()
     lost = dropped(reader)["traces"]
     assert lost + len(store.spans()) == ended  # every span ended is either received or counted as lost, once
-    assert [record.getMessage() for record in caplog.records if record.name == LOGGER][-1] == (
-        f"traces export works again; {lost:.0f} traces were dropped during the outage"
-    )
+    assert outage_messages(caplog, service)[-1] == f"traces export of {service} works again; {lost:.0f} traces were dropped during the outage"
 
 
 def test_metric_points_a_refusing_collector_never_takes_are_counted(
-    monkeypatch: pytest.MonkeyPatch, make: Callable, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, make: Callable, caplog: pytest.LogCaptureFixture, service: str
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
@@ -134,4 +147,4 @@ def test_metric_points_a_refusing_collector_never_takes_are_counted(
         telemetry, reader = make()
         telemetry.meter_provider.get_meter("loss-test").create_counter("jobs").add(1)
         assert wait_for(lambda: dropped(reader).get("metrics", 0) >= 2, 20), dropped(reader)
-    assert outage_lines(caplog) == ["dropping metrics (export_failed)"]
+    assert outage_lines(caplog, service) == [f"dropping metrics of {service} (export_failed)"]
