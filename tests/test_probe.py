@@ -35,10 +35,10 @@ def test_a_health_file_says_ready_and_ages(tmp_path: Path) -> None:
 def test_real_workers_are_ready_and_live_and_a_stopped_one_is_not(hoptrace_worker: Callable, tmp_path: Path) -> None:
     state = tmp_path / "state"
     with hoptrace_worker(ORDERS, "--no-monitor", env={"HOPTRACE_STATE_DIR": str(state)}):
-        deadline = time.monotonic() + 30
-        while probe(state, "ready", "--stage", "validate")[0] != 0 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for stage in ("validate", "ship", "charge", "notify"):
+        deadline = time.monotonic() + 60
+        for stage in ("validate", "ship", "charge", "notify"):  # each Kafka stage is ready once it has its partitions
+            while probe(state, "ready", "--stage", stage)[0] != 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
             code, said = probe(state, "ready", "--stage", stage)
             assert (code, said.split(",")[0]) == (0, f"{stage}: ready"), said
             assert probe(state, "live", "--stage", stage)[0] == 0
