@@ -21,6 +21,8 @@ import pytest
 import redis
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from hoptrace import services
 from hoptrace.pipeline.settings import Settings
@@ -240,3 +242,17 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert installed.returncode == 0, installed.stderr
     return root / "venv"
+
+
+@pytest.fixture
+def reader() -> InMemoryMetricReader:
+    """An in-memory metric reader, the one ``provider`` reads with."""
+    return InMemoryMetricReader()
+
+
+@pytest.fixture
+def provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
+    """A meter provider of this test only (never the global one)."""
+    provider = MeterProvider(metric_readers=[reader])
+    yield provider
+    provider.shutdown()

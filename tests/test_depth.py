@@ -51,20 +51,6 @@ def build_pipeline(queue_prefix: str, topic: str, group: str) -> Pipeline:
     return pipeline.check()
 
 
-@pytest.fixture
-def reader() -> InMemoryMetricReader:
-    """The reader of ``provider``."""
-    return InMemoryMetricReader()
-
-
-@pytest.fixture
-def provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
-    """A meter provider of this test only (never the global one)."""
-    provider = MeterProvider(metric_readers=[reader])
-    yield provider
-    provider.shutdown()
-
-
 def gauge(reader: InMemoryMetricReader, name: str) -> Points:
     """Collect now; the points of gauge NAME as {attributes: value}, after checking its kind and unit."""
     data = reader.get_metrics_data()

@@ -213,3 +213,34 @@ def test_each_beat_tick_starts_its_own_job(
         assert (send.resource["service.name"], process.attributes["hoptrace.stage"]) == ("plain-beat", "plain.add")
     assert len({spans[0].attributes["hoptrace.job.id"] for spans in ticks}) == len(ticks)
     assert Counter(span.kind for spans in traces.values() for span in spans)["PRODUCER"] >= len(ticks)
+
+
+def test_uninstrument_disconnects_every_signal_and_unwraps_every_method_and_instrument_twice_is_a_no_op() -> None:
+    from celery import Celery, signals
+    from celery.canvas import _chord, group
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+    from hoptrace.instrumentation.celery import HoptraceCeleryInstrumentor
+
+    watched = [getattr(signals, name) for name in dir(signals) if isinstance(getattr(signals, name), signals.Signal)]
+    patched = [(Celery, "send_task"), (group, "apply_async"), (_chord, "apply_async")]
+
+    def receivers() -> list[int]:
+        return [len(signal.receivers or []) for signal in watched]
+
+    before, originals = receivers(), {key: key[0].__dict__[key[1]] for key in patched}
+    stock_methods = (CeleryInstrumentor._instrument, CeleryInstrumentor._uninstrument)  # noqa: SLF001
+    ours = HoptraceCeleryInstrumentor()
+    ours.instrument()
+    connected = receivers()
+    assert sum(connected) - sum(before) == 9  # publish x2, prerun, postrun, retry, failure, pool exit, worker ready and shutdown
+    assert all(owner.__dict__[name].__wrapped__ is originals[(owner, name)] for owner, name in patched)
+    assert (CeleryInstrumentor._instrument, CeleryInstrumentor._uninstrument) != stock_methods  # noqa: SLF001 - silenced
+    ours.instrument()
+    assert receivers() == connected
+    ours.uninstrument()
+    assert receivers() == before
+    assert all(owner.__dict__[name] is originals[(owner, name)] for owner, name in patched)
+    assert (CeleryInstrumentor._instrument, CeleryInstrumentor._uninstrument) == stock_methods  # noqa: SLF001
+    ours.uninstrument()
+    assert receivers() == before

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -32,20 +32,6 @@ from tests.test_depth import Retargetable, build_pipeline, celery_app, dead_addr
 
 SLACK_S = 5.0  # a read happens within this long after the messages were put in
 Points = dict[frozenset[tuple[str, Any]], float]
-
-
-@pytest.fixture
-def reader() -> InMemoryMetricReader:
-    """The reader of ``provider``."""
-    return InMemoryMetricReader()
-
-
-@pytest.fixture
-def provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
-    """A meter provider of this test only (never the global one)."""
-    provider = MeterProvider(metric_readers=[reader])
-    yield provider
-    provider.shutdown()
 
 
 def gauge(reader: InMemoryMetricReader, name: str, unit: str = "s") -> Points:
