@@ -19,7 +19,6 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import unquote_plus
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context, get_current
@@ -136,8 +135,7 @@ def _allowed_baggage(header: str, allowlist: tuple[str, ...], fallbacks: list[st
     def key(member: str) -> str:
         # The key as the propagator will store it (trimmed, then percent-decoded), so that "ab%63"
         # cannot pass a "*3" pattern and come out as "abc".
-        name = member.split("=", 1)[0].strip(" \t")
-        return unquote_plus(name).strip() if "%" in name or "+" in name else name.strip()
+        return w3c.decode(member.split("=", 1)[0].strip(" \t"))
 
     kept = [member for member in members if allowed.match(key(member))]
     if len(kept) < len(members):

@@ -26,10 +26,14 @@ from opentelemetry.propagators.textmap import CarrierT, Setter, TextMapPropagato
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import _TRACECONTEXT_MAXIMUM_TRACESTATE_LENGTH
+from opentelemetry.util.re import _DELIMITER_PATTERN
 
 _TRACEPARENT = TraceContextTextMapPropagator._TRACEPARENT_HEADER_FORMAT_RE  # noqa: SLF001 - the propagator's own pattern, so both agree
-_DELIMITER = re.compile(r"[ \t]*,[ \t]*")
-_MAX_PAIRS, _MAX_PAIR_LENGTH, _MAX_HEADER_LENGTH = 180, 4096, 8192
+# The baggage propagator's own delimiter and limits, so both agree.
+_DELIMITER = _DELIMITER_PATTERN
+_MAX_PAIRS = W3CBaggagePropagator._MAX_PAIRS  # noqa: SLF001
+_MAX_PAIR_LENGTH = W3CBaggagePropagator._MAX_PAIR_LENGTH  # noqa: SLF001
+_MAX_HEADER_LENGTH = W3CBaggagePropagator._MAX_HEADER_LENGTH  # noqa: SLF001
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 _INCOMING = create_key("hoptrace-incoming-baggage")
 """Context key: (the baggage header as it came, the baggage dict read from it), to write it again unchanged."""
@@ -87,14 +91,15 @@ def _baggage(header: str, context: Context) -> Context:
         name, value = name.strip(" \t"), value.strip(" \t")
         if not _is_valid_pair(name, value):
             continue
-        members[_decode(name)] = _decode(value)
+        members[decode(name)] = decode(value)
     if not members:
         return context
     context = set_value(_BAGGAGE_KEY, members, context)
     return set_value(_INCOMING, (header, members), context) if kept == len(members) else context
 
 
-def _decode(text: str) -> str:
+def decode(text: str) -> str:
+    """A baggage key or value as the baggage propagator stores it: percent-decoded (``+`` is a space), then trimmed."""
     return unquote_plus(text).strip() if "%" in text or "+" in text else text.strip()
 
 
