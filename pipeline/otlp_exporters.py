@@ -123,7 +123,7 @@ class OTLPHttpSpanExporter(sdk_http.OTLPSpanExporter):
                 _logger.error("Failed to encode span batch: %s", error)
                 result.error = error
                 return SpanExportResult.FAILURE
-            if 0 < self._max_request_size < len(data):
+            if sdk_http._is_request_too_large(data, self._max_request_size):  # noqa: SLF001 - the SDK's own check
                 _logger.warning("Dropping span batch: serialized size %d bytes exceeds max_request_size %d bytes.", len(data), self._max_request_size)
                 result.error = sdk_http.RequestPayloadTooLargeError(
                     f"Serialized span request size {len(data)} bytes exceeds max_request_size {self._max_request_size} bytes."
@@ -145,5 +145,6 @@ def _missing_http_internals(exporter: sdk_http.OTLPSpanExporter) -> str | None:
         "_max_request_size": isinstance(getattr(exporter, "_max_request_size", None), int),
         "_shutdown": isinstance(getattr(exporter, "_shutdown", None), bool),
         "RequestPayloadTooLargeError": isinstance(getattr(sdk_http, "RequestPayloadTooLargeError", None), type),
+        "_is_request_too_large": callable(getattr(sdk_http, "_is_request_too_large", None)),
     }
     return next((name for name, present in needed.items() if not present), None)

@@ -171,7 +171,7 @@ class SpanEncoder:
         trace_id, parent, name = context.trace_id, span.parent, span.name
         parts = [_IDS.pack(b"\x0a\x10", trace_id >> 64, trace_id & _UINT64, b"\x12\x08", context.span_id)]
         if context.trace_state:
-            parts.append(_string(b"\x1a", ",".join(f"{key}={value}" for key, value in context.trace_state.items())))
+            parts.append(_string(b"\x1a", context.trace_state.to_header()))
         if parent:
             parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
         encoded = self._names.get(name)

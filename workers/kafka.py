@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.future import Future
@@ -138,9 +138,11 @@ class KafkaStageWorker:
         is processed), unless the last one is still unanswered: then this batch goes unmarked and what
         was processed rides on the next commit. Without a batch (idle, stopping) it waits.
         """
-        offsets = {partition: mark(offset, offset) for partition, offset in self._done.items()}
+        if batch and self._unanswered is not None and not self._unanswered.is_done:
+            return
+        offsets = self._processed()
         offsets.update((partition, mark(records[0].offset, records[-1].offset + 1)) for partition, records in batch)
-        if not offsets or (batch and self._unanswered is not None and not self._unanswered.is_done):
+        if not offsets:
             return
         try:
             if batch:
@@ -151,6 +153,10 @@ class KafkaStageWorker:
         except KafkaError as error:  # the records are read again: at least once, never lost
             self._answered(offsets, error)
 
+    def _processed(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """The offsets to commit for what was processed, each with a mark saying nothing is handed out past it."""
+        return {partition: mark(offset, offset) for partition, offset in self._done.items()}
+
     def _answered(self, offsets: Mapping[TopicPartition, Any], answer: object) -> None:
         """The broker's answer to a commit (called on the polling thread): a failure is only logged, the records come again."""
         if isinstance(answer, Exception):
@@ -158,7 +164,7 @@ class KafkaStageWorker:
 
     async def commit_before_revocation(self, revoked: Iterable[TopicPartition]) -> None:
         """Commit what was processed before REVOKED partitions go to another member (called on kafka-python's IO loop)."""
-        offsets = {partition: mark(offset, offset) for partition, offset in self._done.items()}
+        offsets = self._processed()
         if offsets:
             try:
                 await self._consumer.commit_async(offsets)

@@ -47,7 +47,7 @@ def claim(group: str, stage: str, lock_dir: Path = LOCK_DIR) -> Membership:
     """Claim the lowest free member slot of GROUP on this host for STAGE's consumer; raise NoFreeSlot when none is left."""
     lock_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(group.encode()).hexdigest()[:16]
-    host = _legal(socket.gethostname())
+    host = socket.gethostname()  # made legal with the whole id below
     for slot in range(MAX_SLOTS):
         lock = (lock_dir / f"{digest}-{slot}.lock").open("ab")
         try:
