@@ -19,18 +19,17 @@ translation stores them as JSON text, which stays a string here).
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import re
 import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
-from urllib.error import HTTPError, URLError
-from urllib.parse import quote, urlencode, urlsplit
-from urllib.request import Request, urlopen
+from urllib.error import HTTPError
+from urllib.parse import quote, urlencode
 
 from hoptrace.pipeline import semconv
+from hoptrace.view.json_api import JsonApi
 from hoptrace.view.otlp_decode import Attributes, ReceivedSpan
 
 # The summaries are made by the store's own code, so both sources show a job's status alike.
@@ -145,37 +144,22 @@ def _lookback(seconds: float) -> str:
     return f"{whole // 60}m" if whole % 60 == 0 else f"{whole}s"
 
 
-class JaegerQuery:
+class JaegerQuery(JsonApi):
     """Traces from a Jaeger query service: what ``hoptrace traces`` and ``trace`` read when given a Jaeger URL."""
 
     def __init__(self, base_url: str, timeout_s: float = 5.0) -> None:
         """Ask the Jaeger at BASE_URL (e.g. ``http://localhost:16686``, with its base path if it has one), waiting TIMEOUT_S per request."""
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise JaegerError(f"{base_url!r} is not a Jaeger URL: give the address of {DEFAULT_PORT_HINT}, e.g. http://localhost:16686")
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, not {timeout_s}")
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
+        bad_url = JaegerError(f"{base_url!r} is not a Jaeger URL: give the address of {DEFAULT_PORT_HINT}, e.g. http://localhost:16686")
+        super().__init__(base_url, timeout_s, bad_url)
 
     def _get(self, path: str, params: Mapping[str, str | int] | None = None, not_found: str | None = None) -> Any:
         """The ``data`` of Jaeger's JSON answer to GET PATH; JaegerError (NOT_FOUND as its message on a 404, when given) otherwise."""
         url = self.base_url + path + (f"?{urlencode(params)}" if params else "")
-        request = Request(url, headers={"Accept": "application/json", "User-Agent": "hoptrace"})
-        try:
-            with urlopen(request, timeout=self.timeout_s) as response:
-                body = response.read()
-        except HTTPError as error:
-            raise self._refused(path, error, not_found) from error
-        except (URLError, OSError, http.client.HTTPException) as error:
-            reason = getattr(error, "reason", None) or error
-            raise JaegerError(
-                f"cannot reach Jaeger at {self.base_url} ({reason}): start Jaeger, or give the address of {DEFAULT_PORT_HINT}"
-            ) from error
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            answer = None
+
+        def unreachable(reason: object) -> Exception:
+            return JaegerError(f"cannot reach Jaeger at {self.base_url} ({reason}): start Jaeger, or give the address of {DEFAULT_PORT_HINT}")
+
+        answer = self._get_json(url, lambda error: self._refused(path, error, not_found), unreachable)
         if not isinstance(answer, dict) or "data" not in answer:
             raise JaegerError(f"{url} did not answer with Jaeger's JSON: is {self.base_url} the address of {DEFAULT_PORT_HINT}?")
         if answer.get("errors"):

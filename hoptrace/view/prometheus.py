@@ -8,15 +8,15 @@ do: the address is wrong, Prometheus is down, or the query was refused (with Pro
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.error import HTTPError, URLError
-from urllib.parse import quote, urlencode, urlsplit
-from urllib.request import Request, urlopen
+from urllib.error import HTTPError
+from urllib.parse import quote, urlencode
+
+from hoptrace.view.json_api import JsonApi
 
 ADDRESS_HINT = "Prometheus' HTTP API (port 9090 by default, e.g. http://localhost:9090)"
 
@@ -48,39 +48,25 @@ def label_matcher(name: str, value: str, operator: str = "=") -> str:
     return f"{name}{operator}{json.dumps(value)}"
 
 
-class PrometheusQuery:
+class PrometheusQuery(JsonApi):
     """A Prometheus server's HTTP API."""
 
     def __init__(self, base_url: str, timeout_s: float = 5.0) -> None:
         """Ask the Prometheus at BASE_URL (with its path prefix, if it has one), waiting TIMEOUT_S per request."""
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise PrometheusError(f"{base_url!r} is not a Prometheus URL: give the address of {ADDRESS_HINT}")
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, not {timeout_s}")
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
+        super().__init__(base_url, timeout_s, PrometheusError(f"{base_url!r} is not a Prometheus URL: give the address of {ADDRESS_HINT}"))
 
     def _get(self, path: str, params: Sequence[tuple[str, str]]) -> Any:
         """The ``data`` of Prometheus' JSON answer to GET PATH; PrometheusError otherwise."""
-        url = f"{self.base_url}{path}?{urlencode(params)}"
-        request = Request(url, headers={"Accept": "application/json", "User-Agent": "hoptrace"})
-        try:
-            with urlopen(request, timeout=self.timeout_s) as response:
-                body = response.read()
-        except HTTPError as error:
-            body = error.read()
+
+        def refused(error: HTTPError) -> Exception | bytes:
             if error.code == 404:
-                raise PrometheusError(f"{self.base_url} answered 404 Not Found for {path}: give the address of {ADDRESS_HINT}") from error
-        except (URLError, OSError, http.client.HTTPException) as error:
-            reason = getattr(error, "reason", None) or error
-            raise PrometheusError(
-                f"cannot reach Prometheus at {self.base_url} ({reason}): start it, or give the address of {ADDRESS_HINT}"
-            ) from error
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            answer = None
+                return PrometheusError(f"{self.base_url} answered 404 Not Found for {path}: give the address of {ADDRESS_HINT}")
+            return error.read()  # Prometheus explains a refused query in its JSON
+
+        def unreachable(reason: object) -> Exception:
+            return PrometheusError(f"cannot reach Prometheus at {self.base_url} ({reason}): start it, or give the address of {ADDRESS_HINT}")
+
+        answer = self._get_json(f"{self.base_url}{path}?{urlencode(params)}", refused, unreachable)
         if not isinstance(answer, dict) or answer.get("status") not in ("success", "error"):
             raise PrometheusError(f"{self.base_url}{path} did not answer with Prometheus' JSON: is {self.base_url} the address of {ADDRESS_HINT}?")
         if answer["status"] == "error":
