@@ -31,6 +31,7 @@ app.add_typer(services_app, name="services")
 SPEC_HELP = "The pipeline, as MODULE:ATTR (e.g. hoptrace.examples.orders:pipeline)."
 DB_HELP = "Trace store file (default: .hoptrace/traces.sqlite)."
 STUCK_HELP = "Seconds without news after which a job still in flight is shown as stuck."
+SERVICES_HELP = "redis, kafka, observability (Collector + Jaeger + Prometheus); default: redis kafka."
 
 
 class Service(str, Enum):
@@ -61,7 +62,7 @@ def _services(names: list[Service] | None) -> tuple[str, ...] | None:
 
 @services_app.command("up")
 def services_up(
-    names: list[Service] = typer.Argument(None, help="redis, kafka, observability (Collector + Jaeger + Prometheus); default: redis kafka."),
+    names: list[Service] = typer.Argument(None, help=SERVICES_HELP),
 ) -> None:
     """Install when missing (the observability stack is built from Go modules, ~10 min once), then start. Starting twice is a no-op."""
     from hoptrace import services
@@ -71,7 +72,7 @@ def services_up(
 
 @services_app.command("down")
 def services_down(
-    names: list[Service] = typer.Argument(None, help="redis, kafka, observability (Collector + Jaeger + Prometheus); default: redis kafka."),
+    names: list[Service] = typer.Argument(None, help=SERVICES_HELP),
 ) -> None:
     """Stop what ``hoptrace services up`` started; services it found running are left alone."""
     from hoptrace import services
@@ -81,7 +82,7 @@ def services_down(
 
 @services_app.command("status")
 def services_status(
-    names: list[Service] = typer.Argument(None, help="redis, kafka, observability (Collector + Jaeger + Prometheus); default: redis kafka."),
+    names: list[Service] = typer.Argument(None, help=SERVICES_HELP),
 ) -> None:
     """Show each service's address, pid and health (Kafka: a real metadata request; the observability stack: its health endpoints)."""
     from hoptrace import services

@@ -69,18 +69,23 @@ def default_store_path(settings: Settings) -> Path:
     return settings.state_dir / "traces.sqlite"
 
 
+def open_store(db: Path | None) -> SqliteTraceStore:
+    """The embedded store at DB, or at the default file."""
+    return SqliteTraceStore(db or default_store_path(Settings()))
+
+
 def open_source(db: Path | None, jaeger: str | None) -> TraceSource:
     """The Jaeger at JAEGER when given, else the embedded store (at DB, or the default file)."""
     if jaeger:
         return JaegerQuery(jaeger)
-    return SqliteTraceStore(db or default_store_path(Settings()))
+    return open_store(db)
 
 
 def open_stages(db: Path | None, prometheus: str | None, pipeline: str | None = None) -> StageSource:
     """The Prometheus at PROMETHEUS (PIPELINE's stages only, when given) if given, else the embedded store (at DB, or the default file)."""
     if prometheus:
         return PrometheusStages(PrometheusQuery(prometheus), pipeline)
-    return SqliteTraceStore(db or default_store_path(Settings()))
+    return open_store(db)
 
 
 def stages_view(stats: Sequence[StageStats], width: int | None = None) -> RenderableType:

@@ -22,15 +22,14 @@ from rich.text import Text
 
 from hoptrace.errors import CommandError
 from hoptrace.output import console
-from hoptrace.pipeline.settings import Settings
 from hoptrace.reading import (
     READ_ERRORS,
     STUCK_AFTER_S,
     StageSource,
     TraceSource,
-    default_store_path,
     open_source,
     open_stages,
+    open_store,
     stages_view,
     stuck_before,
 )
@@ -112,7 +111,7 @@ def main(
     if jaeger or prometheus:
         read(db, jaeger, prometheus, jobs, window_s, refresh_s)
         return
-    store = SqliteTraceStore(db or default_store_path(Settings()))
+    store = open_store(db)
     receiver = OtlpReceiver(store, host, grpc_port, http_port)
     try:
         watch(store, receiver, console(), refresh_s, jobs, window_s)

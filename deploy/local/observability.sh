@@ -28,8 +28,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# State lives in the current directory unless HOPTRACE_STATE_DIR says otherwise.
-STATE_DIR="${HOPTRACE_STATE_DIR:-$PWD/.hoptrace}"
 DIR="$(realpath -m "$STATE_DIR/observability")"
 BIN="$DIR/bin"
 DEPLOY="$(cd "$HERE/.." && pwd)"
@@ -161,9 +159,9 @@ install() {
   install_prometheus
 }
 
-# launch NAME PIDFILE LOG COMMAND...: start a service in its own session (it outlives this shell).
+# launch PIDFILE LOG COMMAND...: start a service in its own session (it outlives this shell).
 launch() {
-  local name="$1" pidfile="$2" log="$3"; shift 3
+  local pidfile="$1" log="$2"; shift 2
   setsid "$@" >"$log" 2>&1 </dev/null &
   echo $! >"$pidfile"
 }
@@ -181,7 +179,7 @@ start_jaeger() {
   local pidfile="$DIR/jaeger.pid" log="$DIR/jaeger.log"
   already_up jaeger Jaeger "$pidfile" "$J_HOST" "$J_PORT" is_jaeger HOPTRACE_JAEGER_QUERY && return 0
   free_ports jaeger HOPTRACE_JAEGER_OTLP HOPTRACE_JAEGER_QUERY_GRPC
-  launch jaeger "$pidfile" "$log" "$JAEGER" --config "$JAEGER_CONFIG"
+  launch "$pidfile" "$log" "$JAEGER" --config "$JAEGER_CONFIG"
   await jaeger "$pidfile" "$log" is_jaeger
   say "jaeger: started Jaeger $JAEGER_VERSION (pid $(cat "$pidfile")); query API and UI at http://$HOPTRACE_JAEGER_QUERY, OTLP at $HOPTRACE_JAEGER_OTLP"
 }
@@ -190,7 +188,7 @@ start_collector() {
   local pidfile="$DIR/collector.pid" log="$DIR/collector.log"
   already_up collector "OpenTelemetry Collector" "$pidfile" "$C_HOST" "$C_PORT" is_collector HOPTRACE_COLLECTOR_HEALTH && return 0
   free_ports collector HOPTRACE_COLLECTOR_GRPC HOPTRACE_COLLECTOR_HTTP HOPTRACE_COLLECTOR_PROMETHEUS HOPTRACE_COLLECTOR_TELEMETRY
-  launch collector "$pidfile" "$log" "$COLLECTOR" --config "$COLLECTOR_CONFIG"
+  launch "$pidfile" "$log" "$COLLECTOR" --config "$COLLECTOR_CONFIG"
   await collector "$pidfile" "$log" is_collector
   say "collector: started otelcol-hoptrace $CONTRIB_VERSION (pid $(cat "$pidfile")); OTLP at $HOPTRACE_COLLECTOR_GRPC (gRPC) and $HOPTRACE_COLLECTOR_HTTP (HTTP)"
 }
@@ -203,7 +201,7 @@ start_prometheus() {
   already_up prometheus Prometheus "$pidfile" "$P_HOST" "$P_PORT" is_our_prometheus HOPTRACE_PROMETHEUS && return 0
   # Prometheus does not expand ${env:NAME:-default} itself: render the template with our values.
   perl -pe 's/\$\{env:(\w+)(?::-([^}]*))?\}/exists $ENV{$1} ? $ENV{$1} : $2/ge' "$PROMETHEUS_TEMPLATE" >"$DIR/prometheus.yml"
-  launch prometheus "$pidfile" "$log" prometheus --config.file="$DIR/prometheus.yml" \
+  launch "$pidfile" "$log" prometheus --config.file="$DIR/prometheus.yml" \
     --storage.tsdb.path="$DIR/prometheus-data" --storage.tsdb.retention.time="${HOPTRACE_PROMETHEUS_RETENTION:-1d}" \
     --web.listen-address="$HOPTRACE_PROMETHEUS" --enable-feature=exemplar-storage
   await prometheus "$pidfile" "$log" is_prometheus
