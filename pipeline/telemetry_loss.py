@@ -12,9 +12,10 @@ collector is back.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.metrics import MeterProvider
@@ -157,19 +158,38 @@ class CountingLogExporter(LogRecordExporter):
         return self.exporter.force_flush(timeout_millis)
 
 
+class _CountingQueue(collections.deque):  # type: ignore[type-arg]
+    """A batch processor's bounded queue that makes room for a new span itself, so each span it drops is counted exactly once.
+
+    The SDK checks for a full queue before it appends, but its export thread may take a batch
+    in between: counting at the check counts spans that were exported after all. Here the
+    oldest span is popped (as a full deque would drop it) only while the queue is full, and
+    only a span really popped is counted.
+    """
+
+    def __init__(self, maxlen: int, dropped: Callable[[], None]) -> None:
+        super().__init__((), maxlen)
+        self._dropped = dropped
+
+    def appendleft(self, item: Any) -> None:
+        """Add ITEM at the new end; when the queue is full, drop (and count) the oldest first."""
+        if self.maxlen is not None and len(self) >= self.maxlen:
+            try:
+                self.pop()
+            except IndexError:  # the export thread emptied it meanwhile: nothing lost
+                pass
+            else:
+                self._dropped()
+        super().appendleft(item)
+
+
 class CountingBatchSpanProcessor(BatchSpanProcessor):
     """The SDK's batch span processor, counting each span it drops because its queue is full."""
 
     def __init__(self, exporter: SpanExporter, loss: TelemetryLoss) -> None:
         """Batch into EXPORTER (wrapped to count failed exports) with the ``OTEL_BSP_*`` settings; count into LOSS."""
         super().__init__(CountingSpanExporter(exporter, loss))
-        self._loss = loss
-        # The queue is the SDK's (a bounded deque that drops its oldest item when full); read only its length.
-        self._queue = getattr(self._batch_processor, "_queue", None)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        """Queue SPAN for export; when the queue is full the oldest queued span is lost, and counted."""
-        queue, sampled = self._queue, span.context is not None and span.context.trace_flags.sampled
-        if sampled and queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen:
-            self._loss.dropped("traces", 1, "queue_full")
-        super().on_end(span)
+        # The SDK's queue (a bounded deque, still empty) is replaced by one that counts what it drops.
+        queue = getattr(self._batch_processor, "_queue", None)
+        if isinstance(queue, collections.deque) and queue.maxlen is not None:
+            self._batch_processor._queue = _CountingQueue(queue.maxlen, lambda: loss.dropped("traces", 1, "queue_full"))  # noqa: SLF001
