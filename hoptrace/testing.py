@@ -33,6 +33,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import format_span_id, format_trace_id
 
+from hoptrace.pipeline.instruments import set_aside_before_global
+
 
 @dataclass(frozen=True)
 class CapturedSpan:
@@ -134,10 +136,12 @@ def _as_global(tracer_provider: TracerProvider, meter_provider: MeterProvider) -
     )
     trace_api._TRACER_PROVIDER_SET_ONCE._done = False  # noqa: SLF001
     trace_api.set_tracer_provider(tracer_provider)
-    metrics_api._METER_PROVIDER_SET_ONCE._done = False  # noqa: SLF001
-    metrics_api.set_meter_provider(meter_provider)
+    # Set directly, not with set_meter_provider: that would also hand the API's proxy instruments
+    # (made before any provider was set) to this provider, where they would run on from block to block.
+    metrics_api._METER_PROVIDER, metrics_api._METER_PROVIDER_SET_ONCE._done = meter_provider, True  # noqa: SLF001
     try:
-        yield
+        with set_aside_before_global():
+            yield
     finally:
         trace_api._TRACER_PROVIDER, trace_api._TRACER_PROVIDER_SET_ONCE._done = saved[:2]  # noqa: SLF001
         metrics_api._METER_PROVIDER, metrics_api._METER_PROVIDER_SET_ONCE._done = saved[2:]  # noqa: SLF001

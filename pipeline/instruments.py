@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Observation
@@ -57,6 +58,23 @@ SECONDS_BUCKETS: tuple[float, ...] = (
 _made: weakref.WeakKeyDictionary[MeterProvider, Instruments] = weakref.WeakKeyDictionary()
 _before_global: Instruments | None = None
 _made_lock = threading.Lock()
+
+
+@contextmanager
+def set_aside_before_global() -> Iterator[None]:
+    """For the duration, a global meter provider's instruments are its own, not those made before any global was set.
+
+    For ``hoptrace.testing.capture_telemetry``, which sets a new global provider for a while (the API
+    allows only one per process otherwise): counts made before it must not run on into it.
+    """
+    global _before_global
+    with _made_lock:
+        saved, _before_global = _before_global, None
+    try:
+        yield
+    finally:
+        with _made_lock:
+            _before_global = saved
 
 
 class Instruments:

@@ -9,6 +9,8 @@ the global providers, as a user's tests would.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -23,6 +25,7 @@ from hoptrace.pipeline.stages import Pipeline, RetryPolicy, Transport
 from hoptrace.producers.publisher import Done, PipelinePublisher
 from hoptrace.testing import CapturedTelemetry, capture_telemetry
 from hoptrace.workers.processing import StageProcessor
+from tests.conftest import REPOSITORY
 
 Payload = Mapping[str, Any]
 
@@ -249,3 +252,22 @@ def test_when_the_retry_decision_fails_the_message_is_dead_lettered_not_lost(tel
 
     assert outcome is Outcome.DEAD_LETTERED
     assert [transport.destination for transport, _, _ in sender.sent] == ["payments", "payments.dead-letter"]
+
+
+def test_counts_of_instruments_made_before_any_global_provider_do_not_run_on_into_a_capture() -> None:
+    # A fresh interpreter: hoptrace's instruments made on the API's proxy (no SDK yet), then two capture blocks.
+    script = "\n".join(
+        [
+            "from hoptrace.pipeline.instruments import Instruments",
+            "from hoptrace.testing import capture_telemetry",
+            "from tests.test_processing import counts, flaky, pipeline_with, run",
+            "Instruments.of()",
+            "for _ in range(2):",
+            "    with capture_telemetry() as captured:",
+            "        run(pipeline_with(flaky(0)))",
+            "    print(counts(captured, 'messaging.process.duration'), counts(captured, 'messaging.client.consumed.messages'))",
+        ]
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPOSITORY, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["{None: 1} {None: 1}", "{None: 1} {None: 1}"]
