@@ -15,6 +15,6 @@ An exception raised in the block marks the span ERROR (outcome ``failed``) and g
 
 from __future__ import annotations
 
-from hoptrace.instrumentation.kafka import processing
+from hoptrace.instrumentation.kafka_records import processing
 
 __all__ = ["processing"]

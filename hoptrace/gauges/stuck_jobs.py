@@ -76,8 +76,8 @@ class StuckJobs:
         return {semconv.JOBS_STUCK: [Observation(len(stuck), {semconv.PIPELINE: self._pipeline})]}
 
     def _log_new(self, stuck: dict[bytes, float], now: float) -> None:
-        for raw, started in stuck.items():
-            job = raw.decode() if isinstance(raw, bytes) else str(raw)
+        jobs = {(raw.decode() if isinstance(raw, bytes) else str(raw)): started for raw, started in stuck.items()}
+        for job, started in jobs.items():
             if job not in self._logged:
                 logger.warning(
                     "job %s of pipeline %s started %.0f s ago and reached no final outcome: lost by a broker, or its stage is down",
@@ -87,7 +87,7 @@ class StuckJobs:
                 )
         if len(self._logged) > REMEMBERED:
             self._logged.clear()
-        self._logged.update(raw.decode() if isinstance(raw, bytes) else str(raw) for raw in stuck)
+        self._logged.update(jobs)
 
     def close(self) -> None:
         """Close the Redis connections."""

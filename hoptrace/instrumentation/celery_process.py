@@ -21,7 +21,7 @@ from hoptrace.instrumentation import dropin
 from hoptrace.instrumentation.celery_chords import chord_links, record_chord_member
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.carriers import celery_request_pairs
-from hoptrace.pipeline.messages import Delivery, Incoming, Outcome
+from hoptrace.pipeline.messages import Delivery, Incoming
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.receiving import receive
 from hoptrace.pipeline.stages import CeleryTransport
@@ -60,13 +60,8 @@ def started(pipeline: str, task_id: str | None = None, task: Any = None, **_: An
         eta = _eta(request)
         if eta is not None and message.sent_at is not None:
             message.sent_at = max(message.sent_at, eta)  # waiting for the eta is not waiting in the queue
-        message.attempt = int(getattr(request, "retries", 0) or 0) + 1
-        message.gives_up_as = Outcome.FAILED  # Celery's own failure handling takes a failed task
         message.links = chord_links(task)
-        hooks = dropin.hooks(pipeline)
-        hooks.before_message(message)
-        hooks.before_attempt(message)
-        token = otel_context.attach(message.attempt_context or message.context)
+        token = otel_context.attach(dropin.begin(dropin.hooks(pipeline), message, int(getattr(request, "retries", 0) or 0) + 1))
         with _lock:
             _running[str(task_id)] = (message, token)
         record_chord_member(task, message)
@@ -102,14 +97,8 @@ def finished(pipeline: str, task_id: str | None = None, **_: Any) -> None:
     if entry is None:
         return
     message, token = entry
-    hooks = dropin.hooks(pipeline)
-    hooks.after_attempt(message)
+    dropin.finish(dropin.hooks(pipeline), message)
     try:
         otel_context.detach(token)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - the body changed the context and left it so; the span is ended regardless
         logger.debug("could not detach the context of task %s", task_id)
-    if message.error is None:
-        message.outcome = Outcome.PROCESSED
-    elif not message.will_retry:
-        message.outcome = Outcome.FAILED
-    hooks.after_message(message)

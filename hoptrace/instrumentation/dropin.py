@@ -15,8 +15,11 @@ import threading
 from functools import lru_cache
 from typing import Any
 
+from opentelemetry.context import Context
+
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
+from hoptrace.pipeline.messages import Incoming, Outcome
 from hoptrace.pipeline.middleware import Hooks
 from hoptrace.pipeline.stages import Pipeline, RetryPolicy, Stage, Transport
 
@@ -37,10 +40,35 @@ def pipeline_name(default: str) -> str:
 def hooks(pipeline: str) -> Hooks:
     """The middleware hooks of PIPELINE in this process (tracing, metrics and retries on the global providers)."""
     key = (os.getpid(), pipeline)
+    found = _hooks.get(key)  # made once per process and pipeline: no lock for every message after that
+    if found is not None:
+        return found
     with _lock:
         if key not in _hooks:
             _hooks[key] = Hooks(default_middleware(Pipeline(pipeline), Instruments.of()))
         return _hooks[key]
+
+
+def begin(hooks: Hooks, message: Incoming, attempt: int) -> Context:
+    """Start MESSAGE's attempt number ATTEMPT in instrumented code (counted, its span open); the context the user's code runs in.
+
+    A failed attempt that no other follows ends as ``failed``: the instrumented code handles its failures its own way.
+    """
+    message.attempt = attempt
+    message.gives_up_as = Outcome.FAILED
+    hooks.before_message(message)
+    hooks.before_attempt(message)
+    return message.attempt_context or message.context
+
+
+def finish(hooks: Hooks, message: Incoming) -> None:
+    """End the attempt ``begin`` started (its span, its metrics): processed, failed, or (a retry follows) no outcome yet."""
+    hooks.after_attempt(message)
+    if message.error is None:
+        message.outcome = Outcome.PROCESSED
+    elif not message.will_retry:
+        message.outcome = Outcome.FAILED
+    hooks.after_message(message)
 
 
 def _ignore(payload: Any, ctx: Any) -> None:

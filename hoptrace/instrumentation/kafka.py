@@ -22,7 +22,6 @@ silenced while this one is instrumented, so each record gets one span and one ``
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Collection
 from typing import Any
@@ -31,7 +30,7 @@ import wrapt
 from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from hoptrace.instrumentation import STOCK, dropin
+from hoptrace.instrumentation import dropin, stock_instrumentor
 from hoptrace.instrumentation.kafka_consumer import wrap_close, wrap_commit, wrap_next, wrap_poll
 from hoptrace.instrumentation.kafka_producer import wrap_send
 from hoptrace.instrumentation.kafka_records import processing
@@ -51,15 +50,6 @@ PATCHES: tuple[tuple[type, str, Any], ...] = (
 """(class, method, wrapper) of every method the instrumentor wraps."""
 
 
-def _stock() -> type | None:
-    """The stock kafka-python instrumentor's class, when installed."""
-    module, name = STOCK["kafka"]
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ImportError:
-        return None
-
-
 def _unwrap(owner: type, name: str, wrapper: Any) -> None:
     """Remove hoptrace's WRAPPER from OWNER.NAME, only when it is the outermost wrapper there."""
     current = owner.__dict__.get(name)
@@ -77,7 +67,7 @@ class HoptraceKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ("kafka-python >= 2.2, < 4",)
 
     def _instrument(self, **kwargs: Any) -> None:
-        stock = _stock()
+        stock = stock_instrumentor("kafka")
         if stock is not None:
             try:
                 dropin.silence(stock, type(self).__name__)
@@ -89,6 +79,6 @@ class HoptraceKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _uninstrument(self, **kwargs: Any) -> None:
         for owner, name, wrapper in reversed(PATCHES):
             _unwrap(owner, name, wrapper)
-        stock = _stock()
+        stock = stock_instrumentor("kafka")
         if stock is not None:
             dropin.unsilence(stock)

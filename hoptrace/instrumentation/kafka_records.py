@@ -27,7 +27,7 @@ from hoptrace.instrumentation import dropin
 from hoptrace.instrumentation.kafka_guard import contained
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.carriers import kafka_pairs
-from hoptrace.pipeline.messages import Delivery, Outcome
+from hoptrace.pipeline.messages import Delivery
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.receiving import receive
 from hoptrace.pipeline.stages import KafkaTransport, Stage
@@ -56,10 +56,7 @@ class RecordProcessing:
         """Take RECORD (consumed by GROUP) in and start its processing; nothing is attached yet."""
         self._hooks = dropin.hooks(dropin.pipeline_name(PIPELINE_DEFAULT))
         self.message = receive(record_stage(record.topic, group), _delivery(record))
-        self._hooks.before_message(self.message)
-        self.message.attempt = 1
-        self._hooks.before_attempt(self.message)
-        self.context: Context = self.message.attempt_context or self.message.context
+        self.context: Context = dropin.begin(self._hooks, self.message, 1)
         """What the user's code runs in: the process span and the message's baggage."""
         self._token: Token[Context] | None = None
         self._thread = 0
@@ -75,13 +72,8 @@ class RecordProcessing:
         if self._ended:
             return
         self._ended = True
-        message = self.message
-        message.error = error
-        if error is not None:
-            message.gives_up_as = Outcome.FAILED
-        self._hooks.after_attempt(message)
-        message.outcome = Outcome.PROCESSED if error is None else Outcome.FAILED
-        self._hooks.after_message(message)
+        self.message.error = error
+        dropin.finish(self._hooks, self.message)
 
     def release(self) -> bool:
         """Detach the context ``attach`` made current, when that is safe now; True when nothing stays attached.
