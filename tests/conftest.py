@@ -80,12 +80,12 @@ def redis_prefix(settings: Settings, unique: str) -> Iterator[str]:
     """A Redis key prefix of this test's own; its keys are deleted after the test."""
     prefix = f"test:{unique}:"
     yield prefix
-    _delete_keys(settings, f"{prefix}*")
+    delete_keys(settings.redis_url, f"{prefix}*")
 
 
-def _delete_keys(settings: Settings, pattern: str) -> None:
-    """Delete the Redis keys matching PATTERN."""
-    client = redis.Redis.from_url(settings.redis_url)
+def delete_keys(redis_url: str, pattern: str) -> None:
+    """Delete the keys matching PATTERN in the Redis at REDIS_URL."""
+    client = redis.Redis.from_url(redis_url)
     try:
         keys = list(client.scan_iter(pattern))
         if keys:
@@ -112,7 +112,12 @@ def namespace(unique: str) -> str:
 def namespace_cleanup(settings: Settings, namespace: str, kafka_admin: KafkaAdminClient) -> Iterator[None]:
     """Delete, after the test, the Redis keys (queues, bindings, outbox) and Kafka topics named with its namespace."""
     yield
-    _delete_keys(settings, f"*{namespace}*")
+    delete_namespace(settings, kafka_admin, namespace)
+
+
+def delete_namespace(settings: Settings, kafka_admin: KafkaAdminClient, namespace: str) -> None:
+    """Delete the Redis keys (queues, bindings, outbox) and Kafka topics named with NAMESPACE."""
+    delete_keys(settings.redis_url, f"*{namespace}*")
     topics = [topic for topic in kafka_admin.list_topics() if topic.startswith(namespace)]
     if topics:
         kafka_admin.delete_topics(topics, raise_errors=False)
@@ -226,22 +231,32 @@ def run_to_end(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float
 
 
 @pytest.fixture(scope="session")
-def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtual environment, outside the checkout, with hoptrace installed from a wheel built from it."""
-    root = tmp_path_factory.mktemp("wheel")
-    dist = root / "dist"
+def hoptrace_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel of hoptrace built from the checkout, once per session."""
+    dist = tmp_path_factory.mktemp("dist")
     built = run_to_end(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPOSITORY)], root, dict(os.environ), INSTALL_TIMEOUT_S
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPOSITORY)], dist, dict(os.environ), INSTALL_TIMEOUT_S
     )
     assert built.returncode == 0, built.stderr
     [wheel] = dist.glob("hoptrace-*.whl")
+    return wheel
+
+
+def fresh_venv(root: Path, *requirements: str) -> Path:
+    """A new virtual environment in ROOT/venv with REQUIREMENTS (paths or pip specifiers) installed."""
     made = run_to_end([sys.executable, "-m", "venv", str(root / "venv")], root, dict(os.environ))
     assert made.returncode == 0, made.stderr
     installed = run_to_end(
-        [str(root / "venv" / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel)], root, dict(os.environ), INSTALL_TIMEOUT_S
+        [str(root / "venv" / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", *requirements], root, dict(os.environ), INSTALL_TIMEOUT_S
     )
     assert installed.returncode == 0, installed.stderr
     return root / "venv"
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(tmp_path_factory: pytest.TempPathFactory, hoptrace_wheel: Path) -> Path:
+    """A fresh virtual environment, outside the checkout, with hoptrace installed from a wheel built from it (and nothing else)."""
+    return fresh_venv(tmp_path_factory.mktemp("wheel"), str(hoptrace_wheel))
 
 
 @pytest.fixture

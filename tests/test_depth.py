@@ -35,7 +35,7 @@ from hoptrace.pipeline.stages import Pipeline
 from tests.conftest import free_port
 from tests.traces import wait_for
 
-Points = dict[frozenset[tuple[str, Any]], int]
+Points = dict[frozenset[tuple[str, Any]], float]
 
 
 def _unused(payload: Mapping[str, Any], ctx: object) -> None:
@@ -51,16 +51,16 @@ def build_pipeline(queue_prefix: str, topic: str, group: str) -> Pipeline:
     return pipeline.check()
 
 
-def gauge(reader: InMemoryMetricReader, name: str) -> Points:
-    """Collect now; the points of gauge NAME as {attributes: value}, after checking its kind and unit."""
+def gauge(reader: InMemoryMetricReader, name: str, unit: str = "{message}") -> Points:
+    """Collect now; the points of gauge NAME as {attributes: value}, after checking its kind and UNIT."""
     data = reader.get_metrics_data()
     points: Points = {}
     for resource_metrics in data.resource_metrics if data else ():
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
                 if metric.name == name:
-                    assert isinstance(metric.data, Gauge) and metric.unit == "{message}"
-                    points.update({frozenset((point.attributes or {}).items()): int(point.value) for point in metric.data.data_points})
+                    assert isinstance(metric.data, Gauge) and metric.unit == unit
+                    points.update({frozenset((point.attributes or {}).items()): point.value for point in metric.data.data_points})
     return points
 
 

@@ -22,7 +22,7 @@ import pytest
 from hoptrace.pipeline.settings import Settings
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
-from tests.conftest import REPOSITORY, run_to_end
+from tests.conftest import REPOSITORY, fresh_venv
 from tests.processes import running
 from tests.test_dropin_celery import hoptrace_spans, processes
 from tests.traces import latest_totals, wait_for
@@ -31,13 +31,9 @@ DISTRO = "opentelemetry-distro==0.66b1"
 
 
 @pytest.fixture(scope="module")
-def distro_venv(wheel_venv: Path) -> Path:
-    """The wheel's venv with opentelemetry-distro installed too."""
-    installed = run_to_end(
-        [str(wheel_venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", DISTRO], wheel_venv, dict(os.environ), 600
-    )
-    assert installed.returncode == 0, installed.stderr
-    return wheel_venv
+def distro_venv(tmp_path_factory: pytest.TempPathFactory, hoptrace_wheel: Path) -> Path:
+    """A venv of its own with the wheel and opentelemetry-distro (the shared ``wheel_venv`` stays hoptrace alone)."""
+    return fresh_venv(tmp_path_factory.mktemp("distro"), str(hoptrace_wheel), DISTRO)
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import gzip
 import http.client
-import os
 import socket
 import struct
 import subprocess
@@ -41,7 +40,7 @@ import grpc
 import pytest
 from google.protobuf.message import DecodeError, Message
 from google.rpc.status_pb2 import Status
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -57,22 +56,11 @@ from hoptrace.view import otlp_decode
 from hoptrace.view.otlp_decode import SIGNALS, ExportTooLarge, OtlpSignal
 from hoptrace.view.receiver import MAX_CONCURRENT_EXPORTS, MAX_MESSAGE_BYTES, MAX_RECORDS, PROTOBUF, OtlpReceiver
 from hoptrace.view.sqlite_store import SqliteTraceStore
+from tests.test_fuzz_headers import fuzz_settings
 
-_EXPLORE = os.environ.get("HOPTRACE_FUZZ_EXAMPLES")
 TIMEOUT_S = 10
 TRACES, METRICS, LOGS = SIGNALS
 MiB = 1024 * 1024
-
-
-def fuzz_settings(examples: int) -> settings:
-    """EXAMPLES derandomized examples without a database, or HOPTRACE_FUZZ_EXAMPLES random ones."""
-    return settings(
-        max_examples=int(_EXPLORE) if _EXPLORE else examples,
-        derandomize=not _EXPLORE,
-        database=None,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
 
 
 class CountingSink:

@@ -20,7 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from kombu.transport.redis import Channel
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import Gauge, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from hoptrace.gauges.depth_monitor import DepthMonitor
 from hoptrace.gauges.kafka_lag import KafkaConsumerLag
@@ -28,23 +28,9 @@ from hoptrace.gauges.redis_depth import RedisQueueDepth, sent_at
 from hoptrace.gauges.refresher import GaugeRefresher
 from hoptrace.pipeline.semconv import CONSUMER_LAG, CONSUMER_LAG_SECONDS, QUEUE_DEPTH, QUEUE_OLDEST_AGE
 from hoptrace.pipeline.settings import Settings
-from tests.test_depth import Retargetable, build_pipeline, celery_app, dead_address, warnings_of
+from tests.test_depth import Points, Retargetable, build_pipeline, celery_app, dead_address, gauge, warnings_of
 
 SLACK_S = 5.0  # a read happens within this long after the messages were put in
-Points = dict[frozenset[tuple[str, Any]], float]
-
-
-def gauge(reader: InMemoryMetricReader, name: str, unit: str = "s") -> Points:
-    """Collect now; the points of gauge NAME as {attributes: value}, after checking its kind and UNIT."""
-    data = reader.get_metrics_data()
-    points: Points = {}
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if metric.name == name:
-                    assert isinstance(metric.data, Gauge) and metric.unit == unit
-                    points.update({frozenset((point.attributes or {}).items()): point.value for point in metric.data.data_points})
-    return points
 
 
 def key(attributes: Mapping[str, Any], **more: Any) -> frozenset[tuple[str, Any]]:
@@ -102,8 +88,8 @@ def test_oldest_age_is_the_oldest_head_of_the_priority_lists(
         client.close()
 
         refresher.refresh_once()
-        assert gauge(reader, QUEUE_DEPTH, "{message}")[key(queues[busy], hoptrace__queue__state="ready")] == 4
-        ages = gauge(reader, QUEUE_OLDEST_AGE)
+        assert gauge(reader, QUEUE_DEPTH)[key(queues[busy], hoptrace__queue__state="ready")] == 4
+        ages = gauge(reader, QUEUE_OLDEST_AGE, "s")
         assert set(ages) == {key(queues[busy]), key(queues[empty])}  # the foreign queue's age is unknown: no point
         assert_age(ages, key(queues[busy]), 300)
         assert ages[key(queues[empty])] == 0
@@ -112,12 +98,12 @@ def test_oldest_age_is_the_oldest_head_of_the_priority_lists(
         with app.connection_for_read() as connection:
             assert connection.default_channel.basic_get(busy, no_ack=True) is not None
             refresher.refresh_once()
-            assert_age(gauge(reader, QUEUE_OLDEST_AGE), key(queues[busy]), 200)
+            assert_age(gauge(reader, QUEUE_OLDEST_AGE, "s"), key(queues[busy]), 200)
             while connection.default_channel.basic_get(busy, no_ack=True) is not None:
                 pass
     refresher.refresh_once()
-    assert gauge(reader, QUEUE_OLDEST_AGE)[key(queues[busy])] == 0
-    assert gauge(reader, QUEUE_DEPTH, "{message}")[key(queues[busy], hoptrace__queue__state="ready")] == 0
+    assert gauge(reader, QUEUE_OLDEST_AGE, "s")[key(queues[busy])] == 0
+    assert gauge(reader, QUEUE_DEPTH)[key(queues[busy], hoptrace__queue__state="ready")] == 0
 
 
 def test_redis_down_keeps_the_last_ages_and_warns_once(
@@ -130,14 +116,14 @@ def test_redis_down_keeps_the_last_ages_and_warns_once(
     with celery_app(settings.redis_url) as app:
         publish(app, f"{redis_prefix}q", 100)
     refresher.refresh_once()
-    before = gauge(reader, QUEUE_OLDEST_AGE)
+    before = gauge(reader, QUEUE_OLDEST_AGE, "s")
     assert_age(before, key(queues[f"{redis_prefix}q"]), 100)
 
     source.close()
     source.source = RedisQueueDepth(f"redis://{dead_address()}/0", queues)
     for _ in range(3):
         refresher.refresh_once()
-    assert gauge(reader, QUEUE_OLDEST_AGE) == before
+    assert gauge(reader, QUEUE_OLDEST_AGE, "s") == before
     assert len(warnings_of(caplog)) == 1 and warnings_of(caplog)[0].startswith("redis does not answer")
     refresher.stop()
 
@@ -177,9 +163,9 @@ def test_lag_seconds_is_the_age_of_the_record_at_the_committed_offset(
         return key(groups[(topic, group)], messaging__destination__partition__id=str(partition))
 
     refresher.refresh_once()
-    lags = gauge(reader, CONSUMER_LAG, "{message}")
+    lags = gauge(reader, CONSUMER_LAG)
     assert lags == {point(behind, 0): 3, point(behind, 1): 1, point(caught_up, 0): 0, point(caught_up, 1): 0, point(never, 0): 5, point(never, 1): 2}
-    ages = gauge(reader, CONSUMER_LAG_SECONDS)
+    ages = gauge(reader, CONSUMER_LAG_SECONDS, "s")
     assert set(ages) == set(lags)
     for group, partition, expected in ((behind, 0, 40), (behind, 1, 80), (never, 0, 60), (never, 1, 90)):
         assert_age(ages, point(group, partition), expected)
@@ -188,7 +174,7 @@ def test_lag_seconds_is_the_age_of_the_record_at_the_committed_offset(
     # The group moves on: the next read (the same reader, other offsets) follows it.
     commit(settings, behind, {p0: 4, p1: 2})
     refresher.refresh_once()
-    ages = gauge(reader, CONSUMER_LAG_SECONDS)
+    ages = gauge(reader, CONSUMER_LAG_SECONDS, "s")
     assert_age(ages, point(behind, 0), 20)
     assert ages[point(behind, 1)] == 0
     refresher.stop()
@@ -210,8 +196,8 @@ def test_a_group_past_the_last_record_of_a_transaction_has_no_age(
 
     refresher.refresh_once()
     done_point, never_point = (key(groups[(topic, group)], messaging__destination__partition__id="0") for group in (done, never))
-    assert gauge(reader, CONSUMER_LAG, "{message}") == {done_point: 1, never_point: 2}  # offsets count the marker
-    ages = gauge(reader, CONSUMER_LAG_SECONDS)
+    assert gauge(reader, CONSUMER_LAG) == {done_point: 1, never_point: 2}  # offsets count the marker
+    ages = gauge(reader, CONSUMER_LAG_SECONDS, "s")
     assert ages[done_point] == 0
     assert_age(ages, never_point, 30)
     refresher.stop()
@@ -232,14 +218,14 @@ def test_kafka_down_keeps_the_last_lag_seconds_and_warns_once(
     refresher = GaugeRefresher({"kafka": source}, provider)
     produce(settings, topic, {0: [120]})
     refresher.refresh_once()
-    before = gauge(reader, CONSUMER_LAG_SECONDS)
+    before = gauge(reader, CONSUMER_LAG_SECONDS, "s")
     assert_age(before, key(groups[(topic, group)], messaging__destination__partition__id="0"), 120)
 
     source.close()
     source.source = KafkaConsumerLag([dead_address()], groups)
     for _ in range(3):
         refresher.refresh_once()
-    assert gauge(reader, CONSUMER_LAG_SECONDS) == before
+    assert gauge(reader, CONSUMER_LAG_SECONDS, "s") == before
     assert len(warnings_of(caplog)) == 1 and warnings_of(caplog)[0].startswith("kafka does not answer")
     refresher.stop()
 
@@ -257,7 +243,7 @@ def test_the_monitor_of_a_pipeline_reports_all_four_gauges(
     stage = {"hoptrace.pipeline": "depth", "messaging.system": "celery"}
     ingest = key(stage, hoptrace__stage="ingest", messaging__destination__name=f"{redis_prefix}ingest")
     enrich = key(stage, hoptrace__stage="enrich", messaging__destination__name=f"{redis_prefix}enrich")
-    ages = gauge(reader, QUEUE_OLDEST_AGE)
+    ages = gauge(reader, QUEUE_OLDEST_AGE, "s")
     assert set(ages) == {ingest, enrich} and ages[enrich] == 0
     assert_age(ages, ingest, 45)
     score = {
@@ -268,9 +254,9 @@ def test_the_monitor_of_a_pipeline_reports_all_four_gauges(
         "messaging.consumer.group.name": group,
         "messaging.destination.partition.id": "0",
     }
-    assert gauge(reader, CONSUMER_LAG, "{message}") == {key(score): 2}
-    lag_seconds = gauge(reader, CONSUMER_LAG_SECONDS)
+    assert gauge(reader, CONSUMER_LAG) == {key(score): 2}
+    lag_seconds = gauge(reader, CONSUMER_LAG_SECONDS, "s")
     assert set(lag_seconds) == {key(score)}
     assert_age(lag_seconds, key(score), 30)
-    assert len(gauge(reader, QUEUE_DEPTH, "{message}")) == 4
+    assert len(gauge(reader, QUEUE_DEPTH)) == 4
     monitor.stop()

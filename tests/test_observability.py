@@ -29,7 +29,6 @@ from urllib.parse import urlencode
 from urllib.request import urlopen
 
 import pytest
-import redis
 from kafka import KafkaAdminClient, KafkaProducer
 
 from hoptrace.pipeline.settings import Settings
@@ -37,7 +36,7 @@ from hoptrace.view.jaeger import JaegerError, JaegerQuery
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.prometheus import PrometheusError, PrometheusQuery
 from hoptrace.view.prometheus_stages import PrometheusStages
-from tests.conftest import free_port, run_hoptrace
+from tests.conftest import delete_namespace, free_port, run_hoptrace
 from tests.processes import running
 from tests.traces import PublishedJob, published_jobs, wait_for, wait_for_outbox
 
@@ -176,20 +175,6 @@ def _send_broken_traceparent(settings: Settings, namespace: str) -> None:
         producer.close()
 
 
-def _cleanup(settings: Settings, kafka_admin: KafkaAdminClient, namespace: str) -> None:
-    """Delete the run's Redis keys and Kafka topics."""
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        keys = list(client.scan_iter(f"*{namespace}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-    topics = [topic for topic in kafka_admin.list_topics() if topic.startswith(namespace)]
-    if topics:
-        kafka_admin.delete_topics(topics, raise_errors=False)
-
-
 @pytest.fixture(scope="module")
 def run(stack: Stack, settings: Settings, kafka_admin: KafkaAdminClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """The orders pipeline's workers and monitor, exporting to the stack's Collector; the jobs published and delivered."""
@@ -219,7 +204,7 @@ def run(stack: Stack, settings: Settings, kafka_admin: KafkaAdminClient, tmp_pat
             assert len(wait_for_outbox(settings, namespace, DELIVERED)) == DELIVERED
             yield Run(namespace, plain, flaky, failing, started)
     finally:
-        _cleanup(settings, kafka_admin, namespace)
+        delete_namespace(settings, kafka_admin, namespace)
 
 
 def _expected_spans(namespace: str, kind: str) -> Counter[tuple[str, str, str]]:

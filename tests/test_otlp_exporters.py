@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -33,6 +32,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from hoptrace.pipeline import otlp_exporters
 from hoptrace.pipeline.otlp_exporters import OTLPGrpcSpanExporter, OTLPHttpSpanExporter
 from hoptrace.pipeline.otlp_wire import SpanEncoder
+from tests.conftest import SilentEndpoint, free_port
 from tests.test_otlp_wire import sdk_spans
 
 SPANS = sdk_spans()
@@ -120,18 +120,12 @@ def http_receiver() -> Iterator[tuple[_HttpServer, int]]:
 
 @contextmanager
 def dead_port(silent: bool) -> Iterator[int]:
-    """A loopback port that refuses connections, or (``silent``) accepts them in the kernel and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    if silent:
-        sock.listen(16)
-    else:
-        sock.close()
-    try:
-        yield port
-    finally:
-        sock.close()
+    """A loopback port that refuses connections, or (``silent``) accepts them and never answers."""
+    if not silent:
+        yield free_port()
+        return
+    with SilentEndpoint() as endpoint:
+        yield endpoint.port
 
 
 def test_grpc_export_sends_what_the_sdk_sends_with_the_same_env_configuration(monkeypatch: pytest.MonkeyPatch) -> None:

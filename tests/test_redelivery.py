@@ -26,7 +26,7 @@ from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
 from hoptrace.workers import redis_fetch
 from hoptrace.workers.handed_out import HandedOut, mark, read_mark
-from tests.conftest import run_hoptrace
+from tests.conftest import delete_keys, run_hoptrace
 from tests.traces import latest_totals, wait_for
 
 SLOW = "tests.faults.pipelines:slow"
@@ -41,13 +41,7 @@ def slow_env(hoptrace_env: dict[str, str], namespace: str) -> Iterator[dict[str,
     """hoptrace_env on a Redis database of these tests, with a 2 s visibility timeout; the database's keys of this test removed after."""
     url = urlunsplit(urlsplit(hoptrace_env["HOPTRACE_REDIS_URL"])._replace(path=f"/{REDIS_DB}"))
     yield {**hoptrace_env, "HOPTRACE_REDIS_URL": url, "HOPTRACE_CELERY_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S)}
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(f"*{namespace}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_keys(url, f"*{namespace}*")
 
 
 def _outbox(env: dict[str, str], namespace: str) -> list[dict[str, object]]:

@@ -24,21 +24,11 @@ from hoptrace.pipeline.messages import Delivery, Outcome
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stage_context import StageContext
-from hoptrace.pipeline.stages import Pipeline, RetryPolicy, Transport
-from hoptrace.producers.publisher import Done, PipelinePublisher
+from hoptrace.pipeline.stages import Pipeline, RetryPolicy
+from hoptrace.producers.publisher import PipelinePublisher
 from hoptrace.workers.processing import StageProcessor
 from tests.conftest import free_port
-
-
-class Sender:
-    """Keeps every message sent; the broker accepts at once."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[Transport, Mapping[str, Any], dict[str, str]]] = []
-
-    def send(self, transport: Transport, payload: Mapping[str, Any], headers: Mapping[str, str], done: Done) -> None:
-        self.sent.append((transport, payload, dict(headers)))
-        done({}, None)
+from tests.test_processing import Sender
 
 
 def validate(order: Mapping[str, Any], ctx: StageContext) -> None:

@@ -30,6 +30,7 @@ from kafka.admin import NewTopic
 
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
+from tests.conftest import run_hoptrace
 from tests.faults import procs
 from tests.faults.brokers import Brokers
 from tests.faults.table import ROWS, Row
@@ -147,10 +148,7 @@ class Scenario:
         args = ["publish", self.spec, "validate", "--count", str(count)]
         if payload is not None:
             args += ["--payload", json.dumps(payload)]
-        result = subprocess.run(
-            [sys.executable, "-m", "hoptrace", *args], env={**os.environ, **self.env}, capture_output=True, text=True, timeout=120, check=False
-        )
-        assert result.returncode == 0, f"hoptrace publish failed:\n{result.stdout}\n{result.stderr}"
+        result = run_hoptrace(self.env, *args)
         jobs = published_jobs(result.stdout)
         assert len(jobs) == count, result.stdout
         self.jobs += jobs
