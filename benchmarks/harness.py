@@ -24,6 +24,7 @@ from types import TracebackType
 import redis
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
+from kafka.errors import KafkaError
 
 from benchmarks import REPOSITORY_ROOT
 from benchmarks.processes import STOP_TIMEOUT_S, Child, wait_until
@@ -130,7 +131,12 @@ class Run:
         """Block until GROUP is stable with a member that has partitions assigned (the consumer is ready)."""
 
         def assigned() -> bool:
-            found = self.admin.describe_groups([group]).get(group, {})
+            try:
+                found = self.admin.describe_groups([group]).get(group, {})
+            except KafkaError as error:  # a fresh broker has no group coordinator until its offsets topic exists
+                if error.retriable:
+                    return False
+                raise
             members = found.get("members") or []
             return found.get("group_state") == "Stable" and any(
                 (member.get("member_assignment") or {}).get("assigned_partitions") for member in members
