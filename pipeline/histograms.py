@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from opentelemetry import trace
 from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, Exemplar, ExemplarFilter, TraceBasedExemplarFilter
+from opentelemetry.trace import Span
 from opentelemetry.util.types import Attributes, AttributeValue
 
 EXEMPLAR_FILTERS: dict[str, type[ExemplarFilter]] = {
@@ -72,6 +73,7 @@ class LocalHistogram:
         self.description = description
         self.boundaries = tuple(boundaries)
         self._filter = exemplar_filter
+        self._filter_kind = type(exemplar_filter) if type(exemplar_filter) in EXEMPLAR_FILTERS.values() else None
         self._points: dict[AttributeKey, PointState] = {}
         self._lock = threading.Lock()
 
@@ -81,10 +83,11 @@ class LocalHistogram:
         bucket = bisect_left(self.boundaries, amount)  # bucket i holds boundaries[i-1] < amount <= boundaries[i]
         now = time.time_ns()
         exemplar = None
-        if self._filter.should_sample(amount, now, attributes, context if context is not None else get_current()):
-            span = trace.get_current_span(context).get_span_context()
-            ids = (span.span_id, span.trace_id) if span.is_valid else (None, None)
-            exemplar = Exemplar({}, amount, now, *ids)
+        if self._filter_kind is not AlwaysOffExemplarFilter:
+            span = trace.get_current_span(context)
+            if self._exemplar_wanted(span, amount, now, attributes, context):
+                ids = span.get_span_context()
+                exemplar = Exemplar({}, amount, now, *((ids.span_id, ids.trace_id) if ids.is_valid else (None, None)))
         with self._lock:
             point = self._points.get(key)
             if point is None:
@@ -96,6 +99,15 @@ class LocalHistogram:
             point.maximum = max(point.maximum, amount)
             if exemplar is not None:
                 point.exemplars[bucket] = exemplar
+
+    def _exemplar_wanted(self, span: Span, amount: float, now: int, attributes: Attributes, context: Context | None) -> bool:
+        """The exemplar filter's answer for a measurement in SPAN; the SDK's own filters are answered here, as they answer."""
+        kind = self._filter_kind
+        if kind is TraceBasedExemplarFilter:  # the default: only measurements made in a sampled span
+            return span is not trace.INVALID_SPAN and span.get_span_context().trace_flags.sampled
+        if kind is None:
+            return self._filter.should_sample(amount, now, attributes, context if context is not None else get_current())
+        return kind is AlwaysOnExemplarFilter
 
     def collect(self) -> list[PointState]:
         """A copy of every point since the histogram began; the exemplars are handed over (and forgotten here)."""

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, ExemplarFilter, MeterProvider, TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     HistogramDataPoint,
@@ -31,7 +33,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-from hoptrace.pipeline.histograms import LocalHistograms
+from hoptrace.pipeline.histograms import LocalHistogram, LocalHistograms
 from hoptrace.pipeline.instruments import SECONDS_BUCKETS, Instruments
 from hoptrace.pipeline.metric_producer import SCOPE, local_histograms
 
@@ -183,6 +185,42 @@ def test_exemplars_name_the_sampled_span_they_were_recorded_in_once(monkeypatch:
     assert exemplar.trace_id != trace.INVALID_TRACE_ID
     assert second.exemplars == []  # handed over with the collection that took it
     provider.shutdown()
+
+
+class AboveOneSecond(ExemplarFilter):
+    """A filter of the user's own: an exemplar for every measurement over one second."""
+
+    def should_sample(self, value: float, time_unix_nano: int, attributes: Any, context: Context) -> bool:
+        return value > 1.0
+
+
+@pytest.mark.parametrize(
+    "exemplar_filter", [TraceBasedExemplarFilter(), AlwaysOnExemplarFilter(), AlwaysOffExemplarFilter(), AboveOneSecond()], ids=type
+)
+def test_a_measurement_gets_an_exemplar_exactly_when_the_filter_says_so(exemplar_filter: ExemplarFilter) -> None:
+    sampled = TracerProvider().get_tracer("test").start_span("process payments")
+    unsampled = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test").start_span("process payments")
+    contexts = {
+        "sampled span": trace.set_span_in_context(sampled, Context()),
+        "unsampled span": trace.set_span_in_context(unsampled, Context()),
+        "invalid span": trace.set_span_in_context(trace.INVALID_SPAN, Context()),
+        "no span": Context(),
+        "current (sampled span)": None,
+    }
+    token = otel_context.attach(trace.set_span_in_context(sampled, Context()))
+    try:
+        for name, context in contexts.items():
+            for value in (0.5, 2.0):
+                histogram = LocalHistogram("messaging.process.duration", "s", "Handler time.", SECONDS_BUCKETS, exemplar_filter)
+                histogram.record(value, STAGE, context)
+                [point] = histogram.collect()
+                wanted = exemplar_filter.should_sample(value, 0, STAGE, context if context is not None else otel_context.get_current())
+                assert len(point.exemplars) == (1 if wanted else 0), (name, value)
+                span = trace.get_current_span(context).get_span_context()
+                ids = (span.span_id, span.trace_id) if span.is_valid else (None, None)
+                assert [(each.span_id, each.trace_id) for each in point.exemplars.values()] == ([ids] if wanted else []), (name, value)
+    finally:
+        otel_context.detach(token)
 
 
 def test_every_reader_of_the_provider_gets_the_same_points_once_attached() -> None:
