@@ -123,6 +123,17 @@ def _clean(pairs: Iterable[tuple[object, object]], fallbacks: list[str]) -> dict
     return found
 
 
+def _stored_key(raw_key: str) -> str:
+    """A raw baggage key as the propagator will store it: trimmed, then percent-decoded (so "ab%63" cannot pass "*3" as "abc")."""
+    return w3c.decode(raw_key.strip(" \t"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_allowed(raw_key: str, allowlist: tuple[str, ...]) -> bool:
+    """Whether baggage members with RAW_KEY are kept (remembered: a pipeline's messages carry the same few keys)."""
+    return _allowed_keys(allowlist).match(_stored_key(raw_key)) is not None
+
+
 def _allowed_baggage(header: str, allowlist: tuple[str, ...], fallbacks: list[str]) -> str:
     """The members of a raw baggage HEADER whose keys are allowed, hoptrace's own first, at most MAX_BAGGAGE_MEMBERS.
 
@@ -130,19 +141,12 @@ def _allowed_baggage(header: str, allowlist: tuple[str, ...], fallbacks: list[st
     members from pushing the job's own members past the member limit.
     """
     members = [member for member in header.split(",") if member.strip()]
-    allowed = _allowed_keys(allowlist)
-
-    def key(member: str) -> str:
-        # The key as the propagator will store it (trimmed, then percent-decoded), so that "ab%63"
-        # cannot pass a "*3" pattern and come out as "abc".
-        return w3c.decode(member.split("=", 1)[0].strip(" \t"))
-
-    kept = [member for member in members if allowed.match(key(member))]
+    kept = [member for member in members if _is_allowed(member.partition("=")[0], allowlist)]
     if len(kept) < len(members):
         fallbacks.append("baggage_not_allowed")
     if len(kept) > MAX_BAGGAGE_MEMBERS:
         fallbacks.append("too_many_baggage_members")
-        kept.sort(key=lambda member: key(member) not in ALWAYS_ALLOWED)  # stable: hoptrace's own are kept first
+        kept.sort(key=lambda member: _stored_key(member.partition("=")[0]) not in ALWAYS_ALLOWED)  # stable: hoptrace's own first
         kept = kept[:MAX_BAGGAGE_MEMBERS]
     elif len(kept) == len(members) and len(members) == header.count(",") + 1:
         return header  # nothing to drop: the header as it came (written again as it came when the baggage does not change)

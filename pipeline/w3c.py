@@ -18,7 +18,8 @@ from urllib.parse import quote_plus, unquote_plus
 
 from opentelemetry import baggage as baggage_api
 from opentelemetry import trace
-from opentelemetry.baggage import _BAGGAGE_KEY, _is_valid_pair
+from opentelemetry.baggage import _BAGGAGE_KEY, _is_valid_value
+from opentelemetry.baggage import _is_valid_key as _is_valid_baggage_key
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context, create_key, get_value, set_value
 from opentelemetry.propagators.composite import CompositePropagator
@@ -76,7 +77,7 @@ def _baggage(header: str, context: Context) -> Context:
         return context
     members: dict[str, object] = {}
     kept = length = 0
-    for entry in _DELIMITER.split(header):
+    for entry in _DELIMITER.split(header) if " " in header or "\t" in header else header.split(","):  # the same split, cheaper
         if not entry or not entry.isascii() or len(entry) > _MAX_PAIR_LENGTH:
             continue
         if kept >= _MAX_PAIRS:
@@ -89,13 +90,19 @@ def _baggage(header: str, context: Context) -> Context:
         if not equals:
             continue
         name, value = name.strip(" \t"), value.strip(" \t")
-        if not _is_valid_pair(name, value):
+        if not (_is_valid_key(name) and _is_valid_value(value)):
             continue
         members[decode(name)] = decode(value)
     if not members:
         return context
     context = set_value(_BAGGAGE_KEY, members, context)
     return set_value(_INCOMING, (header, members), context) if kept == len(members) else context
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_valid_key(name: str) -> bool:
+    """The baggage API's key check, remembered: a pipeline's messages carry the same few keys."""
+    return _is_valid_baggage_key(name)
 
 
 def decode(text: str) -> str:
