@@ -7,7 +7,8 @@ import random
 import time
 
 from opentelemetry import baggage
-from opentelemetry.context import Context
+from opentelemetry.baggage import _BAGGAGE_KEY  # one write of both members instead of two copies of the baggage
+from opentelemetry.context import Context, set_value
 
 from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT
 
@@ -26,13 +27,26 @@ def ensure_job(context: Context) -> Context:
 
     A job id that came without a start time gets one now, so its latency is still measured.
     """
-    if baggage.get_baggage(BAGGAGE_JOB_ID, context) is None:
+    return job_of(context)[0]
+
+
+def job_of(context: Context) -> tuple[Context, str, bool]:
+    """``ensure_job``'s context, the job's id, and whether the job is new (CONTEXT had no job id).
+
+    The baggage is read once and, when something is missing, written once: the publisher calls
+    this for every message.
+    """
+    members = baggage.get_all(context)
+    job, started = members.get(BAGGAGE_JOB_ID), members.get(BAGGAGE_JOB_STARTED_AT)
+    if job is not None and started is not None and parse_epoch_seconds(str(started)) is not None:
+        return context, str(job), False
+    added: dict[str, object] = {}
+    if job is None:
         # Not uuid4: os.urandom releases the GIL, and behind a busy producer thread getting it back
         # took milliseconds (measured in the benchmarks). A job id needs uniqueness, not secrecy.
-        context = baggage.set_baggage(BAGGAGE_JOB_ID, f"{random.getrandbits(128):032x}", context)
-    if job_started_at(context) is None:
-        context = baggage.set_baggage(BAGGAGE_JOB_STARTED_AT, f"{time.time():.6f}", context)
-    return context
+        job = added[BAGGAGE_JOB_ID] = f"{random.getrandbits(128):032x}"
+    added[BAGGAGE_JOB_STARTED_AT] = f"{time.time():.6f}"
+    return set_value(_BAGGAGE_KEY, {**members, **added}, context), str(job), BAGGAGE_JOB_ID in added
 
 
 def job_id(context: Context | None = None) -> str | None:

@@ -8,8 +8,7 @@ retries read and add to them.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
@@ -26,14 +25,21 @@ from hoptrace.pipeline.stages import Payload, Stage, Transport
 _OWNED: ContextVar[bool] = ContextVar("hoptrace_owned", default=False)
 
 
-@contextmanager
-def owned() -> Iterator[None]:
-    """Mark what runs inside as hoptrace's own client calls (its publisher sending, its stage workers polling)."""
-    token = _OWNED.set(True)
-    try:
-        yield
-    finally:
-        _OWNED.reset(token)
+class Owned:
+    """``with Owned():`` marks what runs inside as hoptrace's own client calls (its publisher sending, its stage workers polling).
+
+    A class rather than a generator context manager: the publisher enters one per message.
+    """
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        """Mark the calls that follow as hoptrace's own."""
+        self._token = _OWNED.set(True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Unmark them; an exception goes on."""
+        _OWNED.reset(self._token)
 
 
 def is_owned() -> bool:
@@ -131,7 +137,14 @@ class Outgoing:
     """The trace the message belongs to; 0 when it was not traced."""
     new_job: str | None = None
     """The job's id when this publish started the job (its first message); None when it went on with one."""
+    job_id: str = ""
+    """The job the message belongs to (from ``context``'s baggage when not given)."""
     answer: Mapping[str, Any] = field(default_factory=dict)
     """What the broker told about the accepted message (partition, offset, message id)."""
     error: BaseException | None = None
     """Why the broker did not accept it; None when it did."""
+
+    def __post_init__(self) -> None:
+        """Read the job id from the context when the creator did not give it."""
+        if not self.job_id:
+            self.job_id = jobs.job_id(self.context) or ""

@@ -65,7 +65,7 @@ class TracingMiddleware(Middleware):
 
     def before_publish(self, message: Outgoing) -> None:
         """Start the PRODUCER span; the sender runs, and the headers are written, in ``message.sending_context``."""
-        attributes = {**self._send_attributes(message.stage, message.transport), semconv.JOB_ID: jobs.job_id(message.context) or ""}
+        attributes = {**self._send_attributes(message.stage, message.transport), semconv.JOB_ID: message.job_id}
         span = self._tracer.start_span(f"send {message.transport.destination}", message.context, SpanKind.PRODUCER, attributes)
         message.span = span
         message.sending_context = trace.set_span_in_context(span, message.context)

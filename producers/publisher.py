@@ -19,7 +19,7 @@ from hoptrace.pipeline import jobs, propagation, semconv
 from hoptrace.pipeline.carriers import DICT_SETTER
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
-from hoptrace.pipeline.messages import Outgoing, owned
+from hoptrace.pipeline.messages import Outgoing, Owned
 from hoptrace.pipeline.middleware import Hooks, Middleware
 from hoptrace.pipeline.stage_context import Published
 from hoptrace.pipeline.stages import Payload, Pipeline, Stage, Transport, dead_letter_transport
@@ -113,10 +113,8 @@ class PipelinePublisher:
             raise PublishFailed(errors, len(pending))
 
     def _send(self, stage: Stage, transport: Transport, payload: Payload, headers: dict[str, str]) -> Published:
-        current = otel_context.get_current()
-        message = Outgoing(stage, transport, payload, headers, jobs.ensure_job(current))
-        if message.context is not current and jobs.job_id(current) is None:
-            message.new_job = jobs.job_id(message.context)
+        context, job, new = jobs.job_of(otel_context.get_current())
+        message = Outgoing(stage, transport, payload, headers, context, new_job=job if new else None, job_id=job)
         self._hooks.before_publish(message)
         sending = message.sending_context or message.context
         propagation.inject(message.headers, DICT_SETTER, sending)
@@ -134,7 +132,7 @@ class PipelinePublisher:
         # hoptrace's drop-in instrumentation of the client does not trace the same message again.
         token = otel_context.attach(sending)
         try:
-            with owned():
+            with Owned():
                 pending = self._senders[transport.system].send(transport, payload, message.headers, done)
         except BaseException as error:
             done({}, error)
@@ -143,4 +141,4 @@ class PipelinePublisher:
             otel_context.detach(token)
         if pending is not None:
             self._pending.__dict__.setdefault("items", []).append(pending)
-        return Published(format_trace_id(message.trace_id), jobs.job_id(message.context) or "")
+        return Published(format_trace_id(message.trace_id), job)

@@ -22,6 +22,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from hoptrace.pipeline.carriers import DICT_SETTER, KAFKA_SETTER, KafkaHeaders, celery_request_pairs, dict_pairs, kafka_pairs
 from hoptrace.pipeline.propagation import extract, fields, inject
 from hoptrace.pipeline.settings import Settings
+from hoptrace.producers.kafka import kafka_headers
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 OTHER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -100,6 +101,18 @@ def test_the_global_propagator_writes_through_a_setter_without_duplicates(carrie
     extracted = extract(found)
     assert (extracted.is_root, extracted.fallbacks) == (False, ())
     assert trace.get_current_span(extracted.context).get_span_context().trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"traceparent": TRACEPARENT, "app": "é"}, [("traceparent", TRACEPARENT.encode()), ("app", "é".encode())]),
+        ({"App": "first", "app": "second"}, [("app", b"second")]),  # one key in two letter cases: the last one set wins
+        ({}, []),
+    ],
+)
+def test_kafka_headers_of_a_neutral_dict(headers: dict[str, str], expected: KafkaHeaders) -> None:
+    assert kafka_headers(headers) == expected
 
 
 # --- the real brokers' shapes --------------------------------------------------------------

@@ -34,7 +34,7 @@ import hoptrace.kafka
 from hoptrace.instrumentation import dropin
 from hoptrace.instrumentation.kafka import PATCHES, HoptraceKafkaInstrumentor
 from hoptrace.pipeline import semconv
-from hoptrace.pipeline.messages import owned
+from hoptrace.pipeline.messages import Owned
 from hoptrace.pipeline.settings import Settings
 from hoptrace.testing import CapturedSpan, CapturedTelemetry, capture_telemetry
 from hoptrace.view.memory_store import TelemetryStore
@@ -76,7 +76,7 @@ Headers = list[tuple[str, bytes]]
 def feed(settings: Settings, topic: str, count: int, rewrite: Callable[[int, Headers], Headers] | None = None) -> list[Parent]:
     """COUNT records ``b"0"``… on TOPIC, each with a hand-written traceparent (the headers of record i: REWRITE(i, those)); their parents."""
     parents = [(uuid.uuid4().hex, uuid.uuid4().hex[:16]) for _ in range(count)]
-    with owned():  # hoptrace's own sends: the instrumentation leaves them alone
+    with Owned():  # hoptrace's own sends: the instrumentation leaves them alone
         producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
         for index, (trace_id, span_id) in enumerate(parents):
             headers = [("traceparent", f"00-{trace_id}-{span_id}-01".encode())]
@@ -88,7 +88,7 @@ def feed(settings: Settings, topic: str, count: int, rewrite: Callable[[int, Hea
 
 def read_back(settings: Settings, topic: str, count: int) -> list[ConsumerRecord]:
     """The first COUNT records of TOPIC (partition 0), read without the instrumentation."""
-    with owned():
+    with Owned():
         consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False)
         consumer.assign([TopicPartition(topic, 0)])
         consumer.seek_to_beginning()

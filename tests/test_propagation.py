@@ -282,6 +282,30 @@ def test_ensure_job_keeps_a_running_job() -> None:
     assert (jobs.job_id(context), jobs.job_started_at(context)) == ("job-1", 1.5)
 
 
+@pytest.mark.parametrize("started", [None, "soon", "nan"])
+def test_job_of_keeps_the_job_and_the_other_members_and_starts_its_clock_when_missing(started: str | None) -> None:
+    context = baggage.set_baggage("tenant", "acme", baggage.set_baggage(BAGGAGE_JOB_ID, "job-1", Context()))
+    if started is not None:
+        context = baggage.set_baggage(BAGGAGE_JOB_STARTED_AT, started, context)
+    before = time.time()
+
+    made, job, new = jobs.job_of(context)
+
+    assert (job, new) == ("job-1", False)
+    assert dict(baggage.get_all(made)).keys() == {BAGGAGE_JOB_ID, "tenant", BAGGAGE_JOB_STARTED_AT}
+    assert baggage.get_baggage("tenant", made) == "acme"
+    started_at = jobs.job_started_at(made)
+    assert started_at is not None and before - 1e-6 <= started_at <= time.time() + 1e-6
+    assert baggage.get_all(context).get(BAGGAGE_JOB_STARTED_AT) == started  # the caller's context is left as it was
+
+
+def test_job_of_a_context_without_a_job_says_the_job_is_new() -> None:
+    made, job, new = jobs.job_of(baggage.set_baggage("tenant", "acme", Context()))
+
+    assert new and job == jobs.job_id(made) and re.fullmatch("[0-9a-f]{32}", job)
+    assert baggage.get_baggage("tenant", made) == "acme" and jobs.job_started_at(made) is not None
+
+
 @pytest.mark.parametrize(("value", "started_at"), [("1700000000.25", 1700000000.25), ("soon", None), ("", None), (None, None)])
 def test_job_started_at(value: str | None, started_at: float | None) -> None:
     context = Context() if value is None else baggage.set_baggage(BAGGAGE_JOB_STARTED_AT, value, Context())

@@ -27,7 +27,7 @@ from kafka.future import Future
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.carriers import kafka_pairs
 from hoptrace.pipeline.health import HealthFile
-from hoptrace.pipeline.messages import Delivery, owned
+from hoptrace.pipeline.messages import Delivery, Owned
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.stages import KafkaTransport
 from hoptrace.workers.handed_out import HandedOut, mark, read_mark
@@ -191,7 +191,7 @@ class KafkaStageWorker:
     def run(self) -> None:
         """Poll and process until ``stop()``; then commit and close the consumer."""
         try:
-            with owned():  # hoptrace's drop-in kafka-python instrumentation must not trace this loop again
+            with Owned():  # hoptrace's drop-in kafka-python instrumentation must not trace this loop again
                 self._poll_until_stopped()
         finally:
             self._commit()
