@@ -143,8 +143,8 @@ class JobLedgerMiddleware(Middleware):
 
     def after_publish(self, message: Outgoing) -> None:
         """A job's first message was accepted: the job started."""
-        if message.error is None and message.new_job is not None:
-            self._ledger.started(self._pipeline, message.new_job, time.time())
+        if message.error is None and message.starts_job:
+            self._ledger.started(self._pipeline, message.job_id, time.time())
 
     def after_message(self, message: Incoming) -> None:
         """Processed by a stage that forwards nowhere, or dead-lettered: the job reached its final outcome."""

@@ -135,16 +135,17 @@ class Outgoing:
     """The publish span, until the broker answered."""
     trace_id: int = 0
     """The trace the message belongs to; 0 when it was not traced."""
-    new_job: str | None = None
-    """The job's id when this publish started the job (its first message); None when it went on with one."""
     job_id: str = ""
-    """The job the message belongs to (from ``context``'s baggage when not given)."""
+    """The job the message belongs to (in ``context``'s baggage)."""
+    starts_job: bool = False
+    """Whether this publish started the job (its first message) rather than went on with one."""
     answer: Mapping[str, Any] = field(default_factory=dict)
     """What the broker told about the accepted message (partition, offset, message id)."""
     error: BaseException | None = None
     """Why the broker did not accept it; None when it did."""
 
-    def __post_init__(self) -> None:
-        """Read the job id from the context when the creator did not give it."""
-        if not self.job_id:
-            self.job_id = jobs.job_id(self.context) or ""
+    @classmethod
+    def published_in(cls, current: Context, stage: Stage, transport: Transport, payload: Payload, headers: dict[str, str]) -> Outgoing:
+        """A message published while CURRENT is the context: in CURRENT's job, or in a new job that it starts."""
+        context, job, new = jobs.job_of(current)
+        return cls(stage, transport, payload, headers, context, job_id=job, starts_job=new)

@@ -17,8 +17,6 @@ from hoptrace.producers.publisher import Done, Pending
 
 def kafka_headers(headers: Mapping[str, str]) -> KafkaHeaders:
     """A publisher's neutral HEADERS as kafka-python's list of ``(str, bytes)``, set one by one (a key appears once, in any case)."""
-    if len({key.lower() for key in headers}) == len(headers):  # the usual case: no key to replace
-        return [(key, value.encode("utf-8")) for key, value in headers.items()]
     carrier: KafkaHeaders = []
     for key, value in headers.items():
         KAFKA_SETTER.set(carrier, key, value)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from opentelemetry import context as otel_context
 from opentelemetry.trace import TracerProvider, format_trace_id
 
-from hoptrace.pipeline import jobs, propagation, semconv
+from hoptrace.pipeline import propagation, semconv
 from hoptrace.pipeline.carriers import DICT_SETTER
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
@@ -113,8 +113,7 @@ class PipelinePublisher:
             raise PublishFailed(errors, len(pending))
 
     def _send(self, stage: Stage, transport: Transport, payload: Payload, headers: dict[str, str]) -> Published:
-        context, job, new = jobs.job_of(otel_context.get_current())
-        message = Outgoing(stage, transport, payload, headers, context, new_job=job if new else None, job_id=job)
+        message = Outgoing.published_in(otel_context.get_current(), stage, transport, payload, headers)
         self._hooks.before_publish(message)
         sending = message.sending_context or message.context
         propagation.inject(message.headers, DICT_SETTER, sending)
@@ -141,4 +140,4 @@ class PipelinePublisher:
             otel_context.detach(token)
         if pending is not None:
             self._pending.__dict__.setdefault("items", []).append(pending)
-        return Published(format_trace_id(message.trace_id), job)
+        return Published(format_trace_id(message.trace_id), message.job_id)

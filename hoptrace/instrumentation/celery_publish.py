@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from hoptrace.instrumentation import dropin
-from hoptrace.pipeline import jobs, propagation, semconv
+from hoptrace.pipeline import propagation, semconv
 from hoptrace.pipeline.carriers import DICT_SETTER
 from hoptrace.pipeline.messages import Outgoing, is_owned
 from hoptrace.pipeline.stages import CeleryTransport
@@ -46,7 +46,7 @@ def before_publish(pipeline: str, sender: Any = None, headers: dict[str, Any] | 
     try:
         name, queue = str(sender), str(routing_key or "celery")
         stage = dropin.stage(name, CeleryTransport(queue, name))
-        message = Outgoing(stage, stage.transport, {}, {}, jobs.ensure_job(otel_context.get_current()))
+        message = Outgoing.published_in(otel_context.get_current(), stage, stage.transport, {}, {})
         dropin.hooks(pipeline).before_publish(message)
         propagation.inject(headers, DICT_SETTER, message.sending_context or message.context)
         message.answer = {semconv.MESSAGING_MESSAGE_ID: str(headers.get("id", ""))}

@@ -20,7 +20,7 @@ from opentelemetry import context as otel_context
 from hoptrace.instrumentation import dropin
 from hoptrace.instrumentation.kafka_guard import contained
 from hoptrace.instrumentation.kafka_records import PIPELINE_DEFAULT
-from hoptrace.pipeline import jobs, propagation, semconv
+from hoptrace.pipeline import propagation, semconv
 from hoptrace.pipeline.carriers import KAFKA_SETTER
 from hoptrace.pipeline.messages import Outgoing, is_owned
 from hoptrace.pipeline.stages import KafkaTransport
@@ -35,7 +35,7 @@ class _Publish:
     def __init__(self, topic: str, headers: Any) -> None:
         stage = dropin.stage(topic, KafkaTransport(topic, ""))
         self._hooks = dropin.hooks(dropin.pipeline_name(PIPELINE_DEFAULT))
-        self.message = Outgoing(stage, stage.transport, {}, {}, jobs.ensure_job(otel_context.get_current()))
+        self.message = Outgoing.published_in(otel_context.get_current(), stage, stage.transport, {}, {})
         self._hooks.before_publish(self.message)
         self.sending = self.message.sending_context or self.message.context
         self.headers = headers  # anything but a list (or None) is the caller's error, for kafka-python to report
