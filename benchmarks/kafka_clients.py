@@ -1,9 +1,10 @@
 """The measured Kafka client processes (run by ``benchmarks.kafka_hop``, one process per client and run).
 
 ``produce`` sends COUNT payloads of about 1 KB to a stage's topic and writes
-``{"first": epoch_s, "last_ack": epoch_s, "count": n, "cpu_s": s, "kafka_crc": ...}`` to a result
-file (``cpu_s``: the process's CPU time, every thread, from the first send to the last
-acknowledgement; ``kafka_crc``: the CRC kafka-python used, see ``benchmarks.crc``); every variant waits
+``{"first": epoch_s, "last_ack": epoch_s, "count": n, "cpu_s": s, "cpu_by_thread_s": {...}, "kafka_crc": ...}``
+to a result file (``cpu_s``: the process's CPU time, every thread, from the first send to the last
+acknowledgement; ``cpu_by_thread_s``: the same per Python thread, by name, and ``(native threads)``
+for the rest, e.g. gRPC's own; ``kafka_crc``: the CRC kafka-python used, see ``benchmarks.crc``); every variant waits
 for the broker's acknowledgements every CONFIRM_EVERY records (as ``hoptrace publish`` does):
 
 * ``none``: a plain ``KafkaProducer.send`` of the JSON bytes; no OpenTelemetry at all.
@@ -30,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +45,7 @@ from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartitio
 from benchmarks import crc
 from benchmarks.completion import wait_for_go
 from benchmarks.pipelines import payload
+from benchmarks.processes import thread_cpu_seconds
 from benchmarks.stock import stock_tracer_provider
 from hoptrace.loader import load_pipeline
 from hoptrace.pipeline.settings import Settings
@@ -97,15 +101,30 @@ def produce(tracing: str, spec: str, stage_name: str, count: int, confirm_every:
             shutdown()
 
     wait_for_go()
-    first, cpu = time.time(), time.process_time()
+    first, cpu, threads = time.time(), time.process_time(), _threads_cpu_s()
     for number in range(count):
         send(payload(number))
         if (number + 1) % confirm_every == 0:
             confirm()
     confirm()
     last, cpu = time.time(), time.process_time() - cpu
+    by_thread = {name: seconds - threads.get(name, 0.0) for name, seconds in _threads_cpu_s().items()}
+    by_thread["(native threads)"] = max(0.0, cpu - sum(by_thread.values()))
     close()
-    return {"first": first, "last_ack": last, "count": count, "cpu_s": cpu, "kafka_crc": crc.active()}
+    return {"first": first, "last_ack": last, "count": count, "cpu_s": cpu, "cpu_by_thread_s": by_thread, "kafka_crc": crc.active()}
+
+
+def _threads_cpu_s() -> dict[str, float]:
+    """CPU seconds used so far by each live Python thread of this process, by name (threads of one name summed)."""
+    found: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.native_id is None:
+            continue
+        try:
+            found[thread.name] = found.get(thread.name, 0.0) + thread_cpu_seconds(os.getpid(), thread.native_id)
+        except FileNotFoundError:  # ended meanwhile
+            continue
+    return found
 
 
 def consume(tracing: str, loop: str, spec: str, stage_name: str, count: int) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from benchmarks.discard import Collector, Collectors
 from benchmarks.harness import Run
 from benchmarks.modes import Mode
 from benchmarks.pipelines import KAFKA_SPEC, STAGE
-from benchmarks.processes import Child, cpu_seconds, peak_rss_kib, wait_until
+from benchmarks.processes import Child, cpu_seconds, peak_rss_kib, thread_cpu_seconds, wait_until
 from benchmarks.report import Scenario
 from benchmarks.schedule import Bracket, Rounds, interleaved
 from hoptrace.loader import load_pipeline
@@ -131,6 +131,10 @@ class HopResult:
     """CPU time of the consumer process (every thread) from the producer's start to the last handled record."""
     producer_cpu_s: float
     """CPU time of the producer process (every thread) from its first send to its last acknowledgement."""
+    consumer_main_cpu_s: float
+    """Of ``consumer_cpu_s``: its main thread's (the poll loop and, in hoptrace's worker, the handler's processing)."""
+    producer_cpu_by_thread_s: dict[str, float]
+    """Of ``producer_cpu_s``: per thread, by name (``MainThread`` sends; kafka-python's I/O thread runs the send callbacks)."""
     kafka_crc: str
     """The CRC implementation both clients reported (``benchmarks.crc.active``)."""
 
@@ -142,6 +146,14 @@ class HopResult:
     def cpu_us(self, role: str) -> float:
         """CPU µs per message of the ``consumer`` or ``producer`` process."""
         return float(getattr(self, f"{role}_cpu_s")) / self.messages * 1e6
+
+    def threads_cpu_us(self, role: str) -> dict[str, float]:
+        """CPU µs per message of each thread of the ``consumer`` (main and other threads) or ``producer`` (by name) process."""
+        if role == "consumer":
+            by_thread = {"MainThread": self.consumer_main_cpu_s, "(other threads)": self.consumer_cpu_s - self.consumer_main_cpu_s}
+        else:
+            by_thread = self.producer_cpu_by_thread_s
+        return {name: seconds / self.messages * 1e6 for name, seconds in by_thread.items()}
 
     def both_cpu_us(self) -> float:
         """CPU µs per message of the producer and consumer processes together."""
@@ -186,11 +198,12 @@ def run_hop(
         )
         children.append(producer)
         run.wait_assigned(group, 60, [consumer, producer])
-        cpu, consumer_cpu = time.process_time(), cpu_seconds(consumer.pid)
+        cpu, consumer_cpu, consumer_main_cpu = time.process_time(), cpu_seconds(consumer.pid), thread_cpu_seconds(consumer.pid, consumer.pid)
         go.touch()
         finished = wait_until(lambda: FileCompletion.read(done), timeout_s, f"{variant.key}: {messages} records handled", [consumer, producer])
         peak = peak_rss_kib(consumer.pid)
         collector_cpu, consumer_cpu = time.process_time() - cpu, cpu_seconds(consumer.pid) - consumer_cpu
+        consumer_main_cpu = thread_cpu_seconds(consumer.pid, consumer.pid) - consumer_main_cpu
         if variant.consumer == "hoptrace":
             consumer.terminate()  # a worker runs until stopped; let it flush while the producer closes
         producer.wait(60)
@@ -214,6 +227,8 @@ def run_hop(
         collector_cpu_s=collector_cpu,
         consumer_cpu_s=consumer_cpu,
         producer_cpu_s=sent["cpu_s"],
+        consumer_main_cpu_s=consumer_main_cpu,
+        producer_cpu_by_thread_s=sent["cpu_by_thread_s"],
         kafka_crc=finished["kafka_crc"],
     )
 
@@ -237,6 +252,13 @@ def _variants(mode: Mode, crc: CrcConfig) -> list[str]:
     """The variant keys measured against ``none`` with CRC (``none-iterate`` only when the mode asks for it)."""
     chosen = [variant.key for variant in VARIANTS[1:] if mode.kafka_iterate_reference or variant.key != "none-iterate"]
     return [key for key in chosen if crc is WITH_EXTENSION or key not in DEFAULT_CRC_ONLY]
+
+
+def _by_thread(results: list[HopResult], role: str) -> dict[str, list[float]]:
+    """The CPU µs per message of each of ROLE's threads, a value per run (0 in a run where the thread did not show)."""
+    per_run = [result.threads_cpu_us(role) for result in results]
+    names = sorted({name for threads in per_run for name in threads})
+    return {name: [threads.get(name, 0.0) for threads in per_run] for name in names}
 
 
 def _scenarios(crc: CrcConfig, rounds: Rounds[HopResult], messages: int) -> list[Scenario]:
@@ -279,8 +301,12 @@ def _scenarios(crc: CrcConfig, rounds: Rounds[HopResult], messages: int) -> list
             "µs",
             [result.cpu_us(role) for result in results[variant.key]],
             None if variant.key == "none" else f"none {role}",
-            f"user + system CPU of the whole {role} process (every thread: exporters, kafka-python's I/O threads) during the run, per message",
-            details={"paired_ratios": rounds.ratios(variant.key, lambda result, role=role: result.cpu_us(role))},
+            f"user + system CPU of the whole {role} process (every thread: exporters, kafka-python's I/O threads) during the run, per message"
+            " (per thread in the details)",
+            details={
+                "paired_ratios": rounds.ratios(variant.key, lambda result, role=role: result.cpu_us(role)),
+                "by_thread_us": _by_thread(results[variant.key], role),
+            },
         )
         for variant in measured
         for role in ROLES

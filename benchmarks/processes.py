@@ -2,8 +2,8 @@
 
 A ``Child`` runs in a session of its own (so stopping it can take its whole process group,
 Celery's prefork children included) and writes its output to a log file; ``wait_until`` polls
-for a condition while watching children for an early exit; ``peak_rss_kib`` and
-``cpu_seconds`` read /proc.
+for a condition while watching children for an early exit; ``peak_rss_kib``, ``cpu_seconds``
+and ``thread_cpu_seconds`` read /proc.
 """
 
 from __future__ import annotations
@@ -119,17 +119,26 @@ def peak_rss_kib(pid: int) -> int:
     raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")
 
 
+def _stat_cpu_seconds(stat_path: Path) -> float:
+    """User + system CPU seconds in a /proc ``stat`` file (of a process or of one of its threads)."""
+    stat = stat_path.read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def thread_cpu_seconds(pid: int, thread_id: int) -> float:
+    """User + system CPU seconds used so far by one thread (its native id: the main thread's is PID) of process PID."""
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/task/{thread_id}/stat"))
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds used so far by process PID and its live descendants (from /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     pending = [pid]
     while pending:
         current = pending.pop()
         try:
-            stat = Path(f"/proc/{current}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            total += _stat_cpu_seconds(Path(f"/proc/{current}/stat"))
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending.extend(int(child) for child in (task / "children").read_text().split())
         except (FileNotFoundError, ProcessLookupError, ValueError):
