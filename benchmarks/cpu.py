@@ -72,7 +72,7 @@ def _timed(call: Callable[[], object], iterations: int) -> tuple[float, float]:
 
 
 @dataclass
-class _Setup:
+class Prepared:
     """Telemetry of one sampler and the calls measured with it."""
 
     telemetry: Telemetry
@@ -80,7 +80,7 @@ class _Setup:
     calls: dict[str, Callable[[], object]]
 
 
-def _setup(sampler: str) -> _Setup:
+def prepare(sampler: str) -> Prepared:
     """hoptrace's telemetry with SAMPLER, publishers and processors on it (SDK spans, and spanless); the calls to time."""
     from kafka.consumer.fetcher import ConsumerRecord
     from opentelemetry import propagate, trace
@@ -145,12 +145,12 @@ def _setup(sampler: str) -> _Setup:
         allowlist = pipeline.baggage_allowlist
         calls["propagation"] = lambda: (propagation.extract(prepared.headers, allowlist), propagation.inject({}, DICT_SETTER, new_job))
         calls["handler"] = lambda: stage.handler(message, None)  # type: ignore[arg-type]
-    return _Setup(configured, exporter, calls)
+    return Prepared(configured, exporter, calls)
 
 
 def run_cases(iterations: int, repeats: int) -> dict[str, dict[str, Any]]:
     """Every case, sampled and not; the repeats of all cases interleave, so a drift of the machine hits them alike."""
-    setups = [_setup("always_on"), _setup("always_off")]
+    setups = [prepare("always_on"), prepare("always_off")]
     found: dict[str, dict[str, Any]] = {}
     for setup in setups:
         for case, call in setup.calls.items():

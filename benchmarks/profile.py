@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.profile [--calls N]`` runs each hop case of ``benchmarks.cpu`` (publish and
 consume, sampled and not, the same telemetry and prepared messages) under ``cProfile`` and adds up
-each function's own time by the component its file belongs to (``COMPONENTS``, first match wins).
+each function's own time by the component its module belongs to (``COMPONENTS``, first match wins).
 A built-in function (``len``, ``isinstance``, a lock) is charged to the components of its callers,
 in proportion to the calls each made. The profiler's overhead inflates small functions, so the
 shares matter here, not the µs: the ``cpu`` section of ``python -m benchmarks`` gives the µs.
@@ -84,7 +84,7 @@ def by_component(stats: pstats.Stats) -> dict[str, float]:
 
 def profile_case(case: str, calls: int) -> dict[str, float]:
     """Own time per component of CALLS calls of cpu CASE, after a warm-up."""
-    setup = cpu._setup("always_on" if case.endswith("-sampled") else "always_off")  # noqa: SLF001 - the cpu section's own set-up
+    setup = cpu.prepare("always_on" if case.endswith("-sampled") else "always_off")
     call = setup.calls[case]
     for _ in range(cpu.WARM_UP_CALLS):
         call()
