@@ -40,12 +40,12 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.discard import DiscardMetricExporter, DiscardSpanExporter
+from benchmarks.discard import DiscardMetricExporter, DiscardSender, DiscardSpanExporter
 from benchmarks.harness import Run
 from benchmarks.modes import Mode
 from benchmarks.pipelines import payload
@@ -90,20 +90,11 @@ def prepare(sampler: str) -> Prepared:
     from hoptrace.pipeline import jobs, propagation, telemetry
     from hoptrace.pipeline.carriers import DICT_SETTER
     from hoptrace.pipeline.instruments import Instruments
-    from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage, Transport
+    from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
     from hoptrace.producers.kafka import kafka_headers
-    from hoptrace.producers.publisher import Done, PipelinePublisher
+    from hoptrace.producers.publisher import PipelinePublisher
     from hoptrace.workers.kafka import delivery
     from hoptrace.workers.processing import StageProcessor
-
-    class NullSender:
-        """A Sender whose broker accepts everything at once; keeps the last headers."""
-
-        headers: Mapping[str, str] = {}
-
-        def send(self, transport: Transport, message: Any, headers: Mapping[str, str], done: Done) -> None:
-            self.headers = headers
-            done({}, None)
 
     os.environ.update({"OTEL_TRACES_SAMPLER": sampler, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"})
     exporter = DiscardSpanExporter()
@@ -114,7 +105,7 @@ def prepare(sampler: str) -> Prepared:
     stage = Stage("hop", KafkaTransport("bench.cpu", "bench-cpu"), _trivial)
     pipeline.add(stage)
     instruments = Instruments.of(configured.meter_provider)
-    sender = NullSender()
+    sender = DiscardSender()
     sampled = sampler == "always_on"
     spanless = SpanlessTracerProvider(sampled)
     publisher = PipelinePublisher(pipeline, {"kafka": sender}, configured.tracer_provider, instruments)

@@ -8,13 +8,14 @@
   collector); exporters wait for their timeout.
 * ``DiscardSpanExporter`` / ``DiscardMetricExporter``: in-process exporters that drop what they
   get, for the CPU measurements.
+* ``DiscardSender``: a publisher's ``Sender`` whose broker accepts every message at once.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from hoptrace.producers.publisher import Done
 from hoptrace.view.receiver import OtlpReceiver
 
 LOOPBACK = "127.0.0.1"
@@ -138,6 +140,17 @@ class SilentEndpoint:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         """Close."""
         self.close()
+
+
+class DiscardSender:
+    """A ``Sender`` whose broker accepts everything at once; keeps the last headers it was given."""
+
+    headers: Mapping[str, str] = {}
+
+    def send(self, transport: object, message: object, headers: Mapping[str, str], done: Done) -> None:
+        """Accept MESSAGE: DONE hears it at once, with no broker attributes."""
+        self.headers = headers
+        done({}, None)
 
 
 class DiscardSpanExporter(SpanExporter):

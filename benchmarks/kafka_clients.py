@@ -4,14 +4,18 @@
 ``{"first": epoch_s, "last_ack": epoch_s, "count": n, "cpu_s": s, "cpu_by_thread_s": {...}, "kafka_crc": ...}``
 to a result file (``cpu_s``: the process's CPU time, every thread, from the first send to the last
 acknowledgement; ``cpu_by_thread_s``: the same per Python thread, by name, and ``(native threads)``
-for the rest, e.g. gRPC's own; ``kafka_crc``: the CRC kafka-python used, see ``benchmarks.crc``); every variant waits
+for the rest, e.g. gRPC's own; ``kafka_crc``: the CRC kafka-python used, see ``benchmarks.crc``; and for
+``hoptrace``, ``quiet_publish_cpu_us``: see below); every variant waits
 for the broker's acknowledgements every CONFIRM_EVERY records (as ``hoptrace publish`` does):
 
 * ``none``: a plain ``KafkaProducer.send`` of the JSON bytes; no OpenTelemetry at all.
 * ``stock``: the same, with the stock ``KafkaInstrumentor`` (a PRODUCER span per send, exported
   in batches over OTLP gRPC; tracing only).
 * ``hoptrace``: ``Runtime.publisher`` (``PipelinePublisher`` + ``KafkaSender``), with telemetry
-  configured from ``OTEL_*`` exactly as ``hoptrace publish`` does.
+  configured from ``OTEL_*`` exactly as ``hoptrace publish`` does. After the measured run it
+  times QUIET_PUBLISHES more publishes with the same middleware through a ``DiscardSender``
+  (``quiet_publish_cpu_us``: main-thread CPU µs per publish): hoptrace's publish alone, with no
+  live client around it, to hold against what the ``MainThread`` spent beyond ``none``'s.
 
 The first send waits for the start signal (``BENCH_GO``, see ``benchmarks.completion``).
 
@@ -44,6 +48,7 @@ from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartitio
 
 from benchmarks import crc
 from benchmarks.completion import wait_for_go
+from benchmarks.discard import DiscardSender
 from benchmarks.pipelines import payload
 from benchmarks.processes import thread_cpu_seconds
 from benchmarks.stock import stock_tracer_provider
@@ -52,6 +57,7 @@ from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
 
 ITERATE_COMMIT_EVERY = 500
+QUIET_PUBLISHES = 2000
 
 
 def _stage(spec: str, name: str, settings: Settings) -> tuple[Pipeline, Stage, KafkaTransport]:
@@ -74,7 +80,9 @@ def produce(tracing: str, spec: str, stage_name: str, count: int, confirm_every:
     """Send COUNT payloads to the stage's topic as TRACING says; the first send and last acknowledgement times."""
     settings = Settings()
     pipeline, stage, transport = _stage(spec, stage_name, settings)
+    quiet: Callable[[], float] | None = None
     if tracing == "hoptrace":
+        from hoptrace.producers.publisher import PipelinePublisher
         from hoptrace.runtime import Runtime, celery_app
 
         runtime = Runtime(pipeline, settings, "publisher", celery_app(pipeline, settings))
@@ -82,6 +90,7 @@ def produce(tracing: str, spec: str, stage_name: str, count: int, confirm_every:
         send: Callable[[dict[str, Any]], object] = lambda message: publisher.publish(stage, message)  # noqa: E731
         confirm: Callable[[], None] = lambda: publisher.confirm(30.0)  # noqa: E731
         close: Callable[[], None] = runtime.shutdown
+        quiet = lambda: _publish_cpu_us(PipelinePublisher(pipeline, {"kafka": DiscardSender()}, middleware=runtime.middleware), stage)  # noqa: E731
     else:
         shutdown = _instrument_stock("bench-kafka-producer") if tracing == "stock" else (lambda: None)
         producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, client_id=f"hoptrace-{pipeline.name}")
@@ -110,8 +119,19 @@ def produce(tracing: str, spec: str, stage_name: str, count: int, confirm_every:
     last, cpu = time.time(), time.process_time() - cpu
     by_thread = {name: seconds - threads.get(name, 0.0) for name, seconds in _threads_cpu_s().items()}
     by_thread["(native threads)"] = max(0.0, cpu - sum(by_thread.values()))
+    result = {"first": first, "last_ack": last, "count": count, "cpu_s": cpu, "cpu_by_thread_s": by_thread, "kafka_crc": crc.active()}
+    if quiet is not None:
+        result["quiet_publish_cpu_us"] = quiet()
     close()
-    return {"first": first, "last_ack": last, "count": count, "cpu_s": cpu, "cpu_by_thread_s": by_thread, "kafka_crc": crc.active()}
+    return result
+
+
+def _publish_cpu_us(publisher: Any, stage: Stage) -> float:
+    """Main-thread CPU µs per publish of QUIET_PUBLISHES payloads through PUBLISHER."""
+    began = time.thread_time()
+    for number in range(QUIET_PUBLISHES):
+        publisher.publish(stage, payload(number))
+    return (time.thread_time() - began) / QUIET_PUBLISHES * 1e6
 
 
 def _threads_cpu_s() -> dict[str, float]:

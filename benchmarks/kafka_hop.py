@@ -135,6 +135,8 @@ class HopResult:
     """Of ``consumer_cpu_s``: its main thread's (the poll loop and, in hoptrace's worker, the handler's processing)."""
     producer_cpu_by_thread_s: dict[str, float]
     """Of ``producer_cpu_s``: per thread, by name (``MainThread`` sends; kafka-python's I/O thread runs the send callbacks)."""
+    quiet_publish_cpu_us: float | None
+    """hoptrace's producer only: main-thread CPU µs per publish through a discarding sender, after the run (``kafka_clients``)."""
     kafka_crc: str
     """The CRC implementation both clients reported (``benchmarks.crc.active``)."""
 
@@ -229,6 +231,7 @@ def run_hop(
         producer_cpu_s=sent["cpu_s"],
         consumer_main_cpu_s=consumer_main_cpu,
         producer_cpu_by_thread_s=sent["cpu_by_thread_s"],
+        quiet_publish_cpu_us=sent.get("quiet_publish_cpu_us"),
         kafka_crc=finished["kafka_crc"],
     )
 
@@ -259,6 +262,12 @@ def _by_thread(results: list[HopResult], role: str) -> dict[str, list[float]]:
     per_run = [result.threads_cpu_us(role) for result in results]
     names = sorted({name for threads in per_run for name in threads})
     return {name: [threads.get(name, 0.0) for threads in per_run] for name in names}
+
+
+def _quiet_publish(results: list[HopResult], role: str) -> dict[str, list[float | None]]:
+    """For a hoptrace producer, its CPU µs per publish through a discarding sender, a value per run (``kafka_clients``)."""
+    quiet = [result.quiet_publish_cpu_us for result in results]
+    return {"quiet_publish_us": quiet} if role == "producer" and any(value is not None for value in quiet) else {}
 
 
 def _scenarios(crc: CrcConfig, rounds: Rounds[HopResult], messages: int) -> list[Scenario]:
@@ -306,6 +315,7 @@ def _scenarios(crc: CrcConfig, rounds: Rounds[HopResult], messages: int) -> list
             details={
                 "paired_ratios": rounds.ratios(variant.key, lambda result, role=role: result.cpu_us(role)),
                 "by_thread_us": _by_thread(results[variant.key], role),
+                **_quiet_publish(results[variant.key], role),
             },
         )
         for variant in measured
