@@ -13,7 +13,7 @@ for the broker's acknowledgements every CONFIRM_EVERY records (as ``hoptrace pub
   in batches over OTLP gRPC; tracing only).
 * ``hoptrace``: ``Runtime.publisher`` (``PipelinePublisher`` + ``KafkaSender``), with telemetry
   configured from ``OTEL_*`` exactly as ``hoptrace publish`` does. After the measured run it
-  times QUIET_PUBLISHES more publishes with the same middleware through a ``DiscardSender``
+  times QUIET_PUBLISHES more publishes with the same middleware, one ``DiscardSender`` per system
   (``quiet_publish_cpu_us``: main-thread CPU µs per publish): hoptrace's publish alone, with no
   live client around it, to hold against what the ``MainThread`` spent beyond ``none``'s.
 
@@ -90,7 +90,8 @@ def produce(tracing: str, spec: str, stage_name: str, count: int, confirm_every:
         send: Callable[[dict[str, Any]], object] = lambda message: publisher.publish(stage, message)  # noqa: E731
         confirm: Callable[[], None] = lambda: publisher.confirm(30.0)  # noqa: E731
         close: Callable[[], None] = runtime.shutdown
-        quiet = lambda: _publish_cpu_us(PipelinePublisher(pipeline, {"kafka": DiscardSender()}, middleware=runtime.middleware), stage)  # noqa: E731
+        discarding = {each.transport.system: DiscardSender() for each in pipeline}
+        quiet = lambda: _publish_cpu_us(PipelinePublisher(pipeline, discarding, middleware=runtime.middleware), stage)  # noqa: E731
     else:
         shutdown = _instrument_stock("bench-kafka-producer") if tracing == "stock" else (lambda: None)
         producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, client_id=f"hoptrace-{pipeline.name}")
