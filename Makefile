@@ -26,7 +26,7 @@ test: setup  ## the whole test suite, against real Kafka and Redis started by th
 faults: setup  ## the fault suite on its own Redis (6390) and Kafka (9192): kills, restarts, partitions (~8 min)
 	$(BIN)/python -m pytest tests/faults -q
 
-bench: setup  ## what hoptrace costs per message, full mode (about 16 min on 2 cores)
+bench: setup  ## what hoptrace costs per message, full mode (20-40 min on 2 cores)
 	$(BIN)/python -m benchmarks
 
 bench-quick: setup  ## the same, small sizes (about 3 minutes)
