@@ -7,6 +7,7 @@ Also: hoptrace processes of a test, and loopback ports where nothing, or nothing
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -163,11 +164,18 @@ def run_hoptrace(env: dict[str, str], *args: str, timeout: float = 120) -> subpr
     return result
 
 
+def free_ports(count: int) -> list[int]:
+    """COUNT different loopback ports nothing listens on, all bound at once while chosen (one at a time, the same port can come back)."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (connections to it are refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
 
 
 class SilentEndpoint:

@@ -36,7 +36,7 @@ from hoptrace.view.jaeger import JaegerError, JaegerQuery
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.prometheus import PrometheusError, PrometheusQuery
 from hoptrace.view.prometheus_stages import PrometheusStages
-from tests.conftest import delete_namespace, free_port, run_hoptrace
+from tests.conftest import delete_namespace, free_port, free_ports, run_hoptrace
 from tests.processes import running
 from tests.traces import PublishedJob, published_jobs, wait_for, wait_for_outbox
 
@@ -57,6 +57,12 @@ ADDRESSES = (
     "HOPTRACE_JAEGER_QUERY_GRPC",
     "HOPTRACE_PROMETHEUS",
 )
+
+
+def _addresses() -> dict[str, str]:
+    """Every address variable of the stack, each on a loopback port of its own that nothing listens on."""
+    return {variable: f"127.0.0.1:{port}" for variable, port in zip(ADDRESSES, free_ports(len(ADDRESSES)), strict=True)}
+
 
 PLAIN, FLAKY, FAILING = 24, 3, 2
 MESSAGES = PLAIN + FLAKY + FAILING + 1  # and the one with a broken traceparent
@@ -147,7 +153,7 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     (state / "observability" / "bin").symlink_to(binaries.resolve(), target_is_directory=True)
     env = {
         "HOPTRACE_STATE_DIR": str(state),
-        **{variable: f"127.0.0.1:{free_port()}" for variable in ADDRESSES},
+        **_addresses(),
         "HOPTRACE_PROMETHEUS_SCRAPE_INTERVAL": "1s",
         "HOPTRACE_SPANMETRICS_FLUSH_INTERVAL": "1s",
     }
@@ -271,7 +277,7 @@ def test_services_status_reports_the_stack(stack: Stack) -> None:
 
 
 def test_services_status_says_when_the_stack_is_down(tmp_path: Path) -> None:
-    env = {"HOPTRACE_STATE_DIR": str(tmp_path), "COLUMNS": "250", **{variable: f"127.0.0.1:{free_port()}" for variable in ADDRESSES}}
+    env = {"HOPTRACE_STATE_DIR": str(tmp_path), "COLUMNS": "250", **_addresses()}
     result = _hoptrace(env, "services", "status", "observability")
     assert result.returncode == 1
     assert [line.split()[1] for line in result.stdout.splitlines() if " down " in line] == ["collector", "jaeger", "prometheus"]
