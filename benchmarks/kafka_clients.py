@@ -12,10 +12,11 @@ for the broker's acknowledgements every CONFIRM_EVERY records (as ``hoptrace pub
 * ``stock``: the same, with the stock ``KafkaInstrumentor`` (a PRODUCER span per send, exported
   in batches over OTLP gRPC; tracing only).
 * ``hoptrace``: ``Runtime.publisher`` (``PipelinePublisher`` + ``KafkaSender``), with telemetry
-  configured from ``OTEL_*`` exactly as ``hoptrace publish`` does. After the measured run it
-  times QUIET_PUBLISHES more publishes with the same middleware, one ``DiscardSender`` per system
-  (``quiet_publish_cpu_us``: main-thread CPU µs per publish): hoptrace's publish alone, with no
-  live client around it, to hold against what the ``MainThread`` spent beyond ``none``'s.
+  configured from ``OTEL_*`` exactly as ``hoptrace publish`` does. With ``--quiet-publishes N``
+  (the Kafka hop section's), after the measured run it times N more publishes with the same
+  middleware, one ``DiscardSender`` per system (``quiet_publish_cpu_us``: main-thread CPU µs per
+  publish): hoptrace's publish alone, with no live client around it, to hold against what the
+  ``MainThread`` spent beyond ``none``'s.
 
 The first send waits for the start signal (``BENCH_GO``, see ``benchmarks.completion``).
 
@@ -55,9 +56,9 @@ from benchmarks.stock import stock_tracer_provider
 from hoptrace.loader import load_pipeline
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
+from hoptrace.producers.publisher import PipelinePublisher
 
 ITERATE_COMMIT_EVERY = 500
-QUIET_PUBLISHES = 2000
 
 
 def _stage(spec: str, name: str, settings: Settings) -> tuple[Pipeline, Stage, KafkaTransport]:
@@ -76,13 +77,15 @@ def _instrument_stock(service_name: str) -> Callable[[], None]:
     return provider.shutdown
 
 
-def produce(tracing: str, spec: str, stage_name: str, count: int, confirm_every: int) -> dict[str, Any]:
-    """Send COUNT payloads to the stage's topic as TRACING says; the first send and last acknowledgement times."""
+def produce(tracing: str, spec: str, stage_name: str, count: int, confirm_every: int, quiet_publishes: int = 0) -> dict[str, Any]:
+    """Send COUNT payloads to the stage's topic as TRACING says; the first send and last acknowledgement times.
+
+    With QUIET_PUBLISHES, hoptrace's producer then times that many publishes through discarding senders.
+    """
     settings = Settings()
     pipeline, stage, transport = _stage(spec, stage_name, settings)
     quiet: Callable[[], float] | None = None
     if tracing == "hoptrace":
-        from hoptrace.producers.publisher import PipelinePublisher
         from hoptrace.runtime import Runtime, celery_app
 
         runtime = Runtime(pipeline, settings, "publisher", celery_app(pipeline, settings))
@@ -90,8 +93,10 @@ def produce(tracing: str, spec: str, stage_name: str, count: int, confirm_every:
         send: Callable[[dict[str, Any]], object] = lambda message: publisher.publish(stage, message)  # noqa: E731
         confirm: Callable[[], None] = lambda: publisher.confirm(30.0)  # noqa: E731
         close: Callable[[], None] = runtime.shutdown
-        discarding = {each.transport.system: DiscardSender() for each in pipeline}
-        quiet = lambda: _publish_cpu_us(PipelinePublisher(pipeline, discarding, middleware=runtime.middleware), stage)  # noqa: E731
+        if quiet_publishes:
+            discarding = {each.transport.system: DiscardSender() for each in pipeline}
+            quiet_publisher = PipelinePublisher(pipeline, discarding, middleware=runtime.middleware)
+            quiet = lambda: _publish_cpu_us(quiet_publisher, stage, quiet_publishes)  # noqa: E731
     else:
         shutdown = _instrument_stock("bench-kafka-producer") if tracing == "stock" else (lambda: None)
         producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, client_id=f"hoptrace-{pipeline.name}")
@@ -127,12 +132,12 @@ def produce(tracing: str, spec: str, stage_name: str, count: int, confirm_every:
     return result
 
 
-def _publish_cpu_us(publisher: Any, stage: Stage) -> float:
-    """Main-thread CPU µs per publish of QUIET_PUBLISHES payloads through PUBLISHER."""
+def _publish_cpu_us(publisher: PipelinePublisher, stage: Stage, count: int) -> float:
+    """Main-thread CPU µs per publish of COUNT payloads to STAGE through PUBLISHER."""
     began = time.thread_time()
-    for number in range(QUIET_PUBLISHES):
+    for number in range(count):
         publisher.publish(stage, payload(number))
-    return (time.thread_time() - began) / QUIET_PUBLISHES * 1e6
+    return (time.thread_time() - began) / count * 1e6
 
 
 def _threads_cpu_s() -> dict[str, float]:
@@ -210,11 +215,12 @@ def main() -> None:
     parser.add_argument("--stage", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--confirm-every", type=int, default=500)
+    parser.add_argument("--quiet-publishes", type=int, default=0, help="hoptrace only: publishes timed through discarding senders after the run")
     parser.add_argument("--result", type=Path, required=True)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)
     if args.role == "produce":
-        result = produce(args.tracing, args.spec, args.stage, args.count, args.confirm_every)
+        result = produce(args.tracing, args.spec, args.stage, args.count, args.confirm_every, args.quiet_publishes)
     else:
         result = consume(args.tracing, args.loop, args.spec, args.stage, args.count)
     args.result.write_text(json.dumps(result))

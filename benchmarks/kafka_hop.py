@@ -55,6 +55,8 @@ from hoptrace.pipeline.stages import KafkaTransport
 SECTION = "kafka"
 CPU_SECTION = "kafka-cpu"
 WARM_UP_MESSAGES = 5000
+QUIET_PUBLISHES = 2000
+"""Publishes hoptrace's producer times through discarding senders after each run (``quiet_publish_us``)."""
 
 
 @dataclass(frozen=True)
@@ -170,10 +172,10 @@ def _consumer_args(variant: KafkaVariant, messages: int, result: str) -> list[st
     return [*client, "--spec", KAFKA_SPEC, "--stage", STAGE, "--count", str(messages), "--result", result]
 
 
-def producer_args(tracing: str, spec: str, stage: str, messages: int, confirm_every: int, result: str) -> list[str]:
+def producer_args(tracing: str, spec: str, stage: str, messages: int, confirm_every: int, result: str, quiet_publishes: int = 0) -> list[str]:
     """The command line of a producer process (``benchmarks.kafka_clients produce``)."""
     client = ["python", "-m", "benchmarks.kafka_clients", "produce", "--tracing", tracing, "--spec", spec, "--stage", stage]
-    return [*client, "--count", str(messages), "--confirm-every", str(confirm_every), "--result", result]
+    return [*client, "--count", str(messages), "--confirm-every", str(confirm_every), "--quiet-publishes", str(quiet_publishes), "--result", result]
 
 
 def run_hop(
@@ -196,7 +198,9 @@ def run_hop(
         consumer = run.start(f"{label}-{variant.key}-consumer", _consumer_args(variant, messages, str(run.file(f"{label}.consumed.json"))), env)
         children.append(consumer)
         producer = run.start(
-            f"{label}-{variant.key}-producer", producer_args(variant.producer, KAFKA_SPEC, STAGE, messages, confirm_every, str(produced)), env
+            f"{label}-{variant.key}-producer",
+            producer_args(variant.producer, KAFKA_SPEC, STAGE, messages, confirm_every, str(produced), QUIET_PUBLISHES),
+            env,
         )
         children.append(producer)
         run.wait_assigned(group, 60, [consumer, producer])
