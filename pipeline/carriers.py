@@ -84,7 +84,17 @@ class DictHeadersSetter(Setter[MutableMapping[str, Any]]):
         carrier[key] = value
 
 
+class FreshDictSetter(Setter[MutableMapping[str, Any]]):
+    """Sets a header in a dict of headers that holds no propagation key in any letter case (a publisher's own, already cleaned)."""
+
+    def set(self, carrier: MutableMapping[str, Any], key: str, value: str) -> None:
+        """Set KEY in CARRIER to VALUE (nothing to replace: the dict has no other copy of it)."""
+        carrier[key] = value
+
+
 KAFKA_SETTER = KafkaHeadersSetter()
 """The setter for kafka-python header lists."""
 DICT_SETTER = DictHeadersSetter()
-"""The setter for header dicts (Celery messages, a publisher's neutral headers)."""
+"""The setter for header dicts (Celery messages)."""
+FRESH_DICT_SETTER = FreshDictSetter()
+"""The setter for a publisher's neutral headers, from which every propagation key was removed first."""

@@ -7,9 +7,10 @@ import random
 import time
 
 from opentelemetry import baggage
-from opentelemetry.baggage import _BAGGAGE_KEY  # one write of both members instead of two copies of the baggage
-from opentelemetry.context import Context, set_value
+from opentelemetry.baggage import _BAGGAGE_KEY  # read without a mapping proxy around it: the publisher reads it for every message
+from opentelemetry.context import Context
 
+from hoptrace.pipeline import w3c
 from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT
 
 
@@ -36,17 +37,17 @@ def job_of(context: Context) -> tuple[Context, str, bool]:
     The baggage is read once and, when something is missing, written once: the publisher calls
     this for every message.
     """
-    members = baggage.get_all(context)
+    members = context.get(_BAGGAGE_KEY) or {}
     job, started = members.get(BAGGAGE_JOB_ID), members.get(BAGGAGE_JOB_STARTED_AT)
     if job is not None and started is not None and parse_epoch_seconds(str(started)) is not None:
         return context, str(job), False
-    added: dict[str, object] = {}
+    added: dict[str, str] = {}
     if job is None:
         # Not uuid4: os.urandom releases the GIL, and behind a busy producer thread getting it back
         # took milliseconds (measured in the benchmarks). A job id needs uniqueness, not secrecy.
         job = added[BAGGAGE_JOB_ID] = f"{random.getrandbits(128):032x}"
     added[BAGGAGE_JOB_STARTED_AT] = f"{time.time():.6f}"
-    return set_value(_BAGGAGE_KEY, {**members, **added}, context), str(job), BAGGAGE_JOB_ID in added
+    return w3c.with_members(context, added), str(job), BAGGAGE_JOB_ID in added
 
 
 def job_id(context: Context | None = None) -> str | None:

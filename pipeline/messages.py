@@ -56,7 +56,7 @@ class Outcome(str, Enum):
     """Given up without a dead letter: the broker's or framework's own failure handling took it (drop-in Celery tasks)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Delivery:
     """One message as a worker took it from its transport."""
 
@@ -71,16 +71,22 @@ class Delivery:
     """The transport handed this message to a consumer before (Celery's ``redelivered`` flag, a Kafka offset this group was given)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Incoming:
     """A delivery being processed: filled in by the processor and the middleware, attempt after attempt."""
 
     stage: Stage
     delivery: Delivery
-    received_at: float = field(default_factory=time.time)
+    context: Context
+    """What the message brought: its parent span and baggage, with its job (``receiving.receive``)."""
+    job_id: str
+    """The job the message belongs to (from its baggage, or started when it came without one)."""
+    parent: SpanContext | None = None
+    """The valid span it was published in (the parent span in ``context``); None when it starts a trace."""
+    job_started_at: float | None = None
+    """When the job began (epoch seconds), from its baggage; None when that was missing or broken."""
+    received_at: float = 0.0
     """Epoch seconds when the worker took it."""
-    context: Context = field(default_factory=Context)
-    """What the message brought: its parent span and baggage (the tracing middleware extracts it)."""
     sent_at: float | None = None
     """When it was published (epoch seconds), from its headers."""
     fallbacks: tuple[str, ...] = ()
@@ -94,7 +100,7 @@ class Incoming:
     attempt_started: float = 0.0
     """``time.perf_counter()`` at the start of the attempt."""
     span: Span | None = None
-    """The attempt's process span, while it is open."""
+    """The last attempt's process span (a ``NonRecordingSpan`` when not sampled); ended once the attempt is over."""
     error: Exception | None = None
     """Why the last attempt failed; None when it succeeded."""
     retry_after_s: float | None = None
@@ -105,17 +111,12 @@ class Incoming:
     """Set by the processor once the message is processed or dead-lettered; None while it is not (or could not be parked)."""
 
     @property
-    def job_id(self) -> str | None:
-        """The job the message belongs to (from its baggage)."""
-        return jobs.job_id(self.context)
-
-    @property
     def will_retry(self) -> bool:
         """Whether the last attempt failed and another follows."""
         return self.error is not None and self.retry_after_s is not None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Outgoing:
     """A message being published: filled in by the publisher and the middleware, until the broker answered."""
 
@@ -130,9 +131,10 @@ class Outgoing:
     """The context it is published in, with its job in the baggage."""
     sending_context: Context | None = None
     """``context`` with the publish span, current while the sender runs (set by the tracing middleware)."""
-    started: float = field(default_factory=time.perf_counter)
+    started: float = 0.0
+    """``time.perf_counter()`` when it was handed to the publisher."""
     span: Span | None = None
-    """The publish span, until the broker answered."""
+    """The publish span (a ``NonRecordingSpan`` when not sampled); ended once the broker answered."""
     trace_id: int = 0
     """The trace the message belongs to; 0 when it was not traced."""
     job_id: str = ""
@@ -148,4 +150,4 @@ class Outgoing:
     def published_in(cls, current: Context, stage: Stage, transport: Transport, payload: Payload, headers: dict[str, str]) -> Outgoing:
         """A message published while CURRENT is the context: in CURRENT's job, or in a new job that it starts."""
         context, job, new = jobs.job_of(current)
-        return cls(stage, transport, payload, headers, context, job_id=job, starts_job=new)
+        return cls(stage, transport, payload, headers, context, started=time.perf_counter(), job_id=job, starts_job=new)

@@ -17,12 +17,13 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
-from opentelemetry import propagate, trace
+from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context, get_current
 from opentelemetry.propagators.textmap import CarrierT, Setter, TextMapPropagator
+from opentelemetry.trace import SpanContext
 
 from hoptrace.pipeline import w3c
 from hoptrace.pipeline.jobs import parse_epoch_seconds
@@ -37,7 +38,7 @@ MAX_BAGGAGE_MEMBERS = 180
 ALWAYS_ALLOWED = (BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Extracted:
     """What incoming headers gave: the parent context, the publish time, what had to be dropped."""
 
@@ -46,21 +47,27 @@ class Extracted:
     fallbacks: tuple[str, ...]
     """Reasons a header was ignored (``non_utf8``, ``none_value``, ``not_text``, ``duplicate``, ``oversized``,
     ``malformed_traceparent``, ``malformed_sent_at``, ``baggage_not_allowed``, ``too_many_baggage_members``)."""
+    parent: SpanContext | None = None
+    """The valid parent span in ``context``; None when there is none (a new trace starts)."""
+    baggage: Mapping[str, object] = field(default_factory=dict)
+    """The baggage members in ``context``."""
 
     @property
     def is_root(self) -> bool:
         """True when no valid parent span came with the message (a new trace starts)."""
-        return not trace.get_current_span(self.context).get_span_context().is_valid
+        return self.parent is None
+
+
+_fields: tuple[TextMapPropagator | None, frozenset[str]] = (None, frozenset())
 
 
 def fields() -> frozenset[str]:
     """The header keys hoptrace reads and writes: the global propagator's fields and the publish time."""
-    return _fields_of(propagate.get_global_textmap())
-
-
-@functools.lru_cache(maxsize=8)
-def _fields_of(textmap: TextMapPropagator) -> frozenset[str]:
-    return frozenset(textmap.fields) | {HEADER_SENT_AT}
+    global _fields
+    textmap = propagate.get_global_textmap()
+    if _fields[0] is not textmap:  # asked for every message: remembered for the propagator in place
+        _fields = (textmap, frozenset(textmap.fields) | {HEADER_SENT_AT})
+    return _fields[1]
 
 
 @functools.lru_cache(maxsize=64)
@@ -111,8 +118,12 @@ def _clean(pairs: Iterable[tuple[object, object]], fallbacks: list[str]) -> dict
     found: dict[str, str] = {}
     duplicated: set[str] = set()
     for raw_key, raw_value in pairs:
-        key = (raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else str(raw_key)).lower()
-        if key not in wanted or (value := _text(raw_value, fallbacks)) is None:
+        key = raw_key if type(raw_key) is str and raw_key in wanted else _key(raw_key)  # a getter's pairs: lower-case str already
+        if key not in wanted:
+            continue
+        if type(raw_value) is bytes and len(raw_value) <= MAX_HEADER_BYTES and raw_value.isascii():
+            value: str | None = raw_value.decode("ascii")  # the usual Kafka header: nothing more to check
+        elif (value := _text(raw_value, fallbacks)) is None:
             continue
         if key in found and found[key] != value:
             duplicated.add(key)
@@ -123,15 +134,38 @@ def _clean(pairs: Iterable[tuple[object, object]], fallbacks: list[str]) -> dict
     return found
 
 
+def _key(raw_key: object) -> str:
+    """A header key as lower-case text."""
+    return (raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else str(raw_key)).lower()
+
+
 def _stored_key(raw_key: str) -> str:
     """A raw baggage key as the propagator will store it: trimmed, then percent-decoded (so "ab%63" cannot pass "*3" as "abc")."""
     return w3c.decode(raw_key.strip(" \t"))
 
 
-@functools.lru_cache(maxsize=4096)
+_allowed: dict[tuple[str, ...], dict[str, bool]] = {}
+"""Per allowlist, the raw baggage keys already judged (a pipeline's messages carry the same few keys)."""
+MAX_JUDGED_KEYS = 4096
+"""Raw keys remembered per allowlist; emptied when full (keys come from untrusted headers)."""
+
+
+def _judged(allowlist: tuple[str, ...]) -> dict[str, bool]:
+    found = _allowed.get(allowlist)
+    if found is None:
+        found = _allowed[allowlist] = {}
+    elif len(found) >= MAX_JUDGED_KEYS:
+        found.clear()
+    return found
+
+
 def _is_allowed(raw_key: str, allowlist: tuple[str, ...]) -> bool:
-    """Whether baggage members with RAW_KEY are kept (remembered: a pipeline's messages carry the same few keys)."""
-    return _allowed_keys(allowlist).match(_stored_key(raw_key)) is not None
+    """Whether baggage members with RAW_KEY are kept."""
+    judged = _judged(allowlist)
+    found = judged.get(raw_key)
+    if found is None:
+        found = judged[raw_key] = _allowed_keys(allowlist).match(_stored_key(raw_key)) is not None
+    return found
 
 
 def _allowed_baggage(header: str, allowlist: tuple[str, ...], fallbacks: list[str]) -> str:
@@ -140,7 +174,15 @@ def _allowed_baggage(header: str, allowlist: tuple[str, ...], fallbacks: list[st
     Filtering the raw header before the propagator parses it keeps a flood of unwanted
     members from pushing the job's own members past the member limit.
     """
-    members = [member for member in header.split(",") if member.strip()]
+    members = header.split(",")
+    if len(members) <= MAX_BAGGAGE_MEMBERS:  # the usual case: every member there, every key allowed
+        judged = _judged(allowlist)
+        for member in members:
+            if not judged.get(member.partition("=")[0]):
+                break
+        else:
+            return header  # nothing to drop: the header as it came (written again as it came when the baggage does not change)
+    members = [member for member in members if member.strip()]
     kept = [member for member in members if _is_allowed(member.partition("=")[0], allowlist)]
     if len(kept) < len(members):
         fallbacks.append("baggage_not_allowed")
@@ -149,7 +191,7 @@ def _allowed_baggage(header: str, allowlist: tuple[str, ...], fallbacks: list[st
         kept.sort(key=lambda member: _stored_key(member.partition("=")[0]) not in ALWAYS_ALLOWED)  # stable: hoptrace's own first
         kept = kept[:MAX_BAGGAGE_MEMBERS]
     elif len(kept) == len(members) and len(members) == header.count(",") + 1:
-        return header  # nothing to drop: the header as it came (written again as it came when the baggage does not change)
+        return header
     return ",".join(kept)
 
 
@@ -159,14 +201,62 @@ def extract(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...] =
     ALLOWLIST holds baggage keys (``fnmatch`` patterns, e.g. ``tenant`` or ``app.*``) to keep
     besides hoptrace's own.
     """
+    return _sound(pairs, allowlist) or _extract(pairs, allowlist)
+
+
+def _sound(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...]) -> Extracted | None:
+    """``_extract``'s result for headers as hoptrace (or any W3C SDK) writes them, in one pass; None for anything else.
+
+    Sound means: the default propagators, each header once with a lower-case key, ASCII values within
+    the size limit, a valid ``traceparent``, a baggage of at most ``MAX_BAGGAGE_MEMBERS`` members whose
+    keys are all allowed and already judged so, a publish time that parses. Then nothing needs cleaning,
+    filtering or reporting; tests/test_propagation holds this to ``_extract`` on generated headers.
+    """
+    if not w3c.is_default(propagate.get_global_textmap()):
+        return None
+    found: dict[object, str] = {}
+    for key, value in pairs:
+        if type(value) is bytes:
+            if len(value) > MAX_HEADER_BYTES or not value.isascii():
+                return None
+            value = value.decode("ascii")
+        elif type(value) is not str or len(value) > MAX_HEADER_BYTES or not value.isascii():
+            return None
+        if key in found:
+            return None
+        found[key] = value
+    sent_at = None
+    if (sent := found.pop(HEADER_SENT_AT, None)) is not None and (sent_at := parse_epoch_seconds(sent)) is None:
+        return None
+    header = found.get("baggage")
+    if header is not None:
+        judged = _judged(allowlist)
+        members = header.split(",")
+        if not header or len(members) > MAX_BAGGAGE_MEMBERS or not all([judged.get(member.partition("=")[0]) for member in members]):
+            return None
+    if len(found) > ("traceparent" in found) + ("tracestate" in found) + (header is not None):
+        return None  # a key in another letter case, or one a getter let through: the general path sorts it out
+    context, parent, members = w3c.read(found)  # type: ignore[arg-type]
+    if "traceparent" in found and parent is None or header is not None and not members:
+        return None
+    return Extracted(context, sent_at, (), parent, members or {})
+
+
+def _extract(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...]) -> Extracted:
+    """``extract`` for any headers: cleaned, filtered, broken ones named in the fallbacks and logged."""
     fallbacks: list[str] = []
     headers = _clean(pairs, fallbacks)
     baggage_fallbacks: list[str] = []
     if "baggage" in headers:
         headers["baggage"] = _allowed_baggage(headers["baggage"], allowlist, baggage_fallbacks)
     textmap = propagate.get_global_textmap()
-    context = w3c.extract(headers) if w3c.is_default(textmap) else textmap.extract(headers, context=Context())
-    if "traceparent" in headers and not trace.get_current_span(context).get_span_context().is_valid:
+    if w3c.is_default(textmap):
+        context, parent, members = w3c.read(headers)
+    else:
+        context = textmap.extract(headers, context=Context())
+        parent, members = trace.get_current_span(context).get_span_context(), baggage.get_all(context)
+        parent = parent if parent.is_valid else None
+    if "traceparent" in headers and parent is None:
         fallbacks.append("malformed_traceparent")
     fallbacks += baggage_fallbacks
     sent_at = None
@@ -177,4 +267,4 @@ def extract(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...] =
     if fallbacks:
         reasons = ", ".join(sorted(set(fallbacks)))
         logger.warning("ignored broken message headers (%s); processing the message as a new root where needed", reasons)
-    return Extracted(context, sent_at, tuple(fallbacks))
+    return Extracted(context, sent_at, tuple(fallbacks), parent, members or {})

@@ -6,8 +6,11 @@ comes back is the ``Incoming`` record the middleware hooks then work on.
 
 from __future__ import annotations
 
+import time
+
 from hoptrace.pipeline import jobs, propagation
 from hoptrace.pipeline.messages import Delivery, Incoming
+from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT
 from hoptrace.pipeline.stages import Stage
 
 
@@ -16,8 +19,14 @@ def receive(stage: Stage, delivery: Delivery, baggage_allowlist: tuple[str, ...]
 
     A message published outside hoptrace has no job yet: its job starts here.
     """
-    message = Incoming(stage, delivery)
+    received = time.time()
     extracted = propagation.extract(delivery.headers, baggage_allowlist)
-    message.context = extracted.context if jobs.job_id(extracted.context) is not None else jobs.ensure_job(extracted.context)
-    message.sent_at, message.fallbacks = extracted.sent_at, extracted.fallbacks
-    return message
+    members = extracted.baggage
+    context, job = extracted.context, members.get(BAGGAGE_JOB_ID)
+    if job is None:
+        context, job, _ = jobs.job_of(context)
+        started = jobs.job_started_at(context)
+    else:
+        text = members.get(BAGGAGE_JOB_STARTED_AT)
+        started = None if text is None else jobs.parse_epoch_seconds(str(text))
+    return Incoming(stage, delivery, context, str(job), extracted.parent, started, received, extracted.sent_at, extracted.fallbacks)

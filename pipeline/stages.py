@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hoptrace.pipeline.semconv import CELERY_TASK_PREFIX, DEAD_LETTER_SUFFIX
@@ -92,6 +93,7 @@ class Stage:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
+@lru_cache(maxsize=1024)
 def dead_letter_transport(transport: Transport) -> Transport:
     """Where messages a stage gave up on are parked: ``<topic or queue>.dead-letter`` on the same system."""
     if isinstance(transport, KafkaTransport):

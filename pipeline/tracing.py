@@ -4,20 +4,54 @@ A process span covers the handler (and the wait for its forwards to be accepted)
 is the publish span that sent the message, or, with ``links=True`` on the stage, it starts a
 new trace linked to it (fan-in and batches, as the messaging conventions suggest). The
 message's baggage stays current either way.
+
+Bound to a stage (``StageTracing``), the span names and attribute sets are built once. Spans
+are started by ``sdk_internals.spans.LeanTracer`` when the tracer provider's configuration is
+one it reproduces exactly (the SDK's samplers, tracer and limits): an unsampled message then
+gets no span object beyond its span context, a sampled one a ``HopSpan``. Any other
+configuration goes through the tracer's own ``start_span``; tests/test_lean_path holds the two
+to the same spans.
 """
 
 from __future__ import annotations
 
-from functools import cache
-
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Link, NonRecordingSpan, ProxyTracerProvider, SpanContext, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.util.types import AttributeValue
 
-from hoptrace.pipeline import jobs, semconv
-from hoptrace.pipeline.attributes import Attributes, consumer_attributes, stage_attributes
+from hoptrace.pipeline import semconv
+from hoptrace.pipeline.attributes import consumer_attributes, stage_attributes
 from hoptrace.pipeline.messages import Incoming, Outcome, Outgoing
 from hoptrace.pipeline.middleware import Middleware
+from hoptrace.pipeline.sdk_internals.spans import HopSpan, LeanTracer
 from hoptrace.pipeline.stages import Pipeline, Stage, Transport
+
+INSTRUMENTATION_NAME = "hoptrace"
+"""The tracer's name (the instrumentation scope of hoptrace's spans)."""
+
+
+class Tracers:
+    """The tracer of an injected provider, or of the global one (resolved at first use, and again while no SDK is set)."""
+
+    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+        """Use TRACER_PROVIDER, or the global provider when None."""
+        self._given = tracer_provider
+        self._resolved: tuple[Tracer, LeanTracer | None] | None = None
+
+    def get(self) -> tuple[Tracer, LeanTracer | None]:
+        """The tracer, and its lean twin when one reproduces it (None: use the tracer's ``start_span``)."""
+        found = self._resolved
+        if found is None:
+            provider = self._given or trace.get_tracer_provider()
+            tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=provider)
+            found = (tracer, LeanTracer.of(tracer))
+            if not isinstance(provider, ProxyTracerProvider):  # the global one is not set yet: ask again next time
+                self._resolved = found
+        return found
+
+
+def _links(linked: tuple[SpanContext, ...]) -> list[Link]:
+    return [Link(context) for context in linked]
 
 
 class TracingMiddleware(Middleware):
@@ -26,68 +60,97 @@ class TracingMiddleware(Middleware):
     def __init__(self, pipeline: Pipeline, tracer_provider: TracerProvider | None = None) -> None:
         """Trace the messages of PIPELINE."""
         self._pipeline = pipeline.name
-        self._tracer = trace.get_tracer("hoptrace", tracer_provider=tracer_provider)
+        self._tracers = Tracers(tracer_provider)
+
+    def bind(self, stage: Stage, transport: Transport) -> StageTracing:
+        """The tracing of STAGE's messages (its process spans) and of those published to TRANSPORT (send spans)."""
+        return StageTracing(self._tracers, self._pipeline, stage, transport)
+
+
+class StageTracing(Middleware):
+    """The spans of one stage's messages, with their names and constant attributes built once."""
+
+    def __init__(self, tracers: Tracers, pipeline: str, stage: Stage, transport: Transport) -> None:
+        """Trace STAGE of PIPELINE's messages (process spans) and those published to TRANSPORT (send spans) with TRACERS."""
+        self._tracers = tracers
+        self._links = stage.links
+        self._process_name = f"process {stage.transport.destination}"
+        process = {semconv.MESSAGING_OPERATION_TYPE: "process", semconv.MESSAGING_OPERATION_NAME: "process"}
+        self._process_attributes = {**consumer_attributes(pipeline, stage), **process}
+        self._send_name = f"send {transport.destination}"
+        send = {semconv.MESSAGING_OPERATION_TYPE: "send", semconv.MESSAGING_OPERATION_NAME: "send"}
+        self._send_attributes = {**stage_attributes(pipeline, stage, transport), **send}
 
     def before_attempt(self, message: Incoming) -> None:
         """Start the attempt's CONSUMER span; the handler runs in ``message.attempt_context``."""
-        stage = message.stage
-        parent, links = message.context, [Link(context) for context in message.links]
-        if stage.links:
-            producer = trace.get_current_span(message.context).get_span_context()
-            parent = trace.set_span_in_context(trace.INVALID_SPAN, message.context)  # a new root that keeps the baggage
-            links += [Link(producer)] if producer.is_valid else []
-        attributes = {
-            **self._process_attributes(stage),
-            **message.delivery.attributes,
-            semconv.JOB_ID: jobs.job_id(message.context) or "",
-            semconv.ATTEMPT: message.attempt,
-        }
-        if message.delivery.redelivered:
-            attributes[semconv.REDELIVERED] = True
-        span = self._tracer.start_span(f"process {stage.transport.destination}", parent, SpanKind.CONSUMER, attributes, links)
+        tracer, lean = self._tracers.get()
+        parent_context, parent, linked = message.context, message.parent, message.links
+        if self._links:  # a new root that keeps the baggage, linked to the producer
+            parent_context = trace.set_span_in_context(trace.INVALID_SPAN, message.context)
+            linked, parent = (*linked, parent) if parent is not None else linked, None
+        if lean is None:
+            span = tracer.start_span(self._process_name, parent_context, SpanKind.CONSUMER, self._process_attributes_of(message), _links(linked))
+        else:
+            context = lean.new_context(parent)
+            if context.trace_flags & 1:
+                attributes = self._process_attributes_of(message)
+                span = lean.start(self._process_name, context, parent, parent_context, SpanKind.CONSUMER, attributes, _links(linked))
+            else:
+                span = NonRecordingSpan(context)
         message.span = span
         message.attempt_context = trace.set_span_in_context(span, message.context)
 
+    def _process_attributes_of(self, message: Incoming) -> dict[str, AttributeValue]:
+        attributes = {**self._process_attributes, **message.delivery.attributes, semconv.JOB_ID: message.job_id, semconv.ATTEMPT: message.attempt}
+        if message.delivery.redelivered:
+            attributes[semconv.REDELIVERED] = True
+        return attributes
+
     def after_attempt(self, message: Incoming) -> None:
         """End the attempt's span with its outcome: processed, retried or dead-lettered (the error recorded)."""
-        span, message.span = message.span, None
-        if span is None:
+        span = message.span
+        if span is None or not span.is_recording():
             return
+        own = span.set_own if type(span) is HopSpan else span.set_attribute
         error = message.error
         if error is None:
-            span.set_attribute(semconv.OUTCOME, Outcome.PROCESSED.value)
+            own(semconv.OUTCOME, Outcome.PROCESSED.value)
         else:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-            span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
-            span.set_attribute(semconv.OUTCOME, "retried" if message.will_retry else message.gives_up_as.value)
+            own(semconv.ERROR_TYPE, type(error).__qualname__)
+            own(semconv.OUTCOME, "retried" if message.will_retry else message.gives_up_as.value)
         span.end()
 
     def before_publish(self, message: Outgoing) -> None:
         """Start the PRODUCER span; the sender runs, and the headers are written, in ``message.sending_context``."""
-        attributes = {**self._send_attributes(message.stage, message.transport), semconv.JOB_ID: message.job_id}
-        span = self._tracer.start_span(f"send {message.transport.destination}", message.context, SpanKind.PRODUCER, attributes)
+        tracer, lean = self._tracers.get()
+        if lean is None:
+            span = tracer.start_span(self._send_name, message.context, SpanKind.PRODUCER, {**self._send_attributes, semconv.JOB_ID: message.job_id})
+        else:
+            parent = trace.get_current_span(message.context).get_span_context()
+            parent = parent if parent.is_valid else None
+            context = lean.new_context(parent)
+            if context.trace_flags & 1:
+                attributes = {**self._send_attributes, semconv.JOB_ID: message.job_id}
+                span = lean.start(self._send_name, context, parent, message.context, SpanKind.PRODUCER, attributes)
+            else:
+                span = NonRecordingSpan(context)
         message.span = span
         message.sending_context = trace.set_span_in_context(span, message.context)
         message.trace_id = span.get_span_context().trace_id
 
     def after_publish(self, message: Outgoing) -> None:
         """End the PRODUCER span with what the broker told, or its refusal."""
-        span, message.span = message.span, None
-        if span is None:
+        span = message.span
+        if span is None or not span.is_recording():
             return
-        span.set_attributes(message.answer)
+        if type(span) is HopSpan:
+            for key, value in message.answer.items():
+                span.set_own(key, value)
+        else:
+            span.set_attributes(message.answer)
         if message.error is not None:
             span.record_exception(message.error)
             span.set_status(Status(StatusCode.ERROR, str(message.error)))
         span.end()
-
-    @cache  # noqa: B019 - one entry per stage of one pipeline, for the middleware's life
-    def _process_attributes(self, stage: Stage) -> Attributes:
-        operation = {semconv.MESSAGING_OPERATION_TYPE: "process", semconv.MESSAGING_OPERATION_NAME: "process"}
-        return {**consumer_attributes(self._pipeline, stage), **operation}
-
-    @cache  # noqa: B019 - one entry per stage and destination of one pipeline
-    def _send_attributes(self, stage: Stage, transport: Transport) -> Attributes:
-        operation = {semconv.MESSAGING_OPERATION_TYPE: "send", semconv.MESSAGING_OPERATION_NAME: "send"}
-        return {**stage_attributes(self._pipeline, stage, transport), **operation}

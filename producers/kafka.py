@@ -16,7 +16,10 @@ from hoptrace.producers.publisher import Done, Pending
 
 
 def kafka_headers(headers: Mapping[str, str]) -> KafkaHeaders:
-    """A publisher's neutral HEADERS as kafka-python's list of ``(str, bytes)``, set one by one (a key appears once, in any case)."""
+    """A publisher's neutral HEADERS as kafka-python's list of ``(str, bytes)`` (a key appears once, in any case: the last one wins)."""
+    pairs = [(key, value.encode()) for key, value in headers.items()]
+    if len({key.lower() for key, _ in pairs}) == len(pairs):  # the usual case: no key repeats in another letter case
+        return pairs
     carrier: KafkaHeaders = []
     for key, value in headers.items():
         KAFKA_SETTER.set(carrier, key, value)

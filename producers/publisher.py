@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import TracerProvider, format_trace_id
+from opentelemetry.trace import TracerProvider
 
 from hoptrace.pipeline import propagation, semconv
-from hoptrace.pipeline.carriers import DICT_SETTER
+from hoptrace.pipeline.carriers import FRESH_DICT_SETTER
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.messages import Outgoing, Owned
@@ -114,9 +114,10 @@ class PipelinePublisher:
 
     def _send(self, stage: Stage, transport: Transport, payload: Payload, headers: dict[str, str]) -> Published:
         message = Outgoing.published_in(otel_context.get_current(), stage, transport, payload, headers)
-        self._hooks.before_publish(message)
+        hooks = self._hooks.bound(stage, transport)
+        hooks.before_publish(message)
         sending = message.sending_context or message.context
-        propagation.inject(message.headers, DICT_SETTER, sending)
+        propagation.inject(message.headers, FRESH_DICT_SETTER, sending)
         answered = False
 
         def done(answer: Mapping[str, Any], error: BaseException | None) -> None:
@@ -125,7 +126,7 @@ class PipelinePublisher:
                 return
             answered = True
             message.answer, message.error = answer, error
-            self._hooks.after_publish(message)
+            hooks.after_publish(message)
 
         # Current while sending, so a stock instrumentation's own span nests under ours; owned, so
         # hoptrace's drop-in instrumentation of the client does not trace the same message again.
@@ -140,4 +141,4 @@ class PipelinePublisher:
             otel_context.detach(token)
         if pending is not None:
             self._pending.__dict__.setdefault("items", []).append(pending)
-        return Published(format_trace_id(message.trace_id), message.job_id)
+        return Published("%032x" % message.trace_id, message.job_id)

@@ -56,7 +56,7 @@ class StageProcessor:
         self._publisher = publisher
         if middleware is None:
             middleware = default_middleware(pipeline, instruments or Instruments.of(), tracer_provider)
-        self._hooks = Hooks(middleware)
+        self._hooks = Hooks(middleware).bound(stage)  # the stage's constant work, done once
         self._stages = {each.name: each for each in pipeline}
 
     def process(self, delivery: Delivery) -> Outcome:

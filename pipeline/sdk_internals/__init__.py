@@ -1,0 +1,10 @@
+"""Where hoptrace depends on private names of the OpenTelemetry SDK, on the per-message path.
+
+Each module here states what it reads and checks it when it is built: when a name is missing
+(a newer SDK), or a configuration is one it cannot prove it handles exactly as the SDK would,
+it says so and the caller takes the SDK's general path instead. Nothing outside this package
+reaches into the tracing SDK's private names for the hot path.
+"""
+
+if __name__ != "hoptrace.pipeline.sdk_internals":  # the repository folder is mapped into the package; one name per module
+    raise ImportError(f"import this as hoptrace.pipeline.sdk_internals, not {__name__}: hoptrace installs one top-level name, hoptrace")

@@ -1,0 +1,211 @@
+"""hoptrace's publish and process spans, started as the SDK tracer's ``start_span`` would start them, at a fraction of its cost.
+
+``LeanTracer.of(tracer)`` reads an SDK ``Tracer`` once; ``new_context`` and ``start`` then make, per message:
+
+- for a span the sampler drops, no span object at all beyond the ``NonRecordingSpan`` that
+  carries its new span context (the user's own spans and sends still join the trace);
+- for a sampled span, a ``HopSpan``: the SDK's own ``Span`` class (so ``set_attribute``,
+  ``add_event``, ``record_exception``, ``set_status``, child spans, every span processor and
+  exporter see exactly what they would), built without the SDK's per-span machinery:
+  hoptrace's attributes are already clean and within the limits, so they are kept in a plain
+  dict until user code sets one (then the SDK's ``BoundedAttributes`` takes over, with the
+  limits); events and links lists are made when first needed; and the ended span itself is
+  handed to the span processors instead of a copy of it.
+
+Ids come from the tracer's id generator, the sampling decision from the sampler's shortcut
+(``sampling``), the trace flags as ``start_span`` sets them (sampled, random trace id), the
+resource, scope, limits and span processor are the tracer's. ``of`` gives None, and the
+caller uses ``tracer.start_span``, for any tracer it cannot prove this for: not the SDK's, a
+sampler without a shortcut, a disabled tracer, the SDK's own tracer metrics switched on.
+
+Private names read: ``Tracer._span_limits``, ``._instrumentation_scope``, ``._tracer_config``,
+``._tracer_metrics``; ``Span``'s and ``ReadableSpan``'s private fields (set here as their
+``__init__`` sets them), ``SpanProcessor._on_ending``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from time import time_ns
+from typing import Any
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, SpanLimits, Tracer
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.util.types import AttributeValue
+
+from hoptrace.pipeline.sdk_internals.sampling import Decide, shortcut
+
+_logger = logging.getLogger(__name__)
+
+_UNSET = Status(StatusCode.UNSET)
+_NONE: tuple[()] = ()
+"""The events and links of a span that has none yet (a ``BoundedList`` is made at the first)."""
+_FLAGS = {(sampled, random): TraceFlags((1 if sampled else 0) | (2 if random else 0)) for sampled in (False, True) for random in (False, True)}
+MOST_OWN_ATTRIBUTES = 24
+"""A bound on the attributes hoptrace itself puts on one span; the plain-dict start applies while the limits allow this many."""
+
+
+class HopSpan(SdkSpan):
+    """An SDK ``Span`` started by ``LeanTracer``: the same class to every reader, cheaper to make and to end."""
+
+    def __init__(  # noqa: PLR0913 - the fields an SDK span has
+        self,
+        tracer: LeanTracer,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, AttributeValue],
+        links: Sequence[Link],
+        start_time: int,
+    ) -> None:
+        """A started span (the span processors' ``on_start`` is the caller's: ``LeanTracer.start``)."""
+        self._name = name
+        self._context = context
+        self._kind = kind
+        self._instrumentation_info = tracer.instrumentation_info
+        self._instrumentation_scope = tracer.instrumentation_scope
+        self._parent = parent
+        self._start_time = start_time
+        self._end_time = None
+        self._resource = tracer.resource
+        self._status = _UNSET
+        self._sampler = tracer.sampler
+        self._trace_config = None
+        self._record_exception = True
+        self._set_status_on_exception = True
+        self._span_processor = tracer.span_processor
+        self._limits = tracer.limits
+        self._lock = threading.Lock()
+        self._attributes = attributes if tracer.plain_attributes else tracer.bounded(attributes)  # type: ignore[assignment]
+        self._events = _NONE  # type: ignore[assignment]
+        self._links = self._new_links(links) if links else _NONE  # type: ignore[assignment]
+        self._record_end_metrics = None
+
+    def _bounded(self) -> None:
+        """From now on the attributes are the SDK's ``BoundedAttributes`` (user code is setting some)."""
+        with self._lock:
+            if type(self._attributes) is dict and self._end_time is None:
+                limits = self._limits
+                self._attributes = BoundedAttributes(limits.max_span_attributes, self._attributes, False, limits.max_span_attribute_length)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """As the SDK span's."""
+        self._bounded()
+        super().set_attribute(key, value)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """As the SDK span's."""
+        self._bounded()
+        super().set_attributes(attributes)
+
+    def set_own(self, key: str, value: AttributeValue) -> None:
+        """Set one of hoptrace's own (clean) attributes: straight into the dict while it is a plain one."""
+        if type(self._attributes) is dict and self._end_time is None:
+            self._attributes[key] = value
+        else:
+            SdkSpan.set_attribute(self, key, value)
+
+    def _add_event(self, event: Event) -> None:
+        if self._events is _NONE:
+            self._events = self._new_events()
+        super()._add_event(event)
+
+    def _add_link(self, link: Link) -> None:
+        if self._links is _NONE:
+            self._links = BoundedList(self._limits.max_links)
+        super()._add_link(link)
+
+    def end(self, end_time: int | None = None) -> None:
+        """End the span and hand it (itself, not a copy: it cannot change any more) to the span processors."""
+        with self._lock:
+            if self._start_time is None:
+                raise RuntimeError("Calling end() on a not started span.")
+            if self._end_time is not None:
+                _logger.warning("Calling end() on an ended span.")
+                return
+            self._end_time = end_time if end_time is not None else time_ns()
+            if type(self._attributes) is not dict:
+                self._attributes._immutable = True  # noqa: SLF001 - as the SDK's end()
+        self._span_processor._on_ending(self)  # noqa: SLF001
+        self._span_processor.on_end(self)
+
+
+class LeanTracer:
+    """What ``start`` needs of one SDK tracer, read once."""
+
+    def __init__(self, tracer: Tracer, decide: Decide) -> None:
+        """Start spans as TRACER would, deciding with DECIDE (its sampler's shortcut)."""
+        self.tracer = tracer
+        self.sampler = tracer.sampler
+        self.decide = decide
+        self.resource = tracer.resource
+        self.span_processor = tracer.span_processor
+        self.id_generator = tracer.id_generator
+        self.instrumentation_info = tracer.instrumentation_info
+        self.instrumentation_scope = tracer._instrumentation_scope  # noqa: SLF001
+        limits: SpanLimits = tracer._span_limits  # noqa: SLF001
+        self.limits = limits
+        self.plain_attributes = limits.max_span_attribute_length is None and (
+            limits.max_span_attributes is None or limits.max_span_attributes >= MOST_OWN_ATTRIBUTES
+        )
+        """Whether hoptrace's attributes pass the limits untouched (else each span's go through ``BoundedAttributes``)."""
+        self._random_roots = self.id_generator.is_trace_id_random()
+
+    @classmethod
+    def of(cls, tracer: object) -> LeanTracer | None:
+        """A lean tracer for TRACER, or None when TRACER is not an SDK tracer whose spans it can start exactly as it would."""
+        if type(tracer) is not Tracer:
+            return None
+        try:
+            config, metrics = tracer._tracer_config, tracer._tracer_metrics  # noqa: SLF001
+            if not config.is_enabled or type(metrics) is not NoOpTracerMetrics:
+                return None
+            decide = shortcut(tracer.sampler)
+            return None if decide is None else cls(tracer, decide)
+        except AttributeError as missing:  # another SDK version: its own start_span it is
+            _logger.info("hoptrace starts its spans with the SDK's start_span: this SDK has no %s", missing.name)
+            return None
+
+    def bounded(self, attributes: Mapping[str, AttributeValue]) -> BoundedAttributes:
+        """ATTRIBUTES within this tracer's span limits, as the SDK's span keeps them."""
+        limits = self.limits
+        return BoundedAttributes(limits.max_span_attributes, attributes, False, limits.max_span_attribute_length)
+
+    def new_context(self, parent: SpanContext | None) -> SpanContext:
+        """The span context of a new span under PARENT (a valid span context, or None: a new trace), sampled as the sampler decides.
+
+        Ids, flags and trace state as ``start_span`` makes them; ``trace_flags.sampled`` says whether to ``start`` a span with it.
+        """
+        if parent is None:
+            trace_id = self.id_generator.generate_trace_id()
+            random = self._random_roots
+            state = None
+        else:
+            trace_id = parent.trace_id
+            random = bool(parent.trace_flags & 2)
+            state = parent.trace_state
+        sampled = self.decide(parent, trace_id)
+        return SpanContext(trace_id, self.id_generator.generate_span_id(), False, _FLAGS[sampled, random], state)
+
+    def start(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        parent_context: Context,
+        kind: SpanKind,
+        attributes: dict[str, AttributeValue],
+        links: Sequence[Link] = (),
+    ) -> HopSpan:
+        """A started span NAME with CONTEXT (sampled, from ``new_context``) under PARENT of PARENT_CONTEXT; ATTRIBUTES are now the span's."""
+        span = HopSpan(self, name, context, parent, kind, attributes, links, time_ns())
+        self.span_processor.on_start(span, parent_context=parent_context)
+        return span
