@@ -33,9 +33,10 @@ INSTRUMENTATION_NAME = "hoptrace"
 class Tracers:
     """The tracer of an injected provider, or of the global one (resolved at first use, and again while no SDK is set)."""
 
-    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
-        """Use TRACER_PROVIDER, or the global provider when None."""
+    def __init__(self, tracer_provider: TracerProvider | None = None, lean: bool = True) -> None:
+        """Use TRACER_PROVIDER, or the global provider when None; LEAN=False always takes the tracer's own ``start_span``."""
         self._given = tracer_provider
+        self._lean = lean
         self._resolved: tuple[Tracer, LeanTracer | None] | None = None
 
     def get(self) -> tuple[Tracer, LeanTracer | None]:
@@ -44,7 +45,7 @@ class Tracers:
         if found is None:
             provider = self._given or trace.get_tracer_provider()
             tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=provider)
-            found = (tracer, LeanTracer.of(tracer))
+            found = (tracer, LeanTracer.of(tracer) if self._lean else None)
             if not isinstance(provider, ProxyTracerProvider):  # the global one is not set yet: ask again next time
                 self._resolved = found
         return found
@@ -57,10 +58,10 @@ def _links(linked: tuple[SpanContext, ...]) -> list[Link]:
 class TracingMiddleware(Middleware):
     """Opens and ends the spans of a pipeline's messages on TRACER_PROVIDER (default: the global one)."""
 
-    def __init__(self, pipeline: Pipeline, tracer_provider: TracerProvider | None = None) -> None:
-        """Trace the messages of PIPELINE."""
+    def __init__(self, pipeline: Pipeline, tracer_provider: TracerProvider | None = None, *, lean: bool = True) -> None:
+        """Trace the messages of PIPELINE; LEAN=False starts every span with the tracer's ``start_span`` (the general path)."""
         self._pipeline = pipeline.name
-        self._tracers = Tracers(tracer_provider)
+        self._tracers = Tracers(tracer_provider, lean)
 
     def bind(self, stage: Stage, transport: Transport) -> StageTracing:
         """The tracing of STAGE's messages (its process spans) and of those published to TRANSPORT (send spans)."""
