@@ -92,9 +92,24 @@ class FreshDictSetter(Setter[MutableMapping[str, Any]]):
         carrier[key] = value
 
 
+class AppendSetter(Setter[KafkaHeaders]):
+    """Sets a header on a kafka-python header list that only this setter wrote to (it started empty): keys are compared exactly."""
+
+    def set(self, carrier: KafkaHeaders, key: str, value: str) -> None:
+        """Put ``(KEY, VALUE as UTF-8)`` in CARRIER, in place of a pair this setter wrote for KEY before."""
+        pair = (key, value.encode("utf-8"))
+        for index, (other, _) in enumerate(carrier):
+            if other == key:
+                carrier[index] = pair
+                return
+        carrier.append(pair)
+
+
 KAFKA_SETTER = KafkaHeadersSetter()
 """The setter for kafka-python header lists."""
 DICT_SETTER = DictHeadersSetter()
 """The setter for header dicts (Celery messages)."""
+APPEND_SETTER = AppendSetter()
+"""The setter for an empty kafka-python header list (a send without headers of its own)."""
 FRESH_DICT_SETTER = FreshDictSetter()
 """The setter for a publisher's neutral headers, from which every propagation key was removed first."""

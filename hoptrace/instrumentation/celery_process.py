@@ -22,14 +22,15 @@ from hoptrace.instrumentation.celery_chords import chord_links, record_chord_mem
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.carriers import celery_request_pairs
 from hoptrace.pipeline.messages import Delivery, Incoming
+from hoptrace.pipeline.middleware import BoundHooks
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.receiving import receive
 from hoptrace.pipeline.stages import CeleryTransport
 
 logger = logging.getLogger(__name__)
 
-_running: dict[str, tuple[Incoming, object]] = {}
-"""Task id -> the message being processed and its context token (one per task run; threads pools run several)."""
+_running: dict[str, tuple[Incoming, object, BoundHooks]] = {}
+"""Task id -> the message being processed, its context token and its stage's hooks (one per task run; threads pools run several)."""
 _lock = threading.Lock()
 
 
@@ -55,15 +56,16 @@ def started(pipeline: str, task_id: str | None = None, task: Any = None, **_: An
         return
     try:
         request = task.request
-        stage = dropin.stage(str(task.name), CeleryTransport(_queue(request), str(task.name)))
+        name, queue = str(task.name), _queue(request)
+        stage, hooks = dropin.lane(pipeline, ("process", name, queue), lambda: dropin.stage(name, CeleryTransport(queue, name)))
         message = receive(stage, Delivery({}, celery_request_pairs(request, fields()), {semconv.MESSAGING_MESSAGE_ID: str(task_id)}))
         eta = _eta(request)
         if eta is not None and message.sent_at is not None:
             message.sent_at = max(message.sent_at, eta)  # waiting for the eta is not waiting in the queue
         message.links = chord_links(task)
-        token = otel_context.attach(dropin.begin(dropin.hooks(pipeline), message, int(getattr(request, "retries", 0) or 0) + 1))
+        token = otel_context.attach(dropin.begin(hooks, message, int(getattr(request, "retries", 0) or 0) + 1))
         with _lock:
-            _running[str(task_id)] = (message, token)
+            _running[str(task_id)] = (message, token, hooks)
         record_chord_member(task, message)
     except Exception:  # noqa: BLE001 - the task runs untraced rather than not at all
         logger.exception("hoptrace could not trace task %s", task_id)
@@ -96,8 +98,8 @@ def finished(pipeline: str, task_id: str | None = None, **_: Any) -> None:
         entry = _running.pop(str(task_id), None)
     if entry is None:
         return
-    message, token = entry
-    dropin.finish(dropin.hooks(pipeline), message)
+    message, token, hooks = entry
+    dropin.finish(hooks, message)
     try:
         otel_context.detach(token)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - the body changed the context and left it so; the span is ended regardless

@@ -45,9 +45,9 @@ def before_publish(pipeline: str, sender: Any = None, headers: dict[str, Any] | 
         return
     try:
         name, queue = str(sender), str(routing_key or "celery")
-        stage = dropin.stage(name, CeleryTransport(queue, name))
+        stage, hooks = dropin.lane(pipeline, ("send", name, queue), lambda: dropin.stage(name, CeleryTransport(queue, name)))
         message = Outgoing.published_in(otel_context.get_current(), stage, stage.transport, {}, {})
-        dropin.hooks(pipeline).before_publish(message)
+        hooks.before_publish(message)
         propagation.inject(headers, DICT_SETTER, message.sending_context or message.context)
         message.answer = {semconv.MESSAGING_MESSAGE_ID: str(headers.get("id", ""))}
         _open()[str(headers.get("id"))] = message
@@ -59,12 +59,12 @@ def after_publish(pipeline: str, headers: dict[str, Any] | None = None, **_: Any
     """``after_task_publish``: the broker took the message; end its span."""
     message = _open().pop(str((headers or {}).get("id")), None)
     if message is not None:
-        dropin.hooks(pipeline).after_publish(message)
+        dropin.hooks(pipeline).bound(message.stage).after_publish(message)
 
 
 def publish_failed(pipeline: str, error: BaseException) -> None:
     """``Celery.send_task`` raised: end, with ERROR, every span of this thread's publishes that got no answer."""
     for message in _open().values():
         message.error = error
-        dropin.hooks(pipeline).after_publish(message)
+        dropin.hooks(pipeline).bound(message.stage).after_publish(message)
     _open().clear()

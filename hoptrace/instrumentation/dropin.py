@@ -4,7 +4,8 @@ Code that never imports hoptrace has no ``Pipeline``; its messages are still run
 same middleware as hoptrace's own stages (tracing, metrics), under a pipeline name taken from
 ``HOPTRACE_PIPELINE`` or given by the instrumentor (a Celery app's name, ``kafka``), and stages
 made on the fly (a Celery task, a Kafka topic or consumer group). The hooks are made on first
-use in each process, on the global providers, so a prefork child gets its own after the fork.
+use in each process, on the global providers, so a prefork child gets its own after the fork; each
+stage's bound hooks are kept per process (``lane``), so a message costs one dict lookup to find them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable, Hashable
 from functools import lru_cache
 from typing import Any
 
@@ -20,7 +22,7 @@ from opentelemetry.context import Context
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.messages import Incoming, Outcome
-from hoptrace.pipeline.middleware import Hooks
+from hoptrace.pipeline.middleware import BoundHooks, Hooks
 from hoptrace.pipeline.stages import Pipeline, RetryPolicy, Stage, Transport
 
 logger = logging.getLogger(__name__)
@@ -28,28 +30,50 @@ logger = logging.getLogger(__name__)
 PIPELINE_VARIABLE = "HOPTRACE_PIPELINE"
 """Names the pipeline (``hoptrace.pipeline``) of instrumented code; default: the Celery app's name, or ``kafka``."""
 
-_hooks: dict[tuple[int, str], Hooks] = {}
+_hooks: dict[str, Hooks] = {}
+_lanes: dict[Hashable, tuple[Stage, BoundHooks]] = {}
+_pipelines: dict[str, str] = {}
 _lock = threading.Lock()
+MAX_LANES = 4096
+"""Stages of instrumented code kept bound per process (topics, groups, tasks, queues); emptied when full."""
 
 
 def pipeline_name(default: str) -> str:
-    """``HOPTRACE_PIPELINE`` when set, else DEFAULT."""
-    return os.environ.get(PIPELINE_VARIABLE, "").strip() or default
+    """``HOPTRACE_PIPELINE`` when set, else DEFAULT (read once per process)."""
+    found = _pipelines.get(default)
+    if found is None:
+        found = _pipelines[default] = os.environ.get(PIPELINE_VARIABLE, "").strip() or default
+    return found
 
 
 def hooks(pipeline: str) -> Hooks:
     """The middleware hooks of PIPELINE in this process (tracing, metrics and retries on the global providers)."""
-    key = (os.getpid(), pipeline)
-    found = _hooks.get(key)  # made once per process and pipeline: no lock for every message after that
+    found = _hooks.get(pipeline)  # made once per process and pipeline: no lock for every message after that
     if found is not None:
         return found
     with _lock:
-        if key not in _hooks:
-            _hooks[key] = Hooks(default_middleware(Pipeline(pipeline), Instruments.of()))
-        return _hooks[key]
+        if pipeline not in _hooks:
+            _hooks[pipeline] = Hooks(default_middleware(Pipeline(pipeline), Instruments.of()))
+        return _hooks[pipeline]
 
 
-def begin(hooks: Hooks, message: Incoming, attempt: int) -> Context:
+def lane(pipeline: str, key: Hashable, make_stage: Callable[[], Stage]) -> tuple[Stage, BoundHooks]:
+    """The stage KEY names in PIPELINE's instrumented code (made by MAKE_STAGE the first time) and its bound hooks, kept per process.
+
+    A message's lookup is one dict get: no transport or stage object is built, hashed or bound again.
+    """
+    found = _lanes.get((pipeline, key))
+    if found is None:
+        made = make_stage()
+        bound = hooks(pipeline).bound(made)
+        with _lock:
+            if len(_lanes) >= MAX_LANES:
+                _lanes.clear()
+            found = _lanes[pipeline, key] = (made, bound)
+    return found
+
+
+def begin(hooks: Hooks | BoundHooks, message: Incoming, attempt: int) -> Context:
     """Start MESSAGE's attempt number ATTEMPT in instrumented code (counted, its span open); the context the user's code runs in.
 
     A failed attempt that no other follows ends as ``failed``: the instrumented code handles its failures its own way.
@@ -61,7 +85,7 @@ def begin(hooks: Hooks, message: Incoming, attempt: int) -> Context:
     return message.attempt_context or message.context
 
 
-def finish(hooks: Hooks, message: Incoming) -> None:
+def finish(hooks: Hooks | BoundHooks, message: Incoming) -> None:
     """End the attempt ``begin`` started (its span, its metrics): processed, failed, or (a retry follows) no outcome yet."""
     hooks.after_attempt(message)
     if message.error is None:
@@ -86,9 +110,17 @@ def stage(name: str, transport: Transport) -> Stage:
 
 
 def reset() -> None:
-    """Forget the hooks made so far, so the next message makes them again on the current global providers (for tests)."""
+    """Forget the hooks made so far, so the next message makes them again on the current global providers.
+
+    Runs in every forked child (a Celery pool process makes its own after the fork), and in tests.
+    """
     with _lock:
         _hooks.clear()
+        _lanes.clear()
+        _pipelines.clear()
+
+
+os.register_at_fork(after_in_child=reset)
 
 
 def silence(stock: type, ours: str) -> None:

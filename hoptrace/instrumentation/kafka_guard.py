@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 logger = logging.getLogger("hoptrace.instrumentation.kafka")
 
@@ -19,16 +17,30 @@ _reported: set[str] = set()
 _lock = threading.Lock()
 
 
-@contextmanager
-def contained(kind: str) -> Iterator[None]:
-    """Run the block; an exception in it is logged (once per KIND at WARNING, then at DEBUG) and swallowed."""
-    try:
-        yield
-    except Exception:  # noqa: BLE001 - telemetry must never become the user's failure
+class contained:  # noqa: N801 - used as a function: ``with contained("KafkaProducer.send"):``
+    """Run the block; an exception in it is logged (once per KIND at WARNING, then at DEBUG) and swallowed.
+
+    A class, not a generator context manager: it wraps every send and every record handed out.
+    """
+
+    __slots__ = ("_kind",)
+
+    def __init__(self, kind: str) -> None:
+        """Guard a block of hoptrace's work within the kafka-python call KIND."""
+        self._kind = kind
+
+    def __enter__(self) -> None:
+        """Nothing to set up."""
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> bool:
+        """Swallow (and log) an ``Exception`` of the block; anything else goes on."""
+        if error is None or not isinstance(error, Exception):
+            return False
         with _lock:
-            first = kind not in _reported
-            _reported.add(kind)
+            first = self._kind not in _reported
+            _reported.add(self._kind)
         if first:
-            logger.warning("hoptrace's kafka-python instrumentation failed in %s; the call goes on untraced", kind, exc_info=True)
+            logger.warning("hoptrace's kafka-python instrumentation failed in %s; the call goes on untraced", self._kind, exc_info=error)
         else:
-            logger.debug("hoptrace's kafka-python instrumentation failed in %s again", kind, exc_info=True)
+            logger.debug("hoptrace's kafka-python instrumentation failed in %s again", self._kind, exc_info=error)
+        return True

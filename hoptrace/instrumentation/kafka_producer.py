@@ -6,11 +6,12 @@ span, the propagation headers (``traceparent``, ``tracestate``, ``baggage``,
 is never changed; a key already there, in any letter case, is replaced, never duplicated),
 and ``after_publish`` ends the span when the broker answered (partition and offset) or
 refused, or at once when ``send`` itself raised. The span is current only while ``send`` runs.
+Per record: one ``Outgoing`` and one callback on kafka-python's future; the topic's stage and
+hooks are looked up once per process (``dropin.lane``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from kafka import KafkaProducer
@@ -21,44 +22,33 @@ from hoptrace.instrumentation import dropin
 from hoptrace.instrumentation.kafka_guard import contained
 from hoptrace.instrumentation.kafka_records import PIPELINE_DEFAULT
 from hoptrace.pipeline import propagation, semconv
-from hoptrace.pipeline.carriers import KAFKA_SETTER
+from hoptrace.pipeline.carriers import APPEND_SETTER, KAFKA_SETTER
 from hoptrace.pipeline.messages import Outgoing, is_owned
+from hoptrace.pipeline.middleware import BoundHooks
 from hoptrace.pipeline.stages import KafkaTransport
 
 _HEADERS_AT = 3
 """Position of ``headers`` in ``send(topic, value, key, headers, partition, timestamp_ms)``."""
 
 
-class _Publish:
-    """One record being sent: its ``Outgoing`` within the middleware, and the headers to send instead of the caller's."""
+def _publish(topic: str, headers: Any) -> tuple[BoundHooks, Outgoing, Any]:
+    """Start the publish of a record to TOPIC: its hooks, its ``Outgoing`` (span open), and the headers to send instead of HEADERS."""
+    stage, hooks = dropin.lane(dropin.pipeline_name(PIPELINE_DEFAULT), ("send", topic), lambda: dropin.stage(topic, KafkaTransport(topic, "")))
+    message = Outgoing.published_in(otel_context.get_current(), stage, stage.transport, {}, {})
+    hooks.before_publish(message)
+    if headers is None or isinstance(headers, list):  # anything else is the caller's error, for kafka-python to report
+        headers = list(headers or ())
+        propagation.inject(headers, KAFKA_SETTER if headers else APPEND_SETTER, message.sending_context or message.context)
+    return hooks, message, headers
 
-    def __init__(self, topic: str, headers: Any) -> None:
-        stage = dropin.stage(topic, KafkaTransport(topic, ""))
-        self._hooks = dropin.hooks(dropin.pipeline_name(PIPELINE_DEFAULT))
-        self.message = Outgoing.published_in(otel_context.get_current(), stage, stage.transport, {}, {})
-        self._hooks.before_publish(self.message)
-        self.sending = self.message.sending_context or self.message.context
-        self.headers = headers  # anything but a list (or None) is the caller's error, for kafka-python to report
-        if headers is None or isinstance(headers, list):
-            self.headers = list(headers or ())
-            propagation.inject(self.headers, KAFKA_SETTER, self.sending)
-        self._answered = False
 
-    def done(self, answer: Mapping[str, Any], error: BaseException | None) -> None:
-        """End the span with ANSWER or ERROR, once."""
-        if self._answered:
-            return
-        self._answered = True
-        self.message.answer, self.message.error = answer, error
-        self._hooks.after_publish(self.message)
-
-    def accepted(self, metadata: RecordMetadata) -> None:
-        """The future's callback: the broker took the record."""
-        self.done({semconv.MESSAGING_PARTITION: str(metadata.partition), semconv.MESSAGING_KAFKA_OFFSET: metadata.offset}, None)
-
-    def refused(self, error: BaseException) -> None:
-        """The future's errback: the record was not accepted."""
-        self.done({}, error)
+def _answered(hooks: BoundHooks, message: Outgoing, answer: object) -> None:
+    """The future's callback and errback: end the span with the partition and offset, or the refusal."""
+    if isinstance(answer, RecordMetadata):
+        message.answer = {semconv.MESSAGING_PARTITION: str(answer.partition), semconv.MESSAGING_KAFKA_OFFSET: answer.offset}
+    else:
+        message.error = answer if isinstance(answer, BaseException) else RuntimeError(str(answer))
+    hooks.after_publish(message)
 
 
 def _replace_headers(args: tuple[Any, ...], kwargs: dict[str, Any], headers: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -72,25 +62,24 @@ def wrap_send(wrapped: Any, instance: KafkaProducer, args: tuple[Any, ...], kwar
     """``KafkaProducer.send``: trace the record and propagate its context, unless hoptrace's own publisher sends it."""
     if is_owned():
         return wrapped(*args, **kwargs)
-    publish: _Publish | None = None
+    started: tuple[BoundHooks, Outgoing, Any] | None = None
     with contained("KafkaProducer.send"):
         topic = args[0] if args else kwargs.get("topic")
         if isinstance(topic, str):
-            headers = args[_HEADERS_AT] if len(args) > _HEADERS_AT else kwargs.get("headers")
-            started = _Publish(topic, headers)
-            args, kwargs = _replace_headers(args, kwargs, started.headers)
-            publish = started
-    if publish is None:
+            started = _publish(topic, args[_HEADERS_AT] if len(args) > _HEADERS_AT else kwargs.get("headers"))
+            args, kwargs = _replace_headers(args, kwargs, started[2])
+    if started is None:
         return wrapped(*args, **kwargs)
-    token = otel_context.attach(publish.sending)  # a serializer's or partitioner's spans nest under the send span
+    hooks, message, _ = started
+    token = otel_context.attach(message.sending_context or message.context)  # a serializer's or partitioner's spans nest under the send span
     try:
         future = wrapped(*args, **kwargs)
     except BaseException as error:
-        publish.done({}, error)
+        message.error = error
+        hooks.after_publish(message)
         raise
     finally:
         otel_context.detach(token)
     with contained("KafkaProducer.send"):
-        future.add_callback(publish.accepted)
-        future.add_errback(publish.refused)
+        future.add_both(_answered, hooks, message)  # one callable, called once: with the metadata or the error
     return future

@@ -52,12 +52,15 @@ def _delivery(record: ConsumerRecord) -> Delivery:
 class RecordProcessing:
     """The processing of one record: span open and metrics started from construction until ``end``."""
 
+    __slots__ = ("_ended", "_hooks", "_thread", "_token", "context", "message")
+
     def __init__(self, record: ConsumerRecord, group: str | None) -> None:
         """Take RECORD (consumed by GROUP) in and start its processing; nothing is attached yet."""
-        self._hooks = dropin.hooks(dropin.pipeline_name(PIPELINE_DEFAULT))
-        self.message = receive(record_stage(record.topic, group), _delivery(record))
+        topic = record.topic
+        stage, self._hooks = dropin.lane(dropin.pipeline_name(PIPELINE_DEFAULT), ("process", topic, group), lambda: record_stage(topic, group))
+        self.message = receive(stage, _delivery(record))
         self.context: Context = dropin.begin(self._hooks, self.message, 1)
-        """What the user's code runs in: the process span and the message's baggage."""
+        """What the user's code runs in: the process span and the message's baggage (attached while it is current)."""
         self._token: Token[Context] | None = None
         self._thread = 0
         self._ended = False
