@@ -2,6 +2,8 @@
 
 Offsets are committed only after the handler finished: with the next batch's hand-out mark (see
 ``handed_out``) when one is already fetched, else at once; on partition revocation and on stop.
+Commits in the loop are sent without waiting for the broker's answer (it comes with the next poll),
+so a consumer that keeps up pays no round trip per batch; only the commit on stop waits.
 A stop request (SIGTERM/SIGINT through ``stop()``) lets the record in hand finish, commits, and
 returns; records polled but not processed are not committed, so the group reads them again.
 
@@ -131,12 +133,13 @@ class KafkaStageWorker:
         """Ask the loop to finish the record in hand, commit and return. Safe from a signal handler."""
         self._stopping.set()
 
-    def _commit(self, batch: Sequence[tuple[TopicPartition, list[ConsumerRecord]]] = ()) -> None:
+    def _commit(self, batch: Sequence[tuple[TopicPartition, list[ConsumerRecord]]] = (), wait: bool = False) -> None:
         """Commit what was processed; with BATCH (just polled, about to be processed), mark its records as handed out.
 
-        With a batch the commit is sent without waiting for the answer (it is answered while the batch
-        is processed), unless the last one is still unanswered: then this batch goes unmarked and what
-        was processed rides on the next commit. Without a batch (idle, stopping) it waits.
+        The commit is sent without waiting for the answer (it is answered during the next poll), unless
+        WAIT (stopping). With a batch, when the last commit is still unanswered, this batch goes unmarked
+        and what was processed rides on the next commit. Waiting or not changes nothing a crash repeats:
+        until the broker answers, the records are processed again either way.
         """
         if batch and self._unanswered is not None and not self._unanswered.is_done:
             return
@@ -145,10 +148,10 @@ class KafkaStageWorker:
         if not offsets:
             return
         try:
-            if batch:
-                self._unanswered = self._consumer.commit_async(offsets, callback=self._answered)
-            else:
+            if wait:
                 self._consumer.commit(offsets)
+            else:
+                self._unanswered = self._consumer.commit_async(offsets, callback=self._answered)
             self._done.clear()
         except KafkaError as error:  # the records are read again: at least once, never lost
             self._answered(offsets, error)
@@ -194,7 +197,7 @@ class KafkaStageWorker:
             with Owned():  # hoptrace's drop-in kafka-python instrumentation must not trace this loop again
                 self._poll_until_stopped()
         finally:
-            self._commit()
+            self._commit(wait=True)
             self._consumer.close(autocommit=False)
 
     def _poll_until_stopped(self) -> None:
