@@ -62,13 +62,13 @@ class PointState:
     minimum: float = math.inf
     maximum: float = -math.inf
     exemplars: dict[int, Exemplar] = field(default_factory=dict)
-    """Per bucket, the last measurement the exemplar filter let through since the previous collection."""
+    """Per bucket, the last measurement the exemplar filter let through since the previous collection (in collected copies)."""
 
 
 class HistogramSeries:
     """The measurements of one attribute set of a ``LocalHistogram``; ``record`` and ``record_in`` may be called from any thread."""
 
-    __slots__ = ("_attributes", "_boundaries", "_exemplars", "_lock", "_pending", "_state")
+    __slots__ = ("_attributes", "_boundaries", "_candidates", "_exemplars", "_lock", "_pending", "_state")
 
     def __init__(self, attributes: dict[str, AttributeValue], boundaries: tuple[float, ...], exemplars: type[ExemplarFilter] | None) -> None:
         """An empty series of ATTRIBUTES; EXEMPLARS: the SDK filter class deciding exemplars (None: a filter of the user's own)."""
@@ -78,6 +78,8 @@ class HistogramSeries:
         self._pending: deque[float | tuple[float, int, SpanContext | None]] = deque()
         self._lock = threading.Lock()
         self._state: PointState | None = None
+        self._candidates: dict[int, tuple[float, int, SpanContext | None]] = {}
+        """Per bucket, the last measurement kept as its exemplar since the previous collection (made an ``Exemplar`` when collected)."""
 
     @property
     def wants_span(self) -> bool:
@@ -91,7 +93,10 @@ class HistogramSeries:
             wanted = span is not None and span.trace_flags & 1
         else:
             wanted = kind is AlwaysOnExemplarFilter
-        self.record_in(amount, span if wanted else None, bool(wanted))
+        pending = self._pending
+        pending.append((amount, time.time_ns(), span) if wanted else amount)
+        if len(pending) >= DRAIN_AT or self._state is None:
+            self.drain()
 
     def record_in(self, amount: float, span: SpanContext | None, exemplar: bool) -> None:
         """Count AMOUNT; with EXEMPLAR, keep it as its bucket's exemplar (with SPAN's ids when SPAN is a valid span)."""
@@ -108,9 +113,9 @@ class HistogramSeries:
             for _ in range(len(pending)):
                 item = pending.popleft()
                 if type(item) is tuple:
-                    amount, now, span = item
+                    amount, now = item[0], item[1]
                 else:
-                    amount, now, span = item, 0, None
+                    amount, now = item, 0
                 if state is None:
                     state = self._state = PointState(self._attributes, now or time.time_ns(), [0] * (len(self._boundaries) + 1))
                 bucket = bisect_left(self._boundaries, amount)  # bucket i holds boundaries[i-1] < amount <= boundaries[i]
@@ -122,8 +127,7 @@ class HistogramSeries:
                 if amount > state.maximum:
                     state.maximum = amount
                 if now:
-                    ids = (span.span_id, span.trace_id) if span is not None and span.is_valid else (None, None)
-                    state.exemplars[bucket] = Exemplar({}, amount, now, *ids)
+                    self._candidates[bucket] = item  # type: ignore[assignment]
 
     def collect(self) -> PointState | None:
         """A copy of the point so far (None before any measurement); its exemplars are handed over, and forgotten here."""
@@ -132,9 +136,14 @@ class HistogramSeries:
             state = self._state
             if state is None:
                 return None
-            copy = replace(state, attributes=dict(state.attributes), bucket_counts=list(state.bucket_counts))
-            state.exemplars = {}
-            return copy
+            candidates, self._candidates = self._candidates, {}
+        exemplars = {bucket: Exemplar({}, amount, now, *_ids(span)) for bucket, (amount, now, span) in candidates.items()}
+        return replace(state, attributes=dict(state.attributes), bucket_counts=list(state.bucket_counts), exemplars=exemplars)
+
+
+def _ids(span: SpanContext | None) -> tuple[int | None, int | None]:
+    """(span id, trace id) of an exemplar measured in SPAN; (None, None) outside a valid span."""
+    return (span.span_id, span.trace_id) if span is not None and span.is_valid else (None, None)
 
 
 class LocalHistogram:
