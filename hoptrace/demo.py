@@ -170,8 +170,9 @@ def run_demo(settings: Settings, store_path: Path, jobs: int, timeout_s: float, 
             with console.status(f"waiting for {jobs} jobs to reach {FINAL_STAGE}…"):
                 reached = _wait(lambda: outbox.llen(outbox_key(run_settings)) >= jobs, timeout_s)
 
-                def settled() -> bool:  # the spans of the last hops may still be on their way
-                    return stuck_stage(pipeline, _pipeline_stats(pipeline, store, time.monotonic() - started), jobs) is None
+                def settled() -> bool:  # the spans of the last hops and the gauges' next points may still be on their way
+                    stats = _pipeline_stats(pipeline, store, time.monotonic() - started)
+                    return stuck_stage(pipeline, stats, jobs) is None and all(not stat.depth for stat in stats)
 
                 _wait(settled, SETTLE_TIMEOUT_S if reached else 2)
             completed = int(outbox.llen(outbox_key(run_settings)))

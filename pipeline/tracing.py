@@ -40,7 +40,7 @@ class Tracers:
         self._resolved: tuple[Tracer, LeanTracer | None] | None = None
 
     def get(self) -> tuple[Tracer, LeanTracer | None]:
-        """The tracer, and its lean twin when one reproduces it (None: use the tracer's ``start_span``)."""
+        """The tracer, and its lean twin when one reproduces it now (None: use the tracer's ``start_span``)."""
         found = self._resolved
         if found is None:
             provider = self._given or trace.get_tracer_provider()
@@ -48,7 +48,8 @@ class Tracers:
             found = (tracer, LeanTracer.of(tracer) if self._lean else None)
             if not isinstance(provider, ProxyTracerProvider):  # the global one is not set yet: ask again next time
                 self._resolved = found
-        return found
+        lean = found[1]
+        return found if lean is None or lean.enabled else (found[0], None)
 
 
 def _links(linked: tuple[SpanContext, ...]) -> list[Link]:

@@ -3,9 +3,9 @@
 ``Tracer.start_span`` calls ``sampler.should_sample`` for every span, which builds a
 ``SamplingResult`` (a mapping proxy of the attributes, the parent's trace state) through a
 chain of Python calls. The SDK's own samplers decide from three things only: whether the
-parent is valid, remote and sampled, and, for ``TraceIdRatioBased``, the trace id's low 64 bits
-against the rate's bound. ``shortcut(sampler)`` turns such a sampler, read once, into a small
-function of those; any other sampler (a user's own, ``AlwaysRecordSampler``, one that
+parent is valid, remote and sampled, and, for ``TraceIdRatioBased``, the trace id masked with
+its ``TRACE_ID_LIMIT`` (the low 64 bits) against the rate's bound. ``shortcut(sampler)`` turns
+such a sampler, read once, into a small function of those; any other sampler (a user's own, ``AlwaysRecordSampler``, one that
 overrides ``should_sample``) gives None and the caller asks the sampler itself.
 
 The builtin samplers also agree on the rest of the result: the span's attributes are the ones
@@ -27,7 +27,6 @@ from opentelemetry.trace import SpanContext
 Decide = Callable[[SpanContext | None, int], bool]
 """``decide(parent, trace_id)``: whether a span with PARENT (a valid span context, or None for a root) in TRACE_ID is sampled."""
 
-_LOW_64 = TraceIdRatioBased.TRACE_ID_LIMIT
 _DELEGATES = ("_remote_parent_sampled", "_remote_parent_not_sampled", "_local_parent_sampled", "_local_parent_not_sampled")
 
 
@@ -35,8 +34,8 @@ def _constant(answer: bool) -> Decide:
     return lambda parent, trace_id: answer
 
 
-def _ratio(bound: int) -> Decide:
-    return lambda parent, trace_id: trace_id & _LOW_64 < bound
+def _ratio(mask: int, bound: int) -> Decide:
+    return lambda parent, trace_id: trace_id & mask < bound
 
 
 def _leaf(sampler: Sampler) -> Decide | None:
@@ -46,7 +45,7 @@ def _leaf(sampler: Sampler) -> Decide | None:
         decision = getattr(sampler, "_decision", None)
         return _constant(decision is Decision.RECORD_AND_SAMPLE) if decision in (Decision.DROP, Decision.RECORD_AND_SAMPLE) else None
     if isinstance(sampler, TraceIdRatioBased) and kind.should_sample is TraceIdRatioBased.should_sample:
-        return _ratio(sampler.bound)
+        return _ratio(sampler.TRACE_ID_LIMIT, sampler.bound)
     return None
 
 

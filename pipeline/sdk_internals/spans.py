@@ -16,7 +16,8 @@ Ids come from the tracer's id generator, the sampling decision from the sampler'
 (``sampling``), the trace flags as ``start_span`` sets them (sampled, random trace id), the
 resource, scope, limits and span processor are the tracer's. ``of`` gives None, and the
 caller uses ``tracer.start_span``, for any tracer it cannot prove this for: not the SDK's, a
-sampler without a shortcut, a disabled tracer, the SDK's own tracer metrics switched on.
+sampler without a shortcut, a disabled tracer, the SDK's own tracer metrics switched on. A
+tracer disabled later (``enabled`` turns False) is the caller's to send to ``start_span``.
 
 Private names read: ``Tracer._span_limits``, ``._instrumentation_scope``, ``._tracer_config``,
 ``._tracer_metrics``; ``Span``'s and ``ReadableSpan``'s private fields (set here as their
@@ -33,6 +34,7 @@ from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, SpanLimits, Tracer
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
@@ -48,6 +50,8 @@ _UNSET = Status(StatusCode.UNSET)
 _NONE: tuple[()] = ()
 """The events and links of a span that has none yet (a ``BoundedList`` is made at the first)."""
 _FLAGS = {(sampled, random): TraceFlags((1 if sampled else 0) | (2 if random else 0)) for sampled in (False, True) for random in (False, True)}
+_PLAIN = frozenset((str, int, float, bool))
+"""Types of attribute values the SDK keeps as they are (any other value goes through its cleaning)."""
 MOST_OWN_ATTRIBUTES = 24
 """A bound on the attributes hoptrace itself puts on one span; the plain-dict start applies while the limits allow this many."""
 
@@ -107,20 +111,31 @@ class HopSpan(SdkSpan):
         super().set_attributes(attributes)
 
     def set_own(self, key: str, value: AttributeValue) -> None:
-        """Set one of hoptrace's own (clean) attributes: straight into the dict while it is a plain one."""
-        if type(self._attributes) is dict and self._end_time is None:
-            self._attributes[key] = value
+        """Set one of hoptrace's own attributes: a plain value straight into the dict while it is a plain one, as ``set_attribute`` would.
+
+        A key set again moves to the end, as in ``BoundedAttributes``; any other value (a list, an
+        object a broker answered) goes through ``set_attribute`` and the SDK's cleaning.
+        """
+        attributes = self._attributes
+        if type(attributes) is dict and type(value) in _PLAIN and self._end_time is None:
+            if key in attributes:
+                del attributes[key]
+            attributes[key] = value
         else:
-            SdkSpan.set_attribute(self, key, value)
+            self.set_attribute(key, value)
 
     def _add_event(self, event: Event) -> None:
         if self._events is _NONE:
-            self._events = self._new_events()
+            with self._lock:  # two threads adding the first event make one list
+                if self._events is _NONE:
+                    self._events = self._new_events()
         super()._add_event(event)
 
     def _add_link(self, link: Link) -> None:
         if self._links is _NONE:
-            self._links = BoundedList(self._limits.max_links)
+            with self._lock:
+                if self._links is _NONE:
+                    self._links = BoundedList(self._limits.max_links)
         super()._add_link(link)
 
     def end(self, end_time: int | None = None) -> None:
@@ -146,7 +161,6 @@ class LeanTracer:
         self.tracer = tracer
         self.sampler = tracer.sampler
         self.decide = decide
-        self.resource = tracer.resource
         self.span_processor = tracer.span_processor
         self.id_generator = tracer.id_generator
         self.instrumentation_info = tracer.instrumentation_info
@@ -158,6 +172,16 @@ class LeanTracer:
         )
         """Whether hoptrace's attributes pass the limits untouched (else each span's go through ``BoundedAttributes``)."""
         self._random_roots = self.id_generator.is_trace_id_random()
+
+    @property
+    def resource(self) -> Resource:
+        """The tracer's resource, read per span: a forked child's SDK merges its own process attributes into it."""
+        return self.tracer.resource
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the tracer is enabled now (a tracer configurator set later can disable it; then ``start_span`` it is)."""
+        return self.tracer._tracer_config.is_enabled  # noqa: SLF001
 
     @classmethod
     def of(cls, tracer: object) -> LeanTracer | None:
