@@ -28,10 +28,12 @@ import wrapt
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from opentelemetry import trace
+from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.instrumentation.kafka import KafkaInstrumentor
 
 import hoptrace.kafka
 from hoptrace.instrumentation import dropin
+from hoptrace.instrumentation.distro import before_instrumentors
 from hoptrace.instrumentation.kafka import PATCHES, HoptraceKafkaInstrumentor
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.messages import Owned
@@ -458,6 +460,20 @@ def test_the_stock_instrumentor_steps_aside_before_and_after_ours(
             ours.uninstrument()
         if stock.is_instrumented_by_opentelemetry:
             stock.uninstrument()
+
+
+@pytest.mark.parametrize("disabled", ["", "hoptrace_kafka", " redis , hoptrace_kafka "])
+def test_the_pre_instrument_hook_leaves_a_stock_instrumentor_alone_when_ours_is_disabled(disabled: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=hoptrace_kafka``: hoptrace does not instrument kafka-python, so the stock one must."""
+    assert not any("_hoptrace_methods" in stock.__dict__ for stock in (KafkaInstrumentor, CeleryInstrumentor))
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", disabled)
+    try:
+        before_instrumentors()
+        assert ("_hoptrace_methods" in KafkaInstrumentor.__dict__) is (disabled == "")
+        assert "_hoptrace_methods" in CeleryInstrumentor.__dict__
+    finally:
+        dropin.unsilence(KafkaInstrumentor)
+        dropin.unsilence(CeleryInstrumentor)
 
 
 OPENTELEMETRY_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"

@@ -51,9 +51,17 @@ def stock_instrumentor(library: str) -> type | None:
     return _classes({library: STOCK[library]}).get(library)
 
 
-def stock_instrumentors() -> list[tuple[type, str]]:
-    """Each installed stock instrumentor hoptrace replaces, with the name of hoptrace's that replaces it."""
-    ours = _classes(INSTRUMENTORS)
+ENTRY_POINTS = {"celery": "hoptrace_celery", "kafka": "hoptrace_kafka"}
+"""The ``opentelemetry_instrumentor`` entry point of hoptrace's instrumentor by library (as pyproject.toml declares them)."""
+
+
+def stock_instrumentors(disabled: frozenset[str] = frozenset()) -> list[tuple[type, str]]:
+    """Each installed stock instrumentor hoptrace replaces, with the name of hoptrace's that replaces it.
+
+    Libraries whose hoptrace entry point is in DISABLED (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``) are left out:
+    hoptrace does not instrument them, so their stock instrumentors may.
+    """
+    ours = {library: found for library, found in _classes(INSTRUMENTORS).items() if ENTRY_POINTS[library] not in disabled}
     return [(stock, ours[library].__name__) for library, stock in _classes(STOCK).items() if library in ours]
 
 

@@ -6,8 +6,10 @@
   ``OTEL_*`` variables, as ``hoptrace.pipeline.telemetry.configure`` builds it (bounded flush
   and shutdown, hoptrace's histograms for every reader).
 - ``before_instrumentors`` (``opentelemetry_pre_instrument``, which always runs): the stock
-  Celery and kafka-python instrumentors become no-ops (hoptrace's instrument those libraries),
-  and providers some other configurator built get hoptrace's bounded shutdown.
+  Celery and kafka-python instrumentors become no-ops where hoptrace's instrument those
+  libraries (not where ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names ``hoptrace_celery`` or
+  ``hoptrace_kafka``: then the stock one runs), and providers some other configurator built get
+  hoptrace's bounded shutdown.
 
 The auto-instrumentation loader runs one distro and one configurator, the first it finds unless
 ``OTEL_PYTHON_DISTRO`` / ``OTEL_PYTHON_CONFIGURATOR`` say which; with opentelemetry-distro
@@ -54,14 +56,19 @@ class HoptraceConfigurator:
             logger.exception("hoptrace could not set up OpenTelemetry; the application runs without telemetry")
 
 
+def disabled_instrumentations() -> frozenset[str]:
+    """The entry point names ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` lists, read as the auto-instrumentation loader reads them."""
+    return frozenset(name.strip() for name in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(","))
+
+
 def before_instrumentors() -> None:
-    """Skip the stock Celery and kafka-python instrumentors, and adopt providers hoptrace did not build."""
+    """Skip the stock Celery and kafka-python instrumentors where hoptrace's run, and adopt providers hoptrace did not build."""
     try:
         from hoptrace.instrumentation import stock_instrumentors
         from hoptrace.instrumentation.dropin import silence
         from hoptrace.pipeline import telemetry
 
-        for stock, ours in stock_instrumentors():
+        for stock, ours in stock_instrumentors(disabled_instrumentations()):
             silence(stock, ours)
         telemetry.global_telemetry()
     except Exception:  # noqa: BLE001 - the loader would stop instrumenting anything after us
