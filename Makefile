@@ -29,7 +29,7 @@ faults: setup  ## the fault suite on its own Redis (6390) and Kafka (9192): kill
 bench: setup  ## what hoptrace costs per message, full mode (20-40 min on 2 cores)
 	$(BIN)/python -m benchmarks
 
-bench-quick: setup  ## the same, small sizes (about 3 minutes)
+bench-quick: setup  ## the same, small sizes (about 6 minutes on 2 cores)
 	$(BIN)/python -m benchmarks --quick
 
 down:  ## stop the services that hoptrace started

@@ -17,7 +17,7 @@ from types import FrameType
 import typer
 from rich.console import Console
 
-from benchmarks import celery_hop, cpu, encoding, kafka_hop, memory, shutdown
+from benchmarks import celery_hop, celery_plain, cpu, encoding, kafka_hop, memory, relay, shutdown
 from benchmarks.discard import Collectors
 from benchmarks.harness import Run
 from benchmarks.machine import machine_info
@@ -38,6 +38,8 @@ class Section(str, Enum):
     export = "export"
     kafka = "kafka"
     celery = "celery"
+    relay = "relay"
+    celery_app = "celery-app"
     shutdown = "shutdown"
     memory = "memory"
 
@@ -48,6 +50,8 @@ SECTIONS: dict[Section, Measure] = {
     Section.export: lambda run, collectors, mode, progress: encoding.measure_section(run, mode, progress),
     Section.kafka: lambda run, collectors, mode, progress: kafka_hop.measure(run, collectors, mode, CONFIRM_EVERY, progress),
     Section.celery: celery_hop.measure,
+    Section.relay: lambda run, collectors, mode, progress: relay.measure(run, mode, progress),
+    Section.celery_app: lambda run, collectors, mode, progress: celery_plain.measure(run, mode, progress),
     Section.shutdown: lambda run, collectors, mode, progress: shutdown.measure(run, collectors, mode, CONFIRM_EVERY, progress),
     Section.memory: lambda run, collectors, mode, progress: memory.measure(run, collectors, mode, CONFIRM_EVERY, progress),
 }
@@ -63,9 +67,9 @@ def _progress(message: str) -> None:
 
 @app.command()
 def main(
-    quick: bool = typer.Option(False, "--quick", help="Small sizes and 2 rounds: the whole run in about 3-4 minutes."),
+    quick: bool = typer.Option(False, "--quick", help="Small sizes and 2 rounds: the whole run in about 6 minutes."),
     only: list[Section] = typer.Option(None, "--only", help="Run only this section (repeatable)."),
-    rounds: int = typer.Option(None, "--rounds", min=1, help="Rounds of the Kafka and Celery sections (default: by mode)."),
+    rounds: int = typer.Option(None, "--rounds", min=1, help="Rounds of the Kafka, Celery, relay and Celery app sections (default: by mode)."),
     output: Path = typer.Option(None, "--output", help="Folder of the JSON reports (default: .hoptrace/bench)."),
     keep_logs: bool = typer.Option(False, "--keep-logs", help="Keep the child processes' logs (their folder is printed)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when a target is missed."),

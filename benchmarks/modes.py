@@ -1,4 +1,4 @@
-"""How much each section measures: the quick mode (whole run in about 3-4 minutes on 2 cores) and the full mode."""
+"""How much each section measures: the quick mode (whole run in about 6 minutes on 2 cores) and the full mode."""
 
 from __future__ import annotations
 
@@ -32,16 +32,24 @@ class Mode:
     """Records a Kafka stage worker processes while its peak RSS is watched."""
     memory_pairs: int
     """Rounds of the memory section (each runs a worker per collector, in a rotated order)."""
+    relay_records: int
+    """Records per zero-code relay run (1 KB each)."""
+    relay_rounds: int
+    celery_app_tasks: int
+    """Tasks per zero-code Celery app run."""
+    celery_app_rounds: int
     memory_collectors: tuple[str, ...] = ("up", "refused")
     """Collectors the memory section runs a worker against: ``up`` first, then the ones that are down."""
     kafka_iterate_reference: bool = True
     """Also measure the untraced iterating consumer (``none-iterate``), the loop the stock variant needs."""
     warm_up_celery: bool = True
-    """Run an unmeasured Celery hop first (the Kafka section always warms up: the broker's JIT)."""
+    """Run an unmeasured Celery run first in the Celery and Celery app sections (the Kafka and relay sections always warm up: the broker's JIT)."""
 
     def with_rounds(self, rounds: int | None) -> Mode:
-        """This mode with ROUNDS rounds in the Kafka and Celery sections (None: unchanged)."""
-        return self if rounds is None else replace(self, kafka_rounds=rounds, celery_rounds=rounds)
+        """This mode with ROUNDS rounds in the Kafka, Celery, relay and Celery app sections (None: unchanged)."""
+        if rounds is None:
+            return self
+        return replace(self, kafka_rounds=rounds, celery_rounds=rounds, relay_rounds=rounds, celery_app_rounds=rounds)
 
 
 QUICK = Mode(
@@ -58,6 +66,10 @@ QUICK = Mode(
     shutdown_messages=20,
     memory_messages=6000,
     memory_pairs=1,
+    relay_records=3000,
+    relay_rounds=2,
+    celery_app_tasks=500,
+    celery_app_rounds=2,
     kafka_iterate_reference=False,
     warm_up_celery=False,
 )
@@ -76,5 +88,9 @@ FULL = Mode(
     shutdown_messages=100,
     memory_messages=100_000,
     memory_pairs=2,
+    relay_records=20_000,
+    relay_rounds=3,
+    celery_app_tasks=3000,
+    celery_app_rounds=3,
     memory_collectors=("up", "refused", "silent"),
 )

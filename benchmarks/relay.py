@@ -1,0 +1,161 @@
+"""The zero-code Kafka relay: CPU per record of an unchanged kafka-python relay, plain, under the stock instrumentor and under hoptrace.
+
+The relay is ``benchmarks/relay_app.py``, a user's script that never imports OpenTelemetry or
+hoptrace (``for record in consumer:``, ``json.loads``, ``producer.send`` to another topic, a
+commit every 500 records, ``producer.flush()`` after N). Each run has its own input and output
+topics and consumer group (a fresh namespace): a feeder process (``benchmarks.relay_feeder``,
+the same variant's instrumentation, not measured) fills the input topic with N records of about
+1 KB, then the relay process starts and relays them. The relay reports its own CPU time (the
+whole process, every thread) and wall time from its first record to the end of the flush after
+the N-th, and kafka-python's producer batching; its start-up and group join are not measured.
+
+Variants (``benchmarks.zerocode``): ``none``, ``stock-100``, ``stock-1``, ``hoptrace-100``,
+``hoptrace-1``; each between two ``none`` runs, in rounds whose order rotates
+(``benchmarks.schedule``). Rows: ``relay`` (CPU µs per record; the targets take ``none`` over a
+variant's CPU, so higher is better) and ``relay-batching`` (records per produce request and bytes
+per batch, to see whether instrumentation makes kafka-python's batching worse).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Run
+from benchmarks.modes import Mode
+from benchmarks.processes import Child
+from benchmarks.report import Scenario
+from benchmarks.schedule import Rounds, bracketed
+from benchmarks.zerocode import BY_KEY, NONE, SETTINGS, ZeroCodeVariant
+
+SECTION = "relay"
+BATCHING_SECTION = "relay-batching"
+RELAY_APP = Path(__file__).with_name("relay_app.py")
+KEYS = ("none", "stock-100", "stock-1", "hoptrace-100", "hoptrace-1")
+WARM_UP_RECORDS = 3000
+HOW = {
+    "none": "python relay_app.py: plain kafka-python, no OpenTelemetry",
+    "stock": "opentelemetry-instrument python relay_app.py, stock KafkaInstrumentor (hoptrace's instrumentors disabled)",
+    "hoptrace": "opentelemetry-instrument python relay_app.py, hoptrace's drop-in HoptraceKafkaInstrumentor (as installed)",
+}
+BATCHING_ROWS = (("records/request", "records-per-request-avg", "rec"), ("batch bytes", "batch-size-avg", "B"))
+"""(row suffix, kafka-python producer metric, unit) of the ``relay-batching`` rows."""
+
+
+@dataclass(frozen=True)
+class RelayResult:
+    """One measured relay run."""
+
+    variant: str
+    records: int
+    cpu_s: float
+    """CPU time of the relay process (every thread) from its first record to the end of the flush after the last."""
+    seconds: float
+    """Wall clock over the same span."""
+    batching: dict[str, float | None]
+    """kafka-python's producer metrics in the relay (``relay_app.BATCHING``)."""
+
+    @property
+    def cpu_us(self) -> float:
+        """CPU µs per record."""
+        return self.cpu_s / self.records * 1e6
+
+    def metric(self, name: str) -> float:
+        """Producer metric NAME (NaN when kafka-python did not report it)."""
+        value = self.batching.get(name)
+        return float("nan") if value is None else float(value)
+
+
+def run_relay(run: Run, variant: ZeroCodeVariant, records: int, label: str) -> RelayResult:
+    """Fill a fresh input topic with RECORDS records, then relay them to a fresh output topic, both as VARIANT runs them."""
+    namespace = run.namespace(label)
+    source, sink = run.create_topic(f"{namespace}relay-in"), run.create_topic(f"{namespace}relay-out")
+    group = run.track_group(f"{namespace}relay")
+    fed, relayed = run.file(f"{label}.fed.json"), run.file(f"{label}.relayed.json")
+    env = variant.env(run, namespace)
+    bootstrap = run.settings.kafka_bootstrap
+    timeout_s = max(60.0, records / 200)
+    children: list[Child] = []
+    try:
+        feeder_args = ["python", "-m", "benchmarks.relay_feeder", "--bootstrap", bootstrap, "--topic", source, "--count", str(records)]
+        children.append(feeder := run.start(f"{label}-feeder", variant.command([*feeder_args, "--result", str(fed)]), env))
+        feeder.wait(timeout_s)
+        feeder.check()
+        variant.check(json.loads(fed.read_text())["instrumentation"], "feeder")
+        relay_args = ["python", str(RELAY_APP), "--bootstrap", bootstrap, "--source", source, "--sink", sink, "--group", group]
+        children.append(relay := run.start(f"{label}-relay", variant.command([*relay_args, "--count", str(records), "--result", str(relayed)]), env))
+        relay.wait(timeout_s)
+        relay.check()
+        result: dict[str, Any] = json.loads(relayed.read_text())
+    finally:
+        for child in children:
+            child.stop()
+        run.drop_groups([group])
+        run.drop_topics([source, sink])
+    return RelayResult(variant.key, result["count"], result["cpu_s"], result["seconds"], result["batching"])
+
+
+def measure(run: Run, mode: Mode, progress: Callable[[str], None]) -> list[Scenario]:
+    """An unmeasured warm-up, then bracketed rounds (none, v1, none, v2, ..., none); the relay's CPU per record and its batching."""
+    warm_up = run_relay(run, NONE, min(mode.relay_records, WARM_UP_RECORDS), "r-warm-up")
+    progress(f"relay warm-up (not counted): {warm_up.cpu_us:.0f} µs/record")
+
+    def one(key: str, label: str) -> RelayResult:
+        result = run_relay(run, BY_KEY[key], mode.relay_records, f"r{label}")
+        batch = result.metric("records-per-request-avg")
+        progress(f"relay {label}: {BY_KEY[key].label}: {result.cpu_us:.0f} µs/record CPU, {result.seconds:.2f} s, {batch:.0f} records/request")
+        return result
+
+    rounds = bracketed("none", KEYS[1:], mode.relay_rounds, one)
+    return _cpu_rows(rounds, mode.relay_records) + _batching_rows(rounds)
+
+
+def _description(variant: ZeroCodeVariant) -> str:
+    settings = "" if variant.instrumentation == "none" else f"; {SETTINGS}, sampler arg {variant.sampling:g}"
+    return f"{HOW[variant.instrumentation]}{settings}; CPU of the relay process (every thread) from its first record to the flush after the last"
+
+
+def _cpu_rows(rounds: Rounds[RelayResult], records: int) -> list[Scenario]:
+    """A ``relay`` row per variant: CPU µs per record, paired with the ``none`` runs around it."""
+    return [
+        Scenario(
+            SECTION,
+            key,
+            f"{BY_KEY[key].label}: relay CPU per record",
+            "µs",
+            [result.cpu_us for result in rounds.results[key]],
+            None if key == "none" else "none",
+            _description(BY_KEY[key]),
+            details={
+                "paired_ratios": rounds.ratios(key, lambda result: result.cpu_us),
+                "records": records,
+                "seconds": [result.seconds for result in rounds.results[key]],
+                "records_per_s": [result.records / result.seconds for result in rounds.results[key]],
+                "batching": [result.batching for result in rounds.results[key]],
+                "instrumentation": BY_KEY[key].instrumentation,
+                "sampling": BY_KEY[key].sampling,
+            },
+        )
+        for key in KEYS
+    ]
+
+
+def _batching_rows(rounds: Rounds[RelayResult]) -> list[Scenario]:
+    """``relay-batching`` rows per variant: kafka-python's records per produce request and bytes per batch in the relay."""
+    return [
+        Scenario(
+            BATCHING_SECTION,
+            f"{key} {suffix}",
+            f"{BY_KEY[key].label}: relay producer {metric}",
+            unit,
+            [result.metric(metric) for result in rounds.results[key]],
+            None if key == "none" else f"none {suffix}",
+            f"kafka-python's producer metric {metric} in the relay after its flush (the other batching metrics: the relay rows' details)",
+            details={"paired_ratios": rounds.ratios(key, lambda result, metric=metric: result.metric(metric))},
+        )
+        for key in KEYS
+        for suffix, metric, unit in BATCHING_ROWS
+    ]
