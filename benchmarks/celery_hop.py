@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from benchmarks.completion import DONE_ENV, EXPECTED_ENV, GO_ENV, RedisCompletion
 from benchmarks.discard import Collector, Collectors
@@ -111,6 +113,46 @@ def _worker_args(variant: CeleryVariant, queue: str, hostname: str) -> list[str]
     return [*celery, *options.argv(), "--without-gossip", "--without-mingle", "--loglevel", "INFO", "--hostname", hostname]
 
 
+@dataclass(frozen=True)
+class Drive:
+    """What ``drive`` waits for: TASKS counted at the Redis key COUNTER, after the GO file; the publisher's report in PUBLISHED."""
+
+    tasks: int
+    counter: str
+    go: Path
+    published: Path
+    key: str
+
+
+def drive(run: Run, label: str, worker_args: list[str], publisher_args: list[str], env: dict[str, str], what: Drive) -> tuple[float, float, Any]:
+    """Start a Celery worker and a publisher, let the publisher go once the worker is ready, wait for the tasks to be counted.
+
+    Gives the time they were (``time.time``), the worker's CPU seconds meanwhile (with its pool),
+    and the publisher's JSON report; every child is stopped and reaped, whatever happens.
+    """
+    children: list[Child] = []
+    try:
+        children.append(worker := run.start(f"{label}-worker", worker_args, env))
+        children.append(publisher := run.start(f"{label}-publisher", publisher_args, env))
+        worker.wait_for_output(" ready.", 60)
+        worker_cpu = cpu_seconds(worker.pid)
+        what.go.touch()
+        finished = wait_until(
+            lambda: RedisCompletion.read(run.redis, what.counter), max(60.0, what.tasks / 50), f"{what.key}: {what.tasks} tasks", [worker, publisher]
+        )
+        worker_cpu = cpu_seconds(worker.pid) - worker_cpu
+        worker.terminate()
+        publisher.wait(60)
+        publisher.check()
+        sent = json.loads(what.published.read_text())
+        worker.wait(30)
+    finally:
+        for child in children:
+            child.stop()
+            child.reap_group()
+    return finished, worker_cpu, sent
+
+
 def run_hop(run: Run, collectors: Collectors, variant: CeleryVariant, tasks: int, label: str) -> CeleryResult:
     """Publish and run TASKS tasks as VARIANT does, on a queue of their own; the measured result."""
     namespace = run.namespace(label)
@@ -127,28 +169,9 @@ def run_hop(run: Run, collectors: Collectors, variant: CeleryVariant, tasks: int
         CELERY_TRACING_ENV: variant.tracing,
     }
     env = run.env(namespace, extra)
-    children: list[Child] = []
-    try:
-        worker = run.start(f"{label}-worker", _worker_args(variant, transport.queue, f"bench-{run.id}-{label}@%h"), env)
-        children.append(worker)
-        publisher_args = ["python", "-m", "benchmarks.celery_clients", "--tracing", variant.tracing, "--count", str(tasks)]
-        publisher = run.start(f"{label}-publisher", [*publisher_args, "--result", str(published)], env)
-        children.append(publisher)
-        worker.wait_for_output(" ready.", 60)
-        worker_cpu = cpu_seconds(worker.pid)
-        go.touch()
-        finished = wait_until(
-            lambda: RedisCompletion.read(run.redis, counter), max(60.0, tasks / 50), f"{variant.key}: {tasks} tasks", [worker, publisher]
-        )
-        worker_cpu = cpu_seconds(worker.pid) - worker_cpu
-        worker.terminate()
-        publisher.wait(60)
-        sent = json.loads(published.read_text())
-        worker.wait(30)
-    finally:
-        for child in children:
-            child.stop()
-            child.reap_group()
+    publisher_args = ["python", "-m", "benchmarks.celery_clients", "--tracing", variant.tracing, "--count", str(tasks), "--result", str(published)]
+    worker_args = _worker_args(variant, transport.queue, f"bench-{run.id}-{label}@%h")
+    finished, worker_cpu, sent = drive(run, label, worker_args, publisher_args, env, Drive(tasks, counter, go, published, variant.key))
     return CeleryResult(variant.key, tasks, finished - sent["first"], sent["last"] - sent["first"], worker_cpu, sent["cpu_s"])
 
 

@@ -16,17 +16,15 @@ Rows: ``celery-app`` (task/s, first publish to the last task done; the targets' 
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.celery_hop import CONCURRENCY, CeleryResult
+from benchmarks.celery_hop import CONCURRENCY, CeleryResult, Drive, drive
 from benchmarks.celery_plain_app import BROKER_ENV, QUEUE_ENV
-from benchmarks.completion import DONE_ENV, EXPECTED_ENV, GO_ENV, RedisCompletion
+from benchmarks.completion import DONE_ENV, EXPECTED_ENV, GO_ENV
 from benchmarks.harness import Run
 from benchmarks.modes import Mode
-from benchmarks.processes import Child, cpu_seconds, wait_until
 from benchmarks.report import Scenario
 from benchmarks.schedule import Rounds, bracketed
 from benchmarks.zerocode import BY_KEY, NONE, SETTINGS, ZeroCodeVariant
@@ -57,27 +55,9 @@ def run_app(run: Run, variant: ZeroCodeVariant, tasks: int, label: str) -> Celer
     published, go = run.file(f"{label}.published.json"), run.file(f"{label}.go")
     extra = {BROKER_ENV: run.settings.redis_url, QUEUE_ENV: queue, EXPECTED_ENV: str(tasks), DONE_ENV: counter, GO_ENV: str(go)}
     env = variant.env(run, namespace, extra)
-    children: list[Child] = []
-    try:
-        children.append(worker := run.start(f"{label}-worker", variant.command(_worker_args(queue, f"bench-{run.id}-{label}@%h")), env))
-        publisher_args = ["python", "-m", "benchmarks.celery_plain_publisher", "--count", str(tasks), "--result", str(published)]
-        children.append(publisher := run.start(f"{label}-publisher", variant.command(publisher_args), env))
-        worker.wait_for_output(" ready.", 60)
-        worker_cpu = cpu_seconds(worker.pid)
-        go.touch()
-        finished = wait_until(
-            lambda: RedisCompletion.read(run.redis, counter), max(60.0, tasks / 50), f"{variant.key}: {tasks} tasks", [worker, publisher]
-        )
-        worker_cpu = cpu_seconds(worker.pid) - worker_cpu
-        worker.terminate()
-        publisher.wait(60)
-        publisher.check()
-        sent = json.loads(published.read_text())
-        worker.wait(30)
-    finally:
-        for child in children:
-            child.stop()
-            child.reap_group()
+    worker_args = variant.command(_worker_args(queue, f"bench-{run.id}-{label}@%h"))
+    publisher_args = variant.command(["python", "-m", "benchmarks.celery_plain_publisher", "--count", str(tasks), "--result", str(published)])
+    finished, worker_cpu, sent = drive(run, label, worker_args, publisher_args, env, Drive(tasks, counter, go, published, variant.key))
     variant.check(sent["instrumentation"], "publisher")
     return CeleryResult(variant.key, tasks, finished - sent["first"], sent["last"] - sent["first"], worker_cpu, sent["cpu_s"])
 

@@ -77,4 +77,3 @@ VARIANTS: tuple[ZeroCodeVariant, ...] = (
 BY_KEY = {variant.key: variant for variant in VARIANTS}
 SETTINGS = "opentelemetry-instrument, parentbased_traceidratio, every exporter off, Redis instrumentor disabled"
 """How every instrumented variant runs, for descriptions."""
-
