@@ -369,3 +369,46 @@ def test_a_forward_the_broker_refuses_is_dead_lettered_not_lost(
             assert parked.llen(f"{namespace}payments.dead-letter") == 1, outcomes
     finally:
         parked.close()
+
+
+# --- 6. bodies that are not JSON objects --------------------------------------------------------
+
+POISON_BODIES = {
+    "nested-past-the-decoder": b"[" * 200_000,
+    "not-json": b"not json at all",
+    "json-array": b"[1, 2]",
+}
+
+
+def test_a_body_that_is_not_a_json_object_is_dead_lettered_once_and_the_next_order_gets_through(
+    settings: Settings,
+    namespace: str,
+    kafka_admin: KafkaAdminClient,
+    hoptrace_env: dict[str, str],
+    hoptrace_worker: Callable,
+    telemetry_store: tuple[OtlpReceiver, TelemetryStore],
+) -> None:
+    """A body nested deeper than Python's JSON decoder goes (it raised RecursionError, which escaped the dead-letter path) is undecodable too."""
+    _, store = telemetry_store
+    placed, dead_letter = f"{namespace}orders.placed", f"{namespace}orders.placed.dead-letter"
+    kafka_admin.create_topics([NewTopic(placed, 1, 1)])
+    with hoptrace_worker(ORDERS) as worker:
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
+        try:
+            for body in POISON_BODIES.values():
+                producer.send(placed, body)
+            producer.flush()
+        finally:
+            producer.close()
+        _publish(hoptrace_env, {"order_id": "good-control"})
+        assert _order_ids(wait_for_outbox(settings, namespace, 1)) == ["good-control"]
+        assert wait_for(lambda: len(_records(settings, dead_letter)) >= len(POISON_BODIES), 60), worker.output()
+        assert worker.popen.poll() is None, worker.output()
+    _assert_each_delivered_once(settings, namespace, ["good-control"], worker)
+    parked = _records(settings, dead_letter)
+    assert [json.loads(record.value)["undecodable"] for record in parked] == [body.decode()[:10000] for body in POISON_BODIES.values()]
+    errors = [dict(record.headers)["hoptrace-error"].decode() for record in parked]
+    assert [error.split(":")[0] for error in errors] == ["UndecodableMessage"] * len(POISON_BODIES), errors
+    assert "maximum recursion depth exceeded" in errors[0], errors[0]
+    assert _counter(store, "hoptrace.stage.dead_lettered", "validate") == len(POISON_BODIES)
+    assert _counter(store, "hoptrace.stage.retries", "validate") == 0

@@ -52,7 +52,7 @@ def delivery(record: ConsumerRecord, redelivered: bool = False) -> Delivery:
     attributes = {semconv.MESSAGING_PARTITION: str(record.partition), semconv.MESSAGING_KAFKA_OFFSET: record.offset}
     try:
         payload = json.loads(record.value) if record.value is not None else None
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: arrays or objects nested past the decoder's depth
         payload, problem = None, f"body is not JSON: {error}"
     else:
         problem = None if isinstance(payload, dict) else f"body is JSON {type(payload).__name__}, not an object"
