@@ -7,6 +7,7 @@ embedded store or a Prometheus that scrapes the OpenTelemetry Collector's promet
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,8 @@ class StageSource(Protocol):
         ...
 
 
+TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
+"""A W3C trace id as the commands print it (either letter case)."""
 STUCK_AFTER_S = 300.0
 """A job still in flight with nothing new for this long is shown as stuck (``--stuck-after``)."""
 
@@ -123,6 +126,8 @@ def print_trace(trace_id: str, as_json: bool, db: Path | None, jaeger: str | Non
     from hoptrace.view.formatting import trace_json
     from hoptrace.view.tree import trace_tree
 
+    if not TRACE_ID.fullmatch(trace_id):
+        raise CommandError(f"{trace_id!r} is not a trace id: 32 hex digits, as printed by publish, traces or demo", exit_code=2)
     try:
         spans = open_source(db, jaeger).trace(trace_id.lower())
     except JaegerError as error:

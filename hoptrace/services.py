@@ -223,11 +223,12 @@ def print_run(action: Literal["up", "down"], services: tuple[str, ...] | None = 
 def print_status(services: tuple[str, ...] | None = None) -> int:
     """``hoptrace services status``: one table row per service (default: the brokers); 1 when one is not healthy."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("service", "address", "pid", "health", "detail")
     found = status(Settings(), services or SERVICE_NAMES)
     for item in found:
-        health = "[green]healthy[/green]" if item.healthy else "[red]down[/red]"
+        health = Text("healthy", style="green") if item.healthy else Text("down", style="red")
         pid = str(item.pid) if item.pid is not None else "not started by hoptrace"
         table.add_row(item.name, item.address, pid, health, item.detail)
     console().print(table)

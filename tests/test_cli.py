@@ -29,12 +29,21 @@ ORDERS = "hoptrace.examples.orders:pipeline"
         ),
         (["publish", ORDERS, "validate", "--payload", "[1]"], "the payload must be a JSON object, not list"),
         (["publish", ORDERS, "validate", "--payload", "{"], "the payload is not JSON"),
+        (["trace", "[/nope]"], "'[/nope]' is not a trace id: 32 hex digits, as printed by publish, traces or demo"),
+        (["trace", "0" * 33], f"'{'0' * 33}' is not a trace id: 32 hex digits"),
     ],
 )
 def test_a_mistake_is_named_with_its_fix(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_markup_in_what_a_command_prints_is_printed_as_it_is(tmp_path) -> None:
+    """An argument with Rich markup in it (``[/nope]`` raised MarkupError) or an emoji code is text, not a style."""
+    result = CliRunner().invoke(app, ["worker", "[/nope]:x[red]y :smile:"], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert "cannot import '[/nope]' (No module named '[/nope]'); run from the folder that holds it" in result.output
 
 
 def test_an_unknown_trace_says_how_to_find_one(tmp_path) -> None:

@@ -132,6 +132,8 @@ def trace_json(spans: Iterable[ReceivedSpan]) -> list[dict[str, Any]]:
 def to_text(renderable: RenderableType, width: int = 100) -> str:
     """RENDERABLE as plain text WIDTH cells wide, without colours or any other ANSI code."""
     buffer = StringIO()
-    console = Console(file=buffer, width=width, color_system=None, force_terminal=False, legacy_windows=False, highlight=False, emoji=False)
+    console = Console(
+        file=buffer, width=width, color_system=None, force_terminal=False, legacy_windows=False, highlight=False, emoji=False, markup=False
+    )
     console.print(renderable)
     return buffer.getvalue()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from hoptrace.pipeline import semconv
 from hoptrace.view.formatting import format_duration
@@ -184,7 +185,7 @@ def outcomes_table(stats: Sequence[PrometheusStageStats]) -> Table:
         table.add_row(
             f"{each.pipeline}/{each.stage}" if several else each.stage,
             str(each.consumed),
-            f"[red]{each.dead_lettered}[/red]" if each.dead_lettered else "0",
+            Text(str(each.dead_lettered), style="red") if each.dead_lettered else "0",
             format_duration(each.job_latency_p95_s),
             format_duration(each.oldest_waiting_s),
         )
