@@ -466,3 +466,36 @@ def test_trace_json_round_trips_exactly() -> None:
     assert second["events"] == [{"name": "exception", "attributes": {"exception.type": "OrderRejected", "payload": {"$bytes": "/w=="}}}]
     assert second["links"] == [{"trace_id": f"{9:032x}", "span_id": f"{10:016x}", "attributes": {"why": "batch"}}]
     assert second["resource"] == {"service.name": "orders-worker", "host.id": {"$bytes": "AQI="}}
+
+
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\r\nforged line\u202e\x9b31m"
+"""A window title, a screen clear, a forged line, a right-to-left override and a C1 CSI: what a sender can put in a span."""
+
+
+def test_control_characters_from_spans_are_shown_not_obeyed_and_forge_no_line() -> None:
+    """Span names, stage and destination attributes, status messages and error types reach the terminal as visible stand-ins."""
+    hostile = [
+        replace(span, attributes={**span.attributes, "hoptrace.stage": span.attributes["hoptrace.stage"] + HOSTILE})
+        if span.kind == "CONSUMER"
+        else span
+        for span in DEAD
+    ]
+    hostile[-1] = replace(hostile[-1], status_code="ERROR", status_message=HOSTILE)
+    hostile.append(_span(3, 0x38, 0x32, "db" + HOSTILE, "INTERNAL", 3 * MS, 4 * MS, status_code="ERROR", status_message=HOSTILE))
+    hostile[3] = replace(hostile[3], attributes={**hostile[3].attributes, "error.type": HOSTILE})
+    clean = [*DEAD, _span(3, 0x38, 0x32, "db", "INTERNAL", 3 * MS, 4 * MS, status_code="ERROR", status_message="x")]
+    summary = TraceSummary(f"{3:032x}", JOB3 + HOSTILE, "send", T0, T0 + 316 * MS, 8, 3, ("validate" + HOSTILE, "charge"), "dead-lettered")
+    stats = StageStats("orders", "charge" + HOSTILE, "celery", "payments" + HOSTILE, 5, 1.0, 1.0, 2.0, 3.0, 1.0, 1, 1, 0, None, None)
+    console = Console(force_terminal=True, color_system="standard", width=400)
+    for renderable, clean_renderable in (
+        (trace_tree(hostile), trace_tree(clean)),
+        (traces_table([summary], width=400), traces_table([replace(summary, job_id=JOB3, stages=("validate", "charge"))], width=400)),
+        (stage_table([stats], width=400), stage_table([replace(stats, stage="charge", destination="payments")], width=400)),
+    ):
+        with console.capture() as captured:
+            console.print(renderable)
+        output = captured.get()
+        styles_removed = "".join(part.split("m", 1)[-1] for part in output.split("\x1b["))  # Rich's own style codes are ESC [ ... m
+        assert not [char for char in styles_removed if char != "\n" and (ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0)], repr(output)
+        assert "\u202e" not in output and "␛]0;owned" in output, repr(output)  # (Rich itself drops BEL and CR)
+        assert len(to_text(renderable, 400).splitlines()) == len(to_text(clean_renderable, 400).splitlines())

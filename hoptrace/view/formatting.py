@@ -20,6 +20,28 @@ from hoptrace.view.otlp_decode import Attributes, ReceivedSpan
 from hoptrace.view.queries import to_json
 
 NONE = "—"
+_STAND_INS = {
+    **{code: 0x2400 + code for code in range(0x20)},  # C0 controls (ESC, BEL, CR, LF...) as their control pictures: ␛ ␇ ␍ ␊
+    0x7F: 0x2421,  # DEL as ␡
+    **{code: 0xFFFD for code in range(0x80, 0xA0)},  # C1 controls (CSI, OSC...)
+    **{code: 0xFFFD for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))},  # bidirectional overrides and isolates
+}
+"""Each character a terminal would act on instead of showing, and the one shown in its place."""
+
+
+def shown(text: Text) -> Text:
+    """TEXT (changed in place) with every control character a visible stand-in of the same length, so its styles stay where they were.
+
+    Span names, attributes, status messages and labels come from whoever sent them: an escape
+    sequence in one would set the terminal's title, clear the screen or forge a line.
+    """
+    plain = text.plain
+    safe = plain.translate(_STAND_INS)
+    if safe != plain:
+        text.plain = safe
+    return text
+
+
 """What a value that is not known is shown as."""
 SHORT_ID = 8
 """How many leading characters of a job id are shown."""

@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hoptrace.pipeline import semconv
-from hoptrace.view.formatting import format_duration
+from hoptrace.view.formatting import format_duration, shown
 from hoptrace.view.prometheus import PrometheusQuery, Sample, finite, label_matcher
 from hoptrace.view.queries import StageStats
 
@@ -183,7 +183,7 @@ def outcomes_table(stats: Sequence[PrometheusStageStats]) -> Table:
     several = len({each.pipeline for each in stats}) > 1
     for each in stats:
         table.add_row(
-            f"{each.pipeline}/{each.stage}" if several else each.stage,
+            shown(Text(f"{each.pipeline}/{each.stage}" if several else each.stage)),
             str(each.consumed),
             Text(str(each.dead_lettered), style="red") if each.dead_lettered else "0",
             format_duration(each.job_latency_p95_s),

@@ -19,7 +19,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
 
-from hoptrace.view.formatting import NONE, format_duration, format_ns, format_number, format_rate, short_id, status_text
+from hoptrace.view.formatting import NONE, format_duration, format_ns, format_number, format_rate, short_id, shown, status_text
 from hoptrace.view.queries import StageStats, TraceSummary
 
 _COLUMN_GAP = 2
@@ -117,7 +117,7 @@ def stage_table(stats: Sequence[StageStats], width: int | None = None) -> Table:
     several = len({each.pipeline for each in stats}) > 1
 
     def texts(values: Iterable[str]) -> list[Text]:
-        return [Text(value) for value in values]
+        return [shown(Text(value)) for value in values]
 
     def columns_for(width: int) -> list[_Column]:
         return [
@@ -154,12 +154,12 @@ def traces_table(summaries: Sequence[TraceSummary], width: int | None = None) ->
     def columns_for(width: int) -> list[_Column]:
         whole = width >= WHOLE_TRACE_ID_WIDTH
         return [
-            _Column("trace", [Text(s.trace_id) for s in summaries], 1, shrinks=not whole, fold_to=None if whole else 16),
-            _Column("job", [Text(short_id(s.job_id)) for s in summaries], 6),
+            _Column("trace", [shown(Text(s.trace_id)) for s in summaries], 1, shrinks=not whole, fold_to=None if whole else 16),
+            _Column("job", [shown(Text(short_id(s.job_id))) for s in summaries], 6),
             _Column("start", [Text(_local_time(s.start_ns)) for s in summaries], 4),
             _Column("e2e", [Text(format_ns(s.end_ns - s.start_ns)) for s in summaries], 3, "right"),
             _Column("spans", [Text(str(s.span_count)) for s in summaries], 7, "right"),
-            _Column("stages", [Text(" → ".join(s.stages) or NONE) for s in summaries], 5, shrinks=True),
+            _Column("stages", [shown(Text(" → ".join(s.stages) or NONE)) for s in summaries], 5, shrinks=True),
             _Column("status", [status_text(s.status) for s in summaries], 2),
         ]
 

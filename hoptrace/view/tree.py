@@ -18,7 +18,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from hoptrace.pipeline import semconv
-from hoptrace.view.formatting import NONE, format_ns, short_id, status_text
+from hoptrace.view.formatting import NONE, format_ns, short_id, shown, status_text
 from hoptrace.view.hops import Hop, duration_ns, group_hops, job_status, span_integer, span_text
 from hoptrace.view.otlp_decode import ReceivedSpan
 
@@ -71,7 +71,7 @@ def _hop_label(hop: Hop, orphan: bool) -> _Label:
     numbers.append_text(status_text(status))
     if orphan:
         numbers.append("  (parent not received)", style="italic")
-    return _Label.split(where, numbers)
+    return _Label.split(shown(where), shown(numbers))
 
 
 def _attempt_label(span: ReceivedSpan, number: int) -> Text:
@@ -82,7 +82,7 @@ def _attempt_label(span: ReceivedSpan, number: int) -> Text:
         label.stylize("red")
     else:
         label.append_text(status_text("ok"))
-    return label
+    return shown(label)
 
 
 def _parked_label(span: ReceivedSpan) -> Text:
@@ -91,7 +91,7 @@ def _parked_label(span: ReceivedSpan) -> Text:
     label = Text(f"parked on {system} {destination}", style="red")
     if span.status_code == "ERROR":
         label.append(f"  ERROR {span.status_message}".rstrip())
-    return label
+    return shown(label)
 
 
 def _other_label(span: ReceivedSpan, orphan: bool) -> Text:
@@ -101,7 +101,7 @@ def _other_label(span: ReceivedSpan, orphan: bool) -> Text:
         label.append(f"  ERROR {span.status_message}".rstrip(), style="red")
     if orphan:
         label.append("  (parent not received)", style="italic")
-    return label
+    return shown(label)
 
 
 def _in_loop(span: ReceivedSpan, others: dict[str, ReceivedSpan]) -> bool:
