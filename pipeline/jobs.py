@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 
 from opentelemetry import baggage
@@ -12,6 +13,10 @@ from opentelemetry.context import Context
 
 from hoptrace.pipeline import w3c
 from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT
+
+JOB_ID = re.compile(r"[\x21-\x7e]{1,128}")
+"""A job id taken from a message: 1 to 128 visible ASCII characters (hoptrace makes 32 hex digits); no
+space, newline or escape character that would forge a log line or a terminal's output."""
 
 
 def parse_epoch_seconds(text: str) -> float | None:

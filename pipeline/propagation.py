@@ -26,7 +26,7 @@ from opentelemetry.propagators.textmap import CarrierT, Setter, TextMapPropagato
 from opentelemetry.trace import SpanContext
 
 from hoptrace.pipeline import w3c
-from hoptrace.pipeline.jobs import parse_epoch_seconds
+from hoptrace.pipeline.jobs import JOB_ID, parse_epoch_seconds
 from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Extracted:
     sent_at: float | None
     fallbacks: tuple[str, ...]
     """Reasons a header was ignored (``non_utf8``, ``none_value``, ``not_text``, ``duplicate``, ``oversized``,
-    ``malformed_traceparent``, ``malformed_sent_at``, ``baggage_not_allowed``, ``too_many_baggage_members``)."""
+    ``malformed_traceparent``, ``malformed_sent_at``, ``malformed_job_id``, ``baggage_not_allowed``, ``too_many_baggage_members``)."""
     parent: SpanContext | None = None
     """The valid parent span in ``context``; None when there is none (a new trace starts)."""
     baggage: Mapping[str, object] = field(default_factory=dict)
@@ -239,6 +239,8 @@ def _sound(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...]) -
     context, parent, members = w3c.read(found)  # type: ignore[arg-type]
     if "traceparent" in found and parent is None or header is not None and not members:
         return None
+    if members and (job := members.get(BAGGAGE_JOB_ID)) is not None and not JOB_ID.fullmatch(job):  # type: ignore[arg-type]
+        return None
     return Extracted(context, sent_at, (), parent, members or {})
 
 
@@ -258,6 +260,11 @@ def _extract(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...])
         parent = parent if parent.is_valid else None
     if "traceparent" in headers and parent is None:
         fallbacks.append("malformed_traceparent")
+    if members and (job := members.get(BAGGAGE_JOB_ID)) is not None and not JOB_ID.fullmatch(str(job)):
+        fallbacks.append("malformed_job_id")  # the message starts a new job here: its id and start time go
+        for key in ALWAYS_ALLOWED:
+            context = baggage.remove_baggage(key, context)
+        members = baggage.get_all(context)
     fallbacks += baggage_fallbacks
     sent_at = None
     if HEADER_SENT_AT in headers:

@@ -22,8 +22,12 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from hoptrace.pipeline import jobs
 from hoptrace.pipeline.carriers import DICT_SETTER
+from hoptrace.pipeline.jobs import JOB_ID
+from hoptrace.pipeline.messages import Delivery
 from hoptrace.pipeline.propagation import MAX_BAGGAGE_MEMBERS, Extracted, extract, inject
+from hoptrace.pipeline.receiving import receive
 from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
+from hoptrace.pipeline.stages import KafkaTransport, Stage
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7
@@ -148,6 +152,28 @@ def test_broken_headers_fall_back_and_never_raise(pairs: list[tuple[object, obje
     assert (extracted.fallbacks, extracted.is_root) == (fallbacks, is_root)
     if not is_root:
         assert parent(extracted).trace_id == TRACE_ID
+
+
+@pytest.mark.parametrize(
+    "job",
+    ["job%0Aforged%20log%20line", "job%1B%5D0%3Btitle%07", "a%20b", "x" * 129, "%C3%A9t%C3%A9"],
+    ids=["newline", "escape", "space", "129-chars", "not-ascii"],
+)
+def test_a_job_id_that_could_forge_a_line_starts_a_new_job_and_is_counted(job: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Job ids reach logs, span attributes and the terminal: one that is not 1-128 visible ASCII characters is dropped with its start."""
+    header = f"hoptrace.job.id={job},hoptrace.job.started_at=1700000000.5,tenant=acme"
+    extracted = extract([("traceparent", TRACEPARENT), ("baggage", header)], allowlist=("tenant",))
+    assert (extracted.fallbacks, extracted.is_root, members(extracted)) == (("malformed_job_id",), False, {"tenant": "acme"})
+    assert "malformed_job_id" in caplog.text
+    incoming = receive(Stage("s", KafkaTransport("t", "g"), handler=lambda payload: None), Delivery({}, [("baggage", header)], {}))
+    assert JOB_ID.fullmatch(incoming.job_id) and incoming.job_id != job, incoming.job_id
+
+
+@pytest.mark.parametrize("job", ["4f1c2d3e5a6b7c8d9e0f1a2b3c4d5e6f", "order-17:eu/acme", "x" * 128])
+def test_a_sound_job_id_is_kept(job: str) -> None:
+    header = f"hoptrace.job.id={job},hoptrace.job.started_at=1700000000.5"
+    extracted = extract([("traceparent", TRACEPARENT), ("baggage", header)])
+    assert (extracted.fallbacks, members(extracted)[BAGGAGE_JOB_ID]) == ((), job)
 
 
 def test_a_broken_sent_at_leaves_sent_at_none() -> None:
