@@ -46,7 +46,8 @@ class Extracted:
     sent_at: float | None
     fallbacks: tuple[str, ...]
     """Reasons a header was ignored (``non_utf8``, ``none_value``, ``not_text``, ``duplicate``, ``oversized``,
-    ``malformed_traceparent``, ``malformed_sent_at``, ``malformed_job_id``, ``baggage_not_allowed``, ``too_many_baggage_members``)."""
+    ``malformed_traceparent``, ``malformed_tracestate``, ``malformed_sent_at``, ``malformed_job_id``,
+    ``baggage_not_allowed``, ``too_many_baggage_members``)."""
     parent: SpanContext | None = None
     """The valid parent span in ``context``; None when there is none (a new trace starts)."""
     baggage: Mapping[str, object] = field(default_factory=dict)
@@ -236,6 +237,8 @@ def _sound(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...]) -
             return None
     if len(found) > ("traceparent" in found) + ("tracestate" in found) + (header is not None):
         return None  # a key in another letter case, or one a getter let through: the general path sorts it out
+    if (state := found.get("tracestate")) is not None and not w3c.is_list_text(state):
+        return None
     context, parent, members = w3c.read(found)  # type: ignore[arg-type]
     if "traceparent" in found and parent is None or header is not None and not members:
         return None
@@ -248,6 +251,9 @@ def _extract(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...])
     """``extract`` for any headers: cleaned, filtered, broken ones named in the fallbacks and logged."""
     fallbacks: list[str] = []
     headers = _clean(pairs, fallbacks)
+    if "tracestate" in headers and not w3c.is_list_text(headers["tracestate"]):
+        fallbacks.append("malformed_tracestate")  # CR or LF in it would forge a line in the SDK's log of what it refused
+        del headers["tracestate"]
     baggage_fallbacks: list[str] = []
     if "baggage" in headers:
         headers["baggage"] = _allowed_baggage(headers["baggage"], allowlist, baggage_fallbacks)

@@ -88,6 +88,11 @@ def read(headers: Mapping[str, str]) -> tuple[Context, SpanContext | None, dict[
     return Context(values), parent, members  # one context with everything, not one copy per value
 
 
+def is_list_text(value: str) -> bool:
+    """Whether VALUE holds only what a W3C list header may (visible ASCII, spaces, tabs): no CR, LF or escape for a log line to carry."""
+    return value.isascii() and value.replace("\t", " ").isprintable()
+
+
 def _parent(traceparent: str, tracestate: str | None) -> SpanContext | None:
     """The remote span context a ``traceparent`` (and ``tracestate``) header gives; None when it is not a valid one."""
     match = _TRACEPARENT.search(traceparent)
@@ -97,8 +102,8 @@ def _parent(traceparent: str, tracestate: str | None) -> SpanContext | None:
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN or (version == "00" and rest) or version == "ff":
         return None
     state = None
-    if tracestate is not None and len(tracestate) <= _TRACECONTEXT_MAXIMUM_TRACESTATE_LENGTH:
-        state = TraceState.from_header([tracestate])
+    if tracestate is not None and len(tracestate) <= _TRACECONTEXT_MAXIMUM_TRACESTATE_LENGTH and is_list_text(tracestate):
+        state = TraceState.from_header([tracestate])  # (it logs a member it refuses as it came)
     return SpanContext(int(trace_id, 16), int(span_id, 16), True, _TRACE_FLAGS[int(flags, 16)], state)
 
 

@@ -161,6 +161,8 @@ def expected(pairs: RawPairs, allowlist: tuple[str, ...]) -> Expected:
         parent = w3c_parent(headers["traceparent"])
         if parent is None:
             reasons.add("malformed_traceparent")
+    if "tracestate" in headers and not re.fullmatch(r"[\x20-\x7e\t]*", headers["tracestate"]):
+        reasons.add("malformed_tracestate")  # W3C list text is visible ASCII, spaces and tabs: no CR or LF to forge a log line
     sent_at = None
     if HEADER_SENT_AT in headers:
         sent_at = finite_seconds(headers[HEADER_SENT_AT])

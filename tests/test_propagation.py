@@ -169,6 +169,14 @@ def test_a_job_id_that_could_forge_a_line_starts_a_new_job_and_is_counted(job: s
     assert JOB_ID.fullmatch(incoming.job_id) and incoming.job_id != job, incoming.job_id
 
 
+def test_a_tracestate_with_a_line_break_is_dropped_counted_and_forges_no_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    extracted = extract([("traceparent", TRACEPARENT), ("tracestate", "a=b,\r\nFORGED LINE x=y")])
+    assert (extracted.fallbacks, extracted.is_root, parent(extracted).trace_state.to_header()) == (("malformed_tracestate",), False, "")
+    assert "FORGED" not in caplog.text
+    assert [record.getMessage().count("\n") for record in caplog.records] == [0]
+
+
 @pytest.mark.parametrize("job", ["4f1c2d3e5a6b7c8d9e0f1a2b3c4d5e6f", "order-17:eu/acme", "x" * 128])
 def test_a_sound_job_id_is_kept(job: str) -> None:
     header = f"hoptrace.job.id={job},hoptrace.job.started_at=1700000000.5"
