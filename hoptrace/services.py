@@ -23,6 +23,7 @@ from urllib.request import urlopen
 import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
+from kombu.utils.url import maybe_sanitize_url
 
 from hoptrace.errors import CommandError
 from hoptrace.output import console
@@ -129,15 +130,16 @@ def kafka_status(settings: Settings) -> ServiceStatus:
 
 
 def redis_status(settings: Settings) -> ServiceStatus:
-    """PING Redis and read its version."""
+    """PING Redis and read its version; the address is shown without its password."""
     pid = _started_pid(settings.state_dir / "redis" / "redis.pid")
+    address = maybe_sanitize_url(settings.redis_url)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S)
     try:
         client.ping()
         version = client.info("server")["redis_version"]
-        return ServiceStatus("redis", settings.redis_url, True, f"Redis {version}", pid)
+        return ServiceStatus("redis", address, True, f"Redis {version}", pid)
     except redis.RedisError as error:
-        return ServiceStatus("redis", settings.redis_url, False, f"not answering: {error}", pid)
+        return ServiceStatus("redis", address, False, f"not answering: {error}", pid)
     finally:
         client.close()
 

@@ -66,6 +66,13 @@ def test_a_port_taken_by_something_else_is_a_clear_error(
     assert variable in result.stderr
 
 
+def test_status_shows_the_redis_address_without_its_password(settings: Settings) -> None:
+    """The password in HOPTRACE_REDIS_URL is masked (the status table is pasted into tickets and chats)."""
+    found = services.redis_status(settings.model_copy(update={"redis_url": "redis://:s3cret@127.0.0.1:1/0"}))
+    assert (found.address, found.healthy) == ("redis://:**@127.0.0.1:1/0", False)
+    assert "s3cret" not in found.detail
+
+
 def test_down_stops_only_what_up_started(settings: Settings, tmp_path: Path) -> None:
     port = free_port()
     mine = Settings(redis_url=f"redis://127.0.0.1:{port}/0", state_dir=tmp_path)
