@@ -73,6 +73,23 @@ def test_status_shows_the_redis_address_without_its_password(settings: Settings)
     assert "s3cret" not in found.detail
 
 
+@pytest.mark.parametrize(
+    ("script", "variable", "value"),
+    [
+        ("kafka.sh", "HOPTRACE_KAFKA_BOOTSTRAP", "127.0.0.1:a[$(touch {canary})]"),
+        ("redis.sh", "HOPTRACE_REDIS_URL", "redis://127.0.0.1:6379$(touch {canary})/0"),
+        ("kafka.sh", "HOPTRACE_KAFKA_CONTROLLER_PORT", "a[$(touch {canary})]"),
+    ],
+)
+def test_an_address_that_is_not_host_port_is_refused_and_never_run(tmp_path: Path, script: str, variable: str, value: str) -> None:
+    """The scripts evaluated $((PORT + 1)) on text from the environment: a crafted address ran a command."""
+    canary = tmp_path / "ran"
+    result = _script(script, "start", **{variable: value.format(canary=canary), "HOPTRACE_STATE_DIR": str(tmp_path)})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "not a host:port address" in result.stderr or "is not a port number" in result.stderr, result.stderr
+    assert not canary.exists()
+
+
 def test_down_stops_only_what_up_started(settings: Settings, tmp_path: Path) -> None:
     port = free_port()
     mine = Settings(redis_url=f"redis://127.0.0.1:{port}/0", state_dir=tmp_path)

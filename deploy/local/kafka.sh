@@ -6,8 +6,9 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-read -r HOST PORT <<<"$(host_port "${HOPTRACE_KAFKA_BOOTSTRAP:-127.0.0.1:9092}")"
+address "${HOPTRACE_KAFKA_BOOTSTRAP:-127.0.0.1:9092}" HOST PORT
 CONTROLLER_PORT="${HOPTRACE_KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
+[[ "$CONTROLLER_PORT" =~ ^[0-9]{1,5}$ ]] || die "HOPTRACE_KAFKA_CONTROLLER_PORT is not a port number: '$CONTROLLER_PORT'"
 VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/pom.xml")"
 HEAP="${HOPTRACE_KAFKA_HEAP:-512m}"
 DIR="$STATE_DIR/kafka"

@@ -8,12 +8,17 @@ STATE_DIR="${HOPTRACE_STATE_DIR:-$PWD/.hoptrace}"
 die() { echo "error: $*" >&2; exit 1; }
 say() { echo "$*"; }
 
-# host_port ADDRESS -> "HOST PORT" for host:port, redis://[user:pass@]host:port/db and the like.
-host_port() {
+# address ADDRESS HOST_VAR PORT_VAR: set HOST_VAR and PORT_VAR from host:port, redis://[user:pass@]host:port/db
+# and the like; dies on anything else (the values reach arithmetic and config files: text there could run a command).
+address() {
   local rest="${1#*://}"
   rest="${rest##*@}"
   rest="${rest%%/*}"
-  echo "${rest%:*} ${rest##*:}"
+  local host="${rest%:*}" port="${rest##*:}"
+  [[ "$host" =~ ^[A-Za-z0-9._-]+$ && "$port" =~ ^[0-9]{1,5}$ ]] \
+    || die "not a host:port address: '$1' (for example 127.0.0.1:9092, or redis://127.0.0.1:6379/0)"
+  printf -v "$2" '%s' "$host"
+  printf -v "$3" '%s' "$port"
 }
 
 # port_open HOST PORT: true when something accepts TCP connections there.

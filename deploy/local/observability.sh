@@ -62,12 +62,12 @@ export HOPTRACE_JAEGER_QUERY_GRPC="${HOPTRACE_JAEGER_QUERY_GRPC:-127.0.0.1:16685
 export HOPTRACE_PROMETHEUS="${HOPTRACE_PROMETHEUS:-127.0.0.1:9090}"
 export HOPTRACE_PROMETHEUS_SCRAPE_INTERVAL="${HOPTRACE_PROMETHEUS_SCRAPE_INTERVAL:-2s}"
 # The collector's telemetry reader takes host and port apart.
-read -r HOPTRACE_COLLECTOR_TELEMETRY_HOST HOPTRACE_COLLECTOR_TELEMETRY_PORT <<<"$(host_port "$HOPTRACE_COLLECTOR_TELEMETRY")"
+address "$HOPTRACE_COLLECTOR_TELEMETRY" HOPTRACE_COLLECTOR_TELEMETRY_HOST HOPTRACE_COLLECTOR_TELEMETRY_PORT
 export HOPTRACE_COLLECTOR_TELEMETRY_HOST HOPTRACE_COLLECTOR_TELEMETRY_PORT
 
-read -r C_HOST C_PORT <<<"$(host_port "$HOPTRACE_COLLECTOR_HEALTH")"
-read -r J_HOST J_PORT <<<"$(host_port "$HOPTRACE_JAEGER_QUERY")"
-read -r P_HOST P_PORT <<<"$(host_port "$HOPTRACE_PROMETHEUS")"
+address "$HOPTRACE_COLLECTOR_HEALTH" C_HOST C_PORT
+address "$HOPTRACE_JAEGER_QUERY" J_HOST J_PORT
+address "$HOPTRACE_PROMETHEUS" P_HOST P_PORT
 
 fetch() { curl -fsS -m 3 "$@" 2>/dev/null; }
 is_collector() { fetch "http://$HOPTRACE_COLLECTOR_HEALTH/" | grep -q 'Server available'; }
@@ -80,7 +80,7 @@ is_our_prometheus() { is_prometheus && fetch "http://$HOPTRACE_PROMETHEUS/api/v1
 free_ports() {
   local name="$1" variable host port; shift
   for variable in "$@"; do
-    read -r host port <<<"$(host_port "${!variable}")"
+    address "${!variable}" host port
     port_open "$host" "$port" && die "$name: ${!variable} is taken by another program; stop it or set $variable to a free address"
   done
   return 0

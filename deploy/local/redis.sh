@@ -9,7 +9,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-read -r HOST PORT <<<"$(host_port "${HOPTRACE_REDIS_URL:-redis://127.0.0.1:6379/0}")"
+address "${HOPTRACE_REDIS_URL:-redis://127.0.0.1:6379/0}" HOST PORT
 DIR="$STATE_DIR/redis"
 PIDFILE="$DIR/redis.pid"
 
