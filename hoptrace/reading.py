@@ -72,9 +72,12 @@ def default_store_path(settings: Settings) -> Path:
     return settings.state_dir / "traces.sqlite"
 
 
-def open_store(db: Path | None) -> SqliteTraceStore:
-    """The embedded store at DB, or at the default file."""
-    return SqliteTraceStore(db or default_store_path(Settings()))
+def open_store(db: Path | None, create: bool = False) -> SqliteTraceStore:
+    """The embedded store at DB, or at the default file; unless CREATE, a CommandError when there is none yet (reading makes none)."""
+    path = db or default_store_path(Settings())
+    if not create and not path.exists():
+        raise CommandError(f"no trace store at {path} yet: hoptrace watch or hoptrace demo makes it as telemetry arrives; or read --jaeger")
+    return SqliteTraceStore(path)
 
 
 def open_source(db: Path | None, jaeger: str | None) -> TraceSource:

@@ -111,7 +111,7 @@ def main(
     if jaeger or prometheus:
         read(db, jaeger, prometheus, jobs, window_s, refresh_s)
         return
-    store = open_store(db)
+    store = open_store(db, create=True)
     receiver = OtlpReceiver(store, host, grpc_port, http_port)
     try:
         watch(store, receiver, console(), refresh_s, jobs, window_s)

@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hoptrace.cli import app
+from hoptrace.view.sqlite_store import SqliteTraceStore
 
 ORDERS = "hoptrace.examples.orders:pipeline"
 
@@ -47,6 +48,23 @@ def test_markup_in_what_a_command_prints_is_printed_as_it_is(tmp_path) -> None:
 
 
 def test_an_unknown_trace_says_how_to_find_one(tmp_path) -> None:
+    SqliteTraceStore(tmp_path / "t.sqlite")
     result = CliRunner().invoke(app, ["trace", "0" * 31 + "1", "--db", str(tmp_path / "t.sqlite")], env={"COLUMNS": "300"})
     assert result.exit_code == 1
     assert f"no trace {'0' * 31}1 in the store; list what there is with: hoptrace traces" in result.output
+
+
+@pytest.mark.parametrize("args", [["trace", "0" * 31 + "1"], ["traces"], ["stages"]])
+def test_reading_a_store_that_is_not_there_says_so_and_makes_none(tmp_path, args: list[str]) -> None:
+    missing = tmp_path / "none" / "t.sqlite"
+    result = CliRunner().invoke(app, [*args, "--db", str(missing)], env={"COLUMNS": "300"})
+    assert result.exit_code == 1, result.output
+    assert f"no trace store at {missing} yet: hoptrace watch or hoptrace demo makes it as telemetry arrives" in " ".join(result.output.split())
+    assert not missing.parent.exists()
+
+
+def test_a_new_store_is_readable_by_its_owner_only(tmp_path) -> None:
+    path = tmp_path / "state" / "t.sqlite"
+    SqliteTraceStore(path).add_spans([])
+    assert [oct(each.stat().st_mode & 0o777) for each in (path.parent, path)] == ["0o700", "0o600"]
+    assert all(oct(each.stat().st_mode & 0o077) == "0o0" for each in tmp_path.glob("state/t.sqlite*")), list(tmp_path.glob("state/*"))

@@ -19,6 +19,7 @@ The file is in WAL mode, so other processes (``hoptrace traces``) read while ``w
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -130,7 +131,9 @@ class SqliteTraceStore:
     """
 
     def __init__(self, path: Path, max_spans: int = 200_000, max_metric_points: int = 200_000, busy_timeout_s: float = 10.0) -> None:
-        """Open (creating it and its directory when missing) the store at PATH, keeping at most MAX_SPANS spans and MAX_METRIC_POINTS points.
+        """Open the store at PATH, keeping at most MAX_SPANS spans and MAX_METRIC_POINTS points.
+
+        When missing, the file is created readable by its owner only, and its directory with it.
 
         BUSY_TIMEOUT_S is how long a statement waits for another process's write to finish.
         """
@@ -139,7 +142,9 @@ class SqliteTraceStore:
         self.path = path
         self.max_spans = max_spans
         self.max_metric_points = max_metric_points
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():  # spans carry payload attributes and baggage: readable by its owner only (SQLite's -wal and -shm follow)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._writer = self._connect(busy_timeout_s)
         self._reader = self._connect(busy_timeout_s)
         self._write_lock = threading.Lock()
