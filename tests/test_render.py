@@ -325,6 +325,30 @@ def test_a_job_still_in_flight_and_malformed_traces_render() -> None:
     assert _lines(to_text(trace_tree([]))) == ["no spans received for this trace"]
 
 
+def test_a_span_under_a_loop_hangs_under_its_parent_and_a_deep_chain_keeps_its_depth() -> None:
+    """Only the spans on a loop move under the job; one whose parent is on a loop stays under it; a 3,000-deep chain nests whole."""
+    spans = [
+        _span(6, 1, 2, "a", "INTERNAL", 0, 10),
+        _span(6, 2, 1, "b", "INTERNAL", 1, 9),
+        _span(6, 3, 1, "under a", "INTERNAL", 2, 8),
+        _span(6, 4, 3, "under that", "INTERNAL", 3, 7),
+    ]
+    assert _lines(to_text(trace_tree(spans))) == [
+        f"job —  trace {6:032x}  10ns  ok",
+        "├── a  10ns",
+        "│   └── under a  6ns",
+        "│       └── under that  4ns",
+        "└── b  8ns",
+    ]
+    chain = [_span(7, 1, None, "s1", "INTERNAL", 0, 10_000)]
+    chain += [_span(7, number, number - 1, f"s{number}", "INTERNAL", number, 10_000) for number in range(2, 3001)]
+    tree = trace_tree(chain)
+    depth, node = 0, tree
+    while node.children:
+        (node,), depth = node.children, depth + 1
+    assert depth == 3000 and node.label.plain.startswith("s3000 ")
+
+
 STATS = [
     StageStats("orders", "validate", "kafka", "orders.placed", 120, 2.0, 0.012, 0.045, 0.120, 0.0051, 0, 0, 3, None, None),
     StageStats("orders", "charge", "celery", "payments", 118, 1.9666, 0.0025, 0.0301, 1.5, 0.003, 3, 2, 12, 9, 3),

@@ -104,16 +104,26 @@ def _other_label(span: ReceivedSpan, orphan: bool) -> Text:
     return shown(label)
 
 
-def _in_loop(span: ReceivedSpan, others: dict[str, ReceivedSpan]) -> bool:
-    """Whether SPAN is its own ancestor through other non-hop spans (malformed input)."""
-    seen: set[str] = set()
-    parent_id = span.parent_span_id
-    while parent_id in others and parent_id not in seen:
-        if parent_id == span.span_id:
-            return True
-        seen.add(parent_id)
-        parent_id = others[parent_id].parent_span_id
-    return parent_id == span.span_id
+def _in_loops(others: dict[str, ReceivedSpan]) -> set[str]:
+    """The ids of the spans of OTHERS that are their own ancestors through other spans of OTHERS (malformed input).
+
+    Each span's parent chain is walked once in all: a walk stops at a span an earlier walk
+    settled, so a deep chain costs its length, not its length squared.
+    """
+    looping: set[str] = set()
+    settled: set[str] = set()
+    for span_id in others:
+        path: list[str] = []
+        on_path: dict[str, int] = {}
+        current: str | None = span_id
+        while current in others and current not in settled and current not in on_path:
+            on_path[current] = len(path)
+            path.append(current)
+            current = others[current].parent_span_id
+        if current in on_path:  # the walk came back to itself: from there on, the path is a loop
+            looping.update(path[on_path[current] :])
+        settled.update(path)
+    return looping
 
 
 def _to_rich(root: _Node) -> Tree:
@@ -175,9 +185,10 @@ def trace_tree(spans: Sequence[ReceivedSpan], stuck_before_ns: int | None = None
     others = {span.span_id: span for span in ordered if span.span_id not in owners}
     for span in others.values():
         owners[span.span_id] = _Node(_other_label(span, missing_parent(span)), span.start_ns)
+    looping = _in_loops(others)
     for span in others.values():
         parent_id = span.parent_span_id
-        if parent_id is None or parent_id not in owners or _in_loop(span, others):
+        if parent_id is None or parent_id not in owners or span.span_id in looping:
             root.children.append(owners[span.span_id])
         else:
             owners[parent_id].children.append(owners[span.span_id])
