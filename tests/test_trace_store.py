@@ -272,8 +272,8 @@ def test_the_oldest_traces_go_whole_beyond_the_bound(tmp_path: Path) -> None:
     path = tmp_path / "bounded.sqlite"
     with SqliteTraceStore(path, max_spans=10, max_metric_points=5) as store:
         oldest, middle, newest = _trace_of(1, 100, {"pid": 1}), _trace_of(2, 200, RESOURCE), _trace_of(3, 300, RESOURCE)
-        store.add_spans(middle)
-        store.add_spans(oldest + newest)  # 12 spans > 10: the trace that started first goes, all four spans
+        store.add_spans(oldest)
+        store.add_spans(middle + newest)  # 12 spans > 10: the trace received first goes, all four spans
         assert store.trace(f"{1:032x}") == []
         assert store.trace(f"{2:032x}") == middle and store.trace(f"{3:032x}") == newest
         assert (store.span_count(), store.trace_count()) == (8, 2)
@@ -281,11 +281,39 @@ def test_the_oldest_traces_go_whole_beyond_the_bound(tmp_path: Path) -> None:
         with closing(sqlite3.connect(path)) as db:
             assert db.execute("SELECT attributes_json FROM resources").fetchall() == [('{"service.name":"orders-worker","process.pid":42}',)]
 
-        store.add_spans(_trace_of(4, 50, RESOURCE) + _trace_of(5, 400, RESOURCE))  # an old straggler goes first
-        assert [summary.trace_id[-1] for summary in store.recent_traces()] == ["5", "3"]
+        store.add_spans(_trace_of(4, 50, RESOURCE) + _trace_of(5, 400, RESOURCE))  # received last: the traces received before go
+        assert [summary.trace_id[-1] for summary in store.recent_traces()] == ["5", "4"]
 
         store.add_metrics([_point("g", n, time_ns=t) for n, t in enumerate((70, 10, 30, 60, 20, 50, 40))])
         assert [point.time_ns for point in store.metric_points("g")] == [30, 40, 50, 60, 70]
+
+
+def test_spans_dated_in_the_future_do_not_push_out_every_new_trace(tmp_path: Path) -> None:
+    """Eviction follows arrival, not the start a sender claims: ten spans dated 2100 used to outlive every trace received after them."""
+    year_2100 = 4_102_444_800 * 10**9
+    with SqliteTraceStore(tmp_path / "future.sqlite", max_spans=8) as store:
+        store.add_spans(_trace_of(9, year_2100, RESOURCE))
+        for trace in (1, 2, 3):
+            store.add_spans(_trace_of(trace, 100 * trace, RESOURCE))
+        assert [store.trace(f"{trace:032x}") != [] for trace in (9, 1, 2, 3)] == [False, False, True, True]
+
+
+def test_a_store_made_before_arrival_order_is_opened_and_bounded(tmp_path: Path) -> None:
+    """A store without ``received_ns`` gets the column when opened; its traces count as received before any new one."""
+    path = tmp_path / "old.sqlite"
+    with SqliteTraceStore(path) as store:
+        store.add_spans(_trace_of(7, 700, RESOURCE))
+    with closing(sqlite3.connect(path)) as db:  # back to the table as an earlier hoptrace made it
+        db.executescript(
+            "DROP INDEX traces_by_arrival;"
+            " CREATE TABLE old (trace_id TEXT PRIMARY KEY, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL) WITHOUT ROWID;"
+            " INSERT INTO old SELECT trace_id, start_ns, end_ns FROM traces; DROP TABLE traces; ALTER TABLE old RENAME TO traces;"
+        )
+    with SqliteTraceStore(path, max_spans=8) as store:
+        store.add_spans(_trace_of(1, 100, RESOURCE))
+        assert [summary.trace_id[-1] for summary in store.recent_traces()] == ["7", "1"]
+        store.add_spans(_trace_of(2, 200, RESOURCE))
+        assert [summary.trace_id[-1] for summary in store.recent_traces()] == ["2", "1"]
 
 
 def _received(span: ReadableSpan) -> ReceivedSpan:

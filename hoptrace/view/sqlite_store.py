@@ -6,13 +6,15 @@ Tables (JSON columns are written by ``trace_queries.to_json``, lossless for byte
   retrying) replaces the first copy. What queries filter on are columns (kind, times, status,
   pipeline, stage, job id, messaging operation, outcome, attempt, system, destination); attributes,
   events and links are JSON. Indexed by end time, by (stage, trace_id), by resource, and error spans by trace.
-- ``traces``: one row per trace: the earliest start and latest end of its spans; indexed by start.
+- ``traces``: one row per trace: the earliest start and latest end of its spans, and when a span
+  of it last arrived (``received_ns``); indexed by start and by arrival.
 - ``resources``: each distinct resource once, as JSON; spans and points refer to it by id.
 - ``metric_points``: name, time, pipeline and stage columns, the rest of the point as JSON;
   indexed by (name, pipeline, stage, time) and by time.
 
 Log records are not kept: ``add_logs`` drops them. Each export request is written in one
-transaction, which also enforces the bounds: whole traces go, oldest start first, while more
+transaction, which also enforces the bounds: whole traces go, least recently received first
+(not by their start: spans dated in the future would outlive every new trace), while more
 than ``max_spans`` spans are stored; the oldest metric points beyond ``max_metric_points`` go.
 The file is in WAL mode, so other processes (``hoptrace traces``) read while ``watch`` writes.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,8 +46,10 @@ from hoptrace.view.queries import (
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS resources (id INTEGER PRIMARY KEY, attributes_json TEXT NOT NULL UNIQUE)",
-    "CREATE TABLE IF NOT EXISTS traces (trace_id TEXT PRIMARY KEY, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS traces (trace_id TEXT PRIMARY KEY, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,"
+    " received_ns INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns)",
+    "CREATE INDEX IF NOT EXISTS traces_by_arrival ON traces (received_ns)",
     "CREATE TABLE IF NOT EXISTS spans (trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_span_id TEXT, name TEXT NOT NULL,"
     " kind TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, status_code TEXT NOT NULL, status_message TEXT NOT NULL,"
     " pipeline TEXT, stage TEXT, job_id TEXT, operation TEXT, outcome TEXT, attempt INTEGER, system TEXT, destination TEXT,"
@@ -66,9 +71,11 @@ _SPAN_COLUMNS = (
 )
 _INSERT_SPAN = f"INSERT OR REPLACE INTO spans ({_SPAN_COLUMNS}) VALUES ({', '.join('?' * len(_SPAN_COLUMNS.split(',')))})"
 _UPSERT_TRACE = (
-    "INSERT INTO traces (trace_id, start_ns, end_ns) VALUES (?, ?, ?) ON CONFLICT (trace_id)"
-    " DO UPDATE SET start_ns = MIN(start_ns, excluded.start_ns), end_ns = MAX(end_ns, excluded.end_ns)"
+    "INSERT INTO traces (trace_id, start_ns, end_ns, received_ns) VALUES (?, ?, ?, ?) ON CONFLICT (trace_id)"
+    " DO UPDATE SET start_ns = MIN(start_ns, excluded.start_ns), end_ns = MAX(end_ns, excluded.end_ns), received_ns = excluded.received_ns"
 )
+_ADDED_COLUMNS = {"traces": {"received_ns": "INTEGER NOT NULL DEFAULT 0"}}
+"""Columns a store made by an earlier hoptrace lacks: added when it is opened (its traces count as received before any new one)."""
 _INSERT_POINT = "INSERT INTO metric_points (name, time_ns, pipeline, stage, point_json, resource_id) VALUES (?, ?, ?, ?, ?, ?)"
 _DROP_UNUSED_RESOURCES = (
     "DELETE FROM resources WHERE NOT EXISTS (SELECT 1 FROM spans WHERE resource_id = resources.id)"
@@ -150,6 +157,11 @@ class SqliteTraceStore:
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         with self._writing() as db:
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for name, definition in columns.items():
+                    if have and name not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
             for statement in _SCHEMA:
                 db.execute(statement)
 
@@ -195,7 +207,8 @@ class SqliteTraceStore:
         with self._writing() as db:
             resources = _resource_ids(db, (span.resource for span in spans))
             db.executemany(_INSERT_SPAN, [_span_row(span, resources[id(span.resource)]) for span in spans])
-            db.executemany(_UPSERT_TRACE, [(trace_id, start, end) for trace_id, (start, end) in bounds.items()])
+            now = time.time_ns()
+            db.executemany(_UPSERT_TRACE, [(trace_id, start, end, now) for trace_id, (start, end) in bounds.items()])
             if self._evict_traces(db):
                 db.execute(_DROP_UNUSED_RESOURCES)
 
@@ -219,12 +232,17 @@ class SqliteTraceStore:
         """Drop log records: this store keeps traces and metric points only."""
 
     def _evict_traces(self, db: sqlite3.Connection) -> bool:
-        """Delete whole traces, oldest start first, until at most ``max_spans`` spans remain; whether any went."""
+        """Delete whole traces, least recently received first (earliest start first among those), until at most ``max_spans`` spans remain.
+
+        Whether any went.
+        """
         [excess] = db.execute("SELECT COUNT(*) - ? FROM spans", (self.max_spans,)).fetchone()
         if excess <= 0:
             return False
         doomed: list[tuple[str]] = []
-        oldest = db.execute("SELECT trace_id, (SELECT COUNT(*) FROM spans s WHERE s.trace_id = t.trace_id) FROM traces t ORDER BY start_ns, trace_id")
+        oldest = db.execute(
+            "SELECT trace_id, (SELECT COUNT(*) FROM spans s WHERE s.trace_id = t.trace_id) FROM traces t ORDER BY received_ns, start_ns, trace_id"
+        )
         while excess > 0:
             trace_id, count = oldest.fetchone()
             doomed.append((trace_id,))
