@@ -23,7 +23,7 @@ from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.prometheus import PrometheusError, PrometheusQuery
 from hoptrace.view.prometheus_stages import PrometheusStages, PrometheusStageStats, outcomes_table
 from hoptrace.view.queries import StageStats, TraceSummary
-from hoptrace.view.sqlite_store import SqliteTraceStore
+from hoptrace.view.sqlite_store import SqliteTraceStore, StoreError
 
 
 class TraceSource(Protocol):
@@ -77,7 +77,10 @@ def open_store(db: Path | None, create: bool = False) -> SqliteTraceStore:
     path = db or default_store_path(Settings())
     if not create and not path.exists():
         raise CommandError(f"no trace store at {path} yet: hoptrace watch or hoptrace demo makes it as telemetry arrives; or read --jaeger")
-    return SqliteTraceStore(path)
+    try:
+        return SqliteTraceStore(path)
+    except StoreError as error:
+        raise CommandError(error) from error
 
 
 def open_source(db: Path | None, jaeger: str | None) -> TraceSource:

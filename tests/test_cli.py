@@ -63,6 +63,17 @@ def test_reading_a_store_that_is_not_there_says_so_and_makes_none(tmp_path, args
     assert not missing.parent.exists()
 
 
+@pytest.mark.parametrize("args", [["traces"], ["stages"], ["watch", "--grpc-port", "0", "--http-port", "0"]])
+def test_a_file_that_is_not_a_store_is_a_clear_error(tmp_path, args: list[str]) -> None:
+    damaged = tmp_path / "t.sqlite"
+    damaged.write_bytes(b"not a database " * 300)
+    result = CliRunner().invoke(app, [*args, "--db", str(damaged)], env={"COLUMNS": "300"})
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert f"cannot open the trace store at {damaged} (file is not a database); if it is damaged or not hoptrace's, move it aside" in said
+    assert "Traceback" not in result.output
+
+
 def test_a_new_store_is_readable_by_its_owner_only(tmp_path) -> None:
     path = tmp_path / "state" / "t.sqlite"
     SqliteTraceStore(path).add_spans([])

@@ -130,6 +130,10 @@ def _point_row(point: MetricPoint, resource_id: int) -> tuple[Any, ...]:
     return point.name, point.time_ns, text_attribute(attributes, semconv.PIPELINE), text_attribute(attributes, semconv.STAGE), fields, resource_id
 
 
+class StoreError(Exception):
+    """The file at a store's path cannot be opened as one: not SQLite, damaged, another program's database, or no room to set it up."""
+
+
 class SqliteTraceStore:
     """A ``TelemetrySink`` in a SQLite file, bounded in size; many threads may write, other processes may read; a context manager.
 
@@ -152,18 +156,21 @@ class SqliteTraceStore:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():  # spans carry payload attributes and baggage: readable by its owner only (SQLite's -wal and -shm follow)
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._writer = self._connect(busy_timeout_s)
-        self._reader = self._connect(busy_timeout_s)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        with self._writing() as db:
-            for table, columns in _ADDED_COLUMNS.items():
-                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-                for name, definition in columns.items():
-                    if have and name not in have:
-                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
-            for statement in _SCHEMA:
-                db.execute(statement)
+        try:
+            self._writer = self._connect(busy_timeout_s)
+            self._reader = self._connect(busy_timeout_s)
+            with self._writing() as db:
+                for table, columns in _ADDED_COLUMNS.items():
+                    have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                    for name, definition in columns.items():
+                        if have and name not in have:
+                            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+                for statement in _SCHEMA:
+                    db.execute(statement)
+        except sqlite3.DatabaseError as error:  # OperationalError (disk full, read-only, locked) included
+            raise StoreError(f"cannot open the trace store at {path} ({error}); if it is damaged or not hoptrace's, move it aside") from error
 
     def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
         """A connection in autocommit mode (transactions are explicit), usable from any thread, in WAL mode."""
