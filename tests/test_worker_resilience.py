@@ -391,7 +391,7 @@ def test_a_body_that_is_not_a_json_object_is_dead_lettered_once_and_the_next_ord
     """A body nested deeper than Python's JSON decoder goes (it raised RecursionError, which escaped the dead-letter path) is undecodable too."""
     _, store = telemetry_store
     placed, dead_letter = f"{namespace}orders.placed", f"{namespace}orders.placed.dead-letter"
-    kafka_admin.create_topics([NewTopic(placed, 1, 1)])
+    kafka_admin.create_topics([NewTopic(placed, 1, 1), NewTopic(dead_letter, 1, 1)])
     with hoptrace_worker(ORDERS) as worker:
         producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
         try:

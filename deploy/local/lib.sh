@@ -10,15 +10,16 @@ say() { echo "$*"; }
 
 # address ADDRESS HOST_VAR PORT_VAR: set HOST_VAR and PORT_VAR from host:port, redis://[user:pass@]host:port/db
 # and the like; dies on anything else (the values reach arithmetic and config files: text there could run a command).
+# (Its locals have names no caller uses: printf -v would otherwise set them instead of the caller's.)
 address() {
-  local rest="${1#*://}"
-  rest="${rest##*@}"
-  rest="${rest%%/*}"
-  local host="${rest%:*}" port="${rest##*:}"
-  [[ "$host" =~ ^[A-Za-z0-9._-]+$ && "$port" =~ ^[0-9]{1,5}$ ]] \
+  local _address_rest="${1#*://}"
+  _address_rest="${_address_rest##*@}"
+  _address_rest="${_address_rest%%/*}"
+  local _address_host="${_address_rest%:*}" _address_port="${_address_rest##*:}"
+  [[ "$_address_host" =~ ^[A-Za-z0-9._-]+$ && "$_address_port" =~ ^[0-9]{1,5}$ ]] \
     || die "not a host:port address: '$1' (for example 127.0.0.1:9092, or redis://127.0.0.1:6379/0)"
-  printf -v "$2" '%s' "$host"
-  printf -v "$3" '%s' "$port"
+  printf -v "$2" '%s' "$_address_host"
+  printf -v "$3" '%s' "$_address_port"
 }
 
 # port_open HOST PORT: true when something accepts TCP connections there.
