@@ -12,7 +12,8 @@ FROM python:${PYTHON_VERSION}-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/hoptrace
 WORKDIR /src
-# .dockerignore keeps tests, deploy/, benchmarks, .venv and state out of this copy.
+# .dockerignore keeps tests, benchmarks, .venv and state out of this copy; deploy/ stays
+# (the package ships its scripts as data, hoptrace.deploy).
 COPY . .
 RUN /opt/hoptrace/bin/pip install .
 

@@ -2,8 +2,8 @@
 
 Pure functions: they read the values they are given and return strings or ``rich`` text; nothing
 here opens a store, a terminal or reads the clock. The renderables themselves are made in
-``render_tree`` (one trace as a tree of hops) and ``render_tables`` (the stage and trace
-tables). ``to_text`` renders one as plain text (no ANSI codes) for pipes and logs.
+``tree`` (one trace as a tree of hops) and ``tables`` (the stage and trace tables).
+``to_text`` renders one as plain text (no ANSI codes) for pipes and logs.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def status_text(status: str) -> Text:
 
 
 def _json_ready(value: Attributes) -> Any:
-    """VALUE as JSON values, bytes as ``{"$bytes": "<base64>"}`` (the store's own encoding, ``trace_queries.to_json``)."""
+    """VALUE as JSON values, bytes as ``{"$bytes": "<base64>"}`` (the store's own encoding, ``queries.to_json``)."""
     return json.loads(to_json(value))
 
 

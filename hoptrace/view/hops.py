@@ -4,7 +4,7 @@ A hop is one message: hoptrace's PRODUCER ``send <destination>`` span and the CO
 ``process <destination>`` spans (one per attempt) of the worker that took it, found by walking
 up from each process span to its nearest hoptrace publish (stock instrumentation spans may sit
 in between). A dead-letter publish (``<destination>.dead-letter``) belongs to the hop that gave
-up, as where the message was parked. ``render_tree`` draws the hops; every other span is its own.
+up, as where the message was parked. ``tree`` draws the hops; every other span is its own.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Where received telemetry is kept: the sink interface a receiver writes to, and an in-memory store.
 
-Tests read spans, metric points and logs from ``TelemetryStore``; ``hoptrace watch`` will
-keep them in a bounded on-disk store behind the same ``TelemetrySink`` interface.
+Tests read spans, metric points and logs from ``TelemetryStore``; ``hoptrace watch`` keeps
+them in the bounded on-disk store (``sqlite_store``) behind the same ``TelemetrySink`` interface.
 """
 
 from __future__ import annotations

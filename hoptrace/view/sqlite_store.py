@@ -1,6 +1,6 @@
 """The embedded trace store of ``hoptrace watch``: received spans and metric points in one bounded SQLite file.
 
-Tables (JSON columns are written by ``trace_queries.to_json``, lossless for bytes too):
+Tables (JSON columns are written by ``queries.to_json``, lossless for bytes too):
 
 - ``spans``: one row per span, keyed by (trace_id, span_id); a span received twice (an exporter
   retrying) replaces the first copy. What queries filter on are columns (kind, times, status,
@@ -280,7 +280,7 @@ class SqliteTraceStore:
             return read_metric_points(db, name)
 
     def stage_stats(self, window_s: float = 60.0, now_ns: int | None = None) -> list[StageStats]:
-        """Per-stage numbers over the WINDOW_S seconds up to NOW_NS (default: now); see ``trace_queries.stage_stats``."""
+        """Per-stage numbers over the WINDOW_S seconds up to NOW_NS (default: now); see ``queries.stage_stats``."""
         with self._reading() as db:
             return stage_stats(db, window_s, now_ns)
 

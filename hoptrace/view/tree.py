@@ -1,6 +1,6 @@
 """What ``hoptrace watch``, ``trace`` and ``demo`` draw for one trace: a ``rich`` tree of the job's hops.
 
-A trace is drawn as one job: a line for the job, then one node per hop (``render_hops``) in
+A trace is drawn as one job: a line for the job, then one node per hop (``hops``) in
 time order; a dead-letter publish is shown inside the hop that gave up, as where the message
 was parked. Every other span is kept, dimmed, under its parent. Tree lines fit the width they
 are rendered at: a line's numbers move to a line of their own when the whole does not fit.
