@@ -9,6 +9,7 @@ trace and the per-stage table; stops what it started.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from hoptrace.errors import CommandError
 from hoptrace.examples.orders import outbox_key
 from hoptrace.loader import load_pipeline
 from hoptrace.output import console as stdout
+from hoptrace.pipeline.health import read_health
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Pipeline
 from hoptrace.publish import job_payloads, publish_job
@@ -110,14 +112,14 @@ def _create_topics(settings: Settings, pipeline: Pipeline) -> None:
         admin.close()
 
 
-def _ready(log: Path, kafka_stages: int) -> bool:
-    """True once the worker log shows the Celery worker ready and every Kafka stage assigned its partitions."""
-    text = log.read_text(errors="replace")
-    return " ready." in text and text.count("assigned partitions") >= kafka_stages
+def _ready(state_dir: Path, pipeline: Pipeline) -> bool:
+    """True once every stage's health file under STATE_DIR says ready (a Kafka stage has partitions, the Celery worker consumes)."""
+    return all((health := read_health(state_dir, stage.name)) is not None and health[0] for stage in pipeline)
 
 
-def _cleanup(settings: Settings, pipeline: Pipeline, namespace: str) -> None:
-    """Delete the demo run's topics and Redis keys."""
+def _cleanup(settings: Settings, pipeline: Pipeline, namespace: str, health: Path) -> None:
+    """Delete the demo run's topics, Redis keys and health files."""
+    shutil.rmtree(health, ignore_errors=True)
     topics = _kafka_topics(pipeline)
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="hoptrace-demo")
     try:
@@ -143,19 +145,21 @@ def run_demo(settings: Settings, store_path: Path, jobs: int, timeout_s: float, 
         os.environ.update(env)  # the publisher below exports to the same receiver
         run_settings = Settings(namespace=namespace)
         log = settings.state_dir / WORKER_LOG
+        health = settings.state_dir / "demo" / namespace.rstrip(".")  # this run's health files only: none left by another run
         log.parent.mkdir(parents=True, exist_ok=True)
         _create_topics(settings, pipeline)
         # One process per group, not a supervisor: a worker that dies leaves the others running,
         # so the jobs pile up at its stage and the report can name it.
         with log.open("wb") as out:
             workers = [
-                subprocess.Popen([sys.executable, "-m", *line], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
+                subprocess.Popen(
+                    [sys.executable, "-m", *line], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env, "HOPTRACE_STATE_DIR": str(health)}
+                )
                 for line in commands(ORDERS, list(pipeline), CeleryOptions(), monitor=True)
             ]
         try:
-            kafka_stages = sum(isinstance(stage.transport, KafkaTransport) for stage in pipeline)
             with console.status("starting the workers of examples/orders…"):
-                _wait(lambda: _ready(log, kafka_stages), READY_TIMEOUT_S, give_up=lambda: any(w.poll() is not None for w in workers))
+                _wait(lambda: _ready(health, pipeline), READY_TIMEOUT_S, give_up=lambda: any(w.poll() is not None for w in workers))
             console.print(f"workers of examples/orders running (log: {log}); namespace {namespace}", highlight=False)
             publisher = Runtime(pipeline, run_settings, "publisher", celery_app(pipeline, run_settings))
             first = pipeline[next(iter(pipeline)).name]
@@ -182,7 +186,7 @@ def run_demo(settings: Settings, store_path: Path, jobs: int, timeout_s: float, 
         elapsed = time.monotonic() - started
         stats = _pipeline_stats(pipeline, store, elapsed)
     _print_report(console, store, trace_ids, stats)
-    _cleanup(settings, pipeline, namespace)
+    _cleanup(settings, pipeline, namespace, health)
     stuck = None if completed >= jobs else stuck_stage(pipeline, stats, jobs) or FINAL_STAGE
     return DemoResult(jobs, completed, stuck, elapsed)
 
