@@ -90,13 +90,10 @@ class HistogramSeries:
         """Count AMOUNT, measured within SPAN (None: outside any span); the exemplar filter decides about an exemplar."""
         kind = self._exemplars
         if kind is TraceBasedExemplarFilter:
-            wanted = span is not None and span.trace_flags & 1
+            wanted = span is not None and bool(span.trace_flags & 1)
         else:
             wanted = kind is AlwaysOnExemplarFilter
-        pending = self._pending
-        pending.append((amount, time.time_ns(), span) if wanted else amount)
-        if len(pending) >= DRAIN_AT or self._state is None:
-            self.drain()
+        self.record_in(amount, span, wanted)
 
     def record_in(self, amount: float, span: SpanContext | None, exemplar: bool) -> None:
         """Count AMOUNT; with EXEMPLAR, keep it as its bucket's exemplar (with SPAN's ids when SPAN is a valid span)."""

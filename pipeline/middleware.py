@@ -86,51 +86,27 @@ class BoundHooks:
 
     def before_message(self, message: Incoming) -> None:
         """Run every ``before_message`` hook, in order."""
-        for hook in self._before_message:
-            try:
-                hook(message)
-            except Exception:  # noqa: BLE001 - a hook's failure is logged, never the message's
-                _failed(hook, message)
+        _run(self._before_message, message)
 
     def before_attempt(self, message: Incoming) -> None:
         """Run every ``before_attempt`` hook, in order."""
-        for hook in self._before_attempt:
-            try:
-                hook(message)
-            except Exception:  # noqa: BLE001 - a hook's failure is logged, never the message's
-                _failed(hook, message)
+        _run(self._before_attempt, message)
 
     def after_attempt(self, message: Incoming) -> None:
         """Run every ``after_attempt`` hook, in reverse order."""
-        for hook in self._after_attempt:
-            try:
-                hook(message)
-            except Exception:  # noqa: BLE001 - a hook's failure is logged, never the message's
-                _failed(hook, message)
+        _run(self._after_attempt, message)
 
     def after_message(self, message: Incoming) -> None:
         """Run every ``after_message`` hook, in reverse order."""
-        for hook in self._after_message:
-            try:
-                hook(message)
-            except Exception:  # noqa: BLE001 - a hook's failure is logged, never the message's
-                _failed(hook, message)
+        _run(self._after_message, message)
 
     def before_publish(self, message: Outgoing) -> None:
         """Run every ``before_publish`` hook, in order."""
-        for hook in self._before_publish:
-            try:
-                hook(message)
-            except Exception:  # noqa: BLE001 - a hook's failure is logged, never the message's
-                _failed(hook, message)
+        _run(self._before_publish, message)
 
     def after_publish(self, message: Outgoing) -> None:
         """Run every ``after_publish`` hook, in reverse order."""
-        for hook in self._after_publish:
-            try:
-                hook(message)
-            except Exception:  # noqa: BLE001 - a hook's failure is logged, never the message's
-                _failed(hook, message)
+        _run(self._after_publish, message)
 
 
 class Hooks:
@@ -188,8 +164,12 @@ def _bind(middleware: Middleware, stage: Stage, transport: Transport) -> Middlew
         return middleware
 
 
-def _failed(hook: Callable[..., None], message: Incoming | Outgoing) -> None:
-    logger.exception("middleware hook %s failed for a message of stage %s; the message goes on", _name(hook), message.stage.name)
+def _run(hooks: tuple[Callable[..., None], ...], message: Incoming | Outgoing) -> None:
+    for hook in hooks:
+        try:
+            hook(message)
+        except Exception:  # noqa: BLE001 - a hook's failure is logged, never the message's
+            logger.exception("middleware hook %s failed for a message of stage %s; the message goes on", _name(hook), message.stage.name)
 
 
 def _name(hook: Callable[..., None]) -> str:
