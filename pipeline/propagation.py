@@ -169,6 +169,20 @@ def _is_allowed(raw_key: str, allowlist: tuple[str, ...]) -> bool:
     return found
 
 
+def _known_allowed(members: list[str], allowlist: tuple[str, ...]) -> bool:
+    """Whether the raw baggage MEMBERS are at most ``MAX_BAGGAGE_MEMBERS``, each with a key already judged allowed: nothing to filter."""
+    if len(members) > MAX_BAGGAGE_MEMBERS:
+        return False
+    judged = _judged(allowlist)
+    return all([judged.get(member.partition("=")[0]) for member in members])
+
+
+def _bad_job_id(members: Mapping[str, object] | None) -> bool:
+    """Whether baggage MEMBERS hold a job id that is not one (``jobs.JOB_ID``)."""
+    job = members.get(BAGGAGE_JOB_ID) if members else None
+    return job is not None and not JOB_ID.fullmatch(str(job))
+
+
 def _allowed_baggage(header: str, allowlist: tuple[str, ...], fallbacks: list[str]) -> str:
     """The members of a raw baggage HEADER whose keys are allowed, hoptrace's own first, at most MAX_BAGGAGE_MEMBERS.
 
@@ -176,13 +190,8 @@ def _allowed_baggage(header: str, allowlist: tuple[str, ...], fallbacks: list[st
     members from pushing the job's own members past the member limit.
     """
     members = header.split(",")
-    if len(members) <= MAX_BAGGAGE_MEMBERS:  # the usual case: every member there, every key allowed
-        judged = _judged(allowlist)
-        for member in members:
-            if not judged.get(member.partition("=")[0]):
-                break
-        else:
-            return header  # nothing to drop: the header as it came (written again as it came when the baggage does not change)
+    if _known_allowed(members, allowlist):  # the usual case: nothing to drop, the header as it came
+        return header
     members = [member for member in members if member.strip()]
     kept = [member for member in members if _is_allowed(member.partition("=")[0], allowlist)]
     if len(kept) < len(members):
@@ -230,11 +239,8 @@ def _sound(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...]) -
     if (sent := found.pop(HEADER_SENT_AT, None)) is not None and (sent_at := parse_epoch_seconds(sent)) is None:
         return None
     header = found.get("baggage")
-    if header is not None:
-        judged = _judged(allowlist)
-        members = header.split(",")
-        if not header or len(members) > MAX_BAGGAGE_MEMBERS or not all([judged.get(member.partition("=")[0]) for member in members]):
-            return None
+    if header is not None and (not header or not _known_allowed(header.split(","), allowlist)):
+        return None
     if len(found) > ("traceparent" in found) + ("tracestate" in found) + (header is not None):
         return None  # a key in another letter case, or one a getter let through: the general path sorts it out
     if (state := found.get("tracestate")) is not None and not w3c.is_list_text(state):
@@ -242,7 +248,7 @@ def _sound(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...]) -
     context, parent, members = w3c.read(found)  # type: ignore[arg-type]
     if "traceparent" in found and parent is None or header is not None and not members:
         return None
-    if members and (job := members.get(BAGGAGE_JOB_ID)) is not None and not JOB_ID.fullmatch(job):  # type: ignore[arg-type]
+    if _bad_job_id(members):
         return None
     return Extracted(context, sent_at, (), parent, members or {})
 
@@ -266,7 +272,7 @@ def _extract(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...])
         parent = parent if parent.is_valid else None
     if "traceparent" in headers and parent is None:
         fallbacks.append("malformed_traceparent")
-    if members and (job := members.get(BAGGAGE_JOB_ID)) is not None and not JOB_ID.fullmatch(str(job)):
+    if _bad_job_id(members):
         fallbacks.append("malformed_job_id")  # the message starts a new job here: its id and start time go
         for key in ALWAYS_ALLOWED:
             context = baggage.remove_baggage(key, context)

@@ -102,8 +102,8 @@ def _parent(traceparent: str, tracestate: str | None) -> SpanContext | None:
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN or (version == "00" and rest) or version == "ff":
         return None
     state = None
-    if tracestate is not None and len(tracestate) <= _TRACECONTEXT_MAXIMUM_TRACESTATE_LENGTH and is_list_text(tracestate):
-        state = TraceState.from_header([tracestate])  # (it logs a member it refuses as it came)
+    if tracestate is not None and len(tracestate) <= _TRACECONTEXT_MAXIMUM_TRACESTATE_LENGTH:
+        state = TraceState.from_header([tracestate])
     return SpanContext(int(trace_id, 16), int(span_id, 16), True, _TRACE_FLAGS[int(flags, 16)], state)
 
 
