@@ -64,7 +64,7 @@ def _send_task(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: An
     try:
         return wrapped(*args, **kwargs)
     except BaseException as error:
-        celery_publish.publish_failed(_pipeline(), error)
+        celery_publish.publish_failed(error)
         raise
 
 
@@ -128,9 +128,9 @@ class HoptraceCeleryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             dropin.silence(stock, type(self).__name__)
         self._receivers = [
             (signals.before_task_publish, _with_pipeline(celery_publish.before_publish)),
-            (signals.after_task_publish, _with_pipeline(celery_publish.after_publish)),
+            (signals.after_task_publish, celery_publish.after_publish),
             (signals.task_prerun, _with_pipeline(celery_process.started)),
-            (signals.task_postrun, _with_pipeline(celery_process.finished)),
+            (signals.task_postrun, celery_process.finished),
             (signals.task_retry, celery_process.retried),
             (signals.task_failure, celery_process.failed),
             (signals.worker_process_shutdown, _flush),

@@ -92,7 +92,7 @@ def failed(task_id: str | None = None, exception: BaseException | None = None, *
         message.error = exception if isinstance(exception, Exception) else RuntimeError(str(exception))
 
 
-def finished(pipeline: str, task_id: str | None = None, **_: Any) -> None:
+def finished(task_id: str | None = None, **_: Any) -> None:
     """``task_postrun``: end the attempt's span, detach its context, record the message's outcome."""
     with _lock:
         entry = _running.pop(str(task_id), None)

@@ -20,15 +20,16 @@ from hoptrace.instrumentation import dropin
 from hoptrace.pipeline import propagation, semconv
 from hoptrace.pipeline.carriers import DICT_SETTER
 from hoptrace.pipeline.messages import Outgoing, is_owned
+from hoptrace.pipeline.middleware import BoundHooks
 from hoptrace.pipeline.stages import CeleryTransport
 
 logger = logging.getLogger(__name__)
 
 _pending = threading.local()
-"""Per thread: task id -> the ``Outgoing`` whose span is open (between the two signals)."""
+"""Per thread: task id -> the ``Outgoing`` whose span is open (between the two signals), and its hooks."""
 
 
-def _open() -> dict[str, Outgoing]:
+def _open() -> dict[str, tuple[Outgoing, BoundHooks]]:
     if not hasattr(_pending, "messages"):
         _pending.messages = {}
     return _pending.messages  # type: ignore[no-any-return]
@@ -50,21 +51,22 @@ def before_publish(pipeline: str, sender: Any = None, headers: dict[str, Any] | 
         hooks.before_publish(message)
         propagation.inject(headers, DICT_SETTER, message.sending_context or message.context)
         message.answer = {semconv.MESSAGING_MESSAGE_ID: str(headers.get("id", ""))}
-        _open()[str(headers.get("id"))] = message
+        _open()[str(headers.get("id"))] = (message, hooks)
     except Exception:  # noqa: BLE001 - publishing goes on without telemetry
         logger.exception("hoptrace could not trace the publish of %s", sender)
 
 
-def after_publish(pipeline: str, headers: dict[str, Any] | None = None, **_: Any) -> None:
+def after_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """``after_task_publish``: the broker took the message; end its span."""
-    message = _open().pop(str((headers or {}).get("id")), None)
-    if message is not None:
-        dropin.hooks(pipeline).bound(message.stage).after_publish(message)
+    found = _open().pop(str((headers or {}).get("id")), None)
+    if found is not None:
+        message, hooks = found
+        hooks.after_publish(message)
 
 
-def publish_failed(pipeline: str, error: BaseException) -> None:
+def publish_failed(error: BaseException) -> None:
     """``Celery.send_task`` raised: end, with ERROR, every span of this thread's publishes that got no answer."""
-    for message in _open().values():
+    for message, hooks in _open().values():
         message.error = error
-        dropin.hooks(pipeline).bound(message.stage).after_publish(message)
+        hooks.after_publish(message)
     _open().clear()
