@@ -176,7 +176,7 @@ def run_demo(settings: Settings, store_path: Path, jobs: int, timeout_s: float, 
 
                 def settled() -> bool:  # the spans of the last hops and the gauges' next points may still be on their way
                     stats = _pipeline_stats(pipeline, store, time.monotonic() - started)
-                    return stuck_stage(pipeline, stats, jobs) is None and all(not stat.depth for stat in stats)
+                    return stuck_stage(pipeline, stats, jobs) is None and all(stat.depth == 0 for stat in stats)  # None: no point yet
 
                 _wait(settled, SETTLE_TIMEOUT_S if reached else 2)
             completed = int(outbox.llen(outbox_key(run_settings)))

@@ -161,9 +161,17 @@ class KafkaStageWorker:
         return {partition: mark(offset, offset) for partition, offset in self._done.items()}
 
     def _answered(self, offsets: Mapping[TopicPartition, Any], answer: object) -> None:
-        """The broker's answer to a commit (called on the polling thread): a failure is only logged, the records come again."""
+        """The broker's answer to a commit (called on the polling thread): after a failure its offsets ride on the next commit.
+
+        Unless a partition made progress since (then the newer offset goes) or is no longer assigned; until then a crash
+        repeats those records.
+        """
         if isinstance(answer, Exception):
-            logger.warning("stage %s: commit failed (%s); those records will be processed again", self.processor.stage.name, answer)
+            logger.warning("stage %s: commit failed (%s); it is sent again with the next commit", self.processor.stage.name, answer)
+            assigned = self._consumer.assignment()  # a partition that went to another member is its business now
+            for partition, committed in offsets.items():
+                if partition in assigned:
+                    self._done.setdefault(partition, committed.offset)
 
     async def commit_before_revocation(self, revoked: Iterable[TopicPartition]) -> None:
         """Commit what was processed before REVOKED partitions go to another member (called on kafka-python's IO loop)."""
