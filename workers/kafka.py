@@ -109,6 +109,8 @@ class KafkaStageWorker:
         self.transport = transport
         self._stopping = threading.Event()
         self._done: dict[TopicPartition, int] = {}
+        self._sent: dict[TopicPartition, OffsetAndMetadata] = {}
+        """The offset last sent for each partition: only that one may be sent again when its commit fails."""
         self._unanswered: Future | None = None
         self.handed_out = HandedOut()
         self.health = health
@@ -147,6 +149,7 @@ class KafkaStageWorker:
         offsets.update((partition, mark(records[0].offset, records[-1].offset + 1)) for partition, records in batch)
         if not offsets:
             return
+        self._sent.update(offsets)
         try:
             if wait:
                 self._consumer.commit(offsets)
@@ -163,14 +166,14 @@ class KafkaStageWorker:
     def _answered(self, offsets: Mapping[TopicPartition, Any], answer: object) -> None:
         """The broker's answer to a commit (called on the polling thread): after a failure its offsets ride on the next commit.
 
-        Unless a partition made progress since (then the newer offset goes) or is no longer assigned; until then a crash
-        repeats those records.
+        Unless a partition made progress since (then the newer offset goes), a later commit already carries it (sending
+        this older one again would take the group back), or it is no longer assigned; until then a crash repeats those records.
         """
         if isinstance(answer, Exception):
             logger.warning("stage %s: commit failed (%s); it is sent again with the next commit", self.processor.stage.name, answer)
             assigned = self._consumer.assignment()  # a partition that went to another member is its business now
             for partition, committed in offsets.items():
-                if partition in assigned:
+                if partition in assigned and self._sent.get(partition) is committed:
                     self._done.setdefault(partition, committed.offset)
 
     async def commit_before_revocation(self, revoked: Iterable[TopicPartition]) -> None:
@@ -187,6 +190,7 @@ class KafkaStageWorker:
         """Drop what is left to commit of PARTITIONS: they are another member's now, or will be (the records come again, marked)."""
         for partition in partitions:
             self._done.pop(partition, None)
+            self._sent.pop(partition, None)
 
     def _learn_marks(self, partitions: Iterable[TopicPartition]) -> None:
         """Read the hand-out marks of newly assigned PARTITIONS before this worker's first commit replaces them."""

@@ -1,0 +1,75 @@
+"""The Kafka worker's commits on a real broker: a failed commit is sent again, never over a later one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError
+
+from hoptrace.loader import load_pipeline
+from hoptrace.pipeline.settings import Settings
+from hoptrace.runtime import Runtime, celery_app
+from hoptrace.workers.kafka import KafkaStageWorker
+
+ORDERS = "hoptrace.examples.orders:pipeline"
+
+pytestmark = pytest.mark.usefixtures("namespace_cleanup")
+
+
+@pytest.fixture
+def worker(settings: Settings, namespace: str, kafka_admin: KafkaAdminClient) -> Iterator[KafkaStageWorker]:
+    """An in-process worker of the orders pipeline's ship stage, its partition assigned, nothing polled yet."""
+    pipeline = load_pipeline(ORDERS, namespace)
+    run_settings = Settings(namespace=namespace)
+    runtime = Runtime(pipeline, run_settings, "worker", celery_app(pipeline, run_settings))
+    stage = pipeline["ship"]
+    kafka_admin.create_topics([NewTopic(stage.transport.topic, 1, 1)], wait_for_metadata=True)
+    worker = KafkaStageWorker(runtime.processor(stage), settings.kafka_servers)
+    consumer = worker._consumer
+    for _ in range(40):
+        if consumer.assignment():
+            break
+        consumer.poll(timeout_ms=250)
+    assert consumer.assignment(), "the ship worker was never assigned its partition"
+    yield worker
+    worker._consumer.close(autocommit=False)
+    runtime.shutdown()
+
+
+def _committed(settings: Settings, worker: KafkaStageWorker) -> int | None:
+    (partition,) = worker._consumer.assignment()
+    reader = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=worker.transport.group, enable_auto_commit=False)
+    try:
+        return reader.committed(partition)
+    finally:
+        reader.close(autocommit=False)
+
+
+def test_a_failed_commit_is_sent_again_unless_a_later_commit_of_its_partition_was_sent(settings: Settings, worker: KafkaStageWorker) -> None:
+    (partition,) = worker._consumer.assignment()
+    worker._done[partition] = 3
+    worker._commit(wait=True)
+    first = worker._sent[partition]
+    worker._done[partition] = 7
+    worker._commit(wait=True)
+    assert _committed(settings, worker) == 7
+
+    # The answer to the first commit says it failed (a timeout, a rebalance): sending it now would take the group back to 3.
+    worker._answered({partition: first}, KafkaError("the first commit failed"))
+    assert worker._done == {}
+    worker._commit(wait=True)
+    assert _committed(settings, worker) == 7
+
+    # The latest commit failing is sent again: the group must not stay short of what was processed.
+    latest = worker._sent[partition]
+    worker._answered({partition: latest}, KafkaError("the latest commit failed"))
+    assert worker._done == {partition: 7}
+
+    # Unless processing went further meanwhile: then the newer offset goes.
+    worker._done[partition] = 9
+    worker._answered({partition: latest}, KafkaError("the latest commit failed"))
+    worker._commit(wait=True)
+    assert _committed(settings, worker) == 9
