@@ -11,8 +11,10 @@ from kafka.errors import KafkaError
 
 from hoptrace.loader import load_pipeline
 from hoptrace.pipeline.settings import Settings
-from hoptrace.runtime import Runtime, celery_app
+from hoptrace.producers.publisher import PipelinePublisher
 from hoptrace.workers.kafka import KafkaStageWorker
+from hoptrace.workers.processing import StageProcessor
+from tests.test_processing import Sender
 
 ORDERS = "hoptrace.examples.orders:pipeline"
 
@@ -23,11 +25,12 @@ pytestmark = pytest.mark.usefixtures("namespace_cleanup")
 def worker(settings: Settings, namespace: str, kafka_admin: KafkaAdminClient) -> Iterator[KafkaStageWorker]:
     """An in-process worker of the orders pipeline's ship stage, its partition assigned, nothing polled yet."""
     pipeline = load_pipeline(ORDERS, namespace)
-    run_settings = Settings(namespace=namespace)
-    runtime = Runtime(pipeline, run_settings, "worker", celery_app(pipeline, run_settings))
     stage = pipeline["ship"]
     kafka_admin.create_topics([NewTopic(stage.transport.topic, 1, 1)], wait_for_metadata=True)
-    worker = KafkaStageWorker(runtime.processor(stage), settings.kafka_servers)
+    processor = StageProcessor(
+        pipeline, stage, PipelinePublisher(pipeline, dict.fromkeys(("kafka", "celery"), Sender()), middleware=[]), middleware=[]
+    )  # never runs: no record is polled
+    worker = KafkaStageWorker(processor, settings.kafka_servers)
     consumer = worker._consumer
     for _ in range(40):
         if consumer.assignment():
@@ -36,7 +39,6 @@ def worker(settings: Settings, namespace: str, kafka_admin: KafkaAdminClient) ->
     assert consumer.assignment(), "the ship worker was never assigned its partition"
     yield worker
     worker._consumer.close(autocommit=False)
-    runtime.shutdown()
 
 
 def _committed(settings: Settings, worker: KafkaStageWorker) -> int | None:
