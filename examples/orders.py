@@ -8,13 +8,15 @@
 A job is a JSON object with at least ``order_id``. ``notify`` delivers into a Redis list,
 the outbox, which the demo and the tests read. For demonstrations, ``"fail_at": STAGE``
 makes that stage fail every attempt (the order is dead-lettered) and ``"flaky_at": STAGE``
-makes it fail the first attempt only (it is retried).
+makes it fail the first attempt only (it is retried); ``"slow_at": STAGE`` with ``"slow_s": SECONDS``
+makes that stage take that long.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from functools import lru_cache
 
 import redis
@@ -45,6 +47,8 @@ def _redis() -> redis.Redis:
 def _maybe_fail(order: Payload, ctx: StageContext) -> None:
     if order.get("fail_at") == ctx.stage.name:
         raise OrderRejected(f"order {order.get('order_id')} asked to fail at {ctx.stage.name}")
+    if order.get("slow_at") == ctx.stage.name:
+        time.sleep(float(order.get("slow_s", 1.0)))
     if order.get("flaky_at") == ctx.stage.name and ctx.attempt == 1:
         raise OrderRejected(f"order {order.get('order_id')} is flaky at {ctx.stage.name}; the retry will pass")
 

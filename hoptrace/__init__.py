@@ -4,6 +4,7 @@ The names most code needs are here, imported on first use (so ``import hoptrace`
 
     from hoptrace import Pipeline, RetryPolicy, StageContext
     hoptrace.instrument()    # drop-in: Celery and kafka-python code that never imports hoptrace
+    hoptrace.keep("refund")  # in a handler: keep this job's trace whole, though the sampler dropped it
 
 The packages: ``hoptrace.pipeline`` (the ground floor, inside every worker and publisher),
 ``hoptrace.workers`` and ``hoptrace.producers`` (consuming and publishing), ``hoptrace.gauges``
@@ -23,6 +24,7 @@ _LAZY = {
     "StageContext": "hoptrace.pipeline.stage_context",
     "instrument": "hoptrace.instrumentation",
     "uninstrument": "hoptrace.instrumentation",
+    "keep": "hoptrace.pipeline.recorder",
 }
 
 __all__ = sorted(_LAZY)

@@ -203,11 +203,14 @@ def publish(
     payload: str = typer.Option(None, "--payload", help='JSON object; "{n}" in a string value becomes the job number.'),
     payload_file: Path = typer.Option(None, "--payload-file", exists=True, dir_okay=False, help="Read the JSON payload from a file."),
     baggage: str = typer.Option("", "--baggage", help="Baggage for every job: key=value,key2=value2."),
+    linger: float = typer.Option(
+        0.0, "--linger", min=0, help="Seconds to stay after publishing, so the flight recorder can hand over the publish spans of jobs that go wrong."
+    ),
 ) -> None:
     """Publish COUNT jobs to STAGE, each starting its own trace; print their trace and job ids."""
     from hoptrace import publish as publishing
 
-    _run(lambda: publishing.main(spec, stage, count, payload, payload_file, baggage))
+    _run(lambda: publishing.main(spec, stage, count, payload, payload_file, baggage, linger))
 
 
 class ProbeKind(str, Enum):

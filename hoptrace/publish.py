@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +72,14 @@ def publish_job(publisher: Publisher, stage: Stage, payload: Mapping[str, Any], 
         otel_context.detach(token)
 
 
-def main(spec: str, stage_name: str, count: int, payload: str | None, payload_file: Path | None, baggage_text: str) -> None:
-    """``hoptrace publish``: COUNT jobs to STAGE_NAME, waiting for the brokers; print each job's trace and job id."""
+def main(  # noqa: PLR0913 - the command's options
+    spec: str, stage_name: str, count: int, payload: str | None, payload_file: Path | None, baggage_text: str, linger_s: float = 0.0
+) -> None:
+    """``hoptrace publish``: COUNT jobs to STAGE_NAME, waiting for the brokers; print each job's trace and job id.
+
+    With LINGER_S, stay that long after printing (Ctrl-C ends it sooner): this process's flight recorder
+    still holds the publish spans, and hands them over when a job goes wrong downstream meanwhile.
+    """
     from rich.progress import track
 
     from hoptrace.producers.publisher import PublishFailed
@@ -93,10 +101,24 @@ def main(spec: str, stage_name: str, count: int, payload: str | None, payload_fi
             if len(published) % CONFIRM_EVERY == 0:
                 runtime.publisher.confirm(CONFIRM_TIMEOUT_S)
         runtime.publisher.confirm(CONFIRM_TIMEOUT_S)
+        _report(published, stage)
+        _linger(linger_s)
     except PublishFailed as error:
         raise CommandError(error) from error
     finally:
         runtime.shutdown()
+
+
+def _linger(seconds: float) -> None:
+    """Stay SECONDS, or until Ctrl-C."""
+    if seconds > 0:
+        err_console().print(f"lingering {seconds:g} s for the flight recorder (Ctrl-C to stop)")
+        with suppress(KeyboardInterrupt):
+            time.sleep(seconds)
+
+
+def _report(published: list[Published], stage: Stage) -> None:
+    """Print each published job's trace and job id, then how many went where."""
     for item in published:
         console().print(f"trace {item.trace_id}  job {item.job_id}", highlight=False)
-    err_console().print(f"published {len(published)} job(s) to stage {stage_name!r} ({stage.transport.system} {stage.transport.destination})")
+    err_console().print(f"published {len(published)} job(s) to stage {stage.name!r} ({stage.transport.system} {stage.transport.destination})")

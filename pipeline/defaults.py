@@ -1,8 +1,9 @@
-"""The middleware every stage and publisher runs unless given its own: tracing, metrics and retries, in that order.
+"""The middleware every stage and publisher runs unless given its own: the flight recorder's triggers, tracing, metrics and retries.
 
-Tracing comes first, so its span is open around what the others do and is ended last; the
+Tracing comes before metrics and retries, so its span is open around what they do and is ended last; the
 retry decision comes last before an attempt and so is made first after it, for tracing and
-metrics to see.
+metrics to see. The triggers come before tracing: a job kept before an attempt has that attempt's
+span sampled from its start; after an attempt they see the retry decision and the ended span.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from opentelemetry.trace import TracerProvider
 
 from hoptrace.pipeline.instruments import Instruments
+from hoptrace.pipeline.keeping import KeepMiddleware
 from hoptrace.pipeline.metrics import MetricsMiddleware
 from hoptrace.pipeline.middleware import Middleware
 from hoptrace.pipeline.retries import RetryMiddleware
@@ -17,6 +19,16 @@ from hoptrace.pipeline.stages import Pipeline
 from hoptrace.pipeline.tracing import TracingMiddleware
 
 
-def default_middleware(pipeline: Pipeline, instruments: Instruments, tracer_provider: TracerProvider | None = None) -> list[Middleware]:
-    """Tracing (on TRACER_PROVIDER, default the global one), metrics (on INSTRUMENTS) and retries, for PIPELINE."""
-    return [TracingMiddleware(pipeline, tracer_provider), MetricsMiddleware(pipeline, instruments), RetryMiddleware()]
+def default_middleware(
+    pipeline: Pipeline, instruments: Instruments, tracer_provider: TracerProvider | None = None, slow_after_s: float | None = None
+) -> list[Middleware]:
+    """Keep triggers, tracing (on TRACER_PROVIDER, default the global one), metrics (on INSTRUMENTS) and retries, for PIPELINE.
+
+    SLOW_AFTER_S is the objective of the stages and pipeline that set none (``pipeline.keeping``).
+    """
+    return [
+        KeepMiddleware(pipeline, slow_after_s),
+        TracingMiddleware(pipeline, tracer_provider),
+        MetricsMiddleware(pipeline, instruments),
+        RetryMiddleware(),
+    ]

@@ -29,6 +29,16 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Seconds after its start a job that reached no final outcome counts as stuck (hoptrace.jobs.stuck)."
     )
 
+    recorder: bool = Field(
+        default=True, description="The flight recorder: keep the spans of unsampled jobs in memory and export a job whole when it goes wrong."
+    )
+    recorder_max_bytes: int = Field(default=48 * 2**20, gt=0, description="Bound of the flight recorder's buffer, in bytes (oldest spans go first).")
+    slow_after_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="A job reaching a stage later than this after it began is kept whole (stages and pipelines may set their own).",
+    )
+
     @property
     def kafka_servers(self) -> list[str]:
         """The bootstrap servers as the list kafka-python expects."""

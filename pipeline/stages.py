@@ -91,6 +91,8 @@ class Stage:
     links: bool = False
     """Start the process span with a link to the producer instead of as its child (fan-in, batches)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    slow_after_s: float | None = None
+    """The objective: a job that reaches this stage later than this after it began is kept whole (flight recorder); None: the pipeline's."""
 
 
 @lru_cache(maxsize=1024)
@@ -104,12 +106,17 @@ def dead_letter_transport(transport: Transport) -> Transport:
 class Pipeline:
     """A named set of stages; the unit that workers run and publishers publish into."""
 
-    def __init__(self, name: str, *, baggage_allowlist: tuple[str, ...] = ()) -> None:
-        """Create an empty pipeline. BAGGAGE_ALLOWLIST: incoming baggage keys (fnmatch patterns) to keep."""
+    def __init__(self, name: str, *, baggage_allowlist: tuple[str, ...] = (), slow_after_s: float | None = None) -> None:
+        """Create an empty pipeline. BAGGAGE_ALLOWLIST: incoming baggage keys (fnmatch patterns) to keep.
+
+        SLOW_AFTER_S: the objective of the stages that set none (a job later than this at a stage is kept whole);
+        None: ``HOPTRACE_SLOW_AFTER_S``, else no objective.
+        """
         if not _NAME.fullmatch(name):
             raise PipelineError(f"pipeline name {name!r} must be letters, digits, '_' or '-'")
         self.name = name
         self.baggage_allowlist = baggage_allowlist
+        self.slow_after_s = slow_after_s
         self._stages: dict[str, Stage] = {}
 
     def __iter__(self) -> Iterator[Stage]:
@@ -131,13 +138,14 @@ class Pipeline:
         forwards_to: tuple[str, ...] | str = (),
         links: bool = False,
         retry: RetryPolicy | None = None,
+        slow_after_s: float | None = None,
     ) -> Callable[[Handler], Handler]:
         """Declare a stage run by the decorated handler, on a Kafka topic (with its consumer group) or a Celery queue."""
         targets = (forwards_to,) if isinstance(forwards_to, str) else tuple(forwards_to)
 
         def declare(handler: Handler) -> Handler:
             transport = self._transport(name, kafka_topic, group, celery_queue)
-            self.add(Stage(name, transport, handler, targets, links, retry or RetryPolicy()))
+            self.add(Stage(name, transport, handler, targets, links, retry or RetryPolicy(), slow_after_s))
             return handler
 
         return declare
@@ -195,14 +203,14 @@ class Pipeline:
 
     def only(self, names: Iterable[str]) -> Pipeline:
         """A copy with just the stages NAMES (forwards to the others are kept, unchecked)."""
-        copy = Pipeline(self.name, baggage_allowlist=self.baggage_allowlist)
+        copy = Pipeline(self.name, baggage_allowlist=self.baggage_allowlist, slow_after_s=self.slow_after_s)
         for name in names:
             copy.add(self[name])
         return copy
 
     def namespaced(self, prefix: str) -> Pipeline:
         """A copy whose topics, groups and queues start with PREFIX (isolates runs sharing one broker)."""
-        copy = Pipeline(self.name, baggage_allowlist=self.baggage_allowlist)
+        copy = Pipeline(self.name, baggage_allowlist=self.baggage_allowlist, slow_after_s=self.slow_after_s)
         for stage in self:
             transport = stage.transport
             if isinstance(transport, KafkaTransport):

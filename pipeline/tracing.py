@@ -8,7 +8,9 @@ message's baggage stays current either way.
 Bound to a stage (``StageTracing``), the span names and attribute sets are built once. Spans
 are started by ``sdk_internals.spans.LeanTracer`` when the tracer provider's configuration is
 one it reproduces exactly (the SDK's samplers, tracer and limits): an unsampled message then
-gets no span object beyond its span context, a sampled one a ``HopSpan``. Any other
+gets no span object beyond its span context, a sampled one a ``HopSpan``; with the flight
+recorder on (``pipeline.recorder``), an unsampled one gets a ``HopSpan`` too, which ends into the
+recorder's buffer, and a trace the recorder kept is sampled from then on. Any other
 configuration goes through the tracer's own ``start_span``; tests/test_lean_path holds the two
 to the same spans.
 """
@@ -19,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, ProxyTracerProvider, SpanContext, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-from hoptrace.pipeline import semconv
+from hoptrace.pipeline import recorder, semconv
 from hoptrace.pipeline.attributes import consumer_attributes, stage_attributes
 from hoptrace.pipeline.messages import Incoming, Outcome, Outgoing
 from hoptrace.pipeline.middleware import Middleware
@@ -93,8 +95,9 @@ class StageTracing(Middleware):
         if lean is None:
             span = tracer.start_span(self._process_name, parent_context, SpanKind.CONSUMER, self._process_attributes_of(message), _links(linked))
         else:
-            context = lean.new_context(parent)
-            if context.trace_flags & 1:
+            recording = recorder.current()
+            context = lean.new_context(parent, recording.is_kept if recording is not None else None)
+            if context.trace_flags & 1 or recording is not None:
                 attributes = self._process_attributes_of(message)
                 span = lean.start(self._process_name, context, parent, parent_context, SpanKind.CONSUMER, attributes, _links(linked))
             else:
@@ -132,8 +135,9 @@ class StageTracing(Middleware):
         else:
             parent = trace.get_current_span(message.context).get_span_context()
             parent = parent if parent.is_valid else None
-            context = lean.new_context(parent)
-            if context.trace_flags & 1:
+            recording = recorder.current()
+            context = lean.new_context(parent, recording.is_kept if recording is not None else None)
+            if context.trace_flags & 1 or recording is not None:
                 attributes = {**self._send_attributes, semconv.JOB_ID: message.job_id}
                 span = lean.start(self._send_name, context, parent, message.context, SpanKind.PRODUCER, attributes)
             else:

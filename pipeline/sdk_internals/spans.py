@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from time import time_ns
 from typing import Any
 
@@ -203,10 +203,11 @@ class LeanTracer:
         limits = self.limits
         return BoundedAttributes(limits.max_span_attributes, attributes, False, limits.max_span_attribute_length)
 
-    def new_context(self, parent: SpanContext | None) -> SpanContext:
+    def new_context(self, parent: SpanContext | None, kept: Callable[[int], bool] | None = None) -> SpanContext:
         """The span context of a new span under PARENT (a valid span context, or None: a new trace), sampled as the sampler decides.
 
         Ids, flags and trace state as ``start_span`` makes them; ``trace_flags.sampled`` says whether to ``start`` a span with it.
+        KEPT(trace_id), when given, samples what the sampler drops of a trace the flight recorder kept.
         """
         if parent is None:
             trace_id = self.id_generator.generate_trace_id()
@@ -216,7 +217,7 @@ class LeanTracer:
             trace_id = parent.trace_id
             random = bool(parent.trace_flags & 2)
             state = parent.trace_state
-        sampled = self.decide(parent, trace_id)
+        sampled = self.decide(parent, trace_id) or (kept is not None and parent is not None and kept(trace_id))
         return SpanContext(trace_id, self.id_generator.generate_span_id(), False, _FLAGS[sampled, random], state)
 
     def start(
