@@ -17,7 +17,7 @@ from types import FrameType
 import typer
 from rich.console import Console
 
-from benchmarks import celery_hop, celery_plain, cpu, encoding, kafka_hop, memory, relay, shutdown
+from benchmarks import celery_hop, celery_plain, cpu, encoding, kafka_hop, memory, recorder, relay, shutdown
 from benchmarks.discard import Collectors
 from benchmarks.harness import Run
 from benchmarks.machine import machine_info
@@ -42,6 +42,7 @@ class Section(str, Enum):
     celery_app = "celery-app"
     shutdown = "shutdown"
     memory = "memory"
+    recorder = "recorder"
 
 
 Measure = Callable[[Run, Collectors, Mode, Callable[[str], None]], list[Scenario]]
@@ -54,6 +55,7 @@ SECTIONS: dict[Section, Measure] = {
     Section.celery_app: lambda run, collectors, mode, progress: celery_plain.measure(run, mode, progress),
     Section.shutdown: lambda run, collectors, mode, progress: shutdown.measure(run, collectors, mode, CONFIRM_EVERY, progress),
     Section.memory: lambda run, collectors, mode, progress: memory.measure(run, collectors, mode, CONFIRM_EVERY, progress),
+    Section.recorder: lambda run, collectors, mode, progress: recorder.measure(run, mode, progress),
 }
 
 

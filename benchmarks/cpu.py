@@ -9,7 +9,9 @@ repeat 2, ...), so the machine's drift hits every case alike. Telemetry is built
 own ``telemetry.configure`` (not global) with the SDK's real ``BatchSpanProcessor`` feeding an
 exporter that discards (so span encoding and export are not included: see ``benchmarks.encoding``),
 and a ``MeterProvider`` with a periodic reader whose exporter discards; the sampler is
-``always_on`` (sampled) or ``always_off`` (not sampled).
+``always_on`` (sampled) or ``always_off`` (not sampled), and ``always_off`` again with the flight
+recorder on (``unsampled-recorded``: every span made and held in the recorder's buffer, at its
+default bound, as a worker holds them).
 
 Cases:
 
@@ -53,6 +55,7 @@ from benchmarks.report import Scenario
 from benchmarks.spanless import SpanlessTracerProvider
 
 if TYPE_CHECKING:
+    from hoptrace.pipeline.recorder import FlightRecorder
     from hoptrace.pipeline.telemetry import Telemetry
 
 SECTION = "cpu"
@@ -78,10 +81,12 @@ class Prepared:
     telemetry: Telemetry
     exporter: DiscardSpanExporter
     calls: dict[str, Callable[[], object]]
+    recorder: FlightRecorder | None = None
+    """This setup's flight recorder, installed while its cases run."""
 
 
-def prepare(sampler: str) -> Prepared:
-    """hoptrace's telemetry with SAMPLER, publishers and processors on it (SDK spans, and spanless); the calls to time."""
+def prepare(sampler: str, recorded: bool = False) -> Prepared:
+    """hoptrace's telemetry with SAMPLER (RECORDED: and a flight recorder), publishers and processors on it; the calls to time."""
     from kafka.consumer.fetcher import ConsumerRecord
     from opentelemetry import propagate, trace
     from opentelemetry.context import Context
@@ -90,6 +95,8 @@ def prepare(sampler: str) -> Prepared:
     from hoptrace.pipeline import jobs, propagation, telemetry
     from hoptrace.pipeline.carriers import DICT_SETTER
     from hoptrace.pipeline.instruments import Instruments
+    from hoptrace.pipeline.recorder import FlightRecorder
+    from hoptrace.pipeline.settings import Settings
     from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
     from hoptrace.producers.kafka import kafka_headers
     from hoptrace.producers.publisher import PipelinePublisher
@@ -101,6 +108,11 @@ def prepare(sampler: str) -> Prepared:
     configured = telemetry.configure(
         "bench-cpu", set_global=False, span_processors=[BatchSpanProcessor(exporter)], metric_exporters=[DiscardMetricExporter()]
     )
+    recorder = None
+    if recorded:
+        recorder = FlightRecorder(Settings().recorder_max_bytes, configured.meter_provider)
+        recorder.attach(configured.tracer_provider)
+        configured.tracer_provider.add_span_processor(recorder)
     pipeline = Pipeline("bench-cpu")
     stage = Stage("hop", KafkaTransport("bench.cpu", "bench-cpu"), _trivial)
     pipeline.add(stage)
@@ -118,13 +130,14 @@ def prepare(sampler: str) -> Prepared:
     record = ConsumerRecord("bench.cpu", 0, 0, 42, 0, 0, None, value, kafka_headers(sender.headers), None, -1, len(value), -1)
     prepared = delivery(record)
     configured.tracer_provider.force_flush()
-    label = "sampled" if sampled else "unsampled"
+    label = "sampled" if sampled else "unsampled-recorded" if recorded else "unsampled"
     calls: dict[str, Callable[[], object]] = {
         f"publish-{label}": lambda: publisher.publish(stage, message),
         f"consume-{label}": lambda: processor.process(prepared),
-        f"publish-{label}-nospan": lambda: spanless_publisher.publish(stage, message),
-        f"consume-{label}-nospan": lambda: spanless_processor.process(prepared),
     }
+    if not recorded:
+        calls[f"publish-{label}-nospan"] = lambda: spanless_publisher.publish(stage, message)
+        calls[f"consume-{label}-nospan"] = lambda: spanless_processor.process(prepared)
     if sampled:
         tracer = configured.tracer_provider.get_tracer("bench")
         attributes = {f"bench.attribute.{n}": "value" for n in range(7)}
@@ -136,14 +149,17 @@ def prepare(sampler: str) -> Prepared:
         allowlist = pipeline.baggage_allowlist
         calls["propagation"] = lambda: (propagation.extract(prepared.headers, allowlist), propagation.inject({}, DICT_SETTER, new_job))
         calls["handler"] = lambda: stage.handler(message, None)  # type: ignore[arg-type]
-    return Prepared(configured, exporter, calls)
+    return Prepared(configured, exporter, calls, recorder)
 
 
 def run_cases(iterations: int, repeats: int) -> dict[str, dict[str, Any]]:
     """Every case, sampled and not; the repeats of all cases interleave, so a drift of the machine hits them alike."""
-    setups = [prepare("always_on"), prepare("always_off")]
+    from hoptrace.pipeline.recorder import install
+
+    setups = [prepare("always_on"), prepare("always_off"), prepare("always_off", recorded=True)]
     found: dict[str, dict[str, Any]] = {}
     for setup in setups:
+        install(setup.recorder)
         for case, call in setup.calls.items():
             for _ in range(min(iterations, WARM_UP_CALLS)):
                 call()
@@ -151,6 +167,7 @@ def run_cases(iterations: int, repeats: int) -> dict[str, dict[str, Any]]:
         setup.telemetry.tracer_provider.force_flush()
     for _ in range(repeats):
         for setup in setups:
+            install(setup.recorder)
             for case, call in setup.calls.items():
                 before = setup.exporter.exported
                 wall, cpu = _timed(call, iterations)
@@ -190,6 +207,9 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("hop-unsampled nospan", "publish + consume, not sampled, spanless tracer (no SDK span work)"),
     ("hop-unsampled sdk-spans", "of hop-unsampled: SDK span work (hop-unsampled minus its nospan)"),
     ("hop-unsampled hoptrace", "of hop-unsampled: hoptrace's own code (nospan minus propagation)"),
+    ("publish-unsampled-recorded", "PipelinePublisher.publish, always_off, flight recorder on"),
+    ("consume-unsampled-recorded", "StageProcessor.process, always_off, flight recorder on"),
+    ("hop-unsampled-recorded", "publish + consume, not sampled, its spans held by the flight recorder (default bound)"),
 )
 MEASURES = ("cpu_us", "wall_us")
 
@@ -208,6 +228,7 @@ def derive(cases: dict[str, dict[str, Any]]) -> None:
         _combine(cases, f"hop-{label} nospan", (f"publish-{label}-nospan", f"consume-{label}-nospan"), (1, 1))
         _combine(cases, f"hop-{label} sdk-spans", (f"hop-{label}", f"hop-{label} nospan"), (1, -1))
         _combine(cases, f"hop-{label} hoptrace", (f"hop-{label} nospan", "propagation"), (1, -1))
+    _combine(cases, "hop-unsampled-recorded", ("publish-unsampled-recorded", "consume-unsampled-recorded"), (1, 1))
 
 
 def measure(run: Run, mode: Mode, progress: Callable[[str], None]) -> list[Scenario]:

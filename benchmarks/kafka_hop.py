@@ -20,6 +20,8 @@ Variants (consumer / producer):
   (KafkaStageWorker + StageProcessor) / ``Runtime.publisher`` (PipelinePublisher +
   KafkaSender); traces and metrics over OTLP gRPC to the discarding receiver, 100 % sampled.
 * ``hoptrace-1``: the same at 1 % (``parentbased_traceidratio``, 0.01, in both processes).
+* ``hoptrace-1-unrecorded``: as ``hoptrace-1`` with the flight recorder off (``HOPTRACE_RECORDER=false``):
+  what holding every unsampled message's spans in the recorder costs is ``hoptrace-1`` over this.
 * ``hoptrace-down``: the same at 100 % with the OTLP endpoint a refusing loopback port.
 
 Both CRC configurations of kafka-python (``benchmarks.crc``) are measured in the same rounds,
@@ -72,6 +74,8 @@ class KafkaVariant:
     collector: Collector = "none"
     sampling: float = 1.0
     description: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+    """Further environment of both processes."""
 
 
 VARIANTS: tuple[KafkaVariant, ...] = (
@@ -98,13 +102,25 @@ VARIANTS: tuple[KafkaVariant, ...] = (
         description="as hoptrace-100 with OTEL_TRACES_SAMPLER=parentbased_traceidratio, ARG=0.01 in both processes (metrics still recorded for all)",
     ),
     KafkaVariant(
+        "hoptrace-1-unrecorded", "hoptrace 1% sampled, no flight recorder", "hoptrace", "hoptrace", "up", 0.01,
+        description="as hoptrace-1 with HOPTRACE_RECORDER=false: unsampled messages get no span at all (hoptrace-1 holds them in the recorder)",
+        env=(("HOPTRACE_RECORDER", "false"),),
+    ),
+    KafkaVariant(
         "hoptrace-down", "hoptrace 100%, collector refused", "hoptrace", "hoptrace", "refused",
         description="as hoptrace-100, OTLP endpoint a closed loopback port (connection refused) in both processes",
     ),
 )  # fmt: skip
-BASELINES = {"none-iterate": "none", "stock": "none", "hoptrace-100": "none", "hoptrace-1": "none", "hoptrace-down": "none"}
+BASELINES = {
+    "none-iterate": "none",
+    "stock": "none",
+    "hoptrace-100": "none",
+    "hoptrace-1": "none",
+    "hoptrace-1-unrecorded": "none",
+    "hoptrace-down": "none",
+}
 BY_KEY = {variant.key: variant for variant in VARIANTS}
-DEFAULT_CRC_ONLY = frozenset({"hoptrace-down"})
+DEFAULT_CRC_ONLY = frozenset({"hoptrace-down", "hoptrace-1-unrecorded"})
 """Variants measured with the default CRC configuration only."""
 ROLES = ("consumer", "producer")
 
@@ -190,7 +206,13 @@ def run_hop(
     done = run.file(f"{label}.done")
     produced = run.file(f"{label}.produced.json")
     go = run.file(f"{label}.go")
-    extra = {**collectors.env(variant.collector, variant.sampling), EXPECTED_ENV: str(messages), DONE_ENV: str(done), GO_ENV: str(go)}
+    extra = {
+        **collectors.env(variant.collector, variant.sampling),
+        **dict(variant.env),
+        EXPECTED_ENV: str(messages),
+        DONE_ENV: str(done),
+        GO_ENV: str(go),
+    }
     env = run.env(namespace, extra, crc.path_first(run.dir))
     timeout_s = max(60.0, messages / 300)
     children: list[Child] = []

@@ -6,7 +6,7 @@ the same section measured in the same run. Throughput variants run between two b
 it) cancel the machine's drift, and their median is the ratio shown and checked against the
 targets; the plain ratio of the medians is in the JSON too. Other targets are checked on medians.
 
-``TARGETS`` are issue 20's, in its table's order, then earlier ones kept; ``targets_table`` shows
+``TARGETS`` are issue 20's, in its table's order, then issue 21's (the flight recorder), then earlier ones kept; ``targets_table`` shows
 them on their own, each with what this run measured (or that it was not measured).
 """
 
@@ -98,12 +98,22 @@ TARGETS: tuple[TargetSpec, ...] = (
     TargetSpec("relay: hoptrace drop-in 100 % vs stock 100 %", "relay", "hoptrace-100", "ratio_min", 1.10, "stock-100", cost=True),
     TargetSpec("Celery app: drop-in vs stock at 100 %", "celery-app", "hoptrace-100", "ratio_min", 1.05, "stock-100"),
     TargetSpec("Celery app: drop-in at 1 % vs none", "celery-app", "hoptrace-1", "ratio_min", 0.95, "none"),
+    TargetSpec("recorder on vs off: CPU per unsampled hop, in process", "cpu", "hop-unsampled-recorded", "ratio_max", 1.3, "hop-unsampled"),
+    TargetSpec(
+        "recorder on vs off: consumer CPU per unsampled hop", "kafka-cpu", "hoptrace-1 consumer", "ratio_max", 1.3, "hoptrace-1-unrecorded consumer"
+    ),
+    TargetSpec(
+        "recorder on vs off: producer CPU per unsampled hop", "kafka-cpu", "hoptrace-1 producer", "ratio_max", 1.3, "hoptrace-1-unrecorded producer"
+    ),
+    TargetSpec("recorder: buffer memory at the default bound", "recorder", "buffer MB", "max", 64.0),
+    TargetSpec("recorder: history at 1,000 messages/s", "recorder", "history s", "min", 60.0),
+    TargetSpec("recorder: keep to the whole job at the receiver, p95", "recorder", "keep p95", "max", 5.0),
     TargetSpec("encode + serialize per span", "export", "encode hoptrace", "max", 12.0),
     TargetSpec("encode + serialize per span, vs the SDK", "export", "encode speedup", "min", 3.0),
     TargetSpec("shutdown, collector hung", "shutdown", "collector-silent", "max", 5.0),
     TargetSpec("peak RSS, collector down minus up", "memory", "down-minus-up", "max", 50.0),
 )
-"""Issue 20's targets in its order (the Kafka rows: the default install's, crc32c), then the earlier ones kept.
+"""Issue 20's targets in its order (the Kafka rows: the default install's, crc32c), then issue 21's, then the earlier ones kept.
 
 The in-process rows are a ``cpu`` hop over the ``otel-span`` row of the same run (lower is
 better); the relay rows are ``none``'s (or the stock instrumentor's) CPU per record over
@@ -274,7 +284,7 @@ def table(report: Report) -> Table:
 
 def targets_table(report: Report) -> Table:
     """The issue's targets alone, in its order: what was measured for each, and pass, FAIL or not measured."""
-    out = Table(title="issue 20 targets")
+    out = Table(title="targets (issues 20 and 21, then earlier ones)")
     for column in ("row", "scenario", "measured", "target", "result"):
         out.add_column(column, justify="right" if column == "measured" else "left")
     for spec, checked in report.targets():

@@ -20,8 +20,7 @@ from hoptrace.pipeline import telemetry
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.job_ledger import JobLedger, JobLedgerMiddleware, key_prefix
-from hoptrace.pipeline.keep_channel import KeepChannel
-from hoptrace.pipeline.recorder import FlightRecorder, install
+from hoptrace.pipeline.keep_channel import start_flight_recorder
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
 from hoptrace.producers.celery import CelerySender
@@ -72,7 +71,8 @@ class Runtime:
         self.settings = settings
         self.telemetry = telemetry.configure(f"{pipeline.name}-{role}", span_processors=span_processors)
         self.instruments = Instruments.of(self.telemetry.meter_provider)
-        self.keep_channel = self._start_flight_recorder() if settings.recorder else None
+        if settings.recorder:  # this process's unsampled spans, exported whole when any process of the pipeline keeps their job
+            start_flight_recorder(self.telemetry.tracer_provider, self.telemetry.meter_provider, settings)
         # The job ledger lets hoptrace monitor find jobs that reach no final outcome (hoptrace.jobs.stuck).
         self._ledger = JobLedger(settings.redis_url, key_prefix(settings.namespace))
         self.middleware = [
@@ -81,16 +81,6 @@ class Runtime:
         ]
         self._app = app
         self._processors: dict[str, StageProcessor] = {}
-
-    def _start_flight_recorder(self) -> KeepChannel:
-        """Record this process's unsampled spans, exporting a job whole when any process of the pipeline keeps it."""
-        recorder = FlightRecorder(self.settings.recorder_max_bytes, self.telemetry.meter_provider)
-        channel = KeepChannel(recorder, self.settings.redis_url, self.settings.namespace)
-        recorder.attach(self.telemetry.tracer_provider, channel.announce)
-        self.telemetry.tracer_provider.add_span_processor(recorder)
-        channel.start()
-        install(recorder)
-        return channel
 
     @cached_property
     def _producer(self) -> KafkaProducer:
@@ -118,9 +108,6 @@ class Runtime:
             except Exception as error:  # closing must never keep the process from exiting
                 logger.warning("kafka producer did not close cleanly: %s", error)
         self._ledger.close(LEDGER_CLOSE_TIMEOUT_S)
-        if self.keep_channel is not None:
-            self.keep_channel.stop()
-            install(None)
         self.telemetry.shutdown(SHUTDOWN_TIMEOUT_S - PRODUCER_CLOSE_TIMEOUT_S - LEDGER_CLOSE_TIMEOUT_S)
 
 

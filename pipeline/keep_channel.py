@@ -19,8 +19,11 @@ import queue
 import threading
 
 import redis
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
 
-from hoptrace.pipeline.recorder import MAX_REASON, FlightRecorder
+from hoptrace.pipeline.recorder import MAX_REASON, FlightRecorder, current, install
+from hoptrace.pipeline.settings import Settings
 
 _logger = logging.getLogger(__name__)
 
@@ -73,27 +76,38 @@ class KeepChannel:
                 message = self._pending.get(timeout=RECONNECT_S)
             except queue.Empty:
                 continue
+            failing = False
             while not self._stopping.is_set():
                 try:
                     client.publish(self.channel, message)
                     break
                 except redis.RedisError as error:
-                    _logger.warning("could not announce a kept job on %s (%s); trying again", self.channel, error)
+                    if not failing:  # once per outage
+                        failing = True
+                        _logger.warning("could not announce a kept job on %s (%s); trying again until it is", self.channel, error)
                     self._stopping.wait(RECONNECT_S)
 
     def _listen(self) -> None:
+        failing = False
         while not self._stopping.is_set():
             subscription = self._client().pubsub(ignore_subscribe_messages=True)
             try:
                 subscription.subscribe(self.channel)
                 self._listening.set()
+                if failing:
+                    failing = False
+                    _logger.info("listening on the flight recorder's channel %s again", self.channel)
                 while not self._stopping.is_set():
                     message = subscription.get_message(timeout=RECONNECT_S)
                     if message is not None:
                         self._heard(message["data"])
             except redis.RedisError as error:
                 self._listening.clear()
-                _logger.warning("lost the flight recorder's channel %s (%s); listening again", self.channel, error)
+                if not failing:  # once per outage
+                    failing = True
+                    _logger.warning(
+                        "lost the flight recorder's channel %s (%s); keeps of other processes go unheard until it is back", self.channel, error
+                    )
                 self._stopping.wait(RECONNECT_S)
             finally:
                 subscription.close()
@@ -106,7 +120,25 @@ class KeepChannel:
             trace_id = int(trace_hex, 16)
         except ValueError:
             trace_id = 0
-        if len(trace_hex) != 32 or not trace_id or not reason.isprintable() or len(reason) > MAX_REASON:
+        if len(trace_hex) != 32 or not trace_id or not reason or not reason.isprintable() or len(reason) > MAX_REASON:
             _logger.warning("ignored a message on %s that is not '<32 hex digits> <reason>': %.80r", self.channel, text)
             return
         self._recorder.keep(trace_id, reason, announce=False)
+
+
+def start_flight_recorder(tracer_provider: TracerProvider, meter_provider: MeterProvider, settings: Settings) -> FlightRecorder | None:
+    """Record TRACER_PROVIDER's unsampled spans in a new flight recorder (this process's), joined to the pipeline's others by a channel.
+
+    Its bound, and the Redis and namespace of the channel, are SETTINGS'; its gauges and counters go to METER_PROVIDER.
+    The provider's shutdown shuts it down (its channel too).
+    None when this process has a recorder already (hoptrace's own workers and drop-in instrumentation in one process share it).
+    """
+    if current() is not None:
+        return None
+    recorder = FlightRecorder(settings.recorder_max_bytes, meter_provider)
+    channel = KeepChannel(recorder, settings.redis_url, settings.namespace)
+    recorder.attach(tracer_provider, channel)
+    tracer_provider.add_span_processor(recorder)
+    channel.start()
+    install(recorder)
+    return recorder

@@ -14,9 +14,9 @@ A trace some of whose spans had already left the buffer when the keep came is ex
 ``hoptrace.keep.partial`` on its spans and counted (``hoptrace.recorder.partial``)::
 
     recorder = FlightRecorder(max_bytes=48 * 2**20)
-    recorder.attach(tracer_provider)
+    recorder.attach(tracer_provider, channel)
     tracer_provider.add_span_processor(recorder)
-    install(recorder)
+    install(recorder)   # keep_channel.start_flight_recorder does all this
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
@@ -47,8 +46,20 @@ RECORD_BYTES = 700
 """Memory of one span record beyond its variable strings, measured with tracemalloc (``benchmarks``: recorder memory)."""
 MAX_REASON = 64
 """The longest reason ``keep`` takes."""
+FLUSH_TIMEOUT_MS = 5000
+"""Longest wait of the flusher thread for the exporters to take what a keep handed them."""
 KEPT_TRACES = 100_000
 """How many kept (and how many partly dropped) trace ids a process remembers."""
+
+
+class Channel(Protocol):
+    """How keeps made in this process reach the pipeline's other processes (``keep_channel.KeepChannel``)."""
+
+    def announce(self, trace_id: int, reason: str) -> None:
+        """Tell the other processes that TRACE_ID is kept for REASON; never blocks."""
+
+    def stop(self) -> None:
+        """Stop announcing and listening."""
 
 
 class _Record(NamedTuple):
@@ -92,6 +103,7 @@ class FlightRecorder(SpanProcessor):
             raise ValueError(f"the flight recorder's bound must be a positive number of bytes, not {max_bytes}")
         self.max_bytes = max_bytes
         self._pid = os.getpid()
+        self._closed = False
         self._lock = threading.Lock()
         self._held: OrderedDict[int, _Held] = OrderedDict()
         self._size = 0
@@ -99,7 +111,9 @@ class FlightRecorder(SpanProcessor):
         self._dropped_traces: OrderedDict[int, None] = OrderedDict()
         self._keysets: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._forward: SpanProcessor | None = None
-        self._announce: Callable[[int, str], None] | None = None
+        self._flush_wanted = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._channel: Channel | None = None
         meter = metrics.get_meter("hoptrace", meter_provider=meter_provider)
         self._kept_jobs = meter.create_counter(
             "hoptrace.recorder.kept", "{job}", "Jobs the flight recorder kept whole, by reason (hoptrace.keep.reason)."
@@ -117,12 +131,12 @@ class FlightRecorder(SpanProcessor):
             "hoptrace.recorder.size", [self._observe_size], "By", "What the flight recorder's buffer holds now, as counted against its bound."
         )
 
-    def attach(self, provider: TracerProvider, announce: Callable[[int, str], None] | None = None) -> None:
-        """Export kept spans through PROVIDER's span processors; tell ANNOUNCE(trace_id, reason) of each keep made here."""
+    def attach(self, provider: TracerProvider, channel: Channel | None = None) -> None:
+        """Export kept spans through PROVIDER's span processors; announce each keep made here on CHANNEL (stopped with the recorder)."""
         self._forward = span_processor_of(provider)
         if self._forward is None:
             _logger.warning("the flight recorder cannot reach this tracer provider's span processors; kept jobs will not be exported")
-        self._announce = announce
+        self._channel = channel
 
     def is_kept(self, trace_id: int) -> bool:
         """Whether the trace TRACE_ID was kept: its spans from now on are sampled."""
@@ -134,7 +148,7 @@ class FlightRecorder(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         """Hold SPAN when the sampler dropped it, or export it at once when its trace was kept."""
         context = span.context
-        if context is None or context.trace_flags & 1 or os.getpid() != self._pid:
+        if context is None or context.trace_flags & 1 or self._closed or os.getpid() != self._pid:
             return
         record = self._record(span)
         with self._lock:
@@ -210,8 +224,8 @@ class FlightRecorder(SpanProcessor):
             self._partial_jobs.add(1, {semconv.KEEP_REASON: reason})
         if held is not None:
             self._export(held.records, reason, partial)
-        if announce and self._announce is not None:
-            self._announce(trace_id, reason)
+        if announce and self._channel is not None:
+            self._channel.announce(trace_id, reason)
         return True
 
     def _export(self, records: list[_Record], reason: str, partial: bool) -> None:
@@ -220,6 +234,24 @@ class FlightRecorder(SpanProcessor):
             return
         for record in records:
             forward.on_end(_as_sampled(record, reason, partial))
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Have the flusher thread export what was handed over now, rather than at the batch processors' next schedule."""
+        if self._flusher is None:
+            with self._lock:
+                if self._flusher is None:
+                    self._flusher = threading.Thread(target=self._flush_when_wanted, name="hoptrace-recorder-flush", daemon=True)
+                    self._flusher.start()
+        self._flush_wanted.set()
+
+    def _flush_when_wanted(self) -> None:
+        while True:
+            self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            forward = self._forward
+            if forward is not None:
+                forward.force_flush(FLUSH_TIMEOUT_MS)
 
     def history_s(self) -> float:
         """Seconds from the end of the oldest span held to now; 0 when nothing is held."""
@@ -239,10 +271,15 @@ class FlightRecorder(SpanProcessor):
         return [Observation(self._size)] if os.getpid() == self._pid else []
 
     def shutdown(self) -> None:
-        """Forget what is held: nothing asked to keep it."""
+        """Forget what is held (nothing asked to keep it) and stop the channel; a recorder installed for this process is uninstalled."""
         with self._lock:
+            self._closed = True
             self._held.clear()
             self._size = 0
+        if self._channel is not None:
+            self._channel.stop()
+        if _current is self:
+            install(None)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Nothing to flush: what is held is exported only when kept."""

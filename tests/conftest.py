@@ -26,10 +26,20 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from hoptrace import services
+from hoptrace.pipeline import recorder
 from hoptrace.pipeline.settings import Settings
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.processes import Process, running
+
+
+@pytest.fixture(autouse=True)
+def no_recorder_left() -> Iterator[None]:
+    """Shut down a flight recorder a test's in-process drop-in code started: the next test starts from none."""
+    yield
+    left = recorder.current()
+    if left is not None:
+        left.shutdown()
 
 
 @pytest.fixture(scope="session")

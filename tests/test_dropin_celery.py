@@ -21,6 +21,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from hoptrace.pipeline.settings import Settings
 from hoptrace.view.memory_store import TelemetryStore
@@ -244,3 +245,32 @@ def test_uninstrument_disconnects_every_signal_and_unwraps_every_method_and_inst
     assert (CeleryInstrumentor._instrument, CeleryInstrumentor._uninstrument) == stock_methods  # noqa: SLF001
     ours.uninstrument()
     assert receivers() == before
+
+
+def test_at_one_percent_a_chain_whose_last_task_raises_arrives_whole_and_the_rest_at_the_head_sampled_rate(
+    plain_env: dict[str, str], plain_worker: Callable, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
+) -> None:
+    _, store = telemetry_store
+    sampling = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"}
+    with plain_worker(**sampling):
+        output = run_client(plain_env, "failing-chains", TEST_LINGER_S="3", **sampling)
+        assert [line for line in output if line.startswith("result")][:3] == ["result RuntimeError"] * 3
+        assert wait_for(lambda: sum(span.status_code == "ERROR" for span in store.spans()) >= 3, 30)
+
+    traces = hoptrace_spans(store)
+    bound = TraceIdRatioBased.get_bound_for_rate(0.01)
+
+    def head_sampled(trace_id: str) -> bool:
+        return int(trace_id, 16) & TraceIdRatioBased.TRACE_ID_LIMIT < bound
+
+    failed = {trace_id: spans for trace_id, spans in traces.items() if any(span.status_code == "ERROR" for span in spans)}
+    assert len(failed) == 3
+    for trace_id, spans in failed.items():  # the client's publish, and each task's process span and send, from both pool processes
+        assert [(span.kind, span.attributes["hoptrace.stage"]) for span in chain(spans)] == [
+            ("PRODUCER", "plain.add"), ("CONSUMER", "plain.add"), ("PRODUCER", "plain.mul"),
+            ("CONSUMER", "plain.mul"), ("PRODUCER", "plain.boom"), ("CONSUMER", "plain.boom"),
+        ]  # fmt: skip
+        assert {span.attributes.get("hoptrace.keep.reason") for span in spans} == ({None} if head_sampled(trace_id) else {"failed"})
+    assert all(head_sampled(trace_id) for trace_id in set(traces) - set(failed))  # the others: head-sampled ones, nothing else
+    kept = sum(not head_sampled(trace_id) for trace_id in failed)
+    assert latest_totals(store.metrics("hoptrace.recorder.kept"), {"hoptrace.keep.reason": "failed"}) == kept

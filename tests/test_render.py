@@ -523,3 +523,16 @@ def test_control_characters_from_spans_are_shown_not_obeyed_and_forge_no_line() 
         assert not [char for char in styles_removed if char != "\n" and (ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0)], repr(output)
         assert "\u202e" not in output and "␛]0;owned" in output, repr(output)  # (Rich itself drops BEL and CR)
         assert len(to_text(renderable, 400).splitlines()) == len(to_text(clean_renderable, 400).splitlines())
+
+
+def test_a_job_a_flight_recorder_kept_says_why_in_the_tree_and_the_traces_table() -> None:
+    kept = [replace(span, attributes={**span.attributes, "hoptrace.keep.reason": "retried"}) for span in DEAD]
+    assert _lines(_plain(trace_tree(kept), 120))[0] == f"job c3c3c3c3  trace {3:032x}  316ms  dead-lettered  kept: retried"
+    partial = [*kept[:-1], replace(kept[-1], attributes={**kept[-1].attributes, "hoptrace.keep.partial": True})]
+    assert _lines(_plain(trace_tree(partial), 120))[0].endswith("dead-lettered  kept: retried, partial")
+
+    summaries = [replace(SUMMARIES[0], kept="retried, partial"), SUMMARIES[2]]
+    lines = _lines(_plain(traces_table(summaries), 120))
+    assert lines[0].split() == ["trace", "job", "start", "e2e", "spans", "stages", "status", "kept"]
+    assert lines[2].endswith("dead-lettered  retried, partial")
+    assert "kept" not in _lines(_plain(traces_table(SUMMARIES), 120))[0]  # no column while no job was kept

@@ -6,6 +6,7 @@ same middleware as hoptrace's own stages (tracing, metrics), under a pipeline na
 made on the fly (a Celery task, a Kafka topic or consumer group). The hooks are made on first
 use in each process, on the global providers, so a prefork child gets its own after the fork; each
 stage's bound hooks are kept per process (``lane``), so a message costs one dict lookup to find them.
+The first hooks of a process start its flight recorder (``pipeline.recorder``) on the global providers.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from functools import lru_cache
 from typing import Any
 
 from opentelemetry.context import Context
+from pydantic import ValidationError
 
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
+from hoptrace.pipeline.keep_channel import start_flight_recorder
 from hoptrace.pipeline.messages import Incoming, Outcome
 from hoptrace.pipeline.middleware import BoundHooks, Hooks
+from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import Pipeline, RetryPolicy, Stage, Transport
+from hoptrace.pipeline.telemetry import global_telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +58,26 @@ def hooks(pipeline: str) -> Hooks:
         return found
     with _lock:
         if pipeline not in _hooks:
+            _record()
             _hooks[pipeline] = Hooks(default_middleware(Pipeline(pipeline), Instruments.of()))
         return _hooks[pipeline]
+
+
+def _record() -> None:
+    """Start this process's flight recorder on the global providers (``HOPTRACE_RECORDER``, ``HOPTRACE_REDIS_URL``, ...), unless it is off.
+
+    A setting that does not parse leaves it off, logged: the instrumented code runs on either way.
+    """
+    telemetry = global_telemetry()
+    if telemetry is None:
+        return
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        logger.warning("hoptrace's flight recorder is off: a HOPTRACE_ setting is not valid (%s)", error)
+        return
+    if settings.recorder:
+        start_flight_recorder(telemetry.tracer_provider, telemetry.meter_provider, settings)
 
 
 def lane(pipeline: str, key: Hashable, make_stage: Callable[[], Stage]) -> tuple[Stage, BoundHooks]:

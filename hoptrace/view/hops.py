@@ -9,7 +9,7 @@ up, as where the message was parked. ``tree`` draws the hops; every other span i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,6 +25,15 @@ JobStatus = Literal["ok", "retried", "failed", "dead-lettered", "in flight", "st
 def span_text(span: ReceivedSpan, key: str) -> str | None:
     """The string attribute KEY of SPAN, or None."""
     return text_attribute(span.attributes, key)
+
+
+def kept_as(spans: Iterable[ReceivedSpan]) -> str | None:
+    """Why a flight recorder kept the job of SPANS (``failed``, ``slow``, ...; ``, partial`` when spans of it were gone); None: not kept."""
+    reason, partial = None, False
+    for span in spans:
+        reason = reason or span_text(span, semconv.KEEP_REASON)
+        partial = partial or span.attributes.get(semconv.KEEP_PARTIAL) is True
+    return None if reason is None else f"{reason}, partial" if partial else reason
 
 
 def span_integer(span: ReceivedSpan, key: str) -> int | None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.semconv import CONSUMER_LAG, QUEUE_DEPTH, QUEUE_STATE
-from hoptrace.view.hops import JobStatus, group_hops, job_status
+from hoptrace.view.hops import JobStatus, group_hops, job_status, kept_as
 from hoptrace.view.otlp_decode import Attributes, MetricPoint, ReceivedSpan, text_attribute
 
 POINT_FIELDS = tuple(f.name for f in fields(MetricPoint) if f.name not in ("name", "time_ns", "resource"))
@@ -88,6 +88,8 @@ class TraceSummary:
     """Distinct ``hoptrace.stage`` values in order of first appearance (span start)."""
     status: JobStatus
     """What became of the job: ``hops.job_status`` of its spans."""
+    kept: str | None = None
+    """Why a flight recorder kept the job though the sampler dropped it (``hops.kept_as``); None when it did not."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,7 @@ def summarize(trace_id: str, spans: Iterable[ReceivedSpan], stuck_before_ns: int
         error_count=sum(span.status_code == "ERROR" for span in ordered),
         stages=tuple(dict.fromkeys(stage for span in ordered if (stage := text_attribute(span.attributes, semconv.STAGE)) is not None)),
         status=job_status(group_hops(ordered, by_id), ordered, stuck_before_ns),
+        kept=kept_as(ordered),
     )
 
 

@@ -143,10 +143,11 @@ def _local_time(time_ns: int) -> str:
 
 
 def traces_table(summaries: Sequence[TraceSummary], width: int | None = None) -> Table:
-    """One line per trace: trace id, job id (short), start (local HH:MM:SS), end-to-end time, spans, stages, status.
+    """One line per trace: trace id, job id (short), start (local HH:MM:SS), end-to-end time, spans, stages, status, and why a
+    flight recorder kept it (a column only when one did).
 
     Status: dead-lettered and failed in red, retried in yellow. Columns that do not fit the
-    width the table is rendered at (or WIDTH, when narrower) are left out: spans first, then
+    width the table is rendered at (or WIDTH, when narrower) are left out: kept first, then spans,
     job, stages, start and end-to-end time; trace id and status always stay. Below
     ``WHOLE_TRACE_ID_WIDTH`` cells trace ids fold over two lines.
     """
@@ -161,6 +162,7 @@ def traces_table(summaries: Sequence[TraceSummary], width: int | None = None) ->
             _Column("spans", [Text(str(s.span_count)) for s in summaries], 7, "right"),
             _Column("stages", [shown(Text(" → ".join(s.stages) or NONE)) for s in summaries], 5, shrinks=True),
             _Column("status", [status_text(s.status) for s in summaries], 2),
+            *([_Column("kept", [shown(Text(s.kept or "", style="yellow")) for s in summaries], 8)] if any(s.kept for s in summaries) else []),
         ]
 
     return _FittingTable(columns_for, width, len(summaries), "no traces yet")

@@ -19,7 +19,7 @@ from rich.tree import Tree
 
 from hoptrace.pipeline import semconv
 from hoptrace.view.formatting import NONE, format_ns, short_id, shown, status_text
-from hoptrace.view.hops import Hop, duration_ns, group_hops, job_status, span_integer, span_text
+from hoptrace.view.hops import Hop, duration_ns, group_hops, job_status, kept_as, span_integer, span_text
 from hoptrace.view.otlp_decode import ReceivedSpan
 
 _HOP_STYLES = {"failed": "red", "dead-lettered": "red", "retried": "yellow", "retrying": "yellow"}
@@ -140,8 +140,8 @@ def _to_rich(root: _Node) -> Tree:
 def trace_tree(spans: Sequence[ReceivedSpan], stuck_before_ns: int | None = None) -> Tree:
     """One job as a tree across queues: a job line, then its hops in time order, other spans under their parents.
 
-    The job line: short job id, trace id, end-to-end time (latest end minus earliest start) and
-    status: ok, retried, failed, dead-lettered, in flight (a message not taken yet), or stuck (in
+    The job line: short job id, trace id, end-to-end time (latest end minus earliest start),
+    why a flight recorder kept it (when one did) and status: ok, retried, failed, dead-lettered, in flight (a message not taken yet), or stuck (in
     flight with nothing new since STUCK_BEFORE_NS). A hop line:
     stage, transport and destination, time in the queue (first attempt's start minus its
     publish's start; ``—`` when the publish was not received), handler time (or one line per
@@ -161,6 +161,8 @@ def trace_tree(spans: Sequence[ReceivedSpan], stuck_before_ns: int | None = None
     job = Text.assemble(("job ", "dim"), (short_id(job_id), "bold"))
     trace = Text.assemble(("trace ", "dim"), ordered[0].trace_id)
     outcome = Text.assemble(format_ns(end - start), "  ", status_text(job_status(hops, ordered, stuck_before_ns)))
+    if (kept := kept_as(ordered)) is not None:
+        outcome.append_text(Text.assemble("  ", ("kept: ", "dim"), shown(Text(kept, style="yellow"))))
     root = _Node(_Label(Text.assemble(job, "  ", trace, "  ", outcome), Text.assemble(job, "  ", outcome, "\n", trace)), start)
 
     def missing_parent(span: ReceivedSpan) -> bool:

@@ -43,6 +43,12 @@ def xsum(numbers: list[int]) -> int:
     return sum(numbers)
 
 
+@app.task(name="plain.boom")
+def boom(x: int) -> int:
+    """Always fails: the last link of a chain that goes wrong."""
+    raise RuntimeError(f"boom after {x}")
+
+
 @app.task(bind=True, name="plain.flaky", max_retries=3)
 def flaky(self: Task, x: int) -> int:
     """Fails its first run and asks Celery to try again in two seconds."""

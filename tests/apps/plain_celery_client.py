@@ -1,20 +1,24 @@
 """Publishes into the plain Celery app (tests/apps/plain_celery.py) like any client would, then waits for the results.
 
 ``python -m tests.apps.plain_celery_client CASE``; CASE is ``canvas`` (a chain of 3, a chord of
-5 + body, a plain task), ``retry``, ``autoretry`` or ``by-name`` (``send_task`` from an app that
-does not register the task). Prints ``result <value>`` per result and ``leaked <bool>`` (a span
-still current after publishing).
+5 + body, a plain task), ``retry``, ``autoretry``, ``by-name`` (``send_task`` from an app that
+does not register the task) or ``failing-chains`` (3 chains whose last task raises, among 60 plain
+tasks; the client then stays ``TEST_LINGER_S`` seconds, as a long-lived client would, for its flight
+recorder to hand over what it holds of the failed jobs). Prints ``result <value>`` per result (the
+exception's type for a failed one) and ``leaked <bool>`` (a span still current after publishing).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 from celery import Celery, chain, chord
 from celery.result import AsyncResult
 from opentelemetry import trace
 
-from tests.apps.plain_celery import PREFIX, REDIS, add, app, auto, flaky, mul, xsum
+from tests.apps.plain_celery import PREFIX, REDIS, add, app, auto, boom, flaky, mul, xsum
 
 
 def by_name() -> AsyncResult:
@@ -36,11 +40,18 @@ def main(case: str) -> None:
         results = [auto.delay(8)]
     elif case == "by-name":
         results = [by_name()]
+    elif case == "failing-chains":
+        results = [chain(add.s(1, 2), mul.s(3), boom.s()).apply_async() for _ in range(3)] + [add.delay(n, n) for n in range(60)]
     else:
         raise SystemExit(f"unknown case {case!r}")
     print("leaked", trace.get_current_span().get_span_context().is_valid, flush=True)
     for result in results:
-        print("result", result.get(timeout=60), flush=True)
+        try:
+            value = result.get(timeout=60)
+        except Exception as error:  # noqa: BLE001 - a failed task's result is its exception
+            value = type(error).__name__
+        print("result", value, flush=True)
+    time.sleep(float(os.environ.get("TEST_LINGER_S", "0")))
 
 
 if __name__ == "__main__":
