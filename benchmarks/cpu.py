@@ -83,6 +83,8 @@ class Prepared:
     calls: dict[str, Callable[[], object]]
     recorder: FlightRecorder | None = None
     """This setup's flight recorder, installed while its cases run."""
+    fresh_hop: Callable[[], object] | None = None
+    """A publish, then the consume of the record it wrote: a trace of its own per hop, as in a worker (not timed here)."""
 
 
 def prepare(sampler: str, recorded: bool = False) -> Prepared:
@@ -149,7 +151,13 @@ def prepare(sampler: str, recorded: bool = False) -> Prepared:
         allowlist = pipeline.baggage_allowlist
         calls["propagation"] = lambda: (propagation.extract(prepared.headers, allowlist), propagation.inject({}, DICT_SETTER, new_job))
         calls["handler"] = lambda: stage.handler(message, None)  # type: ignore[arg-type]
-    return Prepared(configured, exporter, calls, recorder)
+
+    def fresh_hop() -> None:
+        publisher.publish(stage, message)
+        written = ConsumerRecord("bench.cpu", 0, 0, 42, 0, 0, None, value, kafka_headers(sender.headers), None, -1, len(value), -1)
+        processor.process(delivery(written))
+
+    return Prepared(configured, exporter, calls, recorder, fresh_hop)
 
 
 def run_cases(iterations: int, repeats: int) -> dict[str, dict[str, Any]]:

@@ -38,8 +38,8 @@ class Mode:
     celery_app_tasks: int
     """Tasks per zero-code Celery app run."""
     celery_app_rounds: int
-    recorder_hops: int = 50_000
-    """In-process hops that fill the flight recorder's buffer for its memory row (it is full after about 32,000)."""
+    recorder_hops: int = 80_000
+    """In-process hops that fill the flight recorder's buffer for its memory row (two spans each: it is full after about 63,000)."""
     recorder_jobs: int = 10
     """Jobs kept by a failure at notify for the keep latency rows."""
     memory_collectors: tuple[str, ...] = ("up", "refused")
@@ -96,7 +96,7 @@ FULL = Mode(
     relay_rounds=3,
     celery_app_tasks=3000,
     celery_app_rounds=3,
-    recorder_hops=100_000,
+    recorder_hops=120_000,
     recorder_jobs=40,
     memory_collectors=("up", "refused", "silent"),
 )

@@ -2,7 +2,8 @@
 
 ``memory`` (in a fresh process, ``python -m benchmarks.recorder --hops N --result PATH``): hops of
 hoptrace's in-process publisher and processor (``benchmarks.cpu.prepare``, ``always_off`` with the
-recorder on) until the buffer has been full a while; the memory it holds, traced by ``tracemalloc``
+recorder on; each hop a publish and the consume of the record it wrote, a trace of its own) until
+the buffer has been full a while; the memory it holds, traced by ``tracemalloc``
 (everything allocated since the hops began and still alive, after a collection), against what the
 recorder counts, and how many spans that is: in a worker, a message leaves two spans (its process
 span and the send of its forward), so the history at 1,000 messages/s is spans held / 2,000 s.
@@ -30,7 +31,6 @@ from pathlib import Path
 
 from benchmarks.harness import Run
 from benchmarks.modes import Mode
-from benchmarks.processes import wait_until
 from benchmarks.report import Scenario
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.otlp_decode import ReceivedSpan
@@ -56,16 +56,16 @@ def fill(hops: int) -> dict[str, float]:
     recorder = setup.recorder
     assert recorder is not None
     install(recorder)
-    publish, consume = setup.calls["publish-unsampled-recorded"], setup.calls["consume-unsampled-recorded"]
+    hop = setup.fresh_hop
+    assert hop is not None
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for _ in range(hops):
-        publish()
-        consume()
+        hop()
     gc.collect()
     traced = tracemalloc.get_traced_memory()[0] - before
-    held = sum(len(each.records) for each in recorder._held.values())  # noqa: SLF001 - the benchmark reads what the buffer holds
+    held = recorder.spans_held()
     return {"traced_bytes": traced, "counted_bytes": recorder.size_bytes(), "bound_bytes": recorder.max_bytes, "spans_held": held}
 
 
@@ -112,7 +112,7 @@ def _latencies(store: ArrivalStore, trace_ids: Iterable[str]) -> list[float]:
         handed = [span for span in traces.get(trace_id, []) if KEEP_REASON in span.attributes]
         failed = [span for span in handed if span.status_code == "ERROR" and span.kind == "CONSUMER"]
         if failed:
-            trigger = min(span.end_time_ns for span in failed)
+            trigger = min(span.end_ns for span in failed)
             found.append((max(store.arrived[span.span_id] for span in handed) - trigger) / 1e9)
     return found
 
@@ -140,7 +140,7 @@ def _keep_latency(run: Run, mode: Mode, progress: Callable[[str], None]) -> list
         publisher = run.start("recorder-publisher", command, env)
         publisher.wait_for_output("lingering", 120)
         trace_ids = re.findall(r"^trace ([0-9a-f]{32})  job ", publisher.output(), re.MULTILINE)
-        done = wait_until(lambda: len(_latencies(store, trace_ids)) >= jobs and _settled(store, trace_ids), 180)
+        done = _wait(lambda: len(_latencies(store, trace_ids)) >= jobs and _settled(store, trace_ids), 180)
         publisher.popen.send_signal(signal.SIGINT)
         publisher.wait(60)
         workers.stop()
@@ -153,6 +153,16 @@ def _keep_latency(run: Run, mode: Mode, progress: Callable[[str], None]) -> list
             "last span the recorders handed over, at the OTLP receiver"), details={**details, "seconds": seconds})
         for name, value in (("p50", _quantile(seconds, 0.5)), ("p95", _quantile(seconds, 0.95)))
     ]  # fmt: skip
+
+
+def _wait(done: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll DONE until it holds (True) or TIMEOUT_S passes (False: the rows say how many jobs came out whole)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _settled(store: ArrivalStore, trace_ids: list[str]) -> bool:

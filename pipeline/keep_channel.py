@@ -28,6 +28,8 @@ from hoptrace.pipeline.settings import Settings
 _logger = logging.getLogger(__name__)
 
 CHANNEL = "hoptrace.keep"
+WHOLE, PARTIAL = "w", "p"
+"""The flag of a keep message: the trace is whole as far as the keeping process knows, or spans of it are gone."""
 PENDING = 10_000
 """Keeps waiting to be announced, at most (a broker outage longer than that many keeps drops the newest, logged)."""
 RECONNECT_S = 1.0
@@ -55,10 +57,10 @@ class KeepChannel:
         """Wait until the listener is subscribed (tests, and workers before they report ready); whether it is."""
         return self._listening.wait(timeout_s)
 
-    def announce(self, trace_id: int, reason: str) -> None:
-        """Queue TRACE_ID's keep for REASON for the other processes; never blocks."""
+    def announce(self, trace_id: int, reason: str, partial: bool = False) -> None:
+        """Queue TRACE_ID's keep for REASON (PARTIAL: spans of it are gone) for the other processes; never blocks."""
         try:
-            self._pending.put_nowait(f"{trace_id:032x} {reason}")
+            self._pending.put_nowait(f"{trace_id:032x} {PARTIAL if partial else WHOLE} {reason}")
         except queue.Full:
             _logger.warning("the flight recorder's keep of trace %032x (%s) was not announced: %d keeps wait already", trace_id, reason, PENDING)
 
@@ -115,15 +117,17 @@ class KeepChannel:
     def _heard(self, data: bytes) -> None:
         """Keep the trace another process announced; anything else on the channel is logged and ignored."""
         text = data.decode("ascii", "replace") if isinstance(data, bytes) else str(data)
-        trace_hex, _, reason = text.partition(" ")
+        trace_hex, _, rest = text.partition(" ")
+        whole, _, reason = rest.partition(" ")
         try:
             trace_id = int(trace_hex, 16)
         except ValueError:
             trace_id = 0
-        if len(trace_hex) != 32 or not trace_id or not reason or not reason.isprintable() or len(reason) > MAX_REASON:
-            _logger.warning("ignored a message on %s that is not '<32 hex digits> <reason>': %.80r", self.channel, text)
+        valid = len(trace_hex) == 32 and trace_id and whole in (WHOLE, PARTIAL) and reason and reason.isprintable() and len(reason) <= MAX_REASON
+        if not valid:
+            _logger.warning("ignored a message on %s that is not '<32 hex digits> <w|p> <reason>': %.80r", self.channel, text)
             return
-        self._recorder.keep(trace_id, reason, announce=False)
+        self._recorder.keep(trace_id, reason, partial=whole == PARTIAL, announce=False)
 
 
 def start_flight_recorder(tracer_provider: TracerProvider, meter_provider: MeterProvider, settings: Settings) -> FlightRecorder | None:

@@ -7,7 +7,7 @@
   message is dead-lettered, or given up to the framework's own failure handling.
 
 The first two are checked before the attempt's span starts, so that span is sampled from the
-start; the others once the attempt ended (its span, held by the recorder, is exported with the
+start and says why (``Incoming.kept``); the others once the attempt ended (its span, held by the recorder, is exported with the
 rest). A trace the sampler kept anyway needs nothing. User code adds its own reasons with
 ``hoptrace.keep``.
 """
@@ -53,16 +53,17 @@ class StageKeeping(Middleware):
         found = recorder.current()
         if found is None or parent is None or parent.trace_flags & 1:
             return
-        if message.delivery.redelivered:
-            found.keep(parent.trace_id, REDELIVERED)
-        elif self._late(message, message.received_at):
-            found.keep(parent.trace_id, SLOW)
+        if message.delivery.redelivered:  # the process that had it before may have died, and its spans of the job with it
+            if found.keep(parent.trace_id, REDELIVERED, partial=True):
+                message.kept = (REDELIVERED, True)
+        elif self._late(message, message.received_at) and found.keep(parent.trace_id, SLOW):
+            message.kept = (SLOW, False)
 
     def after_attempt(self, message: Incoming) -> None:
         """Keep the job of a failed attempt (retried, or given up as the message's fate says), or of one that ended late."""
         span = message.span
         found = recorder.current()
-        if found is None or span is None:
+        if found is None or span is None or (message.error is None and self._slow_after_s is None):
             return
         context = span.get_span_context()
         if not context.is_valid or context.trace_flags & 1:

@@ -109,6 +109,8 @@ class Incoming:
     """What becomes of the message when an attempt fails and none follows."""
     outcome: Outcome | None = None
     """Set by the processor once the message is processed or dead-lettered; None while it is not (or could not be parked)."""
+    kept: tuple[str, bool] | None = None
+    """Why the flight recorder kept its job as it arrived (reason, whether spans of it are gone), for its span to say; None: not then."""
 
     @property
     def will_retry(self) -> bool:

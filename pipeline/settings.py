@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     recorder: bool = Field(
         default=True, description="The flight recorder: keep the spans of unsampled jobs in memory and export a job whole when it goes wrong."
     )
-    recorder_max_bytes: int = Field(default=48 * 2**20, gt=0, description="Bound of the flight recorder's buffer, in bytes (oldest spans go first).")
+    recorder_max_bytes: int = Field(default=56 * 2**20, gt=0, description="Bound of the flight recorder's buffer, in bytes (oldest spans go first).")
     slow_after_s: float | None = Field(
         default=None,
         gt=0,

@@ -9,8 +9,8 @@ Bound to a stage (``StageTracing``), the span names and attribute sets are built
 are started by ``sdk_internals.spans.LeanTracer`` when the tracer provider's configuration is
 one it reproduces exactly (the SDK's samplers, tracer and limits): an unsampled message then
 gets no span object beyond its span context, a sampled one a ``HopSpan``; with the flight
-recorder on (``pipeline.recorder``), an unsampled one gets a ``HopSpan`` too, which ends into the
-recorder's buffer, and a trace the recorder kept is sampled from then on. Any other
+recorder on (``pipeline.recorder``), an unsampled one gets a recorded ``HopSpan`` (``LeanTracer.start`` with the recorder),
+which ends into the recorder's buffer, and a trace the recorder kept is sampled from then on. Any other
 configuration goes through the tracer's own ``start_span``; tests/test_lean_path holds the two
 to the same spans.
 """
@@ -97,18 +97,31 @@ class StageTracing(Middleware):
         else:
             recording = recorder.current()
             context = lean.new_context(parent, recording.is_kept if recording is not None else None)
-            if context.trace_flags & 1 or recording is not None:
+            if context.trace_flags & 1:
                 attributes = self._process_attributes_of(message)
                 span = lean.start(self._process_name, context, parent, parent_context, SpanKind.CONSUMER, attributes, _links(linked))
+            elif recording is not None:
+                own = self._own_process_attributes(message)
+                name, base = self._process_name, self._process_attributes
+                span = lean.start(name, context, parent, parent_context, SpanKind.CONSUMER, own, _links(linked), recorder=recording, base=base)
             else:
                 span = NonRecordingSpan(context)
         message.span = span
         message.attempt_context = trace.set_span_in_context(span, message.context)
 
     def _process_attributes_of(self, message: Incoming) -> dict[str, AttributeValue]:
-        attributes = {**self._process_attributes, **message.delivery.attributes, semconv.JOB_ID: message.job_id, semconv.ATTEMPT: message.attempt}
+        return {**self._process_attributes, **self._own_process_attributes(message)}
+
+    @staticmethod
+    def _own_process_attributes(message: Incoming) -> dict[str, AttributeValue]:
+        """The attributes of MESSAGE's process span that are its own (the stage's constant ones aside)."""
+        attributes = {**message.delivery.attributes, semconv.JOB_ID: message.job_id, semconv.ATTEMPT: message.attempt}
         if message.delivery.redelivered:
             attributes[semconv.REDELIVERED] = True
+        if message.kept is not None:  # its arrival made the flight recorder keep the job
+            attributes[semconv.KEEP_REASON] = message.kept[0]
+            if message.kept[1]:
+                attributes[semconv.KEEP_PARTIAL] = True
         return attributes
 
     def after_attempt(self, message: Incoming) -> None:
@@ -137,9 +150,14 @@ class StageTracing(Middleware):
             parent = parent if parent.is_valid else None
             recording = recorder.current()
             context = lean.new_context(parent, recording.is_kept if recording is not None else None)
-            if context.trace_flags & 1 or recording is not None:
+            if context.trace_flags & 1:
                 attributes = {**self._send_attributes, semconv.JOB_ID: message.job_id}
                 span = lean.start(self._send_name, context, parent, message.context, SpanKind.PRODUCER, attributes)
+            elif recording is not None:
+                own: dict[str, AttributeValue] = {semconv.JOB_ID: message.job_id}
+                span = lean.start(
+                    self._send_name, context, parent, message.context, SpanKind.PRODUCER, own, recorder=recording, base=self._send_attributes
+                )
             else:
                 span = NonRecordingSpan(context)
         message.span = span

@@ -1,48 +1,42 @@
 """The flight recorder end to end: at 1 % head sampling, every job that went wrong arrives whole at the OTLP receiver.
 
 examples/orders under ``hoptrace worker`` on the real brokers, publishers that linger (``hoptrace
-publish --linger``) so their publish spans can still be handed over, and a real OTLP receiver.
+publish --linger``) so their publish spans can still be handed over, and a real OTLP receiver;
+then a stage killed with jobs in hand: their traces come out, marked and counted partial.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable
 
+import redis
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from hoptrace.pipeline.settings import Settings
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
-from tests.traces import PublishedJob, latest_totals, published_jobs, wait_for_outbox
+from tests.traces import PublishedJob, chain, latest_totals, published_jobs, wait_for, wait_for_outbox
 
 ORDERS = "hoptrace.examples.orders:pipeline"
+SLOW = "tests.faults.pipelines:slow"
 RATE = 0.01
 SLOW_AFTER_S = 8.0
 MAX_ATTEMPTS = 3  # the orders stages' retry policy
 
 
-def _publisher(env: dict[str, str], count: int, payload: dict[str, object]) -> subprocess.Popen[str]:
-    """``hoptrace publish`` COUNT jobs of PAYLOAD, staying until interrupted."""
-    command = [
-        sys.executable,
-        "-m",
-        "hoptrace",
-        "publish",
-        ORDERS,
-        "validate",
-        "--count",
-        str(count),
-        "--payload",
-        json.dumps(payload),
-        "--linger",
-        "300",
-    ]
+def _publisher(env: dict[str, str], count: int, payload: dict[str, object], spec: str = ORDERS, stage: str = "validate") -> subprocess.Popen[str]:
+    """``hoptrace publish`` COUNT jobs of PAYLOAD to STAGE of SPEC, staying until interrupted."""
+    options = ["--count", str(count), "--payload", json.dumps(payload), "--linger", "300"]
+    command = [sys.executable, "-m", "hoptrace", "publish", spec, stage, *options]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -121,3 +115,54 @@ def test_failed_retried_and_slow_jobs_arrive_whole_and_the_rest_at_the_head_samp
         reason: kept_by_reason[reason] for reason in ("retried", "slow")
     }
     assert latest_totals(store.metrics("hoptrace.recorder.partial"), {}) == 0
+
+
+def _slow_outbox(env: dict[str, str], namespace: str) -> set[str]:
+    client = redis.Redis.from_url(env["HOPTRACE_REDIS_URL"])
+    try:
+        return {json.loads(item)["order_id"] for item in client.lrange(f"{namespace}slow:outbox", 0, -1)}
+    finally:
+        client.close()
+
+
+def _records(env: dict[str, str], topic: str) -> int:
+    """How many records TOPIC's only partition holds."""
+    consumer = KafkaConsumer(bootstrap_servers=env["HOPTRACE_KAFKA_BOOTSTRAP"])
+    try:
+        partition = TopicPartition(topic, 0)
+        return int(consumer.end_offsets([partition])[partition])
+    finally:
+        consumer.close()
+
+
+def test_a_stage_killed_with_jobs_in_hand_leaves_their_traces_kept_and_counted_partial_not_silently_incomplete(
+    namespace: str,
+    hoptrace_env: dict[str, str],
+    hoptrace_worker: Callable,
+    kafka_admin: KafkaAdminClient,
+    telemetry_store: tuple[OtlpReceiver, TelemetryStore],
+) -> None:
+    _, store = telemetry_store
+    kafka_admin.create_topics([NewTopic(f"{namespace}slow.in", 1, 1)])
+    env = {**hoptrace_env, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(RATE)}
+    publisher = _publisher(env, 10, {"order_id": "k{n}", "sleep_s": 0.3}, SLOW, "take")
+    assert wait_for(lambda: _records(env, f"{namespace}slow.in") == 10, timeout=60)  # before the worker: its first poll takes all ten
+    with hoptrace_worker(SLOW, "--no-monitor", "--stage", "take", ready="assigned partitions", env=env) as doomed:
+        assert wait_for(lambda: len(_slow_outbox(env, namespace)) >= 2, timeout=30), doomed.output()
+        os.kill(doomed.popen.pid, signal.SIGKILL)  # all ten in hand, uncommitted, the spans of those done in its buffer
+    with hoptrace_worker(SLOW, "--no-monitor", "--stage", "take", ready="assigned partitions", env=env) as heir:
+        assert wait_for(lambda: _slow_outbox(env, namespace) == {f"k{n}" for n in range(1, 11)}, timeout=30), heir.output()
+        assert wait_for(lambda: len(store.traces()) == 10, timeout=30)  # each redelivered job: the publisher's span and the heir's
+        jobs = _jobs(publisher)
+    assert "Traceback" not in heir.output()
+
+    bound = TraceIdRatioBased.get_bound_for_rate(RATE)
+    unsampled = {job.trace_id for job in jobs if int(job.trace_id, 16) & TraceIdRatioBased.TRACE_ID_LIMIT >= bound}
+    traces = store.traces()
+    assert set(traces) == {job.trace_id for job in jobs}  # every one came again, so every one is kept (or head-sampled)
+    for trace_id in unsampled:
+        spans = traces[trace_id]
+        # The publisher's send and the heir's redelivered attempt; the dead worker's attempt died with it, and the trace says so.
+        assert [(span.kind, span.attributes.get("hoptrace.redelivered")) for span in chain(spans)] == [("PRODUCER", None), ("CONSUMER", True)]
+        assert {(span.attributes["hoptrace.keep.reason"], span.attributes["hoptrace.keep.partial"]) for span in spans} == {("redelivered", True)}
+    assert latest_totals(store.metrics("hoptrace.recorder.partial"), {"hoptrace.keep.reason": "redelivered"}) == len(unsampled)

@@ -27,19 +27,23 @@ Private names read: ``Tracer._span_limits``, ``._instrumentation_scope``, ``._tr
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from time import time_ns
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, SpanLimits, Tracer
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, Tracer
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.types import AttributeValue
 
 from hoptrace.pipeline.sdk_internals.sampling import Decide, shortcut
@@ -56,8 +60,61 @@ MOST_OWN_ATTRIBUTES = 24
 """A bound on the attributes hoptrace itself puts on one span; the plain-dict start applies while the limits allow this many."""
 
 
+class Holder(Protocol):
+    """Where a recorded span goes when it ends (``pipeline.recorder.FlightRecorder``)."""
+
+    def hold(self, span: HopSpan) -> None:
+        """Keep the ended, unsampled SPAN (its ``record()``), or export it when its trace is kept."""
+
+
+class Shape(NamedTuple):
+    """What the recorded spans of one kind share: name, kind, constant attributes, resource and scope."""
+
+    name: str
+    kind: SpanKind
+    base: Mapping[str, AttributeValue]
+    resource: Resource
+    scope: InstrumentationScope | None
+
+
+class SpanRecord(NamedTuple):
+    """An ended span the sampler dropped, in the fewest objects that rebuild it (``as_sampled``).
+
+    Only numbers, strings, bytes and tuples of them (unless the span has a status, events or links):
+    the garbage collector stops tracking such a tuple, so a full buffer adds nothing to its passes.
+    """
+
+    shape: int
+    """Index of its ``Shape`` in this process's table of them."""
+    packed: bytes
+    """Span id, parent span id (0: none), start and end (ns), trace flags, parent is remote (``_PACKED``)."""
+    keys: tuple[str, ...]
+    """Names of the attributes beyond the shape's (one tuple per kind of span, shared)."""
+    values: tuple[AttributeValue, ...]
+    extras: tuple[Status, tuple[Event, ...], tuple[Link, ...], TraceState | None] | None
+    """Status, events, links and trace state, when any is not the default; else None."""
+
+
+_PACKED = struct.Struct("<QQqqB?")
+_NO_BASE: Mapping[str, AttributeValue] = MappingProxyType({})
+_SHAPES: dict[tuple[str, int, int], int] = {}
+"""Index in ``_SHAPE_TABLE`` of each shape, by the identity of its parts."""
+_SHAPE_TABLE: list[Shape] = []
+_SHAPES_LOCK = threading.Lock()
+_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {}
+MAX_KEYS = 4096
+"""Attribute name tuples kept for sharing (emptied when full)."""
+
+
 class HopSpan(SdkSpan):
-    """An SDK ``Span`` started by ``LeanTracer``: the same class to every reader, cheaper to make and to end."""
+    """An SDK ``Span`` started by ``LeanTracer``: the same class to every reader, cheaper to make and to end.
+
+    A recorded one (``LeanTracer.start`` with a recorder: not sampled, the flight recorder on) keeps its stage's
+    constant attributes apart (``_base``) and, ended, goes to its recorder instead of the span processors.
+    """
+
+    _base: Mapping[str, AttributeValue] | None = None
+    _recorder: Holder | None = None
 
     def __init__(  # noqa: PLR0913 - the fields an SDK span has
         self,
@@ -93,12 +150,20 @@ class HopSpan(SdkSpan):
         self._links = self._new_links(links) if links else _NONE  # type: ignore[assignment]
         self._record_end_metrics = None
 
+    @property
+    def attributes(self) -> Mapping[str, AttributeValue]:
+        """As the SDK span's (a recorded span's constant attributes included)."""
+        base = self._base
+        return MappingProxyType({**base, **self._attributes} if base is not None else self._attributes or {})
+
     def _bounded(self) -> None:
-        """From now on the attributes are the SDK's ``BoundedAttributes`` (user code is setting some)."""
+        """From now on the attributes are the SDK's ``BoundedAttributes`` (user code is setting some), the constant ones among them."""
         with self._lock:
             if type(self._attributes) is dict and self._end_time is None:
                 limits = self._limits
-                self._attributes = BoundedAttributes(limits.max_span_attributes, self._attributes, False, limits.max_span_attribute_length)
+                merged = {**self._base, **self._attributes} if self._base is not None else self._attributes
+                self._attributes = BoundedAttributes(limits.max_span_attributes, merged, False, limits.max_span_attribute_length)
+                self._base = None
 
     def set_attribute(self, key: str, value: Any) -> None:
         """As the SDK span's."""
@@ -149,8 +214,42 @@ class HopSpan(SdkSpan):
             self._end_time = end_time if end_time is not None else time_ns()
             if type(self._attributes) is not dict:
                 self._attributes._immutable = True  # noqa: SLF001 - as the SDK's end()
+        if self._recorder is not None:  # not sampled: no processor would export it; the recorder keeps it a while
+            self._recorder.hold(self)
+            return
         self._span_processor._on_ending(self)  # noqa: SLF001
         self._span_processor.on_end(self)
+
+    def record(self) -> tuple[int, SpanRecord, int]:
+        """This ended span's trace id, the span as a compact record, and how many attribute values of any size it holds beyond hoptrace's own.
+
+        A span whose attributes user code touched (or tight span limits) holds them all, in any size: the count
+        says so, for the recorder to weigh their strings.
+        """
+        context, parent, base = self._context, self._parent, self._base
+        resource, scope, name, kind = self._resource, self._instrumentation_scope, self._name, self._kind
+        key = (name, id(base), id(resource))  # the base and resource are a stage's and a process's: name and base settle kind and scope
+        shape = _SHAPES.get(key)
+        if shape is None:  # a new stage, or a new resource (a forked child): a handful per process, kept for good
+            with _SHAPES_LOCK:
+                shape = _SHAPES.get(key)
+                if shape is None:
+                    _SHAPE_TABLE.append(Shape(name, kind, base if base is not None else _NO_BASE, resource, scope))
+                    shape = _SHAPES[key] = len(_SHAPE_TABLE) - 1
+        attributes = self._attributes
+        keys = tuple(attributes)
+        shared = _KEYS.get(keys)
+        if shared is None:
+            if len(_KEYS) >= MAX_KEYS:
+                _KEYS.clear()
+            shared = _KEYS[keys] = keys
+        parent_id, remote = (parent.span_id, parent.is_remote) if parent is not None else (0, False)
+        packed = _PACKED.pack(context.span_id, parent_id, self._start_time, self._end_time, context.trace_flags, remote)
+        status, events, links, state = self._status, self._events, self._links, context.trace_state
+        plain = status is _UNSET and not events and not links and state is DEFAULT_TRACE_STATE
+        extras = None if plain else (status, tuple(events), tuple(links), state)
+        record = SpanRecord(shape, packed, shared, tuple(attributes.values()), extras)
+        return context.trace_id, record, 0 if base is not None else len(keys)
 
 
 class LeanTracer:
@@ -229,8 +328,48 @@ class LeanTracer:
         kind: SpanKind,
         attributes: dict[str, AttributeValue],
         links: Sequence[Link] = (),
+        *,
+        recorder: Holder | None = None,
+        base: Mapping[str, AttributeValue] | None = None,
     ) -> HopSpan:
-        """A started span NAME with CONTEXT (sampled, from ``new_context``) under PARENT of PARENT_CONTEXT; ATTRIBUTES are now the span's."""
+        """A started span NAME with CONTEXT (from ``new_context``) under PARENT of PARENT_CONTEXT; ATTRIBUTES are now the span's.
+
+        With RECORDER, CONTEXT is one the sampler dropped and the span is a recorded one: RECORDER holds it once it
+        ends, and BASE (its stage's constant attributes, shared by all its spans) stays apart from ATTRIBUTES unless
+        the span limits need every attribute cleaned.
+        """
+        if base is not None and not self.plain_attributes:
+            attributes, base = {**base, **attributes}, None
         span = HopSpan(self, name, context, parent, kind, attributes, links, time_ns())
+        if recorder is not None:
+            span._base = base  # noqa: SLF001
+            span._recorder = recorder  # noqa: SLF001
         self.span_processor.on_start(span, parent_context=parent_context)
         return span
+
+
+def ended_at(record: SpanRecord) -> int:
+    """When RECORD's span ended (epoch ns)."""
+    return _PACKED.unpack(record.packed)[3]
+
+
+def as_sampled(trace_id: int, record: SpanRecord, added: Mapping[str, AttributeValue]) -> ReadableSpan:
+    """RECORD of trace TRACE_ID as the sampled span it would have been, with ADDED attributes."""
+    span_id, parent_id, start, end, flags, remote = _PACKED.unpack(record.packed)
+    status, events, links, state = record.extras if record.extras is not None else (_UNSET, (), (), None)
+    sampled = TraceFlags(flags | TraceFlags.SAMPLED)
+    shape = _SHAPE_TABLE[record.shape]
+    return ReadableSpan(
+        name=shape.name,
+        context=SpanContext(trace_id, span_id, False, sampled, state),
+        parent=SpanContext(trace_id, parent_id, remote, sampled, state) if parent_id else None,
+        resource=shape.resource,
+        attributes={**shape.base, **dict(zip(record.keys, record.values, strict=True)), **added},
+        events=events,
+        links=links,
+        kind=shape.kind,
+        status=status,
+        start_time=start,
+        end_time=end,
+        instrumentation_scope=shape.scope,
+    )
