@@ -18,7 +18,10 @@ from collections.abc import Callable, Hashable
 from functools import lru_cache
 from typing import Any
 
+from opentelemetry import metrics, trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 
 from hoptrace.pipeline.defaults import default_middleware
@@ -28,7 +31,6 @@ from hoptrace.pipeline.messages import Incoming, Outcome
 from hoptrace.pipeline.middleware import BoundHooks, Hooks
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import Pipeline, RetryPolicy, Stage, Transport
-from hoptrace.pipeline.telemetry import global_telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -68,16 +70,16 @@ def _record() -> None:
 
     A setting that does not parse leaves it off, logged: the instrumented code runs on either way.
     """
-    telemetry = global_telemetry()
-    if telemetry is None:
-        return
+    tracer_provider, meter_provider = trace.get_tracer_provider(), metrics.get_meter_provider()
+    if not (isinstance(tracer_provider, TracerProvider) and isinstance(meter_provider, MeterProvider)):
+        return  # no SDK set up: nothing is recorded anyway
     try:
         settings = Settings()
     except ValidationError as error:
         logger.warning("hoptrace's flight recorder is off: a HOPTRACE_ setting is not valid (%s)", error)
         return
     if settings.recorder:
-        start_flight_recorder(telemetry.tracer_provider, telemetry.meter_provider, settings)
+        start_flight_recorder(tracer_provider, meter_provider, settings)
 
 
 def lane(pipeline: str, key: Hashable, make_stage: Callable[[], Stage]) -> tuple[Stage, BoundHooks]:
