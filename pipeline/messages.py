@@ -109,6 +109,10 @@ class Incoming:
     """What becomes of the message when an attempt fails and none follows."""
     outcome: Outcome | None = None
     """Set by the processor once the message is processed or dead-lettered; None while it is not (or could not be parked)."""
+    broker_waits: int = 0
+    """Attempts that failed because a broker was away, run again without counting against the retry policy."""
+    away_since: float | None = None
+    """``time.monotonic()`` of the first such failure; None before one."""
     kept: tuple[str, bool] | None = None
     """Why the flight recorder kept its job as it arrived (reason, whether spans of it are gone), for its span to say; None: not then."""
 

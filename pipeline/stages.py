@@ -78,6 +78,10 @@ class RetryPolicy:
     max_attempts: int = 3
     backoff_s: float = 0.1
     """Pause before the second attempt; doubled before each further one."""
+    outage_deadline_s: float = 240.0
+    """How long attempts that failed because a broker was away are run again without counting (``pipeline.outages``).
+
+    Under kafka-python's ``max_poll_interval_ms`` (300 s), so a Kafka stage that waits keeps its partitions."""
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,10 @@ from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.messages import Outgoing, Owned
 from hoptrace.pipeline.middleware import Hooks, Middleware
+from hoptrace.pipeline.outages import BrokerAway
 from hoptrace.pipeline.stage_context import Published
 from hoptrace.pipeline.stages import Payload, Pipeline, Stage, Transport, dead_letter_transport
+from hoptrace.producers.outages import is_outage
 
 Done = Callable[[Mapping[str, Any], "BaseException | None"], None]
 """Called once a message was accepted (with attributes the broker told, e.g. partition) or failed."""
@@ -55,6 +57,15 @@ class PublishFailed(RuntimeError):
         first = errors[0]
         super().__init__(f"{len(errors)} of {total} messages were not accepted by the broker; first: {type(first).__name__}: {first}")
         self.errors = errors
+
+    @classmethod
+    def of(cls, errors: list[BaseException], total: int) -> PublishFailed:
+        """The failure of ERRORS out of TOTAL: ``BrokerUnavailable`` when every one of them is the broker being away."""
+        return (BrokerUnavailable if all(is_outage(error) for error in errors) else cls)(errors, total)
+
+
+class BrokerUnavailable(PublishFailed, BrokerAway):
+    """Messages not sent because the broker could not be reached or did not answer in time: waited out, never the message's fault."""
 
 
 class PipelinePublisher:
@@ -110,7 +121,7 @@ class PipelinePublisher:
             except Exception as error:  # every kind of broker refusal is the caller's to handle
                 errors.append(error)
         if errors:
-            raise PublishFailed(errors, len(pending))
+            raise PublishFailed.of(errors, len(pending))
 
     def _send(self, stage: Stage, transport: Transport, payload: Payload, headers: dict[str, str]) -> Published:
         message = Outgoing.published_in(otel_context.get_current(), stage, transport, payload, headers)
@@ -136,6 +147,8 @@ class PipelinePublisher:
                 pending = self._senders[transport.system].send(transport, payload, message.headers, done)
         except BaseException as error:
             done({}, error)
+            if is_outage(error):  # sent without waiting and refused at once: the broker is away
+                raise BrokerUnavailable([error], 1) from error
             raise
         finally:
             otel_context.detach(token)

@@ -20,6 +20,7 @@ from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.messages import Delivery, Incoming, Outcome
 from hoptrace.pipeline.middleware import Hooks, Middleware
+from hoptrace.pipeline.outages import BrokerAway
 from hoptrace.pipeline.receiving import receive
 from hoptrace.pipeline.stage_context import Publisher, StageContext
 from hoptrace.pipeline.stages import Pipeline, Stage
@@ -58,6 +59,8 @@ class StageProcessor:
             middleware = default_middleware(pipeline, instruments or Instruments.of(), tracer_provider)
         self._hooks = Hooks(middleware).bound(stage)  # the stage's constant work, done once
         self._stages = {each.name: each for each in pipeline}
+        self._away_since: float | None = None
+        """When attempts began failing because a broker was away; None while it answers."""
 
     def process(self, delivery: Delivery) -> Outcome:
         """Run the handler until it succeeds or no attempt is left, then dead-letter; the message's outcome.
@@ -89,10 +92,20 @@ class StageProcessor:
         finally:
             otel_context.detach(token)
         self._hooks.after_attempt(message)
-        if message.error is None:
+        error = message.error
+        if error is None:
+            if self._away_since is not None:
+                logger.warning("stage %s: the broker answers again after %.1f s", self.stage.name, time.monotonic() - self._away_since)
+                self._away_since = None
             message.outcome = Outcome.PROCESSED
             return
-        error = message.error
+        if isinstance(error, BrokerAway) and message.retry_after_s is not None:
+            if self._away_since is None:  # once per outage, not once per attempt
+                self._away_since = time.monotonic()
+                logger.warning(
+                    "stage %s: a broker is away (%s); waiting for it, taking no new messages, dead-lettering nothing", self.stage.name, error
+                )
+            return
         logger.warning("stage %s attempt %d failed: %s: %s", self.stage.name, message.attempt, type(error).__name__, error)
         if message.retry_after_s is None:
             self._dead_letter(message, error)
