@@ -131,8 +131,8 @@ class SeededIds(IdGenerator):
         return self._random.getrandbits(128) or 1
 
 
-class BrokerRefused(ConnectionError):
-    """What the test's broker answers to the send it refuses."""
+class BrokerRefused(RuntimeError):
+    """What the test's broker answers to the send it refuses: this message, not a broker that is away (tests/test_outages)."""
 
 
 class RecordingSender:

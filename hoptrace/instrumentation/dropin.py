@@ -60,25 +60,27 @@ def hooks(pipeline: str) -> Hooks:
         return found
     with _lock:
         if pipeline not in _hooks:
-            _record()
-            _hooks[pipeline] = Hooks(default_middleware(Pipeline(pipeline), Instruments.of()))
+            settings = _settings()
+            if settings is not None and settings.recorder:
+                _record(settings)
+            slow_after_s = settings.slow_after_s if settings is not None else None
+            _hooks[pipeline] = Hooks(default_middleware(Pipeline(pipeline), Instruments.of(), slow_after_s=slow_after_s))
         return _hooks[pipeline]
 
 
-def _record() -> None:
-    """Start this process's flight recorder on the global providers (``HOPTRACE_RECORDER``, ``HOPTRACE_REDIS_URL``, ...), unless it is off.
-
-    A setting that does not parse leaves it off, logged: the instrumented code runs on either way.
-    """
-    tracer_provider, meter_provider = trace.get_tracer_provider(), metrics.get_meter_provider()
-    if not (isinstance(tracer_provider, TracerProvider) and isinstance(meter_provider, MeterProvider)):
-        return  # no SDK set up: nothing is recorded anyway
+def _settings() -> Settings | None:
+    """hoptrace's ``HOPTRACE_*`` settings; None, logged, when one does not parse (the instrumented code runs on either way)."""
     try:
-        settings = Settings()
+        return Settings()
     except ValidationError as error:
-        logger.warning("hoptrace's flight recorder is off: a HOPTRACE_ setting is not valid (%s)", error)
-        return
-    if settings.recorder:
+        logger.warning("hoptrace's flight recorder and slow-job objective are off: a HOPTRACE_ setting is not valid (%s)", error)
+        return None
+
+
+def _record(settings: Settings) -> None:
+    """Start this process's flight recorder on the global providers (``HOPTRACE_RECORDER_MAX_BYTES``, ``HOPTRACE_REDIS_URL``, ...)."""
+    tracer_provider, meter_provider = trace.get_tracer_provider(), metrics.get_meter_provider()
+    if isinstance(tracer_provider, TracerProvider) and isinstance(meter_provider, MeterProvider):  # else no SDK: nothing to record
         start_flight_recorder(tracer_provider, meter_provider, settings)
 
 
