@@ -11,8 +11,9 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
-from hoptrace.errors import CommandError
+from hoptrace.errors import CommandError, setting_problems
 
 # rich_markup_mode=None: plain click help, without importing rich's help formatter (~100 ms).
 app = typer.Typer(
@@ -45,13 +46,16 @@ class Service(str, Enum):
 
 def _run(work: Callable[[], int | None]) -> None:
     """Run a command's WORK; a ``CommandError`` is printed in red and becomes the exit status."""
+    from hoptrace.output import print_error
+
     try:
         status = work()
     except CommandError as error:
-        from hoptrace.output import print_error
-
         print_error(str(error))
         raise typer.Exit(error.exit_code) from error
+    except ValidationError as error:  # a HOPTRACE_* setting that does not parse
+        print_error(f"a HOPTRACE_ setting is not valid: {setting_problems(error)}")
+        raise typer.Exit(2) from error
     if status:
         raise typer.Exit(status)
 

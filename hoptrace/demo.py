@@ -105,7 +105,7 @@ def _kafka_topics(pipeline: Pipeline) -> list[str]:
 
 def _create_topics(settings: Settings, pipeline: Pipeline) -> None:
     """Create the run's topics up front, so consumers are assigned partitions before the first job."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="hoptrace-demo")
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="hoptrace-demo", **settings.kafka_client_options)
     try:
         admin.create_topics([NewTopic(topic, 1, 1) for topic in _kafka_topics(pipeline)], wait_for_metadata=True)
     finally:
@@ -121,7 +121,7 @@ def _cleanup(settings: Settings, pipeline: Pipeline, namespace: str, health: Pat
     """Delete the demo run's topics, Redis keys and health files."""
     shutil.rmtree(health, ignore_errors=True)
     topics = _kafka_topics(pipeline)
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="hoptrace-demo")
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="hoptrace-demo", **settings.kafka_client_options)
     try:
         existing = set(admin.list_topics())
         admin.delete_topics([topic for topic in topics if topic in existing])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class CommandError(Exception):
     """A command cannot go on. The command line prints the message in red and exits with ``exit_code``."""
@@ -10,3 +12,21 @@ class CommandError(Exception):
         """MESSAGE names the problem and the fix; EXIT_CODE is 2 for a usage mistake, 1 otherwise."""
         super().__init__(str(message))
         self.exit_code = exit_code
+
+
+def kafka_unreachable(bootstrap: str, error: BaseException) -> CommandError:
+    """The error of a command whose Kafka client could not connect to BOOTSTRAP (or authenticate), with what to check."""
+    return CommandError(
+        f"could not connect to Kafka at {bootstrap} ({type(error).__name__}: {error}); check HOPTRACE_KAFKA_BOOTSTRAP, that the broker "
+        "runs (`hoptrace services status`), and for a secured broker HOPTRACE_KAFKA_SECURITY_PROTOCOL and HOPTRACE_KAFKA_SASL_*"
+    )
+
+
+def setting_problems(error: ValidationError) -> str:
+    """What is wrong with the ``HOPTRACE_*`` settings ERROR is about, one ``NAME: problem`` per setting, ``; ``-separated."""
+    problems = []
+    for each in error.errors():
+        message = str(each["msg"]).removeprefix("Value error, ")
+        names = [f"HOPTRACE_{str(part).upper()}" for part in each["loc"]]
+        problems.append(f"{'.'.join(names)}: {message}" if names else message)
+    return "; ".join(problems)

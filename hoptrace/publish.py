@@ -12,7 +12,7 @@ from typing import Any
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
 
-from hoptrace.errors import CommandError
+from hoptrace.errors import CommandError, kafka_unreachable
 from hoptrace.loader import load_stages
 from hoptrace.output import console, err_console
 from hoptrace.pipeline.settings import Settings
@@ -80,6 +80,7 @@ def main(  # noqa: PLR0913 - the command's options
     With LINGER_S, stay that long after printing (Ctrl-C ends it sooner): this process's flight recorder
     still holds the publish spans, and hands them over when a job goes wrong downstream meanwhile.
     """
+    from kafka.errors import KafkaError
     from rich.progress import track
 
     from hoptrace.producers.publisher import PublishFailed
@@ -105,6 +106,8 @@ def main(  # noqa: PLR0913 - the command's options
         _linger(linger_s)
     except PublishFailed as error:
         raise CommandError(error) from error
+    except KafkaError as error:  # the producer could not bootstrap: unreachable, or refused the credentials
+        raise kafka_unreachable(settings.kafka_bootstrap, error) from error
     finally:
         runtime.shutdown()
 

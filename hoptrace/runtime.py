@@ -84,7 +84,9 @@ class Runtime:
 
     @cached_property
     def _producer(self) -> KafkaProducer:
-        return KafkaProducer(bootstrap_servers=self.settings.kafka_servers, client_id=f"hoptrace-{self.pipeline.name}")
+        return KafkaProducer(
+            bootstrap_servers=self.settings.kafka_servers, client_id=f"hoptrace-{self.pipeline.name}", **self.settings.kafka_client_options
+        )
 
     @cached_property
     def publisher(self) -> PipelinePublisher:

@@ -108,9 +108,12 @@ def kafka_status(settings: Settings) -> ServiceStatus:
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=settings.kafka_servers,
-            request_timeout_ms=int(PROBE_TIMEOUT_S * 1000),
-            bootstrap_timeout_ms=int(PROBE_TIMEOUT_S * 1000),
             client_id="hoptrace-status",
+            **{
+                **settings.kafka_client_options,
+                "request_timeout_ms": int(PROBE_TIMEOUT_S * 1000),
+                "bootstrap_timeout_ms": int(PROBE_TIMEOUT_S * 1000),
+            },
         )
     except KafkaError as error:
         return ServiceStatus("kafka", address, False, f"no broker answers: {error}", pid)

@@ -21,6 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 
+from kafka.errors import KafkaError
+
+from hoptrace.errors import kafka_unreachable
 from hoptrace.loader import load_stages
 from hoptrace.pipeline.health import HealthFile
 from hoptrace.pipeline.settings import Settings
@@ -54,7 +57,13 @@ def run_kafka_stage(pipeline: Pipeline, stage: Stage, settings: Settings) -> Non
     runtime = ProcessRuntime(pipeline, settings, "worker", celery_app(pipeline, settings))
     membership = claim(transport.group, stage.name)  # held until this process exits, however it exits
     health = HealthFile(settings.state_dir, [stage.name])
-    worker = KafkaStageWorker(runtime.processor(stage), settings.kafka_servers, group_instance_id=membership.instance_id, health=health)
+    try:
+        worker = KafkaStageWorker(
+            runtime.processor(stage), settings.kafka_servers, settings.kafka_client_options, group_instance_id=membership.instance_id, health=health
+        )
+    except KafkaError as error:  # the consumer could not bootstrap: unreachable, or refused the credentials
+        runtime.shutdown()
+        raise kafka_unreachable(settings.kafka_bootstrap, error) from error
 
     def stop(number: int, frame: FrameType | None) -> None:
         worker.stop()

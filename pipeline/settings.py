@@ -7,8 +7,9 @@ OpenTelemetry SDK itself.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,6 +19,20 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOPTRACE_", frozen=True)
 
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How every Kafka client of hoptrace connects: plain, TLS, SASL, or SASL over TLS."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="The SASL mechanism, with a SASL security protocol."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="The SASL user, with a SASL security protocol.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="The SASL password, with a SASL security protocol (never printed).")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM file of the CAs that signed the brokers' certificates (TLS); default: the system's."
+    )
+    kafka_connect_timeout_s: float = Field(
+        default=30.0, gt=0, description="How long a client of hoptrace tries to reach and authenticate with Kafka before it gives up."
+    )
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL used as the Celery broker.")
     namespace: str = Field(default="", description="Prefix for every topic, consumer group and queue: runs sharing one broker stay apart.")
     state_dir: Path = Field(
@@ -38,6 +53,36 @@ class Settings(BaseSettings):
         gt=0,
         description="A job reaching a stage later than this after it began is kept whole (stages and pipelines may set their own).",
     )
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> Settings:
+        """A SASL protocol needs a mechanism, a user and a password; the others take none."""
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        given = {"HOPTRACE_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism, "HOPTRACE_KAFKA_SASL_USERNAME": self.kafka_sasl_username}
+        given["HOPTRACE_KAFKA_SASL_PASSWORD"] = self.kafka_sasl_password
+        missing = [name for name, value in given.items() if value is None]
+        if sasl and missing:
+            raise ValueError(f"HOPTRACE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs {', '.join(missing)} set too")
+        if not sasl and len(missing) < len(given):
+            raise ValueError(f"HOPTRACE_KAFKA_SASL_* settings are given but HOPTRACE_KAFKA_SECURITY_PROTOCOL is {self.kafka_security_protocol}")
+        return self
+
+    @property
+    def kafka_client_options(self) -> dict[str, Any]:
+        """What every kafka-python client of hoptrace is given beyond its servers: security, and how long to try to connect."""
+        options: dict[str, Any] = {
+            "security_protocol": self.kafka_security_protocol,
+            "bootstrap_timeout_ms": int(self.kafka_connect_timeout_s * 1000),
+        }
+        if self.kafka_sasl_password is not None:
+            options.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password.get_secret_value(),
+            )
+        if self.kafka_ssl_cafile is not None:
+            options["ssl_cafile"] = str(self.kafka_ssl_cafile)
+        return options
 
     @property
     def kafka_servers(self) -> list[str]:

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Local Apache Kafka (one KRaft broker+controller) for hoptrace: install | start | stop | status.
 # Address from HOPTRACE_KAFKA_BOOTSTRAP (default 127.0.0.1:9092); the controller listens on the
-# next port (HOPTRACE_KAFKA_CONTROLLER_PORT). Jars come from Maven Central through mvn and
-# pom.xml; without mvn, from the Apache release tarball.
+# next port (HOPTRACE_KAFKA_CONTROLLER_PORT), and a SASL_PLAINTEXT listener (mechanism PLAIN, user
+# hoptrace, password hoptrace-local-secret: a local test broker's) on the one after
+# (HOPTRACE_KAFKA_SASL_PORT). Jars come from Maven Central through mvn and pom.xml; without mvn,
+# from the Apache release tarball.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 address "${HOPTRACE_KAFKA_BOOTSTRAP:-127.0.0.1:9092}" HOST PORT
 CONTROLLER_PORT="${HOPTRACE_KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
 [[ "$CONTROLLER_PORT" =~ ^[0-9]{1,5}$ ]] || die "HOPTRACE_KAFKA_CONTROLLER_PORT is not a port number: '$CONTROLLER_PORT'"
+SASL_PORT="${HOPTRACE_KAFKA_SASL_PORT:-$((PORT + 2))}"
+[[ "$SASL_PORT" =~ ^[0-9]{1,5}$ ]] || die "HOPTRACE_KAFKA_SASL_PORT is not a port number: '$SASL_PORT'"
+SASL_USER=hoptrace
+SASL_PASSWORD=hoptrace-local-secret
 VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/pom.xml")"
 HEAP="${HOPTRACE_KAFKA_HEAP:-512m}"
 DIR="$STATE_DIR/kafka"
@@ -39,11 +45,14 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+# The SASL listener: what hoptrace's clients do against a secured broker is tested here.
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$SASL_USER" password="$SASL_PASSWORD" user_$SASL_USER="$SASL_PASSWORD";
 log.dirs=$DIR/data
 num.partitions=1
 # Room for messages with oversized headers (tests send megabytes of baggage).
@@ -67,6 +76,7 @@ JAVA_OPTS=(-Xms128m "-Xmx$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.
 start() {
   already_up kafka Kafka "$PIDFILE" "$HOST" "$PORT" is_kafka HOPTRACE_KAFKA_BOOTSTRAP && return 0
   port_open "$HOST" "$CONTROLLER_PORT" && die "controller port $CONTROLLER_PORT on $HOST is taken; set HOPTRACE_KAFKA_CONTROLLER_PORT to a free port"
+  port_open "$HOST" "$SASL_PORT" && die "SASL port $SASL_PORT on $HOST is taken; set HOPTRACE_KAFKA_SASL_PORT to a free port"
   install
   write_config
   if [ ! -f "$DIR/data/meta.properties" ]; then

@@ -48,7 +48,7 @@ class DepthMonitor(GaugeRefresher):
         if redis is None:
             redis = RedisQueueDepth.of_pipeline(pipeline, settings.redis_url, redis_key_prefix)
         if kafka is None:
-            kafka = KafkaConsumerLag.of_pipeline(pipeline, settings.kafka_servers)
+            kafka = KafkaConsumerLag.of_pipeline(pipeline, settings.kafka_servers, options=settings.kafka_client_options)
         if jobs is None:
             jobs = StuckJobs(settings.redis_url, pipeline.name, settings.stuck_after_s, prefix=key_prefix(settings.namespace))
         super().__init__({"redis": redis, "kafka": kafka, "job ledger": jobs}, meter_provider, interval_s)

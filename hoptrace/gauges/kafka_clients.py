@@ -8,7 +8,7 @@ closed when construction fails.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer
@@ -23,8 +23,8 @@ PARTITION_FETCH_BYTES = 64 * 1024
 """At most this much of a partition per fetch (a larger first batch still comes, KIP-74): the gauges need one record."""
 
 
-def _connect(client_class: Callable[..., Client], servers: Sequence[str], timeout_s: float, **configs: Any) -> Client:
-    """A new CLIENT_CLASS of the cluster at SERVERS, bootstrapped within TIMEOUT_S, each request waiting at most as long."""
+def _connect(client_class: Callable[..., Client], servers: Sequence[str], timeout_s: float, options: Mapping[str, Any], **configs: Any) -> Client:
+    """A new CLIENT_CLASS of the cluster at SERVERS with OPTIONS (security), bootstrapped within TIMEOUT_S, each request waiting as long."""
     made: list[KafkaNetClient] = []
 
     def network_client(**network_configs: Any) -> KafkaNetClient:
@@ -36,10 +36,8 @@ def _connect(client_class: Callable[..., Client], servers: Sequence[str], timeou
         return client_class(
             bootstrap_servers=list(servers),
             client_id=CLIENT_ID,
-            request_timeout_ms=timeout_ms,
-            bootstrap_timeout_ms=timeout_ms,
             kafka_client=network_client,
-            **configs,
+            **{**options, **configs, "request_timeout_ms": timeout_ms, "bootstrap_timeout_ms": timeout_ms},
         )
     except Exception:
         for client in made:
@@ -47,12 +45,12 @@ def _connect(client_class: Callable[..., Client], servers: Sequence[str], timeou
         raise
 
 
-def admin_client(servers: Sequence[str], timeout_s: float) -> KafkaAdminClient:
-    """An admin client for offsets and group commits."""
-    return _connect(KafkaAdminClient, servers, timeout_s)
+def admin_client(servers: Sequence[str], timeout_s: float, options: Mapping[str, Any]) -> KafkaAdminClient:
+    """An admin client for offsets and group commits, with OPTIONS (security)."""
+    return _connect(KafkaAdminClient, servers, timeout_s, options)
 
 
-def record_reader(servers: Sequence[str], timeout_s: float) -> KafkaConsumer:
+def record_reader(servers: Sequence[str], timeout_s: float, options: Mapping[str, Any]) -> KafkaConsumer:
     """A consumer of no group that never commits, fetching little, for reading single records at offsets it seeks to.
 
     When an offset is gone (retention) by the time it is fetched, it reads from the earliest record.
@@ -61,6 +59,7 @@ def record_reader(servers: Sequence[str], timeout_s: float) -> KafkaConsumer:
         KafkaConsumer,
         servers,
         timeout_s,
+        options,
         group_id=None,
         enable_auto_commit=False,
         allow_auto_create_topics=False,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec
@@ -55,27 +55,35 @@ class KafkaConsumerLag:
     gauges = (LAG, LAG_SECONDS)
 
     def __init__(
-        self, bootstrap_servers: Sequence[str], groups: Mapping[tuple[str, str], Mapping[str, AttributeValue]], timeout_s: float = 1.5
+        self,
+        bootstrap_servers: Sequence[str],
+        groups: Mapping[tuple[str, str], Mapping[str, AttributeValue]],
+        timeout_s: float = 1.5,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         """Read the lag of GROUPS ({(topic, group): attributes of its points}) at BOOTSTRAP_SERVERS, waiting at most TIMEOUT_S per request.
 
         A point's attributes are its group's plus ``messaging.destination.partition.id``. Fetching the records waits at most TIMEOUT_S too.
+        OPTIONS (security) go to every client.
         """
         self._groups = {key: dict(attributes) for key, attributes in groups.items()}
         self._servers = list(bootstrap_servers)
         self._timeout_s = timeout_s
+        self._options = dict(options or {})
         self._admin: KafkaAdminClient | None = None
-        self._records = RecordTimestamps(bootstrap_servers, timeout_s)
+        self._records = RecordTimestamps(bootstrap_servers, timeout_s, self._options)
 
     @classmethod
-    def of_pipeline(cls, pipeline: Pipeline, bootstrap_servers: Sequence[str], timeout_s: float = 1.5) -> KafkaConsumerLag:
-        """The groups of PIPELINE's Kafka stages on their topics, each with its stage's consumer attributes."""
+    def of_pipeline(
+        cls, pipeline: Pipeline, bootstrap_servers: Sequence[str], timeout_s: float = 1.5, options: Mapping[str, Any] | None = None
+    ) -> KafkaConsumerLag:
+        """The groups of PIPELINE's Kafka stages on their topics, each with its stage's consumer attributes; OPTIONS go to every client."""
         groups = {
             (stage.transport.topic, stage.transport.group): consumer_attributes(pipeline.name, stage)
             for stage in pipeline
             if isinstance(stage.transport, KafkaTransport)
         }
-        return cls(bootstrap_servers, groups, timeout_s)
+        return cls(bootstrap_servers, groups, timeout_s, options)
 
     def read(self) -> Reading:
         """Both gauges' points, one per group and partition; raises when the cluster does not answer in time."""
@@ -83,7 +91,7 @@ class KafkaConsumerLag:
             return {LAG.name: [], LAG_SECONDS.name: []}
         try:
             if self._admin is None:
-                self._admin = admin_client(self._servers, self._timeout_s)
+                self._admin = admin_client(self._servers, self._timeout_s, self._options)
             positions = self._positions(self._admin)
             timestamps = self._records.read({(p.partition, p.position): p.end for p in positions if p.end > p.position})
         except Exception:

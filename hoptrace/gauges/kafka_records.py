@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -42,10 +43,11 @@ def _rounds(wanted: Wanted) -> list[dict[TopicPartition, tuple[int, int]]]:
 class RecordTimestamps:
     """The timestamp of the first record at or after given offsets."""
 
-    def __init__(self, bootstrap_servers: Sequence[str], timeout_s: float = 1.5) -> None:
-        """Read from the cluster at BOOTSTRAP_SERVERS, at most TIMEOUT_S per read (and as long to connect)."""
+    def __init__(self, bootstrap_servers: Sequence[str], timeout_s: float = 1.5, options: Mapping[str, Any] | None = None) -> None:
+        """Read from the cluster at BOOTSTRAP_SERVERS with client OPTIONS (security), at most TIMEOUT_S per read (and as long to connect)."""
         self._servers = list(bootstrap_servers)
         self._timeout_s = timeout_s
+        self._options = dict(options or {})
         self._consumer: KafkaConsumer | None = None
 
     def read(self, wanted: Wanted) -> dict[tuple[TopicPartition, int], int | None]:
@@ -58,7 +60,7 @@ class RecordTimestamps:
         if not wanted:
             return {}
         if self._consumer is None:
-            self._consumer = record_reader(self._servers, self._timeout_s)
+            self._consumer = record_reader(self._servers, self._timeout_s, self._options)
         deadline = time.monotonic() + self._timeout_s
         found: dict[tuple[TopicPartition, int], int | None] = {}
         try:
