@@ -11,6 +11,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+_OWN_FRAME = re.compile(r'File "[^"]*/(?:hoptrace|pipeline|workers|producers|examples|tests)/')
+_TRACEBACK = "Traceback (most recent call last):"
+
+
+def own_tracebacks(output: str) -> list[str]:
+    """The tracebacks in OUTPUT that pass through hoptrace's (or the tests') code.
+
+    A client library's own, logged from its threads with no frame of ours (kafka-python logs some
+    socket errors of its IO thread that way, and recovers), are left out: they are not a crash of ours.
+    """
+    return [block for block in output.split(_TRACEBACK)[1:] if _OWN_FRAME.search(block)]
+
 
 class Process:
     """A child process whose output goes to a log file the test can read."""

@@ -28,7 +28,7 @@ from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import SilentEndpoint, run_hoptrace
-from tests.processes import Process
+from tests.processes import Process, own_tracebacks
 from tests.traces import PublishedJob, chain, latest_totals, orders_chain_names, outbox, published_jobs, wait_for, wait_for_outbox
 
 ORDERS = "hoptrace.examples.orders:pipeline"
@@ -54,7 +54,7 @@ def _assert_each_delivered_once(settings: Settings, namespace: str, expected: li
     """After WORKER stopped (and flushed): the outbox holds each of EXPECTED once, and the worker printed no traceback."""
     log = worker.output()
     assert _order_ids(outbox(settings, namespace)) == expected
-    assert "Traceback" not in log, log
+    assert own_tracebacks(log) == [], log
 
 
 def _counter(store: TelemetryStore, name: str, stage: str) -> float:
