@@ -15,7 +15,6 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 
-import redis
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
@@ -25,7 +24,7 @@ from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
 from tests.processes import own_tracebacks
-from tests.traces import PublishedJob, chain, latest_totals, published_jobs, wait_for, wait_for_outbox
+from tests.traces import PublishedJob, chain, latest_totals, published_jobs, slow_outbox, wait_for, wait_for_outbox
 
 ORDERS = "hoptrace.examples.orders:pipeline"
 SLOW = "tests.faults.pipelines:slow"
@@ -118,14 +117,6 @@ def test_failed_retried_and_slow_jobs_arrive_whole_and_the_rest_at_the_head_samp
     assert latest_totals(store.metrics("hoptrace.recorder.partial"), {}) == 0
 
 
-def _slow_outbox(env: dict[str, str], namespace: str) -> set[str]:
-    client = redis.Redis.from_url(env["HOPTRACE_REDIS_URL"])
-    try:
-        return {json.loads(item)["order_id"] for item in client.lrange(f"{namespace}slow:outbox", 0, -1)}
-    finally:
-        client.close()
-
-
 def _records(env: dict[str, str], topic: str) -> int:
     """How many records TOPIC's only partition holds."""
     consumer = KafkaConsumer(bootstrap_servers=env["HOPTRACE_KAFKA_BOOTSTRAP"])
@@ -149,10 +140,11 @@ def test_a_stage_killed_with_jobs_in_hand_leaves_their_traces_kept_and_counted_p
     publisher = _publisher(env, 10, {"order_id": "k{n}", "sleep_s": 0.3}, SLOW, "take")
     assert wait_for(lambda: _records(env, f"{namespace}slow.in") == 10, timeout=60)  # before the worker: its first poll takes all ten
     with hoptrace_worker(SLOW, "--no-monitor", "--stage", "take", ready="assigned partitions", env=env) as doomed:
-        assert wait_for(lambda: len(_slow_outbox(env, namespace)) >= 2, timeout=30), doomed.output()
+        assert wait_for(lambda: len(slow_outbox(env, namespace)) >= 2, timeout=30), doomed.output()
         os.kill(doomed.popen.pid, signal.SIGKILL)  # all ten in hand, uncommitted, the spans of those done in its buffer
     with hoptrace_worker(SLOW, "--no-monitor", "--stage", "take", ready="assigned partitions", env=env) as heir:
-        assert wait_for(lambda: _slow_outbox(env, namespace) == {f"k{n}" for n in range(1, 11)}, timeout=30), heir.output()
+        every_order = {f"k{n}" for n in range(1, 11)}
+        assert wait_for(lambda: {note["order_id"] for note in slow_outbox(env, namespace)} == every_order, timeout=30), heir.output()
         assert wait_for(lambda: len(store.traces()) == 10, timeout=30)  # each redelivered job: the publisher's span and the heir's
         jobs = _jobs(publisher)
     assert own_tracebacks(heir.output()) == []

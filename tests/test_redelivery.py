@@ -28,7 +28,7 @@ from hoptrace.workers import redis_fetch
 from hoptrace.workers.handed_out import HandedOut, mark, read_mark
 from tests.conftest import delete_keys, run_hoptrace
 from tests.processes import own_tracebacks
-from tests.traces import latest_totals, wait_for
+from tests.traces import latest_totals, slow_outbox, wait_for
 
 SLOW = "tests.faults.pipelines:slow"
 REDIS_DB = 9
@@ -43,14 +43,6 @@ def slow_env(hoptrace_env: dict[str, str], namespace: str) -> Iterator[dict[str,
     url = urlunsplit(urlsplit(hoptrace_env["HOPTRACE_REDIS_URL"])._replace(path=f"/{REDIS_DB}"))
     yield {**hoptrace_env, "HOPTRACE_REDIS_URL": url, "HOPTRACE_CELERY_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S)}
     delete_keys(url, f"*{namespace}*")
-
-
-def _outbox(env: dict[str, str], namespace: str) -> list[dict[str, object]]:
-    client = redis.Redis.from_url(env["HOPTRACE_REDIS_URL"])
-    try:
-        return [json.loads(item) for item in client.lrange(f"{namespace}slow:outbox", 0, -1)]
-    finally:
-        client.close()
 
 
 def _send_tasks(env: dict[str, str], namespace: str, payloads: list[dict[str, object]]) -> None:
@@ -80,9 +72,9 @@ def test_a_task_running_longer_than_the_visibility_timeout_is_not_taken_by_anoth
     work = (SLOW, "--no-monitor", "--stage", "work")
     with hoptrace_worker(*work, env=slow_env), hoptrace_worker(*work, env=slow_env) as other:
         _send_tasks(slow_env, namespace, [{"order_id": "long", "sleep_s": 3 * VISIBILITY_TIMEOUT_S}])
-        assert wait_for(lambda: len(_outbox(slow_env, namespace)) >= 1, timeout=30), other.output()
+        assert wait_for(lambda: len(slow_outbox(slow_env, namespace)) >= 1, timeout=30), other.output()
         time.sleep(2 * VISIBILITY_TIMEOUT_S)  # a second copy would be running by now
-    assert [note["order_id"] for note in _outbox(slow_env, namespace)] == ["long"]
+    assert [note["order_id"] for note in slow_outbox(slow_env, namespace)] == ["long"]
     (span,) = _process_spans(store, f"{namespace}slow.work")
     assert "hoptrace.redelivered" not in span.attributes
     assert _redeliveries(store, "work") == 0
@@ -100,7 +92,7 @@ def test_the_messages_of_a_killed_celery_worker_come_back_within_seconds_marked_
         os.kill(doomed.popen.pid, signal.SIGKILL)
         killed_at = time.monotonic()
     with hoptrace_worker(SLOW, "--no-monitor", "--stage", "work", "--concurrency", "2", env=slow_env) as heir:
-        assert wait_for(lambda: set(orders) <= {note["order_id"] for note in _outbox(slow_env, namespace)}, timeout=30), heir.output()
+        assert wait_for(lambda: set(orders) <= {note["order_id"] for note in slow_outbox(slow_env, namespace)}, timeout=30), heir.output()
         recovered_s = time.monotonic() - killed_at
         heir_pid = heir.popen.pid
     assert recovered_s < VISIBILITY_TIMEOUT_S + 10, recovered_s
@@ -162,18 +154,18 @@ def test_records_a_killed_kafka_stage_held_are_marked_redelivered_and_a_clean_st
 
     publish(10, "a")  # before the worker starts: its first poll takes all ten
     with hoptrace_worker(SLOW, "--no-monitor", "--stage", "take", ready="assigned partitions") as doomed:
-        assert wait_for(lambda: len(_outbox(hoptrace_env, namespace)) >= 2, timeout=30), doomed.output()
+        assert wait_for(lambda: len(slow_outbox(hoptrace_env, namespace)) >= 2, timeout=30), doomed.output()
         os.kill(doomed.popen.pid, signal.SIGKILL)
     with hoptrace_worker(SLOW, "--no-monitor", "--stage", "take", ready="assigned partitions") as heir:
         # The same host's next slot is the dead member's: it gets the partition at once.
-        assert wait_for(lambda: len({note["order_id"] for note in _outbox(hoptrace_env, namespace)}) == 10, timeout=20), heir.output()
+        assert wait_for(lambda: len({note["order_id"] for note in slow_outbox(hoptrace_env, namespace)}) == 10, timeout=20), heir.output()
     # The dead worker held the whole batch (offsets 0-9): every one of them came again, marked.
     assert offsets(redelivered=True) == list(range(10))
     assert _redeliveries(store, "take") == 10
 
     with hoptrace_worker(SLOW, "--no-monitor", "--stage", "take", ready="assigned partitions") as successor:
         publish(2, "b")
-        assert wait_for(lambda: len({note["order_id"] for note in _outbox(hoptrace_env, namespace)}) == 12, timeout=20), successor.output()
+        assert wait_for(lambda: len({note["order_id"] for note in slow_outbox(hoptrace_env, namespace)}) == 12, timeout=20), successor.output()
     # After a clean stop nothing was in hand: the new records are not marked.
     assert offsets(redelivered=True) == list(range(10))
     assert [offset for offset in offsets(redelivered=False) if offset >= 10] == [10, 11]
@@ -212,12 +204,12 @@ def test_a_member_joining_takes_partitions_over_without_a_crash_or_a_redelivery(
     run_hoptrace(hoptrace_env, "publish", SLOW, "take", "--count", "30", "--payload", payload)
     take = (SLOW, "--no-monitor", "--stage", "take")
     with hoptrace_worker(*take, ready=f"assigned partitions {topic}[0], {topic}[1]") as first:
-        assert wait_for(lambda: len(_outbox(hoptrace_env, namespace)) >= 3, timeout=30), first.output()
+        assert wait_for(lambda: len(slow_outbox(hoptrace_env, namespace)) >= 3, timeout=30), first.output()
         # The second member's join revokes the first one's partitions: it commits what it processed (on kafka-python's IO loop).
         with hoptrace_worker(*take, ready=f"assigned partitions {topic}[") as second:
-            assert wait_for(lambda: len(_outbox(hoptrace_env, namespace)) >= 30, timeout=60), second.output()
+            assert wait_for(lambda: len(slow_outbox(hoptrace_env, namespace)) >= 30, timeout=60), second.output()
             assert first.popen.poll() is None, first.output()
-    orders = [note["order_id"] for note in _outbox(hoptrace_env, namespace)]
+    orders = [note["order_id"] for note in slow_outbox(hoptrace_env, namespace)]
     assert sorted(orders) == sorted(f"r{n}" for n in range(1, 31)), orders
     assert not [span for span in _process_spans(store, topic) if "hoptrace.redelivered" in span.attributes]
     assert own_tracebacks(first.output() + second.output()) == []

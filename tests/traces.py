@@ -59,6 +59,15 @@ def outbox(settings: Settings, namespace: str) -> list[dict[str, str | None]]:
         client.close()
 
 
+def slow_outbox(env: Mapping[str, str], namespace: str) -> list[dict[str, object]]:
+    """What the stages of ``tests.faults.pipelines:slow`` appended, on the Redis of ENV (``HOPTRACE_REDIS_URL``)."""
+    client = redis.Redis.from_url(env["HOPTRACE_REDIS_URL"])
+    try:
+        return [json.loads(item) for item in client.lrange(f"{namespace}slow:outbox", 0, -1)]
+    finally:
+        client.close()
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
     """Poll CONDITION until it holds or TIMEOUT seconds pass; whether it held."""
     deadline = time.monotonic() + timeout
