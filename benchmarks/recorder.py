@@ -31,6 +31,7 @@ from pathlib import Path
 
 from benchmarks.harness import Run
 from benchmarks.modes import Mode
+from benchmarks.processes import ChildFailed, wait_until
 from benchmarks.report import Scenario
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.otlp_decode import ReceivedSpan
@@ -140,7 +141,11 @@ def _keep_latency(run: Run, mode: Mode, progress: Callable[[str], None]) -> list
         publisher = run.start("recorder-publisher", command, env)
         publisher.wait_for_output("lingering", 120)
         trace_ids = re.findall(r"^trace ([0-9a-f]{32})  job ", publisher.output(), re.MULTILINE)
-        done = _wait(lambda: len(_latencies(store, trace_ids)) >= jobs and _settled(store, trace_ids), 180)
+        try:
+            wait_until(lambda: len(_latencies(store, trace_ids)) >= jobs and _settled(store, trace_ids), 180, "every kept job whole")
+            done = True
+        except ChildFailed:  # the rows say how many jobs came out whole
+            done = False
         publisher.popen.send_signal(signal.SIGINT)
         publisher.wait(60)
         workers.stop()
@@ -153,16 +158,6 @@ def _keep_latency(run: Run, mode: Mode, progress: Callable[[str], None]) -> list
             "last span the recorders handed over, at the OTLP receiver"), details={**details, "seconds": seconds})
         for name, value in (("p50", _quantile(seconds, 0.5)), ("p95", _quantile(seconds, 0.95)))
     ]  # fmt: skip
-
-
-def _wait(done: Callable[[], bool], timeout_s: float) -> bool:
-    """Poll DONE until it holds (True) or TIMEOUT_S passes (False: the rows say how many jobs came out whole)."""
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
 
 
 def _settled(store: ArrivalStore, trace_ids: list[str]) -> bool:

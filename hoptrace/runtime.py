@@ -71,8 +71,8 @@ class Runtime:
         self.settings = settings
         self.telemetry = telemetry.configure(f"{pipeline.name}-{role}", span_processors=span_processors)
         self.instruments = Instruments.of(self.telemetry.meter_provider)
-        if settings.recorder:  # this process's unsampled spans, exported whole when any process of the pipeline keeps their job
-            start_flight_recorder(self.telemetry.tracer_provider, self.telemetry.meter_provider, settings)
+        # This process's unsampled spans, exported whole when any process of the pipeline keeps their job.
+        start_flight_recorder(self.telemetry.tracer_provider, self.telemetry.meter_provider, settings)
         # The job ledger lets hoptrace monitor find jobs that reach no final outcome (hoptrace.jobs.stuck).
         self._ledger = JobLedger(settings.redis_url, key_prefix(settings.namespace))
         self.middleware = [

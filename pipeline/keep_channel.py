@@ -54,7 +54,7 @@ class KeepChannel:
             threading.Thread(target=target, name=f"hoptrace-keep-{name}", daemon=True).start()
 
     def wait_listening(self, timeout_s: float) -> bool:
-        """Wait until the listener is subscribed (tests, and workers before they report ready); whether it is."""
+        """Wait until the listener is subscribed; whether it is (tests use it: a keep announced earlier goes unheard)."""
         return self._listening.wait(timeout_s)
 
     def announce(self, trace_id: int, reason: str, partial: bool = False) -> None:
@@ -134,10 +134,10 @@ def start_flight_recorder(tracer_provider: TracerProvider, meter_provider: Meter
     """Record TRACER_PROVIDER's unsampled spans in a new flight recorder (this process's), joined to the pipeline's others by a channel.
 
     Its bound, and the Redis and namespace of the channel, are SETTINGS'; its gauges and counters go to METER_PROVIDER.
-    The provider's shutdown shuts it down (its channel too).
-    None when this process has a recorder already (hoptrace's own workers and drop-in instrumentation in one process share it).
+    The provider's shutdown shuts it down (its channel too). None when SETTINGS turn the recorder off, or when this
+    process has one already (hoptrace's own workers and drop-in instrumentation in one process share it).
     """
-    if current() is not None:
+    if not settings.recorder or current() is not None:
         return None
     recorder = FlightRecorder(settings.recorder_max_bytes, meter_provider)
     channel = KeepChannel(recorder, settings.redis_url, settings.namespace)

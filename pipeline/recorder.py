@@ -121,9 +121,9 @@ class FlightRecorder(SpanProcessor):
         if self._closed:
             return
         trace_id, record, touched = span.record()
-        size = RECORD_BYTES
+        extra = 0
         if touched:  # user code set attributes of any size on it: weigh them
-            size += VALUE_BYTES * touched + sum(len(value) for value in record.values if type(value) is str)
+            extra = VALUE_BYTES * touched + sum(len(value) for value in record.values if type(value) is str)
         with self._lock:
             reason = self._kept.get(trace_id)
             if reason is None:
@@ -134,9 +134,9 @@ class FlightRecorder(SpanProcessor):
                     held.append(record)
                 else:  # a trace keeps its place; a long one turns into a list, which grows in place
                     self._held[trace_id] = (*held, record) if len(held) < SMALL_TRACE else [*held, record]
-                if size > RECORD_BYTES:
-                    self._weight[trace_id] = self._weight.get(trace_id, 0) + size - RECORD_BYTES
-                self._size += size
+                if extra:
+                    self._weight[trace_id] = self._weight.get(trace_id, 0) + extra
+                self._size += RECORD_BYTES + extra
                 if self._size > self.max_bytes:
                     self._drop_oldest()
                 return

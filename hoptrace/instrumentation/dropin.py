@@ -61,7 +61,7 @@ def hooks(pipeline: str) -> Hooks:
     with _lock:
         if pipeline not in _hooks:
             settings = _settings()
-            if settings is not None and settings.recorder:
+            if settings is not None:
                 _record(settings)
             slow_after_s = settings.slow_after_s if settings is not None else None
             _hooks[pipeline] = Hooks(default_middleware(Pipeline(pipeline), Instruments.of(), slow_after_s=slow_after_s))
@@ -78,7 +78,7 @@ def _settings() -> Settings | None:
 
 
 def _record(settings: Settings) -> None:
-    """Start this process's flight recorder on the global providers (``HOPTRACE_RECORDER_MAX_BYTES``, ``HOPTRACE_REDIS_URL``, ...)."""
+    """Start this process's flight recorder on the global providers, as SETTINGS say (``HOPTRACE_RECORDER``, ``HOPTRACE_REDIS_URL``, ...)."""
     tracer_provider, meter_provider = trace.get_tracer_provider(), metrics.get_meter_provider()
     if isinstance(tracer_provider, TracerProvider) and isinstance(meter_provider, MeterProvider):  # else no SDK: nothing to record
         start_flight_recorder(tracer_provider, meter_provider, settings)
