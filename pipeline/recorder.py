@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
@@ -33,14 +33,14 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.sdk_internals.processors import span_processor_of
-from hoptrace.pipeline.sdk_internals.spans import HopSpan, SpanRecord, as_sampled, ended_at
+from hoptrace.pipeline.sdk_internals.spans import BLOB, RECORD_FIELDS, HopSpan, SpanRecord, as_sampled, ended_at, flat_records
 
 _logger = logging.getLogger(__name__)
 
 RECORD_BYTES = 440
 """Memory of one span record with hoptrace's own attribute values, measured with tracemalloc (``benchmarks``: recorder memory)."""
 VALUE_BYTES = 8
-"""Memory counted per attribute value of a span whose attributes user code set (plus the length of its strings)."""
+"""Memory counted per attribute value of a span whose attributes user code set (plus the length of its encoded values)."""
 SMALL_TRACE = 8
 """Records of one trace kept in a tuple; a trace with more is kept in a list."""
 MAX_REASON = 64
@@ -76,8 +76,9 @@ class FlightRecorder(SpanProcessor):
         self._pid = os.getpid()
         self._closed = False
         self._lock = threading.Lock()
-        self._held: OrderedDict[int, tuple[SpanRecord, ...] | list[SpanRecord]] = OrderedDict()
-        """The records of each trace, oldest trace first: a tuple (which the garbage collector stops tracking) up to ``SMALL_TRACE``."""
+        self._held: OrderedDict[int, tuple[Any, ...] | list[Any]] = OrderedDict()
+        """The records of each trace, oldest trace first, end to end (``flat_records``): a tuple (which the garbage collector stops tracking)
+        up to ``SMALL_TRACE`` records."""
         self._weight: dict[int, int] = {}
         """Bytes counted beyond ``RECORD_BYTES`` per record, by trace: attributes user code set."""
         self._size = 0
@@ -123,17 +124,17 @@ class FlightRecorder(SpanProcessor):
         trace_id, record, touched = span.record()
         extra = 0
         if touched:  # user code set attributes of any size on it: weigh them
-            extra = VALUE_BYTES * touched + sum(len(value) for value in record.values if type(value) is str)
+            extra = VALUE_BYTES * touched + len(record[BLOB])
         with self._lock:
             reason = self._kept.get(trace_id)
             if reason is None:
                 held = self._held.get(trace_id)
                 if held is None:
-                    self._held[trace_id] = (record,)
+                    self._held[trace_id] = record  # one record is a flat tuple of records
                 elif type(held) is list:
-                    held.append(record)
+                    held.extend(record)
                 else:  # a trace keeps its place; a long one turns into a list, which grows in place
-                    self._held[trace_id] = (*held, record) if len(held) < SMALL_TRACE else [*held, record]
+                    self._held[trace_id] = held + record if len(held) < SMALL_TRACE * RECORD_FIELDS else [*held, *record]
                 if extra:
                     self._weight[trace_id] = self._weight.get(trace_id, 0) + extra
                 self._size += RECORD_BYTES + extra
@@ -147,12 +148,12 @@ class FlightRecorder(SpanProcessor):
         while self._size > self.max_bytes and self._held:
             trace_id, gone = self._held.popitem(last=False)
             self._size -= self._bytes(trace_id, gone)
-            self._dropped += len(gone)
+            self._dropped += len(gone) // RECORD_FIELDS
             self._remember(self._dropped_traces, trace_id, None)
 
-    def _bytes(self, trace_id: int, records: tuple[SpanRecord, ...] | list[SpanRecord]) -> int:
-        """What RECORDS of TRACE_ID counted for, forgetting their extra weight (the lock held)."""
-        return RECORD_BYTES * len(records) + self._weight.pop(trace_id, 0)
+    def _bytes(self, trace_id: int, held: tuple[Any, ...] | list[Any]) -> int:
+        """What the records HELD of TRACE_ID counted for, forgetting their extra weight (the lock held)."""
+        return RECORD_BYTES * (len(held) // RECORD_FIELDS) + self._weight.pop(trace_id, 0)
 
     @staticmethod
     def _remember(seen: OrderedDict, trace_id: int, value: object) -> None:
@@ -180,7 +181,7 @@ class FlightRecorder(SpanProcessor):
         if dropped_here or (partial and announce):
             self._partial_jobs.add(1, {semconv.KEEP_REASON: reason})
         if held is not None:
-            self._export(trace_id, held, reason, partial or dropped_here)
+            self._export(trace_id, flat_records(held), reason, partial or dropped_here)
         if announce and self._channel is not None:
             self._channel.announce(trace_id, reason, partial)
         return True
@@ -215,7 +216,7 @@ class FlightRecorder(SpanProcessor):
         """Seconds from the end of the first span of the oldest trace held to now; 0 when nothing is held."""
         with self._lock:
             oldest = next(iter(self._held.values()), None)
-        return 0.0 if oldest is None else max(time.time_ns() - ended_at(oldest[0]), 0) / 1e9
+        return 0.0 if oldest is None else max(time.time_ns() - ended_at(next(flat_records(oldest))), 0) / 1e9
 
     def size_bytes(self) -> int:
         """The bytes the buffer counts now against its bound."""
@@ -224,7 +225,7 @@ class FlightRecorder(SpanProcessor):
     def spans_held(self) -> int:
         """How many spans the buffer holds now."""
         with self._lock:
-            return sum(len(held) for held in self._held.values())
+            return sum(len(held) for held in self._held.values()) // RECORD_FIELDS
 
     def _observe_dropped(self, options: CallbackOptions) -> list[Observation]:
         return [Observation(self._dropped)] if os.getpid() == self._pid else []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import uuid
@@ -152,6 +153,18 @@ def test_the_oldest_jobs_go_first_when_the_bound_is_reached_and_a_late_keep_is_c
     assert process.metric("hoptrace.recorder.partial") == [({"hoptrace.keep.reason": "dead_lettered"}, 1)]  # ...and that is counted
     process.recorder.keep(later[-1], "dead_lettered")
     assert [span.attributes.get("hoptrace.keep.partial") for span in process.exported(later[-1])] == [None, None]
+
+
+def test_a_full_buffer_is_nothing_the_garbage_collector_walks() -> None:
+    process = Process()
+    process.job(hops=3)
+    gc.collect()  # the tuples of attribute names that every later span of the same kind shares are old now, as in a running process
+    for _ in range(50):
+        process.job(hops=3)
+    gc.collect()  # one pass over what was held since: it stops tracking every job's records, none reaches the oldest generation tracked
+    held = list(process.recorder._held.values())  # noqa: SLF001
+    assert len(held) == 51
+    assert [gc.is_tracked(records) for records in held] == [False] * 51
 
 
 def test_attributes_user_code_sets_are_weighed_by_their_size() -> None:

@@ -27,9 +27,10 @@ Private names read: ``Tracer._span_limits``, ``._instrumentation_scope``, ``._tr
 from __future__ import annotations
 
 import logging
+import marshal
 import struct
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from time import time_ns
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
@@ -77,22 +78,34 @@ class Shape(NamedTuple):
     scope: InstrumentationScope | None
 
 
-class SpanRecord(NamedTuple):
-    """An ended span the sampler dropped, in the fewest objects that rebuild it (``as_sampled``).
+Extras = tuple[Status, tuple[Event, ...], tuple[Link, ...], TraceState | None]
+"""A recorded span's status, events, links and trace state, kept only when one of them is not the default."""
+SpanRecord = tuple[int, tuple[str, ...], bytes, Extras | None]
+"""An ended span the sampler dropped, in the fewest objects that rebuild it (``as_sampled``): ``(shape, keys, blob, extras)``.
 
-    Only numbers, strings, bytes and tuples of them (unless the span has a status, events or links):
-    the garbage collector stops tracking such a tuple, so a full buffer adds nothing to its passes.
-    """
+* ``shape``: index of its ``Shape`` in this process's table of them;
+* ``keys``: names of the attributes beyond the shape's (one tuple per kind of span, shared);
+* ``blob``: span id, parent span id (0: none), start and end (ns), trace flags, parent is remote
+  (``_PACKED``), then the values of ``keys`` (``marshal``);
+* ``extras``: ``Extras``, or None.
 
-    shape: int
-    """Index of its ``Shape`` in this process's table of them."""
-    packed: bytes
-    """Span id, parent span id (0: none), start and end (ns), trace flags, parent is remote (``_PACKED``)."""
-    keys: tuple[str, ...]
-    """Names of the attributes beyond the shape's (one tuple per kind of span, shared)."""
-    values: tuple[AttributeValue, ...]
-    extras: tuple[Status, tuple[Event, ...], tuple[Link, ...], TraceState | None] | None
-    """Status, events, links and trace state, when any is not the default; else None."""
+An exact tuple of a number, bytes and an old tuple of names (unless the span has extras): the garbage
+collector stops tracking it at its first pass over it, so a full buffer adds nothing to later passes.
+Not a ``NamedTuple`` (the collector never stops tracking an instance of a subclass) and no fresh tuple
+inside (a tuple of tuples is untracked a level per pass, and the ones that reached the oldest generation
+still tracked made every full pass walk the buffer). For the same reason the recorder lays a job's
+records end to end in one flat tuple (``flat_records``).
+"""
+RECORD_FIELDS = 4
+"""Items of one ``SpanRecord``."""
+BLOB = 2
+"""Index of ``blob`` in a ``SpanRecord``."""
+
+
+def flat_records(flat: Sequence[Any]) -> Iterator[SpanRecord]:
+    """The ``SpanRecord``s laid end to end in FLAT, ``RECORD_FIELDS`` items each."""
+    items = iter(flat)
+    return zip(items, items, items, items, strict=True)
 
 
 _PACKED = struct.Struct("<QQqqB?")
@@ -244,11 +257,11 @@ class HopSpan(SdkSpan):
                 _KEYS.clear()
             shared = _KEYS[keys] = keys
         parent_id, remote = (parent.span_id, parent.is_remote) if parent is not None else (0, False)
-        packed = _PACKED.pack(context.span_id, parent_id, self._start_time, self._end_time, context.trace_flags, remote)
+        blob = _PACKED.pack(context.span_id, parent_id, self._start_time, self._end_time, context.trace_flags, remote)
         status, events, links, state = self._status, self._events, self._links, context.trace_state
         plain = status is _UNSET and not events and not links and state is DEFAULT_TRACE_STATE
         extras = None if plain else (status, tuple(events), tuple(links), state)
-        record = SpanRecord(shape, packed, shared, tuple(attributes.values()), extras)
+        record: SpanRecord = (shape, shared, blob + marshal.dumps(tuple(attributes.values())), extras)
         return context.trace_id, record, 0 if base is not None else len(keys)
 
 
@@ -350,21 +363,23 @@ class LeanTracer:
 
 def ended_at(record: SpanRecord) -> int:
     """When RECORD's span ended (epoch ns)."""
-    return _PACKED.unpack(record.packed)[3]
+    return _PACKED.unpack_from(record[BLOB])[3]
 
 
 def as_sampled(trace_id: int, record: SpanRecord, added: Mapping[str, AttributeValue]) -> ReadableSpan:
     """RECORD of trace TRACE_ID as the sampled span it would have been, with ADDED attributes."""
-    span_id, parent_id, start, end, flags, remote = _PACKED.unpack(record.packed)
-    status, events, links, state = record.extras if record.extras is not None else (_UNSET, (), (), None)
+    shape_index, keys, blob, extras = record
+    span_id, parent_id, start, end, flags, remote = _PACKED.unpack_from(blob)
+    values = marshal.loads(memoryview(blob)[_PACKED.size :])
+    status, events, links, state = extras if extras is not None else (_UNSET, (), (), None)
     sampled = TraceFlags(flags | TraceFlags.SAMPLED)
-    shape = _SHAPE_TABLE[record.shape]
+    shape = _SHAPE_TABLE[shape_index]
     return ReadableSpan(
         name=shape.name,
         context=SpanContext(trace_id, span_id, False, sampled, state),
         parent=SpanContext(trace_id, parent_id, remote, sampled, state) if parent_id else None,
         resource=shape.resource,
-        attributes={**shape.base, **dict(zip(record.keys, record.values, strict=True)), **added},
+        attributes={**shape.base, **dict(zip(keys, values, strict=True)), **added},
         events=events,
         links=links,
         kind=shape.kind,
