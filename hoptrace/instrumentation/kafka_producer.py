@@ -6,7 +6,7 @@ span, the propagation headers (``traceparent``, ``tracestate``, ``baggage``,
 is never changed; a key already there, in any letter case, is replaced, never duplicated),
 and ``after_publish`` ends the span when the broker answered (partition and offset) or
 refused, or at once when ``send`` itself raised. The span is current only while ``send`` runs.
-Per record: one ``Outgoing`` and one callback on kafka-python's future; the topic's stage and
+Per record: one ``Outgoing`` and one callback object (``_Answer``) on kafka-python's future; the topic's stage and
 hooks are looked up once per process (``dropin.lane``).
 """
 
@@ -42,13 +42,28 @@ def _publish(topic: str, headers: Any) -> tuple[BoundHooks, Outgoing, Any]:
     return hooks, message, headers
 
 
-def _answered(hooks: BoundHooks, message: Outgoing, answer: object) -> None:
-    """The future's callback and errback: end the span with the partition and offset, or the refusal."""
-    if isinstance(answer, RecordMetadata):
-        message.answer = {semconv.MESSAGING_PARTITION: str(answer.partition), semconv.MESSAGING_KAFKA_OFFSET: answer.offset}
-    else:
-        message.error = answer if isinstance(answer, BaseException) else RuntimeError(str(answer))
-    hooks.after_publish(message)
+class _Answer:
+    """The future's callback and errback, one small object per record (no ``partial``s): end the span with the partition and offset, or the refusal.
+
+    It lives, with what it holds, until the broker answers; the fewer objects a record in flight keeps, the
+    less the garbage collector walks while thousands wait in kafka-python's accumulator.
+    """
+
+    __slots__ = ("hooks", "message")
+
+    def __init__(self, hooks: BoundHooks, message: Outgoing) -> None:
+        """For MESSAGE, published through HOOKS."""
+        self.hooks = hooks
+        self.message = message
+
+    def __call__(self, answer: object) -> None:
+        """The broker's ANSWER: the record's metadata, or an error."""
+        message = self.message
+        if isinstance(answer, RecordMetadata):
+            message.answer = {semconv.MESSAGING_PARTITION: str(answer.partition), semconv.MESSAGING_KAFKA_OFFSET: answer.offset}
+        else:
+            message.error = answer if isinstance(answer, BaseException) else RuntimeError(str(answer))
+        self.hooks.after_publish(message)
 
 
 def _replace_headers(args: tuple[Any, ...], kwargs: dict[str, Any], headers: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -81,5 +96,5 @@ def wrap_send(wrapped: Any, instance: KafkaProducer, args: tuple[Any, ...], kwar
     finally:
         otel_context.detach(token)
     with contained("KafkaProducer.send"):
-        future.add_both(_answered, hooks, message)  # one callable, called once: with the metadata or the error
+        future.add_both(_Answer(hooks, message))  # one callable, called once: with the metadata or the error
     return future
