@@ -157,3 +157,12 @@ class Outgoing:
         """A message published while CURRENT is the context: in CURRENT's job, or in a new job that it starts."""
         context, job, new = jobs.job_of(current)
         return cls(stage, transport, payload, headers, context, started=time.perf_counter(), job_id=job, starts_job=new)
+
+    def handed_over(self) -> None:
+        """The sender has the message: from now on ``context`` is the one it was sent in (``sending_context``), when there is one.
+
+        A message waits in the client until the broker answers; the context it was published in holds the
+        publisher's spans (a handler's, long over by then), which need not live as long.
+        """
+        if self.sending_context is not None:
+            self.context = self.sending_context

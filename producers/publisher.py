@@ -152,6 +152,7 @@ class PipelinePublisher:
             raise
         finally:
             otel_context.detach(token)
+        message.handed_over()
         if pending is not None:
             self._pending.__dict__.setdefault("items", []).append(pending)
         return Published("%032x" % message.trace_id, message.job_id)  # noqa: UP031 - the fastest formatting of the hot path

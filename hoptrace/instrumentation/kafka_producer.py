@@ -95,6 +95,7 @@ def wrap_send(wrapped: Any, instance: KafkaProducer, args: tuple[Any, ...], kwar
         raise
     finally:
         otel_context.detach(token)
+    message.handed_over()
     with contained("KafkaProducer.send"):
         future.add_both(_Answer(hooks, message))  # one callable, called once: with the metadata or the error
     return future
