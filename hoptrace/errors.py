@@ -18,7 +18,8 @@ def kafka_unreachable(bootstrap: str, error: BaseException) -> CommandError:
     """The error of a command whose Kafka client could not connect to BOOTSTRAP (or authenticate), with what to check."""
     return CommandError(
         f"could not connect to Kafka at {bootstrap} ({type(error).__name__}: {error}); check HOPTRACE_KAFKA_BOOTSTRAP, that the broker "
-        "runs (`hoptrace services status`), and for a secured broker HOPTRACE_KAFKA_SECURITY_PROTOCOL and HOPTRACE_KAFKA_SASL_*"
+        "runs (`hoptrace services status`), and for a secured broker HOPTRACE_KAFKA_SECURITY_PROTOCOL, HOPTRACE_KAFKA_SASL_* and "
+        "HOPTRACE_KAFKA_SSL_CAFILE (the CA that signed the broker's certificate)"
     )
 
 

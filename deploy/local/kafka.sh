@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Local Apache Kafka (one KRaft broker+controller) for hoptrace: install | start | stop | status.
 # Address from HOPTRACE_KAFKA_BOOTSTRAP (default 127.0.0.1:9092); the controller listens on the
-# next port (HOPTRACE_KAFKA_CONTROLLER_PORT), and a SASL_PLAINTEXT listener (mechanism PLAIN, user
-# hoptrace, password hoptrace-local-secret: a local test broker's) on the one after
-# (HOPTRACE_KAFKA_SASL_PORT). Jars come from Maven Central through mvn and pom.xml; without mvn,
-# from the Apache release tarball.
+# next port (HOPTRACE_KAFKA_CONTROLLER_PORT), a SASL_PLAINTEXT listener (mechanism PLAIN) on the one
+# after (HOPTRACE_KAFKA_SASL_PORT) and a SASL_SSL listener (mechanism SCRAM-SHA-512, the server
+# certificate of lib.sh's local CA: trust $STATE_DIR/tls/ca.pem) on the one after that
+# (HOPTRACE_KAFKA_SASL_SSL_PORT), both for user hoptrace, password hoptrace-local-secret (a local test
+# broker's). Jars come from Maven Central through mvn and pom.xml; without mvn, from the Apache
+# release tarball.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -13,6 +15,8 @@ CONTROLLER_PORT="${HOPTRACE_KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
 [[ "$CONTROLLER_PORT" =~ ^[0-9]{1,5}$ ]] || die "HOPTRACE_KAFKA_CONTROLLER_PORT is not a port number: '$CONTROLLER_PORT'"
 SASL_PORT="${HOPTRACE_KAFKA_SASL_PORT:-$((PORT + 2))}"
 [[ "$SASL_PORT" =~ ^[0-9]{1,5}$ ]] || die "HOPTRACE_KAFKA_SASL_PORT is not a port number: '$SASL_PORT'"
+SASL_SSL_PORT="${HOPTRACE_KAFKA_SASL_SSL_PORT:-$((PORT + 3))}"
+[[ "$SASL_SSL_PORT" =~ ^[0-9]{1,5}$ ]] || die "HOPTRACE_KAFKA_SASL_SSL_PORT is not a port number: '$SASL_SSL_PORT'"
 SASL_USER=hoptrace
 SASL_PASSWORD=hoptrace-local-secret
 VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/pom.xml")"
@@ -45,14 +49,20 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT,SASL_SSL://$HOST:$SASL_SSL_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT,SASL_SSL://$HOST:$SASL_SSL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
-# The SASL listener: what hoptrace's clients do against a secured broker is tested here.
-sasl.enabled.mechanisms=PLAIN
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+# The SASL listeners: what hoptrace's clients do against a secured broker is tested here.
+# SASL_PLAINTEXT with PLAIN (users in the JAAS line); SASL_SSL with SCRAM-SHA-512, as managed Kafka
+# services offer it (the user's credential is stored in the cluster's metadata: add_scram_user).
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$SASL_USER" password="$SASL_PASSWORD" user_$SASL_USER="$SASL_PASSWORD";
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/kafka-keystore.pem
 log.dirs=$DIR/data
 num.partitions=1
 # Room for messages with oversized headers (tests send megabytes of baggage).
@@ -73,11 +83,21 @@ PROPS
 JAVA_OPTS=(-Xms128m "-Xmx$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
   "-Dlog4j2.configurationFile=$HERE/log4j2.properties" -cp "$LIBS/*")
 
+# add_scram_user: the SASL_SSL listener's user, as a SCRAM-SHA-512 credential in the running cluster (the same
+# each time: setting it again changes nothing).
+add_scram_user() {
+  java "${JAVA_OPTS[@]}" kafka.admin.ConfigCommand --bootstrap-server "$HOST:$PORT" --alter --entity-type users \
+    --entity-name "$SASL_USER" --add-config "SCRAM-SHA-512=[iterations=4096,password=$SASL_PASSWORD]" >"$DIR/scram.log" 2>&1 \
+    || die "could not add the SCRAM user of the SASL_SSL listener; see $DIR/scram.log"
+}
+
 start() {
   already_up kafka Kafka "$PIDFILE" "$HOST" "$PORT" is_kafka HOPTRACE_KAFKA_BOOTSTRAP && return 0
   port_open "$HOST" "$CONTROLLER_PORT" && die "controller port $CONTROLLER_PORT on $HOST is taken; set HOPTRACE_KAFKA_CONTROLLER_PORT to a free port"
   port_open "$HOST" "$SASL_PORT" && die "SASL port $SASL_PORT on $HOST is taken; set HOPTRACE_KAFKA_SASL_PORT to a free port"
+  port_open "$HOST" "$SASL_SSL_PORT" && die "SASL_SSL port $SASL_SSL_PORT on $HOST is taken; set HOPTRACE_KAFKA_SASL_SSL_PORT to a free port"
   install
+  tls_files "$HOST"
   write_config
   if [ ! -f "$DIR/data/meta.properties" ]; then
     local cluster_id
@@ -93,6 +113,7 @@ start() {
     alive "$PIDFILE" || die "kafka exited during start-up; see $DIR/kafka.log"
     die "kafka did not answer within 90 s; see $DIR/kafka.log"
   fi
+  add_scram_user
   say "kafka: started Apache Kafka $VERSION (pid $(cat "$PIDFILE")) at $HOST:$PORT"
 }
 

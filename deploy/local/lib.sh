@@ -73,3 +73,29 @@ report() {
   if alive "$pidfile"; then say "$name: healthy at $host:$port (${detail}pid $(cat "$pidfile"), started by hoptrace)"
   else say "$name: healthy at $host:$port (not started by hoptrace)"; fi
 }
+
+# tls_files: a local certificate authority and one server certificate (for localhost, 127.0.0.1 and
+# HOST) under $STATE_DIR/tls, made once with openssl and kept: ca.pem (what clients trust),
+# server.pem and server.key (Redis's), kafka-keystore.pem (the same key and certificate as Kafka's
+# PEM keystore). The keys are readable by their owner only. They secure local test brokers, nothing else.
+TLS_DIR="$STATE_DIR/tls"
+tls_files() {
+  [ -f "$TLS_DIR/kafka-keystore.pem" ] && return 0
+  command -v openssl >/dev/null || die "openssl is not installed; the TLS listeners need it (Debian: apt-get install openssl)"
+  local tmp="$TLS_DIR.partial" names="DNS:localhost,IP:127.0.0.1"
+  [[ "$1" =~ ^[0-9.]+$ ]] && names="$names,IP:$1" || names="$names,DNS:$1"
+  rm -rf "$tmp"
+  (umask 077 && mkdir -p "$tmp")
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' \
+    "$names" >"$tmp/server.ext"
+  (umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=hoptrace local test CA" \
+      -keyout "$tmp/ca.key" -out "$tmp/ca.pem" &&
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$tmp/server.key" -out "$tmp/server.csr" &&
+    openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial -days 3650 \
+      -extfile "$tmp/server.ext" -out "$tmp/server.pem" &&
+    cat "$tmp/server.key" "$tmp/server.pem" >"$tmp/kafka-keystore.pem") >"$tmp/openssl.log" 2>&1 \
+    || die "openssl could not make the local certificates; see $tmp/openssl.log"
+  chmod 644 "$tmp/ca.pem"
+  mv "$tmp" "$TLS_DIR"
+}

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Local Redis for hoptrace: install | start | stop | status.
-# Address from HOPTRACE_REDIS_URL (default redis://127.0.0.1:6379/0).
+# Address from HOPTRACE_REDIS_URL (default redis://127.0.0.1:6379/0). A second instance, the
+# secured one, listens on the next port (HOPTRACE_REDIS_TLS_PORT) with TLS only (the server
+# certificate of lib.sh's local CA: trust $STATE_DIR/tls/ca.pem) and an ACL: the default user is off,
+# user hoptrace (password hoptrace-local-secret, a local test server's) may do everything. Its URL:
+# rediss://hoptrace:hoptrace-local-secret@HOST:PORT/0?ssl_cert_reqs=required&ssl_ca_certs=$STATE_DIR/tls/ca.pem
 # Durable: an append-only file under $STATE_DIR/redis, fsynced every second. A stop/start
 # loses nothing; kill -9 of redis-server loses nothing either (written data is in the page
 # cache); a machine crash loses at most the last second. Measured on the Celery hop's broker
@@ -12,8 +16,17 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 address "${HOPTRACE_REDIS_URL:-redis://127.0.0.1:6379/0}" HOST PORT
 DIR="$STATE_DIR/redis"
 PIDFILE="$DIR/redis.pid"
+TLS_PORT="${HOPTRACE_REDIS_TLS_PORT:-$((PORT + 1))}"
+[[ "$TLS_PORT" =~ ^[0-9]{1,5}$ ]] || die "HOPTRACE_REDIS_TLS_PORT is not a port number: '$TLS_PORT'"
+TLS_PIDFILE="$DIR/redis-tls.pid"
+ACL_USER=hoptrace
+ACL_PASSWORD=hoptrace-local-secret
 
 is_redis() { [ "$(timeout 3 redis-cli -h "$HOST" -p "$PORT" ping 2>/dev/null)" = "PONG" ]; }
+is_tls_redis() {
+  [ "$(REDISCLI_AUTH="$ACL_PASSWORD" timeout 3 redis-cli --tls --cacert "$TLS_DIR/ca.pem" -h "$HOST" -p "$TLS_PORT" \
+    --user "$ACL_USER" ping 2>/dev/null)" = "PONG" ]
+}
 
 install() {
   command -v redis-server >/dev/null && return 0
@@ -33,10 +46,22 @@ start() {
   say "redis: started (pid $(cat "$PIDFILE")) at $HOST:$PORT"
 }
 
+start_tls() {
+  already_up redis-tls "Redis over TLS" "$TLS_PIDFILE" "$HOST" "$TLS_PORT" is_tls_redis HOPTRACE_REDIS_TLS_PORT && return 0
+  tls_files "$HOST"
+  mkdir -p "$DIR/tls"
+  redis-server --bind "$HOST" --port 0 --tls-port "$TLS_PORT" --tls-cert-file "$TLS_DIR/server.pem" \
+    --tls-key-file "$TLS_DIR/server.key" --tls-ca-cert-file "$TLS_DIR/ca.pem" --tls-auth-clients no \
+    --user default off --user "$ACL_USER" on ">$ACL_PASSWORD" '~*' '&*' '+@all' \
+    --daemonize yes --pidfile "$TLS_PIDFILE" --logfile "$DIR/redis-tls.log" --dir "$DIR/tls" --save "" >/dev/null
+  wait_for 10 is_tls_redis || die "redis over TLS did not answer within 10 s; see $DIR/redis-tls.log"
+  say "redis-tls: started (pid $(cat "$TLS_PIDFILE")) at $HOST:$TLS_PORT (TLS, ACL user $ACL_USER)"
+}
+
 case "${1:-}" in
   install) install ;;
-  start) start ;;
-  stop) stop_pid redis "$PIDFILE" ;;
-  status) report redis "$PIDFILE" "$HOST" "$PORT" is_redis "" ;;
+  start) start && start_tls ;;
+  stop) stop_pid redis-tls "$TLS_PIDFILE" && stop_pid redis "$PIDFILE" ;;
+  status) report redis "$PIDFILE" "$HOST" "$PORT" is_redis "" && report redis-tls "$TLS_PIDFILE" "$HOST" "$TLS_PORT" is_tls_redis "TLS, " ;;
   *) die "usage: $0 install|start|stop|status" ;;
 esac

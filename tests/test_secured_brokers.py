@@ -1,0 +1,142 @@
+"""hoptrace on secured brokers: every client of it authenticates and checks certificates; bad credentials or an untrusted certificate say so.
+
+The local services have secured twins (``deploy/local``): the Kafka broker a SASL_PLAINTEXT listener
+(mechanism PLAIN) on the port after its controller's and a SASL_SSL listener (SCRAM-SHA-512, a
+certificate of the local CA in ``<state>/tls``) on the one after that; Redis a second instance on the
+next port with TLS only and an ACL (the default user off, user ``hoptrace``). The orders pipeline runs
+through them end to end under ``hoptrace worker``, with its monitor reading consumer lag and queue depth
+through them too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+from hoptrace.pipeline.settings import Settings
+from hoptrace.view.memory_store import TelemetryStore
+from hoptrace.view.receiver import OtlpReceiver
+from tests.conftest import run_hoptrace
+from tests.traces import chain, latest_totals, orders_chain_names, outbox, published_jobs, wait_for, wait_for_outbox
+
+ORDERS = "hoptrace.examples.orders:pipeline"
+SASL_USER, SASL_PASSWORD = "hoptrace", "hoptrace-local-secret"
+
+pytestmark = pytest.mark.usefixtures("namespace_cleanup")
+
+
+def _sasl_env(hoptrace_env: dict[str, str], settings: Settings, password: str = SASL_PASSWORD) -> dict[str, str]:
+    host, port = settings.kafka_servers[0].rsplit(":", 1)
+    return {
+        **hoptrace_env,
+        "HOPTRACE_KAFKA_BOOTSTRAP": f"{host}:{int(port) + 2}",
+        "HOPTRACE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "HOPTRACE_KAFKA_SASL_MECHANISM": "PLAIN",
+        "HOPTRACE_KAFKA_SASL_USERNAME": SASL_USER,
+        "HOPTRACE_KAFKA_SASL_PASSWORD": password,
+    }
+
+
+def _tls_env(hoptrace_env: dict[str, str], settings: Settings, ca_file: Path | None = None) -> dict[str, str]:
+    """Every broker reached the way a managed service is: Kafka over SASL_SSL with SCRAM-SHA-512, Redis over TLS as an ACL user; CA_FILE trusted."""
+    ca = str(ca_file or settings.state_dir / "tls" / "ca.pem")
+    host, port = settings.kafka_servers[0].rsplit(":", 1)
+    redis_address = urlsplit(settings.redis_url)
+    redis_url = f"rediss://{SASL_USER}:{SASL_PASSWORD}@{redis_address.hostname}:{(redis_address.port or 6379) + 1}/0?" + urlencode(
+        {"ssl_cert_reqs": "required", "ssl_ca_certs": ca}
+    )
+    return {
+        **hoptrace_env,
+        "HOPTRACE_KAFKA_BOOTSTRAP": f"{host}:{int(port) + 3}",
+        "HOPTRACE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "HOPTRACE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "HOPTRACE_KAFKA_SASL_USERNAME": SASL_USER,
+        "HOPTRACE_KAFKA_SASL_PASSWORD": SASL_PASSWORD,
+        "HOPTRACE_KAFKA_SSL_CAFILE": ca,
+        "HOPTRACE_REDIS_URL": redis_url,
+    }
+
+
+def _hoptrace(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run one ``hoptrace`` command to the end, however it ends."""
+    command = [sys.executable, "-m", "hoptrace", *args]
+    return subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _refused_publish(env: dict[str, str], stage: str = "validate") -> str:
+    """What ``hoptrace publish`` to STAGE said, having failed (exit 1) without a traceback."""
+    done = _hoptrace(env, "publish", ORDERS, stage, "--payload", json.dumps({"order_id": "x"}))
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "Traceback" not in said, said
+    return said
+
+
+def test_the_orders_pipeline_runs_end_to_end_through_a_sasl_listener(
+    settings: Settings, namespace: str, hoptrace_env: dict[str, str], hoptrace_worker: Callable, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
+) -> None:
+    _, store = telemetry_store
+    env = _sasl_env(hoptrace_env, settings)
+    with hoptrace_worker(ORDERS, env=env):  # with its monitor: the consumer lag is read through the SASL listener as well
+        published = published_jobs(run_hoptrace(env, "publish", ORDERS, "validate", "--count", "5").stdout)
+        assert len(wait_for_outbox(settings, namespace, 5)) == 5
+        assert wait_for(lambda: len(store.spans()) >= 40, timeout=30)
+        assert wait_for(lambda: store.metrics("hoptrace.kafka.consumer.lag") != [], timeout=30)
+    traces = store.traces()
+    assert set(traces) == {job.trace_id for job in published}
+    assert all([(span.name, span.kind) for span in chain(spans)] == orders_chain_names(namespace) for spans in traces.values())
+    lags = store.metrics("hoptrace.kafka.consumer.lag")
+    assert latest_totals(lags, {"messaging.consumer.group.name": f"{namespace}ship"}) == 0
+
+
+def test_the_orders_pipeline_runs_end_to_end_over_tls_with_scram_kafka_and_acl_redis(
+    settings: Settings, namespace: str, hoptrace_env: dict[str, str], hoptrace_worker: Callable, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
+) -> None:
+    _, store = telemetry_store
+    env = _tls_env(hoptrace_env, settings)
+    tls_settings = Settings(redis_url=env["HOPTRACE_REDIS_URL"], namespace=namespace)
+    with hoptrace_worker(ORDERS, env=env):  # Celery's broker, the job ledger, the depth and lag gauges: all through TLS
+        published = published_jobs(run_hoptrace(env, "publish", ORDERS, "validate", "--count", "5").stdout)
+        assert len(wait_for_outbox(tls_settings, namespace, 5)) == 5
+        assert wait_for(lambda: len(store.spans()) >= 40, timeout=30)
+        assert wait_for(lambda: store.metrics("hoptrace.kafka.consumer.lag") != [] and store.metrics("hoptrace.queue.depth") != [], timeout=30)
+    traces = store.traces()
+    assert set(traces) == {job.trace_id for job in published}
+    assert all([(span.name, span.kind) for span in chain(spans)] == orders_chain_names(namespace) for spans in traces.values())
+    assert latest_totals(store.metrics("hoptrace.kafka.consumer.lag"), {"messaging.consumer.group.name": f"{namespace}ship"}) == 0
+    assert latest_totals(store.metrics("hoptrace.queue.depth"), {"messaging.destination.name": f"{namespace}notify"}) == 0
+    assert outbox(settings, namespace) == []  # the plain Redis saw none of it
+
+
+def test_an_untrusted_certificate_is_a_clear_error_not_a_traceback(settings: Settings, hoptrace_env: dict[str, str], tmp_path: Path) -> None:
+    stranger = tmp_path / "other-ca.pem"  # a CA that did not sign the brokers' certificate
+    key = tmp_path / "other-ca.key"
+    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=stranger", "-keyout", str(key), "-out", str(stranger)]
+    subprocess.run(openssl, check=True, capture_output=True)
+    env = {**_tls_env(hoptrace_env, settings, stranger), "HOPTRACE_KAFKA_CONNECT_TIMEOUT_S": "5"}
+    said = _refused_publish(env)  # validate: a Kafka topic
+    assert "could not connect to Kafka at" in said and "HOPTRACE_KAFKA_SSL_CAFILE" in said, said
+    redis_only = {**_tls_env(hoptrace_env, settings), "HOPTRACE_REDIS_URL": env["HOPTRACE_REDIS_URL"]}  # Kafka trusted: the publisher opens it too
+    said = _refused_publish(redis_only, "charge")  # a Celery queue on the TLS Redis
+    assert "not accepted by the broker" in said and "CERTIFICATE_VERIFY_FAILED" in said, said
+
+
+def test_a_wrong_password_is_a_clear_error_not_a_traceback(settings: Settings, hoptrace_env: dict[str, str]) -> None:
+    said = _refused_publish({**_sasl_env(hoptrace_env, settings, password="not-the-password"), "HOPTRACE_KAFKA_CONNECT_TIMEOUT_S": "5"})
+    assert "could not connect to Kafka at" in said and "HOPTRACE_KAFKA_SASL_" in said, said
+
+
+def test_sasl_settings_that_do_not_go_together_are_refused_with_what_to_set(settings: Settings, hoptrace_env: dict[str, str]) -> None:
+    env = {**hoptrace_env, "HOPTRACE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}  # no mechanism, user or password
+    done = _hoptrace(env, "publish", ORDERS, "validate")
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    assert "Traceback" not in said
+    assert "HOPTRACE_KAFKA_SASL_USERNAME" in said, said
