@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import pickle
 import subprocess
@@ -41,6 +42,7 @@ from hoptrace.pipeline.settings import Settings
 from hoptrace.testing import CapturedSpan, CapturedTelemetry, capture_telemetry
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
+from tests.secured import secured_kafka_options
 from tests.traces import latest_totals
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -479,17 +481,33 @@ def test_the_pre_instrument_hook_leaves_a_stock_instrumentor_alone_when_ours_is_
 OPENTELEMETRY_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 
 
-@pytest.mark.parametrize("stock", ["stock-enabled", "stock-disabled"])
-@pytest.mark.parametrize("app", ["kafka_relay", "kafka_relay_poll"])
-def test_a_plain_relay_under_opentelemetry_instrument(
-    app: str, stock: str, settings: Settings, new_topic: Callable[..., str], unique: str, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
+@pytest.mark.parametrize(
+    ("app", "stock", "listener"),
+    [
+        ("kafka_relay", "stock-enabled", "plain"),
+        ("kafka_relay", "stock-disabled", "plain"),
+        ("kafka_relay_poll", "stock-enabled", "plain"),
+        ("kafka_relay_poll", "stock-disabled", "plain"),
+        ("kafka_relay", "stock-disabled", "sasl_ssl"),  # the app's own clients reach the broker over SASL_SSL with SCRAM
+    ],
+)
+def test_a_plain_relay_under_opentelemetry_instrument(  # noqa: PLR0913 - the fixtures it runs on
+    app: str,
+    stock: str,
+    listener: str,
+    settings: Settings,
+    new_topic: Callable[..., str],
+    unique: str,
+    telemetry_store: tuple[OtlpReceiver, TelemetryStore],
 ) -> None:
     receiver, store = telemetry_store
     source, target, group = new_topic("in"), new_topic("out"), f"relay-{unique}"
     parents = feed(settings, source, RELAY_N)  # no OpenTelemetry here: the traceparents are written by hand
+    bootstrap, options = secured_kafka_options(settings) if listener == "sasl_ssl" else (settings.kafka_bootstrap, {})
     env = {
         **{name: value for name, value in os.environ.items() if not name.startswith("OTEL_")},
-        "RELAY_BOOTSTRAP": settings.kafka_bootstrap,
+        "RELAY_BOOTSTRAP": bootstrap,
+        "RELAY_KAFKA_OPTIONS": json.dumps(options),
         "RELAY_SOURCE": source,
         "RELAY_TARGET": target,
         "RELAY_GROUP": group,

@@ -16,7 +16,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
 
 import pytest
 
@@ -24,10 +23,10 @@ from hoptrace.pipeline.settings import Settings
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import run_hoptrace
+from tests.secured import SASL_PASSWORD, SASL_USER, secured_env
 from tests.traces import chain, latest_totals, orders_chain_names, outbox, published_jobs, wait_for, wait_for_outbox
 
 ORDERS = "hoptrace.examples.orders:pipeline"
-SASL_USER, SASL_PASSWORD = "hoptrace", "hoptrace-local-secret"
 
 pytestmark = pytest.mark.usefixtures("namespace_cleanup")
 
@@ -41,26 +40,6 @@ def _sasl_env(hoptrace_env: dict[str, str], settings: Settings, password: str = 
         "HOPTRACE_KAFKA_SASL_MECHANISM": "PLAIN",
         "HOPTRACE_KAFKA_SASL_USERNAME": SASL_USER,
         "HOPTRACE_KAFKA_SASL_PASSWORD": password,
-    }
-
-
-def _tls_env(hoptrace_env: dict[str, str], settings: Settings, ca_file: Path | None = None) -> dict[str, str]:
-    """Every broker reached the way a managed service is: Kafka over SASL_SSL with SCRAM-SHA-512, Redis over TLS as an ACL user; CA_FILE trusted."""
-    ca = str(ca_file or settings.state_dir / "tls" / "ca.pem")
-    host, port = settings.kafka_servers[0].rsplit(":", 1)
-    redis_address = urlsplit(settings.redis_url)
-    redis_url = f"rediss://{SASL_USER}:{SASL_PASSWORD}@{redis_address.hostname}:{(redis_address.port or 6379) + 1}/0?" + urlencode(
-        {"ssl_cert_reqs": "required", "ssl_ca_certs": ca}
-    )
-    return {
-        **hoptrace_env,
-        "HOPTRACE_KAFKA_BOOTSTRAP": f"{host}:{int(port) + 3}",
-        "HOPTRACE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-        "HOPTRACE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-        "HOPTRACE_KAFKA_SASL_USERNAME": SASL_USER,
-        "HOPTRACE_KAFKA_SASL_PASSWORD": SASL_PASSWORD,
-        "HOPTRACE_KAFKA_SSL_CAFILE": ca,
-        "HOPTRACE_REDIS_URL": redis_url,
     }
 
 
@@ -100,7 +79,7 @@ def test_the_orders_pipeline_runs_end_to_end_over_tls_with_scram_kafka_and_acl_r
     settings: Settings, namespace: str, hoptrace_env: dict[str, str], hoptrace_worker: Callable, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
 ) -> None:
     _, store = telemetry_store
-    env = _tls_env(hoptrace_env, settings)
+    env = {**hoptrace_env, **secured_env(settings)}
     tls_settings = Settings(redis_url=env["HOPTRACE_REDIS_URL"], namespace=namespace)
     with hoptrace_worker(ORDERS, env=env):  # Celery's broker, the job ledger, the depth and lag gauges: all through TLS
         published = published_jobs(run_hoptrace(env, "publish", ORDERS, "validate", "--count", "5").stdout)
@@ -120,10 +99,10 @@ def test_an_untrusted_certificate_is_a_clear_error_not_a_traceback(settings: Set
     key = tmp_path / "other-ca.key"
     openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=stranger", "-keyout", str(key), "-out", str(stranger)]
     subprocess.run(openssl, check=True, capture_output=True)
-    env = {**_tls_env(hoptrace_env, settings, stranger), "HOPTRACE_KAFKA_CONNECT_TIMEOUT_S": "5"}
+    env = {**hoptrace_env, **secured_env(settings, stranger), "HOPTRACE_KAFKA_CONNECT_TIMEOUT_S": "5"}
     said = _refused_publish(env)  # validate: a Kafka topic
     assert "could not connect to Kafka at" in said and "HOPTRACE_KAFKA_SSL_CAFILE" in said, said
-    redis_only = {**_tls_env(hoptrace_env, settings), "HOPTRACE_REDIS_URL": env["HOPTRACE_REDIS_URL"]}  # Kafka trusted: the publisher opens it too
+    redis_only = {**env, "HOPTRACE_KAFKA_SSL_CAFILE": secured_env(settings)["HOPTRACE_KAFKA_SSL_CAFILE"]}  # Kafka trusted: the publisher opens it too
     said = _refused_publish(redis_only, "charge")  # a Celery queue on the TLS Redis
     assert "not accepted by the broker" in said and "CERTIFICATE_VERIFY_FAILED" in said, said
 

@@ -5,11 +5,13 @@ without a line of it changing. It consumes ``RELAY_COUNT`` records of ``RELAY_SO
 ``RELAY_GROUP`` (from the earliest offset), handles each inside a span of its own and forwards it,
 with the headers it came with, to ``RELAY_TARGET``; then it commits, stays up ``RELAY_LINGER_S``
 seconds (time for a metric export of its live consumer) and closes. It gives up after
-``RELAY_IDLE_MS`` without a record.
+``RELAY_IDLE_MS`` without a record. ``RELAY_KAFKA_OPTIONS`` (JSON) adds kafka-python options to both
+clients, as an app's own configuration would: a secured broker's ``security_protocol``, SASL and CA file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -24,6 +26,7 @@ GROUP = os.environ.get("RELAY_GROUP", "relay")
 COUNT = int(os.environ.get("RELAY_COUNT", "20"))
 LINGER_S = float(os.environ.get("RELAY_LINGER_S", "1.0"))
 IDLE_MS = int(os.environ.get("RELAY_IDLE_MS", "20000"))
+OPTIONS = json.loads(os.environ.get("RELAY_KAFKA_OPTIONS", "{}"))
 
 tracer = trace.get_tracer("kafka_relay")
 
@@ -31,9 +34,15 @@ tracer = trace.get_tracer("kafka_relay")
 def clients() -> tuple[KafkaConsumer, KafkaProducer]:
     """The relay's consumer (subscribed to the source topic) and producer."""
     consumer = KafkaConsumer(
-        SOURCE, bootstrap_servers=BOOTSTRAP, group_id=GROUP, auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=IDLE_MS
+        SOURCE,
+        bootstrap_servers=BOOTSTRAP,
+        group_id=GROUP,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=IDLE_MS,
+        **OPTIONS,
     )
-    return consumer, KafkaProducer(bootstrap_servers=BOOTSTRAP)
+    return consumer, KafkaProducer(bootstrap_servers=BOOTSTRAP, **OPTIONS)
 
 
 def handle(record: ConsumerRecord, producer: KafkaProducer) -> None:

@@ -1,0 +1,40 @@
+"""The local brokers' secured twins (``deploy/local``), as a client reaches them: settings for Kafka over SASL_SSL and Redis over TLS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from hoptrace.pipeline.settings import Settings
+
+SASL_USER, SASL_PASSWORD = "hoptrace", "hoptrace-local-secret"
+"""The local test brokers' user (Kafka's SASL listeners, the TLS Redis's ACL)."""
+
+
+def secured_env(settings: Settings, ca_file: Path | None = None) -> dict[str, str]:
+    """``HOPTRACE_*`` for the brokers of SETTINGS reached as managed ones are: Kafka over SASL_SSL with SCRAM-SHA-512, Redis over TLS as an ACL user.
+
+    CA_FILE is what the clients trust (default: the local CA that signed both brokers' certificates).
+    """
+    ca = str(ca_file or settings.state_dir / "tls" / "ca.pem")
+    host, port = settings.kafka_servers[0].rsplit(":", 1)
+    redis = urlsplit(settings.redis_url)
+    query = urlencode({"ssl_cert_reqs": "required", "ssl_ca_certs": ca})
+    return {
+        "HOPTRACE_KAFKA_BOOTSTRAP": f"{host}:{int(port) + 3}",
+        "HOPTRACE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "HOPTRACE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "HOPTRACE_KAFKA_SASL_USERNAME": SASL_USER,
+        "HOPTRACE_KAFKA_SASL_PASSWORD": SASL_PASSWORD,
+        "HOPTRACE_KAFKA_SSL_CAFILE": ca,
+        "HOPTRACE_REDIS_URL": f"rediss://{SASL_USER}:{SASL_PASSWORD}@{redis.hostname}:{(redis.port or 6379) + 1}/0?{query}",
+    }
+
+
+def secured_kafka_options(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """The SASL_SSL listener's bootstrap address and the kafka-python options an app of its own would pass to reach it."""
+    env = secured_env(settings)
+    secured = Settings(**{name.removeprefix("HOPTRACE_").lower(): value for name, value in env.items()})
+    options = {name: value for name, value in secured.kafka_client_options.items() if name != "bootstrap_timeout_ms"}
+    return env["HOPTRACE_KAFKA_BOOTSTRAP"], options
