@@ -74,11 +74,12 @@ def default_store_path(settings: Settings) -> Path:
 
 def open_store(db: Path | None, create: bool = False) -> SqliteTraceStore:
     """The embedded store at DB, or at the default file; unless CREATE, a CommandError when there is none yet (reading makes none)."""
-    path = db or default_store_path(Settings())
+    settings = Settings()
+    path = db or default_store_path(settings)
     if not create and not path.exists():
         raise CommandError(f"no trace store at {path} yet: hoptrace watch or hoptrace demo makes it as telemetry arrives; or read --jaeger")
     try:
-        return SqliteTraceStore(path)
+        return SqliteTraceStore(path, max_bytes=settings.store_max_bytes)
     except StoreError as error:
         raise CommandError(error) from error
 

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         default_factory=lambda: Path.cwd() / ".hoptrace",
         description="Folder for service data, logs, pid files, the trace store and benchmark reports; never inside the installed package.",
     )
+    store_max_bytes: int = Field(
+        default=256 * 2**20, ge=2**20, description="Bound of the embedded trace store's file in bytes (the oldest traces and points go first)."
+    )
 
     stuck_after_s: float = Field(
         default=300.0, gt=0, description="Seconds after its start a job that reached no final outcome counts as stuck (hoptrace.jobs.stuck)."

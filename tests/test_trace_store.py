@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -23,10 +25,10 @@ from opentelemetry.trace import Link, SpanKind, StatusCode, set_span_in_context
 from opentelemetry.util.types import Attributes as SdkAttributes
 
 from hoptrace.pipeline.semconv import CONSUMER_LAG, QUEUE_DEPTH
-from hoptrace.view.otlp_decode import Attributes, MetricPoint, ReceivedLog, ReceivedSpan
+from hoptrace.view.otlp_decode import CUT, MAX_ITEMS, MAX_TEXT, SIGNALS, Attributes, MetricPoint, ReceivedLog, ReceivedSpan
 from hoptrace.view.queries import StageStats, TraceSummary, nearest_rank
 from hoptrace.view.receiver import OtlpReceiver
-from hoptrace.view.sqlite_store import SqliteTraceStore
+from hoptrace.view.sqlite_store import MAX_AHEAD_NS, TIME_CLAMPED, SqliteTraceStore
 
 REPO = Path(__file__).resolve().parents[1]
 RESOURCE: Attributes = {"service.name": "orders-worker", "process.pid": 42}
@@ -298,6 +300,55 @@ def test_spans_dated_in_the_future_do_not_push_out_every_new_trace(tmp_path: Pat
         assert [store.trace(f"{trace:032x}") != [] for trace in (9, 1, 2, 3)] == [False, False, True, True]
 
 
+def test_a_span_dated_ahead_of_its_arrival_is_moved_back_and_marked(tmp_path: Path) -> None:
+    year_2100 = 4_102_444_800 * 10**9
+    with SqliteTraceStore(tmp_path / "ahead.sqlite") as store:
+        before = time.time_ns()
+        store.add_spans([_span(9, 1, NOW, year_2100), _span(9, 2, NOW, NOW + S)])
+        late, fine = store.trace(f"{9:032x}")
+    assert late.start_ns == NOW and before + MAX_AHEAD_NS <= late.end_ns <= time.time_ns() + MAX_AHEAD_NS
+    assert late.attributes == {TIME_CLAMPED: True}
+    assert (fine.end_ns, fine.attributes) == (NOW + S, {})
+
+
+def test_the_store_stays_within_its_bytes_and_gives_the_space_back(tmp_path: Path) -> None:
+    path, bound = tmp_path / "small.sqlite", 2**20
+    blob = "x" * 3000
+    with SqliteTraceStore(path, max_bytes=bound) as store:
+        for trace in range(1, 1001):  # about 3 MB of spans, one trace after another
+            store.add_spans([_span(trace, n, NOW + trace, NOW + trace + n, payload=blob) for n in (1, 2)])
+            assert store.data_bytes() <= bound
+        kept = store.trace_count()
+        assert 100 < kept < 500  # the oldest went, a tenth at a time...
+        assert store.trace(f"{1000:032x}") != [] and store.trace(f"{1:032x}") == []  # ...and the newest stayed
+        assert store.span_count() == 2 * kept
+    with SqliteTraceStore(path, max_bytes=bound // 4) as store:  # opened again with a smaller bound
+        store.add_spans([_span(1001, 1, NOW, NOW + 1, payload=blob)])
+        assert store.data_bytes() <= bound // 4
+    assert path.stat().st_size <= bound // 4 * 1.25  # the pages freed went back to the file system: the file shrank with the data
+
+
+def test_what_arrives_is_bounded_before_it_is_kept(tmp_path: Path) -> None:
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="n" * 100_000)
+    span.status.message = "m" * 100_000
+    span.attributes.add(key="blob", value=AnyValue(string_value="x" * 2**21))
+    span.attributes.add(key="raw", value=AnyValue(bytes_value=b"\xff" * 2**21))
+    span.attributes.add(key="list", value=AnyValue(array_value=ArrayValue(values=[AnyValue(int_value=n) for n in range(1000)])))
+    for n in range(1000):
+        span.attributes.add(key=f"k{n:04}", value=AnyValue(int_value=n))
+    for _ in range(1000):
+        span.events.add(name="e" * 10_000)
+    [decoded] = SIGNALS[0].decode(request.SerializeToString())  # traces
+    assert (len(decoded.name), len(decoded.status_message)) == (MAX_TEXT, MAX_TEXT) and decoded.name.endswith(CUT)
+    assert len(decoded.attributes) == MAX_ITEMS and list(decoded.attributes)[-1] == f"k{MAX_ITEMS - 4:04}"  # the first ones
+    assert (len(decoded.attributes["blob"]), len(decoded.attributes["raw"]), len(decoded.attributes["list"])) == (MAX_TEXT, MAX_TEXT, MAX_ITEMS)
+    assert len(decoded.events) == MAX_ITEMS and {len(name) for name, _ in decoded.events} == {MAX_TEXT}
+    with SqliteTraceStore(tmp_path / "bounded.sqlite") as store:
+        store.add_spans([decoded])
+        assert store.trace("01" * 16) == [decoded]
+
+
 def test_a_store_made_before_arrival_order_is_opened_and_bounded(tmp_path: Path) -> None:
     """A store without ``received_ns`` gets the column when opened; its traces count as received before any new one."""
     path = tmp_path / "old.sqlite"
@@ -393,7 +444,7 @@ _WRITER = """
 import sys, time
 from pathlib import Path
 from hoptrace.view.otlp_decode import ReceivedSpan
-from hoptrace.view.sqlite_store import SqliteTraceStore
+from hoptrace.view.sqlite_store import MAX_AHEAD_NS, TIME_CLAMPED, SqliteTraceStore
 
 with SqliteTraceStore(Path(sys.argv[1])) as store:
     for trace in range(1, 201):

@@ -7,7 +7,11 @@ the matching Python value.
 
 Request bodies are untrusted: ``decode`` can bound the body, its gzip inflation (``gunzip`` stops
 one byte past the limit, so a gzip bomb never inflates further) and the number of records,
-raising ``ExportTooLarge``; anything that does not parse raises ``InvalidExport``.
+raising ``ExportTooLarge``; anything that does not parse raises ``InvalidExport``. What is decoded
+is bounded too, whatever the sender claims: strings and bytes (attribute keys and values, names,
+status messages, log bodies) are cut at ``MAX_TEXT``, and a record keeps at most ``MAX_ITEMS``
+attributes, events and links (an array or key-value list at most ``MAX_ITEMS`` items), as the
+SDKs' default span limits keep them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Literal
 
 from google.protobuf.message import DecodeError, Message
@@ -114,19 +119,36 @@ class ReceivedLog:
     """The event time, or the observed time when the sender did not know the event time."""
 
 
+MAX_TEXT = 4096
+"""The longest string (in characters) or bytes value kept of what arrives; a longer string is cut to this length, its last character ``CUT``."""
+MAX_ITEMS = 128
+"""The most attributes, events or links kept per record, and items per array or key-value list; the first ones are kept."""
+CUT = "…"
+"""The last character of a string that was cut at ``MAX_TEXT``."""
+
+
+def text(value: str) -> str:
+    """VALUE, cut to ``MAX_TEXT`` characters (ending with ``CUT``) when longer."""
+    return value if len(value) <= MAX_TEXT else value[: MAX_TEXT - 1] + CUT
+
+
 def decode_value(value: AnyValue) -> Any:
-    """An OTLP ``AnyValue`` as Python: str, bool, int, float, bytes, list, dict, or None when empty."""
+    """An OTLP ``AnyValue`` as Python: str, bool, int, float, bytes, list, dict, or None when empty; within ``MAX_TEXT`` and ``MAX_ITEMS``."""
     which = value.WhichOneof("value")
+    if which == "string_value":
+        return text(value.string_value)
+    if which == "bytes_value":
+        return value.bytes_value[:MAX_TEXT]
     if which == "array_value":
-        return [decode_value(item) for item in value.array_value.values]
+        return [decode_value(item) for item in islice(value.array_value.values, MAX_ITEMS)]
     if which == "kvlist_value":
         return decode_attributes(value.kvlist_value.values)
     return None if which is None else getattr(value, which)
 
 
 def decode_attributes(pairs: Iterable[KeyValue]) -> Attributes:
-    """OTLP key-value pairs as a dict."""
-    return {pair.key: decode_value(pair.value) for pair in pairs}
+    """OTLP key-value pairs as a dict: the first ``MAX_ITEMS``, keys and values within ``MAX_TEXT``."""
+    return {text(pair.key): decode_value(pair.value) for pair in islice(pairs, MAX_ITEMS)}
 
 
 _MAX_NS = 2**63 - 1
@@ -148,7 +170,7 @@ def decode_spans(request: trace_service_pb2.ExportTraceServiceRequest) -> list[R
     for resource_spans in request.resource_spans:
         resource = decode_attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
-            spans.extend(_span(span, resource, scope_spans.scope.name) for span in scope_spans.spans)
+            spans.extend(_span(span, resource, text(scope_spans.scope.name)) for span in scope_spans.spans)
     return spans
 
 
@@ -158,15 +180,15 @@ def _span(span: Span, resource: Attributes, scope_name: str) -> ReceivedSpan:
         trace_id=span.trace_id.hex(),
         span_id=span.span_id.hex(),
         parent_span_id=_hex_id(span.parent_span_id),
-        name=span.name,
+        name=text(span.name),
         kind=_SPAN_KINDS.get(span.kind, "INTERNAL"),
         start_ns=_ns(span.start_time_unix_nano),
         end_ns=_ns(span.end_time_unix_nano),
         attributes=decode_attributes(span.attributes),
         status_code=_STATUS_CODES.get(span.status.code, "UNSET"),
-        status_message=span.status.message,
-        events=tuple((event.name, decode_attributes(event.attributes)) for event in span.events),
-        links=tuple((link.trace_id.hex(), link.span_id.hex(), decode_attributes(link.attributes)) for link in span.links),
+        status_message=text(span.status.message),
+        events=tuple((text(event.name), decode_attributes(event.attributes)) for event in islice(span.events, MAX_ITEMS)),
+        links=tuple((link.trace_id.hex(), link.span_id.hex(), decode_attributes(link.attributes)) for link in islice(span.links, MAX_ITEMS)),
         resource=resource,
         scope_name=scope_name,
     )
@@ -192,9 +214,9 @@ def _metric_points(metric: Metric, resource: Attributes) -> Iterator[MetricPoint
     for point in data.data_points:
         value, count, total, bucket_counts, explicit_bounds = _point_values(kind, point)
         yield MetricPoint(
-            name=metric.name,
-            unit=metric.unit,
-            description=metric.description,
+            name=text(metric.name),
+            unit=text(metric.unit),
+            description=text(metric.description),
             kind=kind,
             monotonic=data.is_monotonic if kind == "sum" else None,
             attributes=decode_attributes(point.attributes),

@@ -15,12 +15,20 @@ Tables (JSON columns are written by ``queries.to_json``, lossless for bytes too)
 Log records are not kept: ``add_logs`` drops them. Each export request is written in one
 transaction, which also enforces the bounds: whole traces go, least recently received first
 (not by their start: spans dated in the future would outlive every new trace), while more
-than ``max_spans`` spans are stored; the oldest metric points beyond ``max_metric_points`` go.
+than ``max_spans`` spans are stored; the oldest metric points beyond ``max_metric_points`` go;
+and while the data takes more than ``max_bytes`` of the file, a tenth of the traces and of the
+points go at a time, oldest first. A store made by this version gives freed pages back to the
+file system after each eviction (``auto_vacuum`` incremental); an older one reuses them. The
+write-ahead log is cut back to ``MAX_WAL_BYTES`` after each checkpoint. What arrives is bounded
+before (``otlp_decode``: strings, attributes), and span times later than ``MAX_AHEAD_NS`` after
+their arrival (a sender's clock far ahead, or garbage) are moved back to that, the span marked
+``TIME_CLAMPED``: no trace lasts into the future.
 The file is in WAL mode, so other processes (``hoptrace traces``) read while ``watch`` writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import threading
@@ -83,6 +91,27 @@ _DROP_UNUSED_RESOURCES = (
 )
 
 
+MAX_WAL_BYTES = 64 * 2**20
+"""What the write-ahead log file is cut back to after a checkpoint."""
+MAX_AHEAD_NS = 3_600 * 10**9
+"""How long after its arrival a span may say it started or ended (an hour of clock skew)."""
+TIME_CLAMPED = "hoptrace.view.time_clamped"
+"""Attribute (true) of a stored span whose start or end was more than ``MAX_AHEAD_NS`` after its arrival, and moved back to that."""
+EVICTED_SHARE = 10
+"""Over ``max_bytes``, one in this many traces and points goes per round."""
+
+
+def _not_ahead(spans: list[ReceivedSpan], now_ns: int) -> list[ReceivedSpan]:
+    """SPANS, each start or end later than ``MAX_AHEAD_NS`` after NOW_NS moved back to that, the span marked ``TIME_CLAMPED``."""
+    latest = now_ns + MAX_AHEAD_NS
+
+    def clamped(span: ReceivedSpan) -> ReceivedSpan:
+        start, end = min(span.start_ns, latest), min(span.end_ns, latest)
+        return dataclasses.replace(span, start_ns=start, end_ns=end, attributes={**span.attributes, TIME_CLAMPED: True})
+
+    return [span if span.start_ns <= latest and span.end_ns <= latest else clamped(span) for span in spans]
+
+
 def _resource_ids(db: sqlite3.Connection, resources: Iterable[Attributes]) -> dict[int, int]:
     """Row ids of RESOURCES (inserted when new), by ``id()`` of each dict: a request's records share their resource's dict."""
     ids: dict[int, int] = {}
@@ -130,6 +159,27 @@ def _point_row(point: MetricPoint, resource_id: int) -> tuple[Any, ...]:
     return point.name, point.time_ns, text_attribute(attributes, semconv.PIPELINE), text_attribute(attributes, semconv.STAGE), fields, resource_id
 
 
+def _data_bytes(db: sqlite3.Connection) -> int:
+    """The bytes of DB's file in pages that hold data (free pages aside)."""
+    [size] = db.execute("PRAGMA page_size").fetchone()
+    [pages] = db.execute("PRAGMA page_count").fetchone()
+    [free] = db.execute("PRAGMA freelist_count").fetchone()
+    return int((pages - free) * size)
+
+
+def _drop_traces(db: sqlite3.Connection, doomed: list[tuple[str]]) -> None:
+    """Delete the traces DOOMED (one-element rows of trace ids) and their spans."""
+    db.executemany("DELETE FROM spans WHERE trace_id = ?", doomed)
+    db.executemany("DELETE FROM traces WHERE trace_id = ?", doomed)
+
+
+def _drop_oldest_points(db: sqlite3.Connection, count: int) -> int:
+    """Delete the COUNT oldest metric points (none when COUNT is not positive); how many went."""
+    if count <= 0:
+        return 0
+    return db.execute("DELETE FROM metric_points WHERE id IN (SELECT id FROM metric_points ORDER BY time_ns, id LIMIT ?)", (count,)).rowcount
+
+
 class StoreError(Exception):
     """The file at a store's path cannot be opened as one: not SQLite, damaged, another program's database, or no room to set it up."""
 
@@ -141,25 +191,29 @@ class SqliteTraceStore:
     time; SQLite's WAL and busy timeout coordinate with other processes using the same file.
     """
 
-    def __init__(self, path: Path, max_spans: int = 200_000, max_metric_points: int = 200_000, busy_timeout_s: float = 10.0) -> None:
-        """Open the store at PATH, keeping at most MAX_SPANS spans and MAX_METRIC_POINTS points.
+    def __init__(  # noqa: PLR0913 - its bounds
+        self, path: Path, max_spans: int = 200_000, max_metric_points: int = 200_000, busy_timeout_s: float = 10.0, max_bytes: int = 256 * 2**20
+    ) -> None:
+        """Open the store at PATH, keeping at most MAX_SPANS spans and MAX_METRIC_POINTS points in at most about MAX_BYTES of data.
 
         When missing, the file is created readable by its owner only, and its directory with it.
 
         BUSY_TIMEOUT_S is how long a statement waits for another process's write to finish.
         """
-        if max_spans < 1 or max_metric_points < 1:
-            raise ValueError(f"the bounds must be positive, not max_spans={max_spans}, max_metric_points={max_metric_points}")
+        if max_spans < 1 or max_metric_points < 1 or max_bytes < 1:
+            raise ValueError(f"the bounds must be positive, not max_spans={max_spans}, max_metric_points={max_metric_points}, max_bytes={max_bytes}")
         self.path = path
         self.max_spans = max_spans
         self.max_metric_points = max_metric_points
+        self.max_bytes = max_bytes
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        new = not path.exists() or path.stat().st_size == 0
         if not path.exists():  # spans carry payload attributes and baggage: readable by its owner only (SQLite's -wal and -shm follow)
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         try:
-            self._writer = self._connect(busy_timeout_s)
+            self._writer = self._connect(busy_timeout_s, new)
             self._reader = self._connect(busy_timeout_s)
             with self._writing() as db:
                 for table, columns in _ADDED_COLUMNS.items():
@@ -172,11 +226,17 @@ class SqliteTraceStore:
         except sqlite3.DatabaseError as error:  # OperationalError (disk full, read-only, locked) included
             raise StoreError(f"cannot open the trace store at {path} ({error}); if it is damaged or not hoptrace's, move it aside") from error
 
-    def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
-        """A connection in autocommit mode (transactions are explicit), usable from any thread, in WAL mode."""
+    def _connect(self, busy_timeout_s: float, new: bool = False) -> sqlite3.Connection:
+        """A connection in autocommit mode (transactions are explicit), usable from any thread, in WAL mode.
+
+        The first connection to a NEW file makes it one that gives freed pages back (before WAL mode: it fixes the format).
+        """
         db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+        if new:
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # safe in WAL mode: only a power loss may drop the last commits
+        db.execute(f"PRAGMA journal_size_limit = {MAX_WAL_BYTES}")
         return db
 
     @contextmanager
@@ -204,7 +264,7 @@ class SqliteTraceStore:
 
     def add_spans(self, spans: Iterable[ReceivedSpan]) -> None:
         """Keep the spans of one export request in one transaction, then drop the oldest traces beyond ``max_spans``."""
-        spans = list(spans)
+        spans = _not_ahead(list(spans), time.time_ns())
         if not spans:
             return
         bounds: dict[str, tuple[int, int]] = {}
@@ -216,8 +276,11 @@ class SqliteTraceStore:
             db.executemany(_INSERT_SPAN, [_span_row(span, resources[id(span.resource)]) for span in spans])
             now = time.time_ns()
             db.executemany(_UPSERT_TRACE, [(trace_id, start, end, now) for trace_id, (start, end) in bounds.items()])
-            if self._evict_traces(db):
+            evicted = self._evict_traces(db) + self._evict_to_size(db)
+            if evicted:
                 db.execute(_DROP_UNUSED_RESOURCES)
+        if evicted:
+            self._give_back()
 
     def add_metrics(self, points: Iterable[MetricPoint]) -> None:
         """Keep the points of one export request in one transaction, then drop the oldest beyond ``max_metric_points``."""
@@ -228,36 +291,56 @@ class SqliteTraceStore:
             resources = _resource_ids(db, (point.resource for point in points))
             db.executemany(_INSERT_POINT, [_point_row(point, resources[id(point.resource)]) for point in points])
             [count] = db.execute("SELECT COUNT(*) FROM metric_points").fetchone()
-            if count > self.max_metric_points:
-                db.execute(
-                    "DELETE FROM metric_points WHERE id IN (SELECT id FROM metric_points ORDER BY time_ns, id LIMIT ?)",
-                    (count - self.max_metric_points,),
-                )
+            evicted = _drop_oldest_points(db, count - self.max_metric_points) + self._evict_to_size(db)
+            if evicted:
                 db.execute(_DROP_UNUSED_RESOURCES)
+        if evicted:
+            self._give_back()
 
     def add_logs(self, logs: Iterable[ReceivedLog]) -> None:
         """Drop log records: this store keeps traces and metric points only."""
 
-    def _evict_traces(self, db: sqlite3.Connection) -> bool:
+    def _evict_traces(self, db: sqlite3.Connection) -> int:
         """Delete whole traces, least recently received first (earliest start first among those), until at most ``max_spans`` spans remain.
 
-        Whether any went.
+        How many went.
         """
         [excess] = db.execute("SELECT COUNT(*) - ? FROM spans", (self.max_spans,)).fetchone()
-        if excess <= 0:
-            return False
         doomed: list[tuple[str]] = []
         oldest = db.execute(
             "SELECT trace_id, (SELECT COUNT(*) FROM spans s WHERE s.trace_id = t.trace_id) FROM traces t ORDER BY received_ns, start_ns, trace_id"
         )
-        while excess > 0:
-            trace_id, count = oldest.fetchone()
-            doomed.append((trace_id,))
-            excess -= count
+        while excess > 0 and (row := oldest.fetchone()) is not None:
+            doomed.append((row[0],))
+            excess -= row[1]
         oldest.close()
-        db.executemany("DELETE FROM spans WHERE trace_id = ?", doomed)
-        db.executemany("DELETE FROM traces WHERE trace_id = ?", doomed)
-        return True
+        _drop_traces(db, doomed)
+        return len(doomed)
+
+    def _evict_to_size(self, db: sqlite3.Connection) -> int:
+        """While the data takes more than ``max_bytes`` of the file, delete the oldest tenth of the traces and of the points; how many went."""
+        evicted = 0
+        while _data_bytes(db) > self.max_bytes:
+            [traces] = db.execute("SELECT COUNT(*) FROM traces").fetchone()
+            [points] = db.execute("SELECT COUNT(*) FROM metric_points").fetchone()
+            if traces + points == 0:
+                break
+            doomed = db.execute(
+                "SELECT trace_id FROM traces ORDER BY received_ns, start_ns, trace_id LIMIT ?", (-(-traces // EVICTED_SHARE),)
+            ).fetchall()
+            _drop_traces(db, doomed)
+            evicted += len(doomed) + _drop_oldest_points(db, -(-points // EVICTED_SHARE))
+        return evicted
+
+    def _give_back(self) -> None:
+        """Return the pages evictions freed to the file system (a store made before ``auto_vacuum`` keeps them for reuse)."""
+        with self._write_lock:
+            self._writer.executescript("PRAGMA incremental_vacuum;")  # run to its end: execute() would step it once, freeing one page
+
+    def data_bytes(self) -> int:
+        """The bytes of the file that hold data now (free pages aside): what ``max_bytes`` bounds."""
+        with self._reading() as db:
+            return _data_bytes(db)
 
     def recent_traces(
         self, limit: int = 20, stage: str | None = None, errors_only: bool = False, stuck_before_ns: int | None = None
