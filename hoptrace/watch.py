@@ -22,6 +22,7 @@ from rich.text import Text
 
 from hoptrace.errors import CommandError
 from hoptrace.output import console
+from hoptrace.pipeline.settings import Settings
 from hoptrace.reading import (
     READ_ERRORS,
     STUCK_AFTER_S,
@@ -112,7 +113,8 @@ def main(
         read(db, jaeger, prometheus, jobs, window_s, refresh_s)
         return
     store = open_store(db, create=True)
-    receiver = OtlpReceiver(store, host, grpc_port, http_port)
+    token = Settings().receiver_token
+    receiver = OtlpReceiver(store, host, grpc_port, http_port, None if token is None else token.get_secret_value())
     try:
         watch(store, receiver, console(), refresh_s, jobs, window_s)
     except (RuntimeError, OSError) as error:

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         default_factory=lambda: Path.cwd() / ".hoptrace",
         description="Folder for service data, logs, pid files, the trace store and benchmark reports; never inside the installed package.",
     )
+    receiver_token: SecretStr | None = Field(
+        default=None, description="Bearer token the embedded OTLP receiver of hoptrace watch requires of every export (never printed)."
+    )
     store_max_bytes: int = Field(
         default=256 * 2**20, ge=2**20, description="Bound of the embedded trace store's file in bytes (the oldest traces and points go first)."
     )

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import logging
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 import zlib
 from collections.abc import Iterable, Iterator
@@ -52,9 +54,10 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as SpanStatus
 
-from hoptrace.view import otlp_decode
+from hoptrace.view import otlp_count, otlp_decode
+from hoptrace.view import receiver as receiver_module
 from hoptrace.view.otlp_decode import SIGNALS, ExportTooLarge, OtlpSignal
-from hoptrace.view.receiver import MAX_CONCURRENT_EXPORTS, MAX_MESSAGE_BYTES, MAX_RECORDS, PROTOBUF, OtlpReceiver
+from hoptrace.view.receiver import MAX_CONCURRENT_EXPORTS, MAX_MESSAGE_BYTES, MAX_PARTS, MAX_RECORDS, PROTOBUF, OtlpReceiver
 from hoptrace.view.sqlite_store import SqliteTraceStore
 from tests.test_fuzz_headers import fuzz_settings
 
@@ -147,12 +150,14 @@ def post(port: int, path: str, body: bytes, content_type: str = PROTOBUF, **head
     return request(port, "\r\n".join(lines), body)
 
 
-def grpc_export(port: int, signal: OtlpSignal, body: bytes, compression: grpc.Compression | None = None) -> grpc.StatusCode:
-    """Call SIGNAL's Export with raw BODY; the status code (OK only with the empty response)."""
+def grpc_export(
+    port: int, signal: OtlpSignal, body: bytes, compression: grpc.Compression | None = None, metadata: tuple[tuple[str, str], ...] = ()
+) -> grpc.StatusCode:
+    """Call SIGNAL's Export with raw BODY (and METADATA); the status code (OK only with the empty response)."""
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", -1)]) as channel:
         export: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(f"/{signal.grpc_service}/Export")
         try:
-            response = export(body, timeout=TIMEOUT_S, compression=compression)
+            response = export(body, timeout=TIMEOUT_S, compression=compression, metadata=metadata)
         except grpc.RpcError as error:
             return error.code()  # type: ignore[attr-defined,no-any-return]
     assert response == signal.response
@@ -386,6 +391,20 @@ def test_any_body_is_stored_or_invalid_argument_over_grpc_and_the_receiver_keeps
         assert (code, sink.records, receiver.rejected) == (grpc.StatusCode.OK, before + records, rejected)
 
 
+@fuzz_settings(250)
+@given(case=bodies().filter(lambda case: not case[2]))
+def test_records_counted_on_the_wire_are_the_records_protobuf_parses(case: tuple[OtlpSignal, bytes, bool]) -> None:
+    """The count before parsing agrees with the parser: every body it takes is counted whole, and one it finds broken does not parse."""
+    signal, body, _ = case
+    records = decodable(signal, body, False)
+    try:
+        counted = otlp_count.count(body, signal.records, len(body) + 1, len(body) + 1).records
+    except otlp_count.Malformed:
+        assert records is None
+    else:
+        assert records is None or counted == records
+
+
 def test_a_span_timed_past_2262_is_stored_not_crashing_the_store(watched: tuple[OtlpReceiver, CountingSink]) -> None:
     """Shrunk from the fuzzer: a fixed64 time of 2**64 - 1 made SQLite raise OverflowError inside the request (no answer at all)."""
     receiver, sink = watched
@@ -534,6 +553,39 @@ def empty_records(signal: OtlpSignal, count: int) -> bytes:
     ).SerializeToString()
 
 
+@pytest.mark.parametrize("shape", ["4 million empty spans", "a span of a million empty attributes"])
+def test_a_body_that_would_take_hundreds_of_megabytes_to_parse_is_refused_before_it_is_parsed(
+    counted: tuple[OtlpReceiver, CountingSink], shape: str
+) -> None:
+    """Shapes from the review: parsing first made one 8 MiB body of 4 million empty spans cost ~670 MB before it was refused."""
+    receiver, sink = counted
+
+    def field(number: int, payload: bytes) -> bytes:  # a length-delimited field, written by hand: building these as messages is the cost itself
+        length, size = b"", len(payload)
+        while size > 0x7F:
+            length, size = length + bytes([size & 0x7F | 0x80]), size >> 7
+        return bytes([number << 3 | 2]) + length + bytes([size]) + payload
+
+    if shape == "4 million empty spans":
+        spans, said = field(2, b"") * 4_000_000, f"more than {MAX_RECORDS} records"
+    else:
+        spans, said = field(2, field(9, b"") * (MAX_PARTS + 1)), f"more than {MAX_PARTS} fields in its records"
+    body = field(1, field(2, spans))  # resource_spans { scope_spans { spans... } }
+    assert len(body) <= MAX_MESSAGE_BYTES
+    tracemalloc.start()
+    try:
+        with pytest.raises(ExportTooLarge, match=said):
+            TRACES.decode(body, max_bytes=MAX_MESSAGE_BYTES, max_records=MAX_RECORDS, max_parts=MAX_PARTS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20  # counted on the wire: not one message was built
+    answer = post(receiver.http_port, "/v1/traces", body)
+    assert (answer.status, answer.message) == (413, said)
+    assert grpc_export(receiver.grpc_port, TRACES, body) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (sink.records, receiver.rejected) == (0, 2)
+
+
 def test_a_request_of_exactly_the_limit_is_accepted_and_one_byte_more_is_413_or_resource_exhausted(
     counted: tuple[OtlpReceiver, CountingSink],
 ) -> None:
@@ -570,7 +622,7 @@ def test_more_than_max_records_is_413_or_resource_exhausted_before_decoding(coun
     body = empty_records(signal, MAX_RECORDS + 1)
     assert len(body) < MAX_MESSAGE_BYTES
     answer = post(receiver.http_port, signal.path, body)
-    assert (answer.status, answer.message) == (413, f"{MAX_RECORDS + 1} records, more than {MAX_RECORDS}")
+    assert (answer.status, answer.message) == (413, f"more than {MAX_RECORDS} records")
     assert grpc_export(receiver.grpc_port, signal, body) == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert (sink.records, receiver.rejected) == (0, 2)
     assert_still_works(receiver, sink)
@@ -767,3 +819,58 @@ def test_hoptrace_watch_listens_on_loopback_by_default() -> None:
 def test_the_documented_limits() -> None:
     """The numbers the receiver's docstring and the report promise."""
     assert (MAX_MESSAGE_BYTES, MAX_RECORDS, MAX_CONCURRENT_EXPORTS) == (8 * MiB, 65_536, 16)
+
+
+# --- who may export, and how slowly ----------------------------------------------------------
+
+
+def test_with_a_token_only_exports_that_carry_it_are_taken() -> None:
+    sink = CountingSink()
+    with OtlpReceiver(sink, token="s3cret") as receiver:
+        body = one_span()
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            answer = post(receiver.http_port, "/v1/traces", body, **headers)
+            assert (answer.status, answer.message) == (401, "this receiver takes exports with its token only: Authorization: Bearer <token>")
+        assert grpc_export(receiver.grpc_port, TRACES, body) == grpc.StatusCode.UNAUTHENTICATED
+        assert grpc_export(receiver.grpc_port, TRACES, body, metadata=(("authorization", "Bearer wrong"),)) == grpc.StatusCode.UNAUTHENTICATED
+        assert sink.records == 0
+        assert post(receiver.http_port, "/v1/traces", body, Authorization="Bearer s3cret").status == 200
+        assert grpc_export(receiver.grpc_port, TRACES, body, metadata=(("authorization", "Bearer s3cret"),)) == grpc.StatusCode.OK
+        assert sink.records == 2
+
+
+def test_listening_beyond_loopback_without_a_token_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    for host, token, warned in (("127.0.0.1", None, False), ("0.0.0.0", "s3cret", False), ("0.0.0.0", None, True)):  # noqa: S104 - the point
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="hoptrace.view.receiver"), OtlpReceiver(CountingSink(), host=host, token=token):
+            pass
+        assert any("without a token" in record.getMessage() for record in caplog.records) is warned, (host, token)
+
+
+def test_a_client_trickling_its_body_is_cut_off_and_the_others_are_served(
+    counted: tuple[OtlpReceiver, CountingSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the deadline, 16 such clients held every slot for as long as they kept sending: every other exporter got 503."""
+    monkeypatch.setattr(receiver_module, "BODY_DEADLINE_S", 1.0)
+    receiver, sink = counted
+    body = one_span()
+    head = f"POST /v1/traces HTTP/1.1\r\nContent-Type: {PROTOBUF}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    slow = [socket.create_connection(("127.0.0.1", receiver.http_port), timeout=TIMEOUT_S) for _ in range(MAX_CONCURRENT_EXPORTS)]
+    try:
+        for connection in slow:
+            connection.sendall(head + body[:1])
+        began = time.monotonic()
+        for byte in body[1:4]:  # a byte every 0.4 s: never silent long enough for a socket timeout
+            time.sleep(0.4)
+            for connection in slow:
+                connection.sendall(bytes([byte]))
+        answers = []
+        for connection in slow:
+            response = http.client.HTTPResponse(connection)
+            response.begin()
+            answers.append(response.status)
+        assert answers == [408] * MAX_CONCURRENT_EXPORTS and time.monotonic() - began < 1.0 + 2 * TIMEOUT_S
+    finally:
+        for connection in slow:
+            connection.close()
+    assert_still_works(receiver, sink)

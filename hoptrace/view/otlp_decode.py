@@ -31,6 +31,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from hoptrace.view import otlp_count
+
 Attributes = dict[str, Any]
 """Attributes (and resources) with their ``AnyValue`` values decoded."""
 SignalName = Literal["traces", "metrics", "logs"]
@@ -299,27 +301,6 @@ def gunzip(body: bytes, max_bytes: int | None = None) -> bytes:
     return b"".join(inflated)
 
 
-def count_spans(request: trace_service_pb2.ExportTraceServiceRequest) -> int:
-    """How many spans a trace export request holds (without decoding them)."""
-    return sum(len(scope_spans.spans) for resource_spans in request.resource_spans for scope_spans in resource_spans.scope_spans)
-
-
-def count_points(request: metrics_service_pb2.ExportMetricsServiceRequest) -> int:
-    """How many data points a metrics export request holds (without decoding them)."""
-    return sum(
-        len(getattr(metric, kind).data_points)
-        for resource_metrics in request.resource_metrics
-        for scope_metrics in resource_metrics.scope_metrics
-        for metric in scope_metrics.metrics
-        if (kind := metric.WhichOneof("data")) is not None
-    )
-
-
-def count_logs(request: logs_service_pb2.ExportLogsServiceRequest) -> int:
-    """How many log records a logs export request holds (without decoding them)."""
-    return sum(len(scope_logs.log_records) for resource_logs in request.resource_logs for scope_logs in resource_logs.scope_logs)
-
-
 @dataclass(frozen=True)
 class OtlpSignal:
     """One OTLP signal on the wire: its HTTP path, its gRPC service, and how its requests decode."""
@@ -331,32 +312,41 @@ class OtlpSignal:
     response: bytes
     """The serialized empty Export*ServiceResponse, the answer to every accepted request."""
     decoder: Callable[[Any], list[Any]]
-    counter: Callable[[Any], int]
-    """How many records (spans, data points, log records) a parsed request holds, before decoding them."""
+    records: otlp_count.RecordPath
+    """Where its records (spans, data points, log records) are in a request, to count them on the wire before parsing it."""
 
     @property
     def path(self) -> str:
         """The OTLP/HTTP path, e.g. ``/v1/traces``."""
         return f"/v1/{self.name}"
 
-    def decode(self, body: bytes, gzipped: bool = False, max_bytes: int | None = None, max_records: int | None = None) -> list[Any]:
+    def decode(
+        self, body: bytes, gzipped: bool = False, max_bytes: int | None = None, max_records: int | None = None, max_parts: int | None = None
+    ) -> list[Any]:
         """The records of one request body; raises InvalidExport when it does not parse.
 
         Raises ExportTooLarge when the body, or its inflation when GZIPPED, is over MAX_BYTES, or
-        when it holds more than MAX_RECORDS records (counted before any is decoded).
+        when it holds more than MAX_RECORDS records or more than MAX_PARTS fields in them (counted on
+        the wire, before it is parsed: ``otlp_count``).
         """
         if max_bytes is not None and len(body) > max_bytes:
             raise ExportTooLarge(f"a body over {max_bytes} bytes")
+        raw = gunzip(body, max_bytes) if gzipped else body
+        if max_records is not None or max_parts is not None:
+            try:
+                otlp_count.count(raw, self.records, max_records or len(raw), max_parts or len(raw))
+            except otlp_count.OverBound as error:
+                raise ExportTooLarge(str(error)) from error
+            except otlp_count.Malformed as error:
+                raise InvalidExport(f"not an OTLP {self.name} export request: {error}") from error
         try:
-            request = self.request_type.FromString(gunzip(body, max_bytes) if gzipped else body)
+            request = self.request_type.FromString(raw)
         except DecodeError as error:
             raise InvalidExport(f"not an OTLP {self.name} export request: {error}") from error
-        if max_records is not None and (count := self.counter(request)) > max_records:
-            raise ExportTooLarge(f"{count} records, more than {max_records}")
         return self.decoder(request)
 
 
-def _signal(name: SignalName, module: Any, service: str, decoder: Callable[[Any], list[Any]], counter: Callable[[Any], int]) -> OtlpSignal:
+def _signal(name: SignalName, module: Any, service: str, decoder: Callable[[Any], list[Any]], records: otlp_count.RecordPath) -> OtlpSignal:
     """The signal of an OTLP collector service module, e.g. ``trace_service_pb2`` and ``"Trace"``."""
     return OtlpSignal(
         name=name,
@@ -364,13 +354,13 @@ def _signal(name: SignalName, module: Any, service: str, decoder: Callable[[Any]
         request_type=getattr(module, f"Export{service}ServiceRequest"),
         response=getattr(module, f"Export{service}ServiceResponse")().SerializeToString(),
         decoder=decoder,
-        counter=counter,
+        records=records,
     )
 
 
 SIGNALS = (
-    _signal("traces", trace_service_pb2, "Trace", decode_spans, count_spans),
-    _signal("metrics", metrics_service_pb2, "Metrics", decode_metrics, count_points),
-    _signal("logs", logs_service_pb2, "Logs", decode_logs, count_logs),
+    _signal("traces", trace_service_pb2, "Trace", decode_spans, otlp_count.SPANS),
+    _signal("metrics", metrics_service_pb2, "Metrics", decode_metrics, otlp_count.DATA_POINTS),
+    _signal("logs", logs_service_pb2, "Logs", decode_logs, otlp_count.LOG_RECORDS),
 )
 """The three OTLP signals, decoding into ReceivedSpan, MetricPoint and ReceivedLog records."""

@@ -14,7 +14,12 @@ What arrives is untrusted, and the receiver's memory stays bounded whatever it i
   and at most ``MAX_CONCURRENT_DECODES`` are parsed at once (parsing holds the GIL anyway).
   Parsing costs up to ~90x a request's size for one made of empty nested messages (measured),
   so the worst case is about 2 x 750 MB while parsing plus 2 x 16 bodies of 8 MiB waiting;
-- it listens on 127.0.0.1 unless another host is given.
+- a body must arrive whole within ``BODY_DEADLINE_S`` of its headers (HTTP 408 after that), so a
+  client trickling bytes holds a slot for seconds, not forever;
+- it listens on 127.0.0.1 unless another host is given, and with a TOKEN takes only requests that
+  carry ``authorization: Bearer <token>`` (HTTP 401, gRPC ``UNAUTHENTICATED`` otherwise; exporters
+  send it with ``OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20<token>``); listening beyond
+  loopback without one is logged as a warning when it starts.
 
 Answers follow the OTLP specification: HTTP 200 with the empty Export*ServiceResponse; 400 for
 a body that does not parse (or a malformed ``Content-Length``), 404 for another path, 405 for
@@ -26,9 +31,12 @@ or busy, ``INTERNAL`` when the store fails.
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -51,8 +59,14 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 The SDKs' default batches (512 spans or log records) stay far below it, even with stack traces."""
 MAX_RECORDS = 65_536
 """The most spans, metric points or log records one export request may hold (counted before decoding)."""
+MAX_PARTS = 2**20
+"""The most fields one export request's records may hold in all (ids, times, each attribute, event, link), counted before parsing.
+
+An SDK batch of 512 spans with a dozen attributes each has about 10,000."""
 MAX_CONCURRENT_EXPORTS = 16
 """Requests held at once per transport (bodies being read or waiting to be decoded); more are refused as busy."""
+BODY_DEADLINE_S = 10.0
+"""How long after its headers an HTTP request's body may take to arrive whole."""
 MAX_CONCURRENT_DECODES = 2
 """Requests parsed and decoded at once, across both transports; the others wait their turn."""
 PROTOBUF = "application/x-protobuf"
@@ -73,9 +87,11 @@ class OtlpReceiver:
     HOST is where both listen: loopback only unless another address is given.
     """
 
-    def __init__(self, store: TelemetrySink, host: str = "127.0.0.1", grpc_port: int = 0, http_port: int = 0) -> None:
+    def __init__(self, store: TelemetrySink, host: str = "127.0.0.1", grpc_port: int = 0, http_port: int = 0, token: str | None = None) -> None:
+        """Receive into STORE on HOST's ports (0: any free one); with TOKEN, only requests that carry it as a bearer token."""
         self.store = store
         self.host = host
+        self._authorization = None if token is None else f"Bearer {token}".encode()
         self.grpc_port = grpc_port
         """The gRPC port; once started, the bound one."""
         self.http_port = http_port
@@ -105,6 +121,12 @@ class OtlpReceiver:
         """Bind both ports and start serving; raises RuntimeError when already running."""
         if self._running is not None:
             raise RuntimeError("the OTLP receiver is already running")
+        if self._authorization is None and not _is_loopback(self.host):
+            logger.warning(
+                "the OTLP receiver listens on %s without a token: anyone who reaches it can write telemetry into the store;"
+                " set HOPTRACE_RECEIVER_TOKEN, and send it from exporters with OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%%20<token>",
+                self.host,
+            )
         executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc")
         server = grpc.server(
             executor,
@@ -116,7 +138,7 @@ class OtlpReceiver:
             export: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(partial(self._grpc_export, signal))
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": export}),))
         self.grpc_port = server.add_insecure_port(f"{self.host}:{self.grpc_port}")
-        http = _OtlpHttpServer((self.host, self.http_port), self._accept)
+        http = _OtlpHttpServer((self.host, self.http_port), self._accept, self.authorized)
         self.http_port = http.server_address[1]
         server.start()
         threading.Thread(target=http.serve_forever, args=(0.05,), name="otlp-http", daemon=True).start()
@@ -142,6 +164,11 @@ class OtlpReceiver:
         """Stop."""
         self.stop()
 
+    def authorized(self, authorization: str | None) -> bool:
+        """Whether a request with AUTHORIZATION (its header or metadata value) may export: always, without a token."""
+        expected = self._authorization
+        return expected is None or (authorization is not None and hmac.compare_digest(authorization.strip().encode(), expected))
+
     def _accept(self, signal: OtlpSignal, body: bytes, gzipped: bool = False) -> bytes:
         """Decode and store one export request body, and return the serialized response.
 
@@ -150,7 +177,7 @@ class OtlpReceiver:
         """
         try:
             with self._decoding:
-                records = signal.decode(body, gzipped, max_bytes=MAX_MESSAGE_BYTES, max_records=MAX_RECORDS)
+                records = signal.decode(body, gzipped, max_bytes=MAX_MESSAGE_BYTES, max_records=MAX_RECORDS, max_parts=MAX_PARTS)
         except InvalidExport:
             with self._lock:
                 self._rejected += 1
@@ -169,6 +196,8 @@ class OtlpReceiver:
 
     def _grpc_export(self, signal: OtlpSignal, body: bytes, context: grpc.ServicerContext) -> bytes:
         """The Export method of every OTLP gRPC service (gRPC itself undoes gzip compression, within the size limit)."""
+        if not self.authorized(dict(context.invocation_metadata()).get("authorization")):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "this receiver takes exports with its token only: authorization: Bearer <token>")
         try:
             return self._accept(signal, body)
         except ExportTooLarge as error:
@@ -182,12 +211,23 @@ class OtlpReceiver:
             raise  # unreachable, as above
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether HOST (a name or an address) is this machine only."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class _OtlpHttpServer(ThreadingHTTPServer):
     """The HTTP server of the receiver: knows where accepted request bodies go, and how many it may hold."""
 
-    def __init__(self, address: tuple[str, int], accept: Callable[[OtlpSignal, bytes, bool], bytes]) -> None:
+    def __init__(
+        self, address: tuple[str, int], accept: Callable[[OtlpSignal, bytes, bool], bytes], authorized: Callable[[str | None], bool]
+    ) -> None:
         super().__init__(address, _OtlpHttpHandler)
         self.accept = accept
+        self.authorized = authorized
         self.slots = threading.BoundedSemaphore(MAX_CONCURRENT_EXPORTS)
 
 
@@ -199,7 +239,9 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
     """Seconds a silent client may hold a connection."""
 
     def do_POST(self) -> None:  # noqa: N802 (the name BaseHTTPRequestHandler dispatches to)
-        """Answer 200 with the export response; or refuse: 411, 400 (Content-Length), 413, 503, then 404, 415, 400 / 413 (the body), 500."""
+        """Answer 200 with the export response; or refuse: 401, 411, 400 (Content-Length), 413, 503, then 408, 404, 415, 400 / 413 (the body), 500."""
+        if not self.server.authorized(self.headers.get("Authorization")):  # not read: the connection closes after the answer (HTTP/1.0)
+            return self._refuse(401, "this receiver takes exports with its token only: Authorization: Bearer <token>")
         length_header = self.headers.get("Content-Length")
         if length_header is None:
             return self._refuse(411, "a Content-Length header is required")
@@ -218,7 +260,10 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
 
     def _answer(self, length: int) -> None:
         """Read the body of LENGTH bytes (read even when refusing: unread bytes would reset the answer) and answer it."""
-        body = self.rfile.read(length)
+        try:
+            body = self._read_body(length)
+        except TimeoutError:
+            return self._refuse(408, f"the body did not arrive within {BODY_DEADLINE_S:g} s")
         if len(body) < length:
             return self._refuse(400, "the body ended before Content-Length")
         signal = _SIGNALS_BY_PATH.get(urlsplit(self.path).path)
@@ -239,6 +284,25 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
         except StoreFailed as error:
             return self._refuse(500, str(error))
         return self._reply(200, response)
+
+    def _read_body(self, length: int) -> bytes:
+        """The LENGTH bytes of the body (fewer when the client closed early); TimeoutError once ``BODY_DEADLINE_S`` has passed."""
+        deadline = time.monotonic() + BODY_DEADLINE_S
+        chunks: list[bytes] = []
+        try:
+            while length > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.connection.settimeout(left)
+                chunk = self.rfile.read1(min(length, _DRAIN_CHUNK))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                length -= len(chunk)
+        finally:
+            self.connection.settimeout(self.timeout)
+        return b"".join(chunks)
 
     def _refuse(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         """Answer STATUS with a ``google.rpc.Status`` body saying why (what OTLP/HTTP asks of every failure)."""
