@@ -9,6 +9,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rich.console import Console
 
 from hoptrace.view.formatting import format_duration, to_text, trace_json
@@ -16,6 +18,7 @@ from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.queries import StageStats, TraceSummary
 from hoptrace.view.tables import stage_table, traces_table
 from hoptrace.view.tree import trace_tree
+from tests.test_fuzz_headers import fuzz_settings
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -536,3 +539,56 @@ def test_a_job_a_flight_recorder_kept_says_why_in_the_tree_and_the_traces_table(
     assert lines[0].split() == ["trace", "job", "start", "e2e", "spans", "stages", "status", "kept"]
     assert lines[2].endswith("dead-lettered  retried, partial")
     assert "kept" not in _lines(_plain(traces_table(SUMMARIES), 120))[0]  # no column while no job was kept
+
+
+_ANY_TEXT = st.text(max_size=40)
+_SPAN_FIELDS = st.fixed_dictionaries(
+    {
+        "name": _ANY_TEXT,
+        "kind": st.sampled_from(["PRODUCER", "CONSUMER", "INTERNAL", "SERVER", "CLIENT", ""]),
+        "start": st.integers(-(2**40), 2**40),
+        "length": st.integers(-(2**30), 2**40),
+        "status_code": st.sampled_from(["UNSET", "OK", "ERROR"]),
+        "status_message": _ANY_TEXT,
+        "attributes": st.dictionaries(
+            st.sampled_from(
+                ["hoptrace.stage", "hoptrace.job.id", "hoptrace.outcome", "hoptrace.attempt", "hoptrace.keep.reason", "error.type"]
+                + ["messaging.system", "messaging.destination.name", "messaging.operation.type", "hoptrace.pipeline", "other"]
+            ),
+            st.one_of(_ANY_TEXT, st.integers(), st.floats(allow_nan=True), st.booleans(), st.none(), st.lists(_ANY_TEXT, max_size=3)),
+        ),
+    }
+)
+
+
+def _visible(output: str) -> list[str]:
+    """The control characters in OUTPUT once Rich's own style codes (ESC [ ... m) are taken out; newlines aside."""
+    styles_removed = "".join(part.split("m", 1)[-1] for part in output.split("\x1b["))
+    return [char for char in styles_removed if char != "\n" and (ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0)]
+
+
+@fuzz_settings(150)
+@given(
+    fields=st.lists(_SPAN_FIELDS, min_size=1, max_size=8), parents=st.lists(st.integers(-1, 7), min_size=8, max_size=8), width=st.integers(20, 200)
+)
+def test_any_span_data_renders_as_a_tree_a_table_and_json_without_obeying_it(fields: list[dict[str, Any]], parents: list[int], width: int) -> None:
+    """Arbitrary names, attributes, statuses, times and parent links (loops, orphans, the span its own parent): no crash, no control character out."""
+    spans = [
+        _span(9, n + 1, None if parents[n] < 0 else parents[n] + 1, each["name"], each["kind"], each["start"], each["start"] + each["length"])
+        for n, each in enumerate(fields)
+    ]
+    spans = [
+        replace(span, status_code=each["status_code"], status_message=each["status_message"], attributes=each["attributes"])
+        for span, each in zip(spans, fields, strict=True)
+    ]
+    first = fields[0]["attributes"]
+    summary = TraceSummary(f"{9:032x}", str(first.get("hoptrace.job.id")), fields[0]["name"], T0, T0 + S, len(spans), 1, (fields[0]["name"],), "x")
+    stats = StageStats(
+        "p" + fields[0]["name"], fields[-1]["name"], "celery", fields[0]["status_message"], 1, 1.0, 1.0, 2.0, 3.0, 1.0, 1, 1, 0, None, None
+    )
+    console = Console(force_terminal=True, color_system="standard", width=width)
+    for renderable in (trace_tree(spans), traces_table([summary], width=width), stage_table([stats], width=width)):
+        with console.capture() as captured:
+            console.print(renderable)
+        assert _visible(captured.get()) == []
+    assert len(json.loads(json.dumps(trace_json(spans), allow_nan=False))) == len(spans)  # strict JSON, whatever the numbers

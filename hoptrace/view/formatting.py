@@ -119,8 +119,12 @@ def status_text(status: str) -> Text:
 
 
 def _json_ready(value: Attributes) -> Any:
-    """VALUE as JSON values, bytes as ``{"$bytes": "<base64>"}`` (the store's own encoding, ``queries.to_json``)."""
-    return json.loads(to_json(value))
+    """VALUE as strict JSON values.
+
+    Bytes are ``{"$bytes": "<base64>"}`` (the store's own encoding, ``queries.to_json``); NaN and the
+    infinities are the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``, as protobuf's JSON mapping writes them.
+    """
+    return json.loads(to_json(value), parse_constant=str)
 
 
 def trace_json(spans: Iterable[ReceivedSpan]) -> list[dict[str, Any]]:
@@ -128,7 +132,8 @@ def trace_json(spans: Iterable[ReceivedSpan]) -> list[dict[str, Any]]:
 
     Times are integer nanoseconds; events are ``{"name", "attributes"}`` and links
     ``{"trace_id", "span_id", "attributes"}``; a bytes value anywhere in attributes or the
-    resource is ``{"$bytes": "<base64>"}`` (a map that would read as such is wrapped in ``{"$map": ...}``).
+    resource is ``{"$bytes": "<base64>"}`` (a map that would read as such is wrapped in ``{"$map": ...}``),
+    a NaN or infinite number its name as a string: the whole is strict JSON.
     """
     return [
         {

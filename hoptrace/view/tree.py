@@ -158,7 +158,7 @@ def trace_tree(spans: Sequence[ReceivedSpan], stuck_before_ns: int | None = None
     hops = group_hops(ordered, by_id)
     start, end = ordered[0].start_ns, max(span.end_ns for span in ordered)
     job_id = next((value for span in ordered if (value := span_text(span, semconv.JOB_ID))), None)
-    job = Text.assemble(("job ", "dim"), (short_id(job_id), "bold"))
+    job = Text.assemble(("job ", "dim"), shown(Text(short_id(job_id), style="bold")))
     trace = Text.assemble(("trace ", "dim"), ordered[0].trace_id)
     outcome = Text.assemble(format_ns(end - start), "  ", status_text(job_status(hops, ordered, stuck_before_ns)))
     if (kept := kept_as(ordered)) is not None:
