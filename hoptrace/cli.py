@@ -14,6 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from hoptrace.errors import CommandError, setting_problems
+from hoptrace.pipeline.settings import SecretsFolderMissing
 
 # rich_markup_mode=None: plain click help, without importing rich's help formatter (~100 ms).
 app = typer.Typer(
@@ -55,6 +56,9 @@ def _run(work: Callable[[], int | None]) -> None:
         raise typer.Exit(error.exit_code) from error
     except ValidationError as error:  # a HOPTRACE_* setting that does not parse
         print_error(f"a HOPTRACE_ setting is not valid: {setting_problems(error)}")
+        raise typer.Exit(2) from error
+    except SecretsFolderMissing as error:
+        print_error(str(error))
         raise typer.Exit(2) from error
     if status:
         raise typer.Exit(status)

@@ -1,4 +1,4 @@
-"""Where hoptrace finds its brokers and keeps its local state, read from the environment.
+"""Where hoptrace finds its brokers and keeps its local state, read from the environment (and secrets from files).
 
 Telemetry settings are not here: they are the standard ``OTEL_*`` variables, read by the
 OpenTelemetry SDK itself.
@@ -6,17 +6,45 @@ OpenTelemetry SDK itself.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SecretsSettingsSource, SettingsConfigDict
+
+SECRETS_DIR_VARIABLE = "HOPTRACE_SECRETS_DIR"
+"""A folder of files named after settings (``HOPTRACE_KAFKA_SASL_PASSWORD``...), each holding its value: a mounted Kubernetes Secret."""
+
+
+class SecretsFolderMissing(ValueError):
+    """``HOPTRACE_SECRETS_DIR`` names no folder; the message says which."""
 
 
 class Settings(BaseSettings):
-    """Addresses and folders, from ``HOPTRACE_*`` environment variables."""
+    """Addresses and folders, from ``HOPTRACE_*`` environment variables, then from files in ``$HOPTRACE_SECRETS_DIR``.
+
+    A variable set in the environment wins over a file of the same name.
+    """
 
     model_config = SettingsConfigDict(env_prefix="HOPTRACE_", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then the secrets folder named by ``HOPTRACE_SECRETS_DIR`` when it is set (read at each ``Settings()``)."""
+        folder = os.environ.get(SECRETS_DIR_VARIABLE, "").strip()
+        if not folder:
+            return init_settings, env_settings
+        if not Path(folder).is_dir():
+            raise SecretsFolderMissing(f"{SECRETS_DIR_VARIABLE}={folder} is not a folder; mount the secrets there, or unset it")
+        return init_settings, env_settings, SecretsSettingsSource(settings_cls, secrets_dir=folder)
 
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

@@ -119,3 +119,24 @@ def test_sasl_settings_that_do_not_go_together_are_refused_with_what_to_set(sett
     assert done.returncode == 2, said
     assert "Traceback" not in said
     assert "HOPTRACE_KAFKA_SASL_USERNAME" in said, said
+
+
+def test_secrets_may_come_from_a_mounted_folder_and_the_environment_wins(
+    settings: Settings, namespace: str, hoptrace_env: dict[str, str], tmp_path: Path
+) -> None:
+    """As a Kubernetes Secret mounted as files: one file per setting, named after it."""
+    env = {**hoptrace_env, **secured_env(settings), "HOPTRACE_SECRETS_DIR": str(tmp_path)}
+    (tmp_path / "HOPTRACE_KAFKA_SASL_PASSWORD").write_text(env.pop("HOPTRACE_KAFKA_SASL_PASSWORD"))
+    (tmp_path / "HOPTRACE_REDIS_URL").write_text(env.pop("HOPTRACE_REDIS_URL"))
+    published = published_jobs(run_hoptrace(env, "publish", ORDERS, "validate", "--count", "2").stdout)  # Kafka over SASL_SSL
+    assert len(published) == 2
+    assert len(published_jobs(run_hoptrace(env, "publish", ORDERS, "charge", "--count", "1").stdout)) == 1  # the TLS Redis
+    said = _refused_publish({**env, "HOPTRACE_KAFKA_SASL_PASSWORD": "not-the-password", "HOPTRACE_KAFKA_CONNECT_TIMEOUT_S": "5"})
+    assert "could not connect to Kafka at" in said, said  # the environment's value was the one used
+
+
+def test_a_secrets_folder_that_is_not_there_is_a_clear_error(hoptrace_env: dict[str, str], tmp_path: Path) -> None:
+    done = _hoptrace({**hoptrace_env, "HOPTRACE_SECRETS_DIR": str(tmp_path / "nope")}, "publish", ORDERS, "validate")
+    said = done.stdout + done.stderr
+    assert done.returncode == 2 and "Traceback" not in said, said
+    assert f"HOPTRACE_SECRETS_DIR={tmp_path / 'nope'} is not a folder" in said.replace("\n", ""), said  # (wrapped to the terminal)
