@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -102,3 +103,24 @@ def test_down_stops_only_what_up_started(settings: Settings, tmp_path: Path) -> 
     assert not services.redis_status(mine).healthy
     assert services.redis_status(settings).healthy
     assert "nothing to stop" in services.run("down", mine, ("redis",))
+
+
+def test_a_downloaded_release_is_checked_against_its_published_sha512(tmp_path: Path) -> None:
+    """kafka.sh's tarball fallback unpacks only what matches Apache's checksum file, in either of the two forms Apache publishes."""
+    release = tmp_path / "kafka.tgz"
+    release.write_bytes(b"the release")
+    digest = hashlib.sha512(b"the release").hexdigest()
+    gpg_form = "kafka_2.13-4.1.2.tgz: " + " ".join(digest[i : i + 8].upper() for i in range(0, 128, 8))
+    forms = {
+        "sha512sum": (f"{digest}  kafka_2.13-4.1.2.tgz\n", 0),
+        "gpg --print-md": (gpg_form[:70] + "\n" + " " * 22 + gpg_form[70:] + "\n", 0),
+        "another file's": (f"{hashlib.sha512(b'something else').hexdigest()}  kafka.tgz\n", 1),
+        "not a checksum": ("<html>404</html>\n", 1),
+    }
+    for form, (text, status) in forms.items():
+        sums = tmp_path / f"{form}.sha512"
+        sums.write_text(text)
+        done = subprocess.run(
+            ["bash", "-c", f'source "{SCRIPTS / "lib.sh"}" && verify_sha512 "$0" "$1"', str(release), str(sums)], capture_output=True, check=False
+        )
+        assert done.returncode == status, form

@@ -37,8 +37,12 @@ install() {
       -DoutputDirectory="$LIBS.partial" || die "mvn could not resolve org.apache.kafka:kafka_2.13:$VERSION; check your Maven settings"
   else
     say "kafka: mvn not found, downloading the Apache Kafka $VERSION release"
-    local url="https://archive.apache.org/dist/kafka/$VERSION/kafka_2.13-$VERSION.tgz"
-    curl -fsSL "$url" | tar -xz -C "$DIR" || die "could not download $url; install Maven (apt-get install maven) and retry"
+    local url="https://archive.apache.org/dist/kafka/$VERSION/kafka_2.13-$VERSION.tgz" tarball="$DIR/kafka-$VERSION.tgz"
+    curl -fsSL "$url" -o "$tarball" && curl -fsSL "$url.sha512" -o "$tarball.sha512" \
+      || die "could not download $url; install Maven (apt-get install maven) and retry"
+    verify_sha512 "$tarball" "$tarball.sha512" \
+      || { rm -f "$tarball"; die "$url does not match its published SHA-512 ($url.sha512): not unpacked; retry, or install Maven"; }
+    tar -xzf "$tarball" -C "$DIR" && rm -f "$tarball" "$tarball.sha512" || die "could not unpack $tarball"
     mv "$DIR/kafka_2.13-$VERSION/libs" "$LIBS.partial" && rm -rf "$DIR/kafka_2.13-$VERSION"
   fi
   mv "$LIBS.partial" "$LIBS"

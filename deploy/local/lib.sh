@@ -99,3 +99,12 @@ tls_files() {
   chmod 644 "$tmp/ca.pem"
   mv "$tmp" "$TLS_DIR"
 }
+
+# verify_sha512 FILE SUMS: true when FILE's SHA-512 is the one in SUMS, a checksum file as Apache
+# publishes them: `sha512sum` output ("<hex>  name") or `gpg --print-md` ("name: <hex in groups>").
+verify_sha512() {
+  local expected actual
+  expected="$(sed 's/^[^:]*://' "$2" | tr -d ' \t\r\n' | grep -oiE '^[0-9a-f]{128}' | tr 'A-F' 'a-f')" || return 1
+  actual="$(sha512sum "$1" | cut -d' ' -f1)"
+  [ -n "$expected" ] && [ "$expected" = "$actual" ]
+}
