@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(
         default=None, description="PEM file of the CAs that signed the brokers' certificates (TLS); default: the system's."
     )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM file of this client's certificate, for a broker that wants one (mutual TLS); with kafka_ssl_keyfile."
+    )
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="PEM file of the private key of kafka_ssl_certfile.")
     kafka_connect_timeout_s: float = Field(
         default=30.0, gt=0, description="How long a client of hoptrace tries to reach and authenticate with Kafka before it gives up."
     )
@@ -116,6 +120,10 @@ class Settings(BaseSettings):
             )
         if self.kafka_ssl_cafile is not None:
             options["ssl_cafile"] = str(self.kafka_ssl_cafile)
+        if self.kafka_ssl_certfile is not None:
+            options["ssl_certfile"] = str(self.kafka_ssl_certfile)
+        if self.kafka_ssl_keyfile is not None:
+            options["ssl_keyfile"] = str(self.kafka_ssl_keyfile)
         return options
 
     @property

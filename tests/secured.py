@@ -32,6 +32,19 @@ def secured_env(settings: Settings, ca_file: Path | None = None) -> dict[str, st
     }
 
 
+def mutual_tls_env(settings: Settings) -> dict[str, str]:
+    """``HOPTRACE_*`` for the local Kafka's listener that wants a client certificate (SSL, mutual TLS), with the local CA's client certificate."""
+    host, port = settings.kafka_servers[0].rsplit(":", 1)
+    tls = settings.state_dir / "tls"
+    return {
+        "HOPTRACE_KAFKA_BOOTSTRAP": f"{host}:{int(port) + 4}",
+        "HOPTRACE_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "HOPTRACE_KAFKA_SSL_CAFILE": str(tls / "ca.pem"),
+        "HOPTRACE_KAFKA_SSL_CERTFILE": str(tls / "client.pem"),
+        "HOPTRACE_KAFKA_SSL_KEYFILE": str(tls / "client.key"),
+    }
+
+
 def secured_kafka_options(settings: Settings) -> tuple[str, dict[str, Any]]:
     """The SASL_SSL listener's bootstrap address and the kafka-python options an app of its own would pass to reach it."""
     env = secured_env(settings)

@@ -23,7 +23,7 @@ from hoptrace.pipeline.settings import Settings
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import run_hoptrace
-from tests.secured import SASL_PASSWORD, SASL_USER, secured_env
+from tests.secured import SASL_PASSWORD, SASL_USER, mutual_tls_env, secured_env
 from tests.traces import chain, latest_totals, orders_chain_names, outbox, published_jobs, wait_for, wait_for_outbox
 
 ORDERS = "hoptrace.examples.orders:pipeline"
@@ -140,3 +140,11 @@ def test_a_secrets_folder_that_is_not_there_is_a_clear_error(hoptrace_env: dict[
     said = done.stdout + done.stderr
     assert done.returncode == 2 and "Traceback" not in said, said
     assert f"HOPTRACE_SECRETS_DIR={tmp_path / 'nope'} is not a folder" in said.replace("\n", ""), said  # (wrapped to the terminal)
+
+
+def test_a_kafka_that_wants_a_client_certificate_gets_it(settings: Settings, namespace: str, hoptrace_env: dict[str, str]) -> None:
+    env = {**hoptrace_env, **mutual_tls_env(settings)}
+    assert len(published_jobs(run_hoptrace(env, "publish", ORDERS, "validate", "--count", "2").stdout)) == 2
+    without = {name: value for name, value in env.items() if not name.startswith(("HOPTRACE_KAFKA_SSL_CERTFILE", "HOPTRACE_KAFKA_SSL_KEYFILE"))}
+    said = _refused_publish({**without, "HOPTRACE_KAFKA_CONNECT_TIMEOUT_S": "5"})
+    assert "could not connect to Kafka at" in said, said

@@ -5,7 +5,8 @@
 # after (HOPTRACE_KAFKA_SASL_PORT) and a SASL_SSL listener (mechanism SCRAM-SHA-512, the server
 # certificate of lib.sh's local CA: trust $STATE_DIR/tls/ca.pem) on the one after that
 # (HOPTRACE_KAFKA_SASL_SSL_PORT), both for user hoptrace, password hoptrace-local-secret (a local test
-# broker's). Jars come from Maven Central through mvn and pom.xml; without mvn, from the Apache
+# broker's); and an SSL listener that wants a client certificate of that CA (mutual TLS:
+# $STATE_DIR/tls/client.pem and client.key) on the port after those (HOPTRACE_KAFKA_SSL_PORT). Jars come from Maven Central through mvn and pom.xml; without mvn, from the Apache
 # release tarball.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -17,6 +18,8 @@ SASL_PORT="${HOPTRACE_KAFKA_SASL_PORT:-$((PORT + 2))}"
 [[ "$SASL_PORT" =~ ^[0-9]{1,5}$ ]] || die "HOPTRACE_KAFKA_SASL_PORT is not a port number: '$SASL_PORT'"
 SASL_SSL_PORT="${HOPTRACE_KAFKA_SASL_SSL_PORT:-$((PORT + 3))}"
 [[ "$SASL_SSL_PORT" =~ ^[0-9]{1,5}$ ]] || die "HOPTRACE_KAFKA_SASL_SSL_PORT is not a port number: '$SASL_SSL_PORT'"
+SSL_PORT="${HOPTRACE_KAFKA_SSL_PORT:-$((PORT + 4))}"
+[[ "$SSL_PORT" =~ ^[0-9]{1,5}$ ]] || die "HOPTRACE_KAFKA_SSL_PORT is not a port number: '$SSL_PORT'"
 SASL_USER=hoptrace
 SASL_PASSWORD=hoptrace-local-secret
 VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/pom.xml")"
@@ -53,11 +56,11 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT,SASL_SSL://$HOST:$SASL_SSL_PORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT,SASL_SSL://$HOST:$SASL_SSL_PORT
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT,SASL_SSL://$HOST:$SASL_SSL_PORT,SSL://$HOST:$SSL_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT,SASL_SSL://$HOST:$SASL_SSL_PORT,SSL://$HOST:$SSL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
 # The SASL listeners: what hoptrace's clients do against a secured broker is tested here.
 # SASL_PLAINTEXT with PLAIN (users in the JAAS line); SASL_SSL with SCRAM-SHA-512, as managed Kafka
 # services offer it (the user's credential is stored in the cluster's metadata: add_scram_user).
@@ -67,6 +70,12 @@ listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.ssl.keystore.type=PEM
 listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/kafka-keystore.pem
+# The mutual-TLS listener: a client shows a certificate of the local CA.
+listener.name.ssl.ssl.keystore.type=PEM
+listener.name.ssl.ssl.keystore.location=$TLS_DIR/kafka-keystore.pem
+listener.name.ssl.ssl.truststore.type=PEM
+listener.name.ssl.ssl.truststore.location=$TLS_DIR/ca.pem
+listener.name.ssl.ssl.client.auth=required
 log.dirs=$DIR/data
 num.partitions=1
 # Room for messages with oversized headers (tests send megabytes of baggage).
@@ -100,6 +109,7 @@ start() {
   port_open "$HOST" "$CONTROLLER_PORT" && die "controller port $CONTROLLER_PORT on $HOST is taken; set HOPTRACE_KAFKA_CONTROLLER_PORT to a free port"
   port_open "$HOST" "$SASL_PORT" && die "SASL port $SASL_PORT on $HOST is taken; set HOPTRACE_KAFKA_SASL_PORT to a free port"
   port_open "$HOST" "$SASL_SSL_PORT" && die "SASL_SSL port $SASL_SSL_PORT on $HOST is taken; set HOPTRACE_KAFKA_SASL_SSL_PORT to a free port"
+  port_open "$HOST" "$SSL_PORT" && die "SSL port $SSL_PORT on $HOST is taken; set HOPTRACE_KAFKA_SSL_PORT to a free port"
   install
   tls_files "$HOST"
   write_config

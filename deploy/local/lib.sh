@@ -74,13 +74,15 @@ report() {
   else say "$name: healthy at $host:$port (not started by hoptrace)"; fi
 }
 
-# tls_files: a local certificate authority and one server certificate (for localhost, 127.0.0.1 and
-# HOST) under $STATE_DIR/tls, made once with openssl and kept: ca.pem (what clients trust),
-# server.pem and server.key (Redis's), kafka-keystore.pem (the same key and certificate as Kafka's
-# PEM keystore). The keys are readable by their owner only. They secure local test brokers, nothing else.
+# tls_files: a local certificate authority, one server certificate (for localhost, 127.0.0.1 and
+# HOST) and one client certificate under $STATE_DIR/tls, made once with openssl and kept: ca.pem
+# (what clients trust), server.pem and server.key (Redis's), kafka-keystore.pem (the same key and
+# certificate as Kafka's PEM keystore), client.pem and client.key (what a client shows a broker
+# that asks for a certificate). The keys are readable by their owner only. They secure local test
+# brokers, nothing else.
 TLS_DIR="$STATE_DIR/tls"
 tls_files() {
-  [ -f "$TLS_DIR/kafka-keystore.pem" ] && return 0
+  [ -f "$TLS_DIR/client.key" ] && return 0
   command -v openssl >/dev/null || die "openssl is not installed; the TLS listeners need it (Debian: apt-get install openssl)"
   local tmp="$TLS_DIR.partial" names="DNS:localhost,IP:127.0.0.1"
   [[ "$1" =~ ^[0-9.]+$ ]] && names="$names,IP:$1" || names="$names,DNS:$1"
@@ -88,12 +90,16 @@ tls_files() {
   (umask 077 && mkdir -p "$tmp")
   printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' \
     "$names" >"$tmp/server.ext"
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >"$tmp/client.ext"
   (umask 077
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=hoptrace local test CA" \
       -keyout "$tmp/ca.key" -out "$tmp/ca.pem" &&
     openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$tmp/server.key" -out "$tmp/server.csr" &&
     openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial -days 3650 \
       -extfile "$tmp/server.ext" -out "$tmp/server.pem" &&
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=hoptrace" -keyout "$tmp/client.key" -out "$tmp/client.csr" &&
+    openssl x509 -req -in "$tmp/client.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial -days 3650 \
+      -extfile "$tmp/client.ext" -out "$tmp/client.pem" &&
     cat "$tmp/server.key" "$tmp/server.pem" >"$tmp/kafka-keystore.pem") >"$tmp/openssl.log" 2>&1 \
     || die "openssl could not make the local certificates; see $tmp/openssl.log"
   chmod 644 "$tmp/ca.pem"
