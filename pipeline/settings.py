@@ -50,11 +50,15 @@ class Settings(BaseSettings):
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="How every Kafka client of hoptrace connects: plain, TLS, SASL, or SASL over TLS."
     )
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
         default=None, description="The SASL mechanism, with a SASL security protocol."
     )
     kafka_sasl_username: str | None = Field(default=None, description="The SASL user, with a SASL security protocol.")
     kafka_sasl_password: SecretStr | None = Field(default=None, description="The SASL password, with a SASL security protocol (never printed).")
+    kafka_sasl_oauth_token: str | None = Field(
+        default=None,
+        description="With OAUTHBEARER: module:function of a function returning the current access token, called at each authentication.",
+    )
     kafka_ssl_cafile: Path | None = Field(
         default=None, description="PEM file of the CAs that signed the brokers' certificates (TLS); default: the system's."
     )
@@ -94,15 +98,28 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> Settings:
-        """A SASL protocol needs a mechanism, a user and a password; the others take none."""
+        """A SASL protocol needs a mechanism, and a user and password (OAUTHBEARER: a token function that imports); the others take none."""
         sasl = self.kafka_security_protocol.startswith("SASL_")
-        given = {"HOPTRACE_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism, "HOPTRACE_KAFKA_SASL_USERNAME": self.kafka_sasl_username}
-        given["HOPTRACE_KAFKA_SASL_PASSWORD"] = self.kafka_sasl_password
-        missing = [name for name, value in given.items() if value is None]
-        if sasl and missing:
-            raise ValueError(f"HOPTRACE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs {', '.join(missing)} set too")
-        if not sasl and len(missing) < len(given):
+        given = {
+            "HOPTRACE_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "HOPTRACE_KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "HOPTRACE_KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+            "HOPTRACE_KAFKA_SASL_OAUTH_TOKEN": self.kafka_sasl_oauth_token,
+        }
+        if not sasl and any(value is not None for value in given.values()):
             raise ValueError(f"HOPTRACE_KAFKA_SASL_* settings are given but HOPTRACE_KAFKA_SECURITY_PROTOCOL is {self.kafka_security_protocol}")
+        if not sasl:
+            return self
+        oauth = self.kafka_sasl_mechanism == "OAUTHBEARER"
+        credentials = ["HOPTRACE_KAFKA_SASL_OAUTH_TOKEN"] if oauth else ["HOPTRACE_KAFKA_SASL_USERNAME", "HOPTRACE_KAFKA_SASL_PASSWORD"]
+        needed = ["HOPTRACE_KAFKA_SASL_MECHANISM", *credentials]
+        missing = [name for name in needed if given[name] is None]
+        if missing:
+            raise ValueError(f"HOPTRACE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs {', '.join(missing)} set too")
+        if oauth:
+            from hoptrace.pipeline.kafka_oauth import token_function  # noqa: PLC0415 - kafka-python only for OAUTHBEARER
+
+            token_function(str(self.kafka_sasl_oauth_token))
         return self
 
     @property
@@ -112,7 +129,12 @@ class Settings(BaseSettings):
             "security_protocol": self.kafka_security_protocol,
             "bootstrap_timeout_ms": int(self.kafka_connect_timeout_s * 1000),
         }
-        if self.kafka_sasl_password is not None:
+        if self.kafka_sasl_mechanism == "OAUTHBEARER":
+            from hoptrace.pipeline.kafka_oauth import FunctionTokenProvider, token_function  # noqa: PLC0415 - as above
+
+            provider = FunctionTokenProvider(token_function(str(self.kafka_sasl_oauth_token)))
+            options.update(sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=provider)
+        elif self.kafka_sasl_password is not None:
             options.update(
                 sasl_mechanism=self.kafka_sasl_mechanism,
                 sasl_plain_username=self.kafka_sasl_username,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -43,6 +46,24 @@ def mutual_tls_env(settings: Settings) -> dict[str, str]:
         "HOPTRACE_KAFKA_SSL_CERTFILE": str(tls / "client.pem"),
         "HOPTRACE_KAFKA_SSL_KEYFILE": str(tls / "client.key"),
     }
+
+
+def unsigned_token(lifetime_s: float = 3600) -> str:
+    """An OAUTHBEARER access token for the local SASL_SSL listener, which validates tokens signed with ``"alg":"none"`` (Kafka's unsecured validator).
+
+    Named by ``HOPTRACE_KAFKA_SASL_OAUTH_TOKEN=tests.secured:unsigned_token``; a negative LIFETIME_S makes an expired one.
+    """
+    now = time.time()
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none'})}.{part({'sub': SASL_USER, 'iat': now - 60, 'exp': now + lifetime_s})}."
+
+
+def expired_token() -> str:
+    """An OAUTHBEARER token that expired an hour ago."""
+    return unsigned_token(-3600)
 
 
 def secured_kafka_options(settings: Settings) -> tuple[str, dict[str, Any]]:

@@ -148,3 +148,14 @@ def test_a_kafka_that_wants_a_client_certificate_gets_it(settings: Settings, nam
     without = {name: value for name, value in env.items() if not name.startswith(("HOPTRACE_KAFKA_SSL_CERTFILE", "HOPTRACE_KAFKA_SSL_KEYFILE"))}
     said = _refused_publish({**without, "HOPTRACE_KAFKA_CONNECT_TIMEOUT_S": "5"})
     assert "could not connect to Kafka at" in said, said
+
+
+def test_oauthbearer_takes_its_token_from_the_users_function(settings: Settings, namespace: str, hoptrace_env: dict[str, str]) -> None:
+    env = {name: value for name, value in {**hoptrace_env, **secured_env(settings)}.items() if not name.startswith("HOPTRACE_KAFKA_SASL_")}
+    env = {**env, "HOPTRACE_KAFKA_SASL_MECHANISM": "OAUTHBEARER", "HOPTRACE_KAFKA_SASL_OAUTH_TOKEN": "tests.secured:unsigned_token"}
+    assert len(published_jobs(run_hoptrace(env, "publish", ORDERS, "validate", "--count", "2").stdout)) == 2
+    said = _refused_publish({**env, "HOPTRACE_KAFKA_SASL_OAUTH_TOKEN": "tests.secured:expired_token", "HOPTRACE_KAFKA_CONNECT_TIMEOUT_S": "5"})
+    assert "could not connect to Kafka at" in said, said
+    done = _hoptrace({**env, "HOPTRACE_KAFKA_SASL_OAUTH_TOKEN": "tests.secured:no_such_function"}, "publish", ORDERS, "validate")
+    said = done.stdout + done.stderr
+    assert done.returncode == 2 and "Traceback" not in said and "names no function" in " ".join(said.split()), said

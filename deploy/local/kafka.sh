@@ -2,7 +2,8 @@
 # Local Apache Kafka (one KRaft broker+controller) for hoptrace: install | start | stop | status.
 # Address from HOPTRACE_KAFKA_BOOTSTRAP (default 127.0.0.1:9092); the controller listens on the
 # next port (HOPTRACE_KAFKA_CONTROLLER_PORT), a SASL_PLAINTEXT listener (mechanism PLAIN) on the one
-# after (HOPTRACE_KAFKA_SASL_PORT) and a SASL_SSL listener (mechanism SCRAM-SHA-512, the server
+# after (HOPTRACE_KAFKA_SASL_PORT) and a SASL_SSL listener (SCRAM-SHA-512, or OAUTHBEARER with unsigned
+# test tokens; the server
 # certificate of lib.sh's local CA: trust $STATE_DIR/tls/ca.pem) on the one after that
 # (HOPTRACE_KAFKA_SASL_SSL_PORT), both for user hoptrace, password hoptrace-local-secret (a local test
 # broker's); and an SSL listener that wants a client certificate of that CA (mutual TLS:
@@ -66,8 +67,11 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLA
 # services offer it (the user's credential is stored in the cluster's metadata: add_scram_user).
 listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$SASL_USER" password="$SASL_PASSWORD" user_$SASL_USER="$SASL_PASSWORD";
-listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,OAUTHBEARER
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+# OAUTHBEARER with Kafka's unsecured validator (tokens signed with "alg":"none"): the client side of
+# the mechanism is what is tested here, not an identity provider.
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="$SASL_USER";
 listener.name.sasl_ssl.ssl.keystore.type=PEM
 listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/kafka-keystore.pem
 # The mutual-TLS listener: a client shows a certificate of the local CA.
