@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import os
 import pickle
 import subprocess
@@ -571,3 +572,29 @@ def test_processing_keeps_concurrent_asyncio_handlers_apart_and_never_raises_its
     with hoptrace.kafka.processing("not a record") as span:  # type: ignore[arg-type]
         assert span is trace.INVALID_SPAN  # hoptrace could not make sense of it: the block runs untraced
     assert len(by_stage(telemetry, "async")) == 2
+
+
+def test_metric_series_stay_bounded_however_many_topics_the_code_sends_to(
+    settings: Settings,
+    new_topic: Callable[..., str],
+    telemetry: CapturedTelemetry,
+    instrumented: HoptraceKafkaInstrumentor,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Stages come from the messages (a topic per customer, say): past MAX_STAGES per pipeline, they are reported as one overflow stage."""
+    monkeypatch.setattr(dropin, "MAX_STAGES", 2)
+    topics = [new_topic(f"t{n}") for n in range(5)]
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
+    with caplog.at_level(logging.WARNING, logger="hoptrace.instrumentation.dropin"):
+        for topic in (*topics, topics[0], topics[4]):
+            producer.send(topic, b"{}")
+        producer.flush()
+    producer.close()
+    sent = {
+        (point.attributes[semconv.STAGE], point.attributes[semconv.MESSAGING_DESTINATION]): point.value
+        for point in telemetry.points(semconv.SENT_MESSAGES)
+    }
+    assert sent == {(topics[0], topics[0]): 2, (topics[1], topics[1]): 1, (dropin.OVERFLOW, dropin.OVERFLOW): 4}
+    assert [span.name for span in telemetry.spans].count(f"send {dropin.OVERFLOW}") == 4
+    assert len([record for record in caplog.records if "more than 2 stages" in record.getMessage()]) == 1

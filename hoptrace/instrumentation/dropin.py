@@ -6,11 +6,15 @@ same middleware as hoptrace's own stages (tracing, metrics), under a pipeline na
 made on the fly (a Celery task, a Kafka topic or consumer group). The hooks are made on first
 use in each process, on the global providers, so a prefork child gets its own after the fork; each
 stage's bound hooks are kept per process (``lane``), so a message costs one dict lookup to find them.
+Stages come from the messages themselves (their topics, queues, task names), so a process reports at
+most ``MAX_STAGES`` of them per pipeline in its metrics and spans: messages of any further one are
+reported under the stage ``OVERFLOW`` (its destination too), which the log says once per pipeline.
 The first hooks of a process start its flight recorder (``pipeline.recorder``) on the global providers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -43,6 +47,12 @@ _pipelines: dict[str, str] = {}
 _lock = threading.Lock()
 MAX_LANES = 4096
 """Stages of instrumented code kept bound per process (topics, groups, tasks, queues); emptied when full."""
+MAX_STAGES = 200
+"""Distinct stages (name and destination) a process reports per pipeline; later ones are reported as ``OVERFLOW``."""
+OVERFLOW = "_overflow"
+"""The stage name and destination of messages of stages beyond ``MAX_STAGES``."""
+_stages_seen: dict[str, set[tuple[str, str]]] = {}
+_overflowed: set[str] = set()
 
 
 def pipeline_name(default: str) -> str:
@@ -91,7 +101,7 @@ def lane(pipeline: str, key: Hashable, make_stage: Callable[[], Stage]) -> tuple
     """
     found = _lanes.get((pipeline, key))
     if found is None:
-        made = make_stage()
+        made = _bounded(pipeline, make_stage())
         bound = hooks(pipeline).bound(made)
         with _lock:
             if len(_lanes) >= MAX_LANES:
@@ -136,6 +146,29 @@ def stage(name: str, transport: Transport) -> Stage:
     return Stage(name, transport, _ignore, retry=ONE_ATTEMPT)
 
 
+def _bounded(pipeline: str, made: Stage) -> Stage:
+    """MADE, or the ``OVERFLOW`` stage on the same kind of transport once PIPELINE has ``MAX_STAGES`` others (said once per pipeline)."""
+    with _lock:
+        seen = _stages_seen.setdefault(pipeline, set())
+        key = (made.name, made.transport.destination)
+        if key in seen or len(seen) < MAX_STAGES:
+            seen.add(key)
+            return made
+        first = pipeline not in _overflowed
+        _overflowed.add(pipeline)
+    if first:
+        logger.warning(
+            "pipeline %s: more than %d stages in this process (topics, groups, tasks, queues met in messages);"
+            " messages of %s and of any later one are reported as stage %s, so that metric series stay bounded",
+            pipeline,
+            MAX_STAGES,
+            made.name,
+            OVERFLOW,
+        )
+    transport = dataclasses.replace(made.transport, **{field.name: OVERFLOW for field in dataclasses.fields(made.transport)})
+    return stage(OVERFLOW, transport)
+
+
 def reset() -> None:
     """Forget the hooks made so far, so the next message makes them again on the current global providers.
 
@@ -145,6 +178,8 @@ def reset() -> None:
         _hooks.clear()
         _lanes.clear()
         _pipelines.clear()
+        _stages_seen.clear()
+        _overflowed.clear()
 
 
 os.register_at_fork(after_in_child=reset)
