@@ -10,6 +10,7 @@ consumer groups and Redis lists of the orders pipeline. No cluster and no broker
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -109,19 +110,27 @@ def _workers(objects: list[Object]) -> dict[str, list[str]]:
     return workers
 
 
+def _secret_data(secret: Object) -> dict[str, str]:
+    """A Secret's values, decoded."""
+    return {key: base64.b64decode(value).decode() for key, value in secret.get("data", {}).items()}
+
+
 def _env(objects: list[Object], container: Object) -> dict[str, Any]:
-    """The container's environment: its ConfigMaps' data, then its own variables (a value, or the valueFrom mapping)."""
-    config_maps = _of_kind(objects, "ConfigMap")
+    """The container's environment: its ConfigMaps' and Secrets' data, then its own variables (a value, or the valueFrom mapping)."""
+    config_maps, secrets = _of_kind(objects, "ConfigMap"), _of_kind(objects, "Secret")
     env: dict[str, Any] = {}
     for source in container.get("envFrom", []):
-        env.update(config_maps[source["configMapRef"]["name"]]["data"])
+        if "secretRef" in source:
+            env.update(_secret_data(secrets[source["secretRef"]["name"]]))
+        else:
+            env.update(config_maps[source["configMapRef"]["name"]]["data"])
     for variable in container.get("env", []):
         env[variable["name"]] = variable.get("value", variable.get("valueFrom"))
     return env
 
 
 def _scaled_objects(objects: list[Object]) -> list[Object]:
-    return [item for item in objects if item["apiVersion"].startswith("keda.sh/")]
+    return [item for item in objects if item["kind"] == "ScaledObject"]
 
 
 by_build = pytest.mark.parametrize("build", BUILDS)
@@ -259,11 +268,41 @@ def test_the_collector_listens_on_all_addresses_and_exports_to_the_configured_ja
 
 
 def test_the_two_redis_addresses_name_one_server(built: dict[str, list[Object]]) -> None:
-    """hoptrace reads the URL, KEDA's redis scaler the host:port: they must agree."""
-    (endpoints,) = [item for name, item in _of_kind(built["base"], "ConfigMap").items() if name.startswith("hoptrace-endpoints")]
-    url = urlsplit(endpoints["data"]["HOPTRACE_REDIS_URL"])
-    assert f"{url.hostname}:{url.port or 6379}" == endpoints["data"]["REDIS_ADDRESS"]
-    assert url.path in ("", "/", "/0"), "KEDA's triggers read database 0"
+    """hoptrace reads the URL (a credential: from the Secret), KEDA's redis scaler the host:port: they must agree."""
+    for name, deployment in _of_kind(built["base"], "Deployment").items():
+        if (container := _hoptrace_container(deployment)) is not None:
+            env = _env(built["base"], container)
+            url = urlsplit(env["HOPTRACE_REDIS_URL"])
+            assert f"{url.hostname}:{url.port or 6379}" == env["REDIS_ADDRESS"], name
+            assert url.path in ("", "/", "/0"), "KEDA's triggers read database 0"
+
+
+@by_build
+def test_credentials_come_from_a_secret_never_a_config_map(built: dict[str, list[Object]], build: str) -> None:
+    """The Redis URL (which holds its password) and anything named like a password are in the Secret, which every hoptrace pod reads."""
+    for name, config_map in _of_kind(built[build], "ConfigMap").items():
+        leaked = [key for key in config_map.get("data", {}) if key == "HOPTRACE_REDIS_URL" or "PASSWORD" in key or "SECRET" in key]
+        assert not leaked, f"ConfigMap {name} holds {leaked}"
+    secrets = _of_kind(built[build], "Secret")
+    assert "HOPTRACE_REDIS_URL" in _secret_data(secrets["hoptrace-credentials"])
+    for name, deployment in _of_kind(built[build], "Deployment").items():
+        if (container := _hoptrace_container(deployment)) is not None:
+            assert {"secretRef": {"name": "hoptrace-credentials"}} in container["envFrom"], name
+
+
+def test_keda_scalers_authenticate_from_the_same_secret(built: dict[str, list[Object]]) -> None:
+    """Every trigger names a TriggerAuthentication, and every key those read is in the Secret the pods read."""
+    objects = built["overlays/keda"]
+    auths = {item["metadata"]["name"]: item for item in objects if item["kind"] == "TriggerAuthentication"}
+    secrets = {name: _secret_data(secret) for name, secret in _of_kind(objects, "Secret").items()}
+    for item in _scaled_objects(objects):
+        for trigger in item["spec"]["triggers"]:
+            auth = auths.get(trigger.get("authenticationRef", {}).get("name"))
+            assert auth is not None and auth["apiVersion"] == KEDA_API_VERSION, f"{item['metadata']['name']}: {trigger['type']}"
+            for ref in auth["spec"]["secretTargetRef"]:
+                assert ref["key"] in secrets.get(ref["name"], {}), f"{auth['metadata']['name']}: no key {ref['key']} in Secret {ref['name']}"
+    assert {ref["parameter"] for ref in auths["hoptrace-kafka"]["spec"]["secretTargetRef"]} == {"sasl", "tls"}
+    assert secrets["hoptrace-credentials"]["KAFKA_SASL"] in ("none", "plaintext", "scram_sha256", "scram_sha512", "oauthbearer")
 
 
 # KEDA
