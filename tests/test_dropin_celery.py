@@ -21,6 +21,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
+import redis
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from hoptrace.pipeline.settings import Settings
@@ -28,6 +29,7 @@ from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
 from tests.processes import Process, running
+from tests.secured import secured_env
 from tests.traces import chain, latest_totals, wait_for
 
 BIN = Path(sys.executable).parent
@@ -183,17 +185,23 @@ def test_a_retried_task_is_one_process_span_per_attempt_in_one_trace(
         assert waits < 1.5  # the two-second countdown is not time in the queue
 
 
+@pytest.mark.parametrize("broker", ["plain", "tls"])
 def test_send_task_by_name_ends_its_span_and_continues_the_trace(
-    plain_env: dict[str, str], plain_worker: Callable, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
+    broker: str, settings: Settings, plain_env: dict[str, str], plain_worker: Callable, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
 ) -> None:
+    """tls: the app's broker and result backend (and hoptrace's keep channel) are the local Redis over TLS, as an ACL user."""
     _, store = telemetry_store
-    with plain_worker():
-        assert "result 42" in run_client(plain_env, "by-name")
+    secured = {"HOPTRACE_REDIS_URL": secured_env(settings)["HOPTRACE_REDIS_URL"]} if broker == "tls" else {}
+    with plain_worker(**secured):
+        assert "result 42" in run_client(plain_env, "by-name", **secured)
         assert wait_for(lambda: any(processes(spans) for spans in hoptrace_spans(store).values()), 30)
 
     [spans] = hoptrace_spans(store).values()
     send, process = chain(spans)
     assert (send.kind, send.resource["service.name"], process.resource["service.name"]) == ("PRODUCER", "plain-client", "plain-worker")
+    if secured:  # the task's result is in the TLS Redis, and nothing of it in the plain one
+        prefix = f"{plain_env['TEST_REDIS_PREFIX']}*"
+        assert redis.Redis.from_url(secured["HOPTRACE_REDIS_URL"]).keys(prefix) and not redis.Redis.from_url(settings.redis_url).keys(prefix)
     assert send.attributes["messaging.message.id"] == process.attributes["messaging.message.id"]
 
 

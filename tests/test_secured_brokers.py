@@ -85,7 +85,10 @@ def test_the_orders_pipeline_runs_end_to_end_over_tls_with_scram_kafka_and_acl_r
         published = published_jobs(run_hoptrace(env, "publish", ORDERS, "validate", "--count", "5").stdout)
         assert len(wait_for_outbox(tls_settings, namespace, 5)) == 5
         assert wait_for(lambda: len(store.spans()) >= 40, timeout=30)
-        assert wait_for(lambda: store.metrics("hoptrace.kafka.consumer.lag") != [] and store.metrics("hoptrace.queue.depth") != [], timeout=30)
+        gauges = ("hoptrace.kafka.consumer.lag", "hoptrace.kafka.consumer.lag_seconds", "hoptrace.queue.depth")
+        assert wait_for(lambda: all(store.metrics(name) != [] for name in gauges), timeout=30)
+        for probe in (("--stage", "validate"), ("--stage", "charge"), ("--monitor",)):  # the probes read what the workers wrote
+            run_hoptrace(env, "probe", "ready", *probe)
     traces = store.traces()
     assert set(traces) == {job.trace_id for job in published}
     assert all([(span.name, span.kind) for span in chain(spans)] == orders_chain_names(namespace) for spans in traces.values())
