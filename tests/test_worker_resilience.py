@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
@@ -29,6 +32,7 @@ from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import SilentEndpoint, run_hoptrace
 from tests.processes import Process, own_tracebacks
+from tests.test_fuzz_headers import fuzz_settings
 from tests.traces import PublishedJob, chain, latest_totals, orders_chain_names, outbox, published_jobs, wait_for, wait_for_outbox
 
 ORDERS = "hoptrace.examples.orders:pipeline"
@@ -412,3 +416,52 @@ def test_a_body_that_is_not_a_json_object_is_dead_lettered_once_and_the_next_ord
     assert "maximum recursion depth exceeded" in errors[0], errors[0]
     assert _counter(store, "hoptrace.stage.dead_lettered", "validate") == len(POISON_BODIES)
     assert _counter(store, "hoptrace.stage.retries", "validate") == 0
+
+
+_BODIES = st.lists(
+    st.one_of(
+        st.binary(max_size=400),  # anything at all
+        st.text(max_size=120).map(str.encode),  # text, JSON or not
+        st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8), lambda inner: st.lists(inner, max_size=3), max_leaves=6).map(
+            lambda value: json.dumps(value).encode()  # JSON that is not an order object
+        ),
+    ),
+    min_size=24,
+    max_size=24,
+    unique=True,
+)
+
+
+@hypothesis_settings(
+    parent=fuzz_settings(1), suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(bodies=_BODIES)
+def test_any_body_on_a_kafka_stage_is_processed_or_dead_lettered_never_stuck(
+    settings: Settings,
+    namespace: str,
+    kafka_admin: KafkaAdminClient,
+    hoptrace_env: dict[str, str],
+    hoptrace_worker: Callable,
+    bodies: list[bytes],
+) -> None:
+    """24 generated bodies: each is dead-lettered (none is an order), and the order after them gets through."""
+    placed, dead_letter = f"{namespace}orders.placed", f"{namespace}orders.placed.dead-letter"
+    if placed not in kafka_admin.list_topics():
+        kafka_admin.create_topics([NewTopic(placed, 1, 1), NewTopic(dead_letter, 1, 1)])
+    parked_before, delivered_before = len(_records(settings, dead_letter, timeout=2)), len(outbox(settings, namespace))
+    with hoptrace_worker(ORDERS) as worker:
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
+        try:
+            for body in bodies:
+                producer.send(placed, body)
+            producer.flush()
+        finally:
+            producer.close()
+        _publish(hoptrace_env, {"order_id": f"control-{delivered_before}"})
+        assert wait_for(lambda: len(outbox(settings, namespace)) == delivered_before + 1, 60), worker.output()
+        assert wait_for(lambda: len(_records(settings, dead_letter, timeout=2)) == parked_before + len(bodies), 60), worker.output()
+        assert worker.popen.poll() is None, worker.output()
+    assert own_tracebacks(worker.output()) == [], worker.output()
+    parked = _records(settings, dead_letter)[parked_before:]
+    errors = {dict(record.headers)["hoptrace-error"].decode().split(":")[0] for record in parked}
+    assert errors <= {"UndecodableMessage", "OrderRejected"}, errors  # not JSON, or not an object; or an object that is no order
