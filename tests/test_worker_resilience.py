@@ -7,17 +7,19 @@ children that exit after every task, and SIGTERM while the OTLP endpoint hangs.
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
 import redis
 from celery import Celery
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -418,6 +420,11 @@ def test_a_body_that_is_not_a_json_object_is_dead_lettered_once_and_the_next_ord
     assert _counter(store, "hoptrace.stage.retries", "validate") == 0
 
 
+_BROKER_FUZZ = hypothesis_settings(
+    parent=fuzz_settings(1),
+    phases=(Phase.explicit, Phase.generate),  # no shrinking: each example runs a worker
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 _BODIES = st.lists(
     st.one_of(
         st.binary(max_size=400),  # anything at all
@@ -432,9 +439,7 @@ _BODIES = st.lists(
 )
 
 
-@hypothesis_settings(
-    parent=fuzz_settings(1), suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
-)
+@_BROKER_FUZZ
 @given(bodies=_BODIES)
 def test_any_body_on_a_kafka_stage_is_processed_or_dead_lettered_never_stuck(
     settings: Settings,
@@ -465,3 +470,53 @@ def test_any_body_on_a_kafka_stage_is_processed_or_dead_lettered_never_stuck(
     parked = _records(settings, dead_letter)[parked_before:]
     errors = {dict(record.headers)["hoptrace-error"].decode().split(":")[0] for record in parked}
     assert errors <= {"UndecodableMessage", "OrderRejected"}, errors  # not JSON, or not an object; or an object that is no order
+
+
+def _envelope(queue: str, body: bytes, headers: dict[str, Any], content_type: str = "application/json") -> bytes:
+    """A kombu message envelope on the Redis list of QUEUE, as a producer would push it, with BODY and HEADERS."""
+    properties = {"body_encoding": "base64", "delivery_tag": uuid.uuid4().hex, "delivery_info": {"exchange": "", "routing_key": queue}}
+    return json.dumps(
+        {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "utf-8",
+            "content-type": content_type,
+            "headers": headers,
+            "properties": properties,
+        }
+    ).encode()
+
+
+@_BROKER_FUZZ
+@given(bodies=_BODIES)
+def test_any_message_on_a_celery_queue_is_processed_or_dead_lettered_never_dropped(
+    settings: Settings,
+    namespace: str,
+    hoptrace_env: dict[str, str],
+    hoptrace_worker: Callable,
+    telemetry_store: tuple[OtlpReceiver, TelemetryStore],
+    bodies: list[bytes],
+) -> None:
+    """Pushed onto the charge stage's queue: the generated items raw, then as the body of a charge task (JSON, then pickle, which the worker
+    does not take), of a task the worker does not have, and of a message without a task. Celery logged and dropped each of these kinds,
+    and kombu's channel raised on a raw one it had already popped; each is dead-lettered now, and the order after them gets through."""
+    _, store = telemetry_store
+    queue = f"{namespace}payments"
+    task = {"lang": "py", "task": "hoptrace.orders.charge", "id": "x"}
+    items = [
+        *bodies,
+        *(_envelope(queue, body, task) for body in bodies[:6]),
+        _envelope(queue, b"\x80\x04pickle", task, "application/x-python-serialize"),
+        _envelope(queue, b"[[], {}, {}]", {**task, "task": "no.such.task"}),
+        _envelope(queue, b"[[], {}, {}]", {}),
+    ]
+    client = redis.Redis.from_url(settings.redis_url)
+    parked_before = client.llen(f"{queue}.dead-letter")
+    with hoptrace_worker(ORDERS) as worker:
+        for item in items:
+            client.lpush(queue, item)
+        _publish(hoptrace_env, {"order_id": "control"})
+        assert wait_for(lambda: len(outbox(settings, namespace)) == 1, 60), worker.output()
+        assert wait_for(lambda: client.llen(f"{queue}.dead-letter") == parked_before + len(items), 60), worker.output()
+        assert client.llen(queue) == 0 and worker.popen.poll() is None, worker.output()
+    assert own_tracebacks(worker.output()) == [], worker.output()
+    assert _counter(store, "hoptrace.stage.dead_lettered", "charge") == len(items)

@@ -5,7 +5,8 @@ child (after the fork) and flushed when that child exits, so a pool with
 ``worker_max_tasks_per_child=1`` still exports every span. A pool child whose worker died (a
 kill -9 of the main process) gets SIGTERM instead of Celery's SIGKILL, so it flushes too.
 
-A message the broker hands out again (``redelivered`` in its delivery info: its worker died or
+A message the worker cannot read (its body, its task, its envelope) is dead-lettered by its stage
+(``unreadable``), never dropped. A message the broker hands out again (``redelivered`` in its delivery info: its worker died or
 lost it, see ``visibility``) is marked on its process span and counted.
 """
 
@@ -27,6 +28,7 @@ from hoptrace.pipeline.carriers import celery_request_pairs
 from hoptrace.pipeline.messages import Delivery
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.stages import CeleryTransport, Payload, Pipeline, Stage
+from hoptrace.workers import unreadable
 from hoptrace.workers.processing import StageProcessor
 
 logger = logging.getLogger(__name__)
@@ -48,11 +50,13 @@ class ProcessRuntime(Protocol):
 
 def register(app: Celery, pipeline: Pipeline, runtime: ProcessRuntime) -> list[str]:
     """Register a task for every Celery stage of PIPELINE on APP; return the queues to consume."""
-    queues: list[str] = []
+    tasks: dict[str, str] = {}
     for stage in pipeline:
         if isinstance(stage.transport, CeleryTransport):
             _register_stage(app, stage, runtime)
-            queues.append(stage.transport.queue)
+            tasks[stage.transport.queue] = stage.transport.task
+    unreadable.install(app, tasks)
+    queues = list(tasks)
 
     stages = [stage for stage in pipeline if isinstance(stage.transport, CeleryTransport)]
     quiet = ExitStack()
@@ -92,7 +96,8 @@ def _register_stage(app: Celery, stage: Stage, runtime: ProcessRuntime) -> None:
         attributes = {semconv.MESSAGING_MESSAGE_ID: str(request.id)}
         redelivered = bool((request.delivery_info or {}).get("redelivered"))
         try:
-            delivery = Delivery(payload, celery_request_pairs(request, fields()), attributes, redelivered=redelivered)
+            problem = unreadable.reason_of(request)  # sent back by the consumer: dead-lettered, the handler never runs
+            delivery = Delivery(payload, celery_request_pairs(request, fields()), attributes, problem, redelivered)
             outcome = runtime.processor(stage).process(delivery)
         except Exception as error:  # dead-lettering failed: the message goes back on the queue
             logger.exception("stage %s: could not process or dead-letter task %s; retrying it", stage.name, request.id)

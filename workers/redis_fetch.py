@@ -23,6 +23,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
+from hoptrace.workers import unreadable
+
 TRANSPORT = "hoptrace.workers.redis_fetch:Transport"
 """The class path for Celery's ``broker_transport`` (with a ``redis://`` broker URL)."""
 WAIT_S = 0.025
@@ -95,7 +97,13 @@ class Channel(kombu_redis.Channel):
             key, item = (bytes_to_str(part) for part in reply)
             dest = key[len(self.global_keyprefix or "") :].rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
-            self.connection._deliver(loads(item), dest)
+            try:
+                message = loads(item)
+            except ValueError:
+                message = None
+            if not unreadable.is_envelope(message):  # popped already: it goes to Celery as an unreadable message, not away
+                message = unreadable.envelope(item, dest)
+            self.connection._deliver(message, dest)
             return True
         finally:
             self._in_poll = None
