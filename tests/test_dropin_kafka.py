@@ -598,3 +598,27 @@ def test_metric_series_stay_bounded_however_many_topics_the_code_sends_to(
     assert sent == {(topics[0], topics[0]): 2, (topics[1], topics[1]): 1, (dropin.OVERFLOW, dropin.OVERFLOW): 4}
     assert [span.name for span in telemetry.spans].count(f"send {dropin.OVERFLOW}") == 4
     assert len([record for record in caplog.records if "more than 2 stages" in record.getMessage()]) == 1
+
+
+def test_settings_that_do_not_parse_leave_the_instrumented_code_running(
+    settings: Settings,
+    new_topic: Callable[..., str],
+    telemetry: CapturedTelemetry,
+    instrumented: HoptraceKafkaInstrumentor,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    """A secrets folder that is not there, or a setting that does not parse: logged; the app's sends go on, traced."""
+    topic = new_topic("out")
+    for variable, value in (("HOPTRACE_SECRETS_DIR", str(tmp_path / "nope")), ("HOPTRACE_RECORDER_MAX_BYTES", "lots")):
+        dropin.reset()
+        monkeypatch.setenv(variable, value)
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
+        with caplog.at_level(logging.WARNING, logger="hoptrace.instrumentation.dropin"):
+            producer.send(topic, b"{}").get(timeout=30)
+        producer.close()
+        monkeypatch.delenv(variable)
+        assert any("a HOPTRACE_ setting is not valid" in record.getMessage() for record in caplog.records), variable
+        caplog.clear()
+    assert [span.name for span in telemetry.spans].count(f"send {topic}") == 2

@@ -33,7 +33,7 @@ from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.keep_channel import start_flight_recorder
 from hoptrace.pipeline.messages import Incoming, Outcome
 from hoptrace.pipeline.middleware import BoundHooks, Hooks
-from hoptrace.pipeline.settings import Settings
+from hoptrace.pipeline.settings import SecretsFolderMissing, Settings
 from hoptrace.pipeline.stages import Pipeline, RetryPolicy, Stage, Transport
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _settings() -> Settings | None:
     """hoptrace's ``HOPTRACE_*`` settings; None, logged, when one does not parse (the instrumented code runs on either way)."""
     try:
         return Settings()
-    except ValidationError as error:
+    except (ValidationError, SecretsFolderMissing) as error:
         logger.warning("hoptrace's flight recorder and slow-job objective are off: a HOPTRACE_ setting is not valid (%s)", error)
         return None
 
