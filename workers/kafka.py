@@ -33,7 +33,7 @@ from hoptrace.pipeline.messages import Delivery, Owned
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.stages import KafkaTransport
 from hoptrace.workers.handed_out import HandedOut, mark, read_mark
-from hoptrace.workers.processing import StageProcessor
+from hoptrace.workers.processing import StageProcessor, undecodable_payload
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def delivery(record: ConsumerRecord, redelivered: bool = False) -> Delivery:
         problem = None if isinstance(payload, dict) else f"body is JSON {type(payload).__name__}, not an object"
     if problem is not None:
         raw = record.value.decode("utf-8", "replace") if isinstance(record.value, bytes) else repr(record.value)
-        return Delivery({"undecodable": raw[:10000]}, kafka_pairs(record.headers, fields()), attributes, problem, redelivered)
+        return Delivery(undecodable_payload(raw), kafka_pairs(record.headers, fields()), attributes, problem, redelivered)
     return Delivery(payload, kafka_pairs(record.headers, fields()), attributes, redelivered=redelivered)
 
 

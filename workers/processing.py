@@ -23,7 +23,7 @@ from hoptrace.pipeline.middleware import Hooks, Middleware
 from hoptrace.pipeline.outages import BrokerAway
 from hoptrace.pipeline.receiving import receive
 from hoptrace.pipeline.stage_context import Publisher, StageContext
-from hoptrace.pipeline.stages import Pipeline, Stage
+from hoptrace.pipeline.stages import Payload, Pipeline, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,15 @@ CONFIRM_TIMEOUT_S = 30.0
 
 class UndecodableMessage(ValueError):
     """A message body that is not the JSON object a handler expects."""
+
+
+UNDECODABLE_KEPT = 10_000
+"""How many characters of a body that cannot be read its dead letter keeps."""
+
+
+def undecodable_payload(text: str) -> Payload:
+    """What stands for an unreadable body of TEXT in its delivery, and so in its dead letter: ``{"undecodable": <its start>}``."""
+    return {"undecodable": text[:UNDECODABLE_KEPT]}
 
 
 class StageProcessor:

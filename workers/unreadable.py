@@ -23,14 +23,14 @@ from celery.worker.consumer import Consumer
 from kombu.message import Message
 from vine import promise
 
+from hoptrace.workers.processing import undecodable_payload
+
 logger = logging.getLogger(__name__)
 
 UNREADABLE_HEADER = "hoptrace-unreadable"
 """Why a message that comes back to its stage's task could not be read."""
 TASKS_OPTION = "hoptrace_queue_tasks"
 """The Celery setting holding ``{queue: task name}`` of the pipeline's stages (``install``)."""
-KEPT_CHARACTERS = 10_000
-"""How much of an unreadable body the dead letter keeps."""
 UNREADABLE_CONTENT_TYPE = "application/x-hoptrace-unreadable"
 """The content type ``envelope`` gives a list item that is no message, so that Celery's decoding refuses it."""
 
@@ -105,7 +105,7 @@ class UnreadableAwareConsumer(Consumer):
             return False
         body = message.body
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-        self.app.send_task(task, args=[{"undecodable": text[:KEPT_CHARACTERS]}], queue=queue, headers={UNREADABLE_HEADER: reason[:500]})
+        self.app.send_task(task, args=[undecodable_payload(text)], queue=queue, headers={UNREADABLE_HEADER: reason[:500]})
         message.ack()
         logger.warning("queue %s: a message that cannot be read (%s) goes to its stage's task, to be dead-lettered", queue, reason[:200])
         return True
