@@ -396,9 +396,14 @@ def test_the_dashboards_use_the_provisioned_data_sources_and_template_variables(
 
 @pytest.mark.parametrize(("dashboard", "panel", "target"), _dashboard_targets("prometheus"))
 def test_every_dashboard_panel_query_returns_data(stack: Stack, settled: Run, dashboard: str, panel: dict[str, Any], target: dict[str, Any]) -> None:
-    promql = _substitute(target["expr"], _variables(settled))
-    found = PrometheusQuery(stack.prometheus).query(promql)
-    assert [sample for sample in found if math.isfinite(sample.value)], f"{panel['title']}: no data for {promql}"
+    """Asked again for up to a minute: a rate needs two scrapes of a series, and a counter born late in the run may have had one so far."""
+    found: list[Any] = []
+
+    def answered() -> bool:
+        found[:] = PrometheusQuery(stack.prometheus).query(_substitute(target["expr"], _variables(settled)))
+        return any(math.isfinite(sample.value) for sample in found)
+
+    assert wait_for(answered, 60, interval=2), f"{panel['title']}: no data for {_substitute(target['expr'], _variables(settled))}"
     assert {sample.labels.get("hoptrace_stage") for sample in found} <= set(STAGES)
 
 
