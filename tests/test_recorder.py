@@ -243,10 +243,14 @@ def test_anything_else_on_the_channel_is_logged_and_ignored(
         ):
             client.publish(f"{channel_name}hoptrace.keep", junk)
         client.publish(f"{channel_name}hoptrace.keep", f"{trace_id:032x} p failed")
-        assert wait_for(lambda: len(upstream.exported(trace_id)) == 2, timeout=10)
+
+        def ignored() -> int:
+            return len([record for record in caplog.records if "ignored a message" in record.getMessage()])
+
+        # Each process hears each message on its own listener thread: the other may still be logging when this one exported.
+        assert wait_for(lambda: len(upstream.exported(trace_id)) == 2 and ignored() >= 2 * 8, timeout=10)
     client.close()
-    ignored = [record for record in caplog.records if "ignored a message" in record.getMessage()]
-    assert len(ignored) == 2 * 8  # each process heard each
+    assert ignored() == 2 * 8  # each process heard each, and nothing else was logged as junk
     assert [span.attributes.get("hoptrace.keep.partial") for span in upstream.exported(trace_id)] == [True, True]
     assert upstream.metric("hoptrace.recorder.partial") == []  # counted where the keep was made, not again here
 
