@@ -21,12 +21,12 @@ ORDERS = "hoptrace.examples.orders:pipeline"
 pytestmark = pytest.mark.usefixtures("namespace_cleanup")
 
 
-@pytest.fixture
-def worker(settings: Settings, namespace: str, kafka_admin: KafkaAdminClient) -> Iterator[KafkaStageWorker]:
-    """An in-process worker of the orders pipeline's ship stage, its partition assigned, nothing polled yet."""
+@pytest.fixture(params=[1])
+def worker(request: pytest.FixtureRequest, settings: Settings, namespace: str, kafka_admin: KafkaAdminClient) -> Iterator[KafkaStageWorker]:
+    """An in-process worker of the orders pipeline's ship stage, its partitions (1, or the fixture's param) assigned, nothing polled yet."""
     pipeline = load_pipeline(ORDERS, namespace)
     stage = pipeline["ship"]
-    kafka_admin.create_topics([NewTopic(stage.transport.topic, 1, 1)], wait_for_metadata=True)
+    kafka_admin.create_topics([NewTopic(stage.transport.topic, request.param, 1)], wait_for_metadata=True)
     processor = StageProcessor(
         pipeline, stage, PipelinePublisher(pipeline, dict.fromkeys(("kafka", "celery"), Sender()), middleware=[]), middleware=[]
     )  # never runs: no record is polled
@@ -75,3 +75,17 @@ def test_a_failed_commit_is_sent_again_unless_a_later_commit_of_its_partition_wa
     worker._answered({partition: latest}, KafkaError("the latest commit failed"))
     worker._commit(wait=True)
     assert _committed(settings, worker) == 9
+
+
+@pytest.mark.parametrize("worker", [2], indirect=True)
+def test_a_failure_answered_while_another_commit_is_sent_is_sent_again(worker: KafkaStageWorker) -> None:
+    # kafka-python hands out the answers it holds at the start of the next commit_async: a failed commit of one
+    # partition is answered while a commit of another partition is being sent, and must survive that send.
+    first, second = sorted(worker._consumer.assignment())
+    worker._done[first] = 4
+    worker._commit(wait=True)
+    failed = worker._sent[first]
+    worker._consumer._coordinator.completed_offset_commits.appendleft((worker._answered, {first: failed}, KafkaError("max in flight")))
+    worker._done[second] = 6
+    worker._commit()
+    assert worker._done == {first: 4}, "the failed commit of the first partition was forgotten"

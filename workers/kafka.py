@@ -150,12 +150,14 @@ class KafkaStageWorker:
         if not offsets:
             return
         self._sent.update(offsets)
+        # Cleared before sending: kafka-python answers earlier commits inside commit_async, and a failure it
+        # answers there puts its offsets back to be sent again.
+        self._done.clear()
         try:
             if wait:
                 self._consumer.commit(offsets)
             else:
                 self._unanswered = self._consumer.commit_async(offsets, callback=self._answered)
-            self._done.clear()
         except KafkaError as error:  # the records are read again: at least once, never lost
             self._answered(offsets, error)
 
