@@ -12,12 +12,12 @@ from typing import Any
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
 
-from hoptrace.errors import CommandError, kafka_unreachable
+from hoptrace.errors import CommandError, kafka_unreachable, redis_unreachable
 from hoptrace.loader import load_stages
 from hoptrace.output import console, err_console
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stage_context import Published, Publisher
-from hoptrace.pipeline.stages import Stage
+from hoptrace.pipeline.stages import CeleryTransport, Stage
 
 DEFAULT_PAYLOAD = '{"order_id": "order-{n}"}'
 CONFIRM_EVERY = 500
@@ -105,7 +105,7 @@ def main(  # noqa: PLR0913 - the command's options
         _report(published, stage)
         _linger(linger_s)
     except PublishFailed as error:
-        raise CommandError(error) from error
+        raise (redis_unreachable(settings.redis_url, error) if isinstance(stage.transport, CeleryTransport) else CommandError(error)) from error
     except KafkaError as error:  # the producer could not bootstrap: unreachable, or refused the credentials
         raise kafka_unreachable(settings.kafka_bootstrap, error) from error
     finally:

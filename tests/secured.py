@@ -15,15 +15,18 @@ SASL_USER, SASL_PASSWORD = "hoptrace", "hoptrace-local-secret"
 """The local test brokers' user (Kafka's SASL listeners, the TLS Redis's ACL)."""
 
 
-def secured_env(settings: Settings, ca_file: Path | None = None) -> dict[str, str]:
-    """``HOPTRACE_*`` for the brokers of SETTINGS reached as managed ones are: Kafka over SASL_SSL with SCRAM-SHA-512, Redis over TLS as an ACL user.
+def secured_env(settings: Settings, ca_file: Path | None = None, client: tuple[Path, Path] | None = None) -> dict[str, str]:
+    """``HOPTRACE_*`` for the brokers of SETTINGS reached as managed ones are: Kafka over SASL_SSL with SCRAM-SHA-512, Redis over TLS as an ACL user
+    with the local CA's client certificate.
 
-    CA_FILE is what the clients trust (default: the local CA that signed both brokers' certificates).
+    CA_FILE is what the clients trust (default: the local CA that signed both brokers' certificates); CLIENT the
+    (certificate, key) files Redis clients give (default: the local CA's client certificate).
     """
     ca = str(ca_file or settings.state_dir / "tls" / "ca.pem")
     host, port = settings.kafka_servers[0].rsplit(":", 1)
     redis = urlsplit(settings.redis_url)
-    query = urlencode({"ssl_cert_reqs": "required", "ssl_ca_certs": ca})
+    certificate, key = client or (settings.state_dir / "tls" / "client.pem", settings.state_dir / "tls" / "client.key")
+    query = urlencode({"ssl_cert_reqs": "required", "ssl_ca_certs": ca, "ssl_certfile": str(certificate), "ssl_keyfile": str(key)})
     return {
         "HOPTRACE_KAFKA_BOOTSTRAP": f"{host}:{int(port) + 3}",
         "HOPTRACE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",

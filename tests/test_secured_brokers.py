@@ -97,17 +97,33 @@ def test_the_orders_pipeline_runs_end_to_end_over_tls_with_scram_kafka_and_acl_r
     assert outbox(settings, namespace) == []  # the plain Redis saw none of it
 
 
-def test_an_untrusted_certificate_is_a_clear_error_not_a_traceback(settings: Settings, hoptrace_env: dict[str, str], tmp_path: Path) -> None:
-    stranger = tmp_path / "other-ca.pem"  # a CA that did not sign the brokers' certificate
-    key = tmp_path / "other-ca.key"
-    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=stranger", "-keyout", str(key), "-out", str(stranger)]
+def _stranger(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and its key: a CA that signed neither the brokers' certificates nor the clients'."""
+    certificate, key = folder / "stranger.pem", folder / "stranger.key"
+    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=stranger", "-keyout", str(key), "-out", str(certificate)]
     subprocess.run(openssl, check=True, capture_output=True)
+    return certificate, key
+
+
+def test_an_untrusted_certificate_is_a_clear_error_not_a_traceback(settings: Settings, hoptrace_env: dict[str, str], tmp_path: Path) -> None:
+    stranger, _ = _stranger(tmp_path)
     env = {**hoptrace_env, **secured_env(settings, stranger), "HOPTRACE_KAFKA_CONNECT_TIMEOUT_S": "5"}
     said = _refused_publish(env)  # validate: a Kafka topic
     assert "could not connect to Kafka at" in said and "HOPTRACE_KAFKA_SSL_CAFILE" in said, said
     redis_only = {**env, "HOPTRACE_KAFKA_SSL_CAFILE": secured_env(settings)["HOPTRACE_KAFKA_SSL_CAFILE"]}  # Kafka trusted: the publisher opens it too
     said = _refused_publish(redis_only, "charge")  # a Celery queue on the TLS Redis
-    assert "not accepted by the broker" in said and "CERTIFICATE_VERIFY_FAILED" in said, said
+    assert "could not send to Redis at rediss://hoptrace:**@" in said and "CERTIFICATE_VERIFY_FAILED" in said and "ssl_ca_certs=" in said, said
+    assert SASL_PASSWORD not in said
+
+
+def test_a_client_certificate_the_redis_does_not_trust_is_refused_with_what_to_check(
+    settings: Settings, hoptrace_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The TLS Redis checks the certificate a client gives (``--tls-auth-clients optional``): hoptrace's clients give the one in the URL."""
+    env = {**hoptrace_env, **secured_env(settings)}
+    assert len(published_jobs(run_hoptrace(env, "publish", ORDERS, "charge", "--count", "1").stdout)) == 1  # the local CA's client certificate
+    said = _refused_publish({**hoptrace_env, **secured_env(settings, client=_stranger(tmp_path))}, "charge")
+    assert "could not send to Redis at" in said and "ssl_certfile=" in said, said
 
 
 def test_a_wrong_password_is_a_clear_error_not_a_traceback(settings: Settings, hoptrace_env: dict[str, str]) -> None:

@@ -3,8 +3,11 @@
 # Address from HOPTRACE_REDIS_URL (default redis://127.0.0.1:6379/0). A second instance, the
 # secured one, listens on the next port (HOPTRACE_REDIS_TLS_PORT) with TLS only (the server
 # certificate of lib.sh's local CA: trust $STATE_DIR/tls/ca.pem) and an ACL: the default user is off,
-# user hoptrace (password hoptrace-local-secret, a local test server's) may do everything. Its URL:
+# user hoptrace (password hoptrace-local-secret, a local test server's) may do everything. A client
+# certificate, when one is given, must be the local CA's ($STATE_DIR/tls/client.pem): optional, so that
+# another state folder's `services up` can still tell this twin answers. Its URL:
 # rediss://hoptrace:hoptrace-local-secret@HOST:PORT/0?ssl_cert_reqs=required&ssl_ca_certs=$STATE_DIR/tls/ca.pem
+# (&ssl_certfile=$STATE_DIR/tls/client.pem&ssl_keyfile=$STATE_DIR/tls/client.key to show the certificate)
 # Durable: an append-only file under $STATE_DIR/redis, fsynced every second. A stop/start
 # loses nothing; kill -9 of redis-server loses nothing either (written data is in the page
 # cache); a machine crash loses at most the last second. Measured on the Celery hop's broker
@@ -59,7 +62,7 @@ start_tls() {
   tls_files "$HOST"
   mkdir -p "$DIR/tls"
   redis-server --bind "$HOST" --port 0 --tls-port "$TLS_PORT" --tls-cert-file "$TLS_DIR/server.pem" \
-    --tls-key-file "$TLS_DIR/server.key" --tls-ca-cert-file "$TLS_DIR/ca.pem" --tls-auth-clients no \
+    --tls-key-file "$TLS_DIR/server.key" --tls-ca-cert-file "$TLS_DIR/ca.pem" --tls-auth-clients optional \
     --user default off --user "$ACL_USER" on ">$ACL_PASSWORD" '~*' '&*' '+@all' \
     --daemonize yes --pidfile "$TLS_PIDFILE" --logfile "$DIR/redis-tls.log" --dir "$DIR/tls" --save "" >/dev/null
   wait_for 10 is_tls_redis || die "redis over TLS did not answer within 10 s; see $DIR/redis-tls.log"
