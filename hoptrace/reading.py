@@ -72,9 +72,9 @@ def default_store_path(settings: Settings) -> Path:
     return settings.state_dir / "traces.sqlite"
 
 
-def open_store(db: Path | None, create: bool = False) -> SqliteTraceStore:
-    """The embedded store at DB, or at the default file; unless CREATE, a CommandError when there is none yet (reading makes none)."""
-    settings = Settings()
+def open_store(db: Path | None, create: bool = False, settings: Settings | None = None) -> SqliteTraceStore:
+    """The embedded store at DB, or at the default file of SETTINGS (read now if not given); unless CREATE, a CommandError when there is none yet."""
+    settings = settings or Settings()
     path = db or default_store_path(settings)
     if not create and not path.exists():
         raise CommandError(f"no trace store at {path} yet: hoptrace watch or hoptrace demo makes it as telemetry arrives; or read --jaeger")

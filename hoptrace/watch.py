@@ -112,9 +112,10 @@ def main(
     if jaeger or prometheus:
         read(db, jaeger, prometheus, jobs, window_s, refresh_s)
         return
-    store = open_store(db, create=True)
-    token = Settings().receiver_token
-    receiver = OtlpReceiver(store, host, grpc_port, http_port, None if token is None else token.get_secret_value())
+    settings = Settings()
+    store = open_store(db, create=True, settings=settings)
+    token = settings.receiver_token
+    receiver = OtlpReceiver(store, host, grpc_port, http_port, None if token is None else token.get_secret_value(), settings.receiver_tls)
     try:
         watch(store, receiver, console(), refresh_s, jobs, window_s)
     except (RuntimeError, OSError) as error:

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     receiver_token: SecretStr | None = Field(
         default=None, description="Bearer token the embedded OTLP receiver of hoptrace watch requires of every export (never printed)."
     )
+    receiver_tls_certfile: Path | None = Field(
+        default=None, description="PEM certificate (chain) the embedded OTLP receiver of hoptrace watch serves TLS with; with receiver_tls_keyfile."
+    )
+    receiver_tls_keyfile: Path | None = Field(default=None, description="PEM file of the private key of receiver_tls_certfile.")
     store_max_bytes: int = Field(
         default=256 * 2**20, ge=2**20, description="Bound of the embedded trace store's file in bytes (the oldest traces and points go first)."
     )
@@ -121,6 +125,20 @@ class Settings(BaseSettings):
 
             token_function(str(self.kafka_sasl_oauth_token))
         return self
+
+    @model_validator(mode="after")
+    def _receiver_tls_complete(self) -> Settings:
+        """The receiver's TLS takes a certificate and its key, or neither."""
+        if (self.receiver_tls_certfile is None) != (self.receiver_tls_keyfile is None):
+            raise ValueError("the receiver's TLS needs both HOPTRACE_RECEIVER_TLS_CERTFILE and HOPTRACE_RECEIVER_TLS_KEYFILE, or neither")
+        return self
+
+    @property
+    def receiver_tls(self) -> tuple[Path, Path] | None:
+        """(certificate file, key file) the embedded OTLP receiver serves TLS with; None: plain."""
+        if self.receiver_tls_certfile is None or self.receiver_tls_keyfile is None:
+            return None
+        return self.receiver_tls_certfile, self.receiver_tls_keyfile
 
     @property
     def kafka_client_options(self) -> dict[str, Any]:

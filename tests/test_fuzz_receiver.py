@@ -25,6 +25,7 @@ import gzip
 import http.client
 import logging
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -839,12 +840,69 @@ def test_with_a_token_only_exports_that_carry_it_are_taken() -> None:
         assert sink.records == 2
 
 
-def test_listening_beyond_loopback_without_a_token_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    for host, token, warned in (("127.0.0.1", None, False), ("0.0.0.0", "s3cret", False), ("0.0.0.0", None, True)):  # noqa: S104 - the point
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(certificate, key) for 127.0.0.1 the receiver serves, and the CA clients trust: made as ``services up`` makes the local ones."""
+    state = tmp_path_factory.mktemp("receiver-tls")
+    lib = Path(__file__).parent.parent / "deploy" / "local" / "lib.sh"
+    subprocess.run(["bash", "-c", f". {lib} && tls_files 127.0.0.1"], env={"HOPTRACE_STATE_DIR": str(state), "PATH": "/usr/bin:/bin"}, check=True)
+    return state / "tls" / "server.pem", state / "tls" / "server.key", state / "tls" / "ca.pem"
+
+
+def test_with_tls_both_transports_take_exports_over_tls_only(certificate: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter  # noqa: PLC0415
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+
+    served, key, pem = certificate
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # requests lets these win over the HTTP exporter's certificate_file
+        monkeypatch.delenv(variable, raising=False)
+    sink = CountingSink()
+    with OtlpReceiver(sink, tls=(served, key)) as receiver:
+        assert (receiver.grpc_endpoint, receiver.http_endpoint) == (
+            f"https://127.0.0.1:{receiver.grpc_port}",
+            f"https://127.0.0.1:{receiver.http_port}",
+        )
+        exporters = [
+            GrpcSpanExporter(endpoint=receiver.grpc_endpoint, credentials=grpc.ssl_channel_credentials(pem.read_bytes()), timeout=TIMEOUT_S),
+            HttpSpanExporter(endpoint=f"{receiver.http_endpoint}/v1/traces", certificate_file=str(pem), timeout=TIMEOUT_S),
+        ]
+        for exporter in exporters:  # the SDK's own exporters, as a process with OTEL_EXPORTER_OTLP_CERTIFICATE sends
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            provider.get_tracer("tls").start_span("over tls").end()
+            provider.shutdown()
+        assert sink.records == 2
+        assert grpc_export(receiver.grpc_port, TRACES, one_span()) == grpc.StatusCode.UNAVAILABLE  # in clear text: no answer
+        with pytest.raises((http.client.HTTPException, ConnectionError)):
+            post(receiver.http_port, "/v1/traces", one_span())
+        stranger = http.client.HTTPSConnection("127.0.0.1", receiver.http_port, timeout=TIMEOUT_S)  # trusts the system's CAs only
+        with pytest.raises(ssl.SSLCertVerificationError):
+            stranger.request("POST", "/v1/traces", one_span(), {"Content-Type": PROTOBUF})
+        assert sink.records == 2
+
+
+def test_a_client_stalled_in_the_tls_handshake_does_not_hold_the_others(certificate: tuple[Path, Path, Path]) -> None:
+    served, key, pem = certificate
+    sink = CountingSink()
+    with OtlpReceiver(sink, tls=(served, key)) as receiver, socket.create_connection(("127.0.0.1", receiver.http_port), timeout=TIMEOUT_S):
+        connection = http.client.HTTPSConnection("127.0.0.1", receiver.http_port, timeout=TIMEOUT_S, context=ssl.create_default_context(cafile=pem))
+        connection.request("POST", "/v1/traces", one_span(), {"Content-Type": PROTOBUF})
+        assert connection.getresponse().status == 200
+        assert sink.records == 1
+
+
+def test_beyond_loopback_without_a_token_or_tls_is_a_warning(caplog: pytest.LogCaptureFixture, certificate: tuple[Path, Path, Path]) -> None:
+    tls = certificate[:2]
+    cases = [("127.0.0.1", None, None, set()), ("0.0.0.0", "s3cret", tls, set())]  # noqa: S104 - the point
+    cases += [("0.0.0.0", None, tls, {"without a token"}), ("0.0.0.0", "s3cret", None, {"without TLS"})]  # noqa: S104
+    for host, token, served, warned in cases:
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="hoptrace.view.receiver"), OtlpReceiver(CountingSink(), host=host, token=token):
+        with caplog.at_level(logging.WARNING, logger="hoptrace.view.receiver"), OtlpReceiver(CountingSink(), host=host, token=token, tls=served):
             pass
-        assert any("without a token" in record.getMessage() for record in caplog.records) is warned, (host, token)
+        said = {words for words in ("without a token", "without TLS") if any(words in record.getMessage() for record in caplog.records)}
+        assert said == warned, (host, token, served)
 
 
 def test_a_client_trickling_its_body_is_cut_off_and_the_others_are_served(
@@ -874,3 +932,13 @@ def test_a_client_trickling_its_body_is_cut_off_and_the_others_are_served(
         for connection in slow:
             connection.close()
     assert_still_works(receiver, sink)
+
+
+def test_a_certificate_without_its_key_is_a_settings_error_that_names_both() -> None:
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from hoptrace.pipeline.settings import Settings  # noqa: PLC0415
+
+    with pytest.raises(ValidationError, match="HOPTRACE_RECEIVER_TLS_CERTFILE and HOPTRACE_RECEIVER_TLS_KEYFILE"):
+        Settings(receiver_tls_certfile=Path("receiver.pem"))
+    assert Settings(receiver_tls_certfile=Path("a.pem"), receiver_tls_keyfile=Path("a.key")).receiver_tls == (Path("a.pem"), Path("a.key"))

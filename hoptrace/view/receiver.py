@@ -18,8 +18,11 @@ What arrives is untrusted, and the receiver's memory stays bounded whatever it i
   client trickling bytes holds a slot for seconds, not forever;
 - it listens on 127.0.0.1 unless another host is given, and with a TOKEN takes only requests that
   carry ``authorization: Bearer <token>`` (HTTP 401, gRPC ``UNAUTHENTICATED`` otherwise; exporters
-  send it with ``OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20<token>``); listening beyond
-  loopback without one is logged as a warning when it starts.
+  send it with ``OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20<token>``); with TLS (a
+  certificate and its key) both transports speak only TLS (exporters: an ``https://`` endpoint and
+  ``OTEL_EXPORTER_OTLP_CERTIFICATE``); listening beyond loopback without a token or without TLS is
+  logged as a warning when it starts. A TLS handshake happens on the connection's own thread, so
+  a client that stalls in it holds one HTTP connection, not the accepting loop.
 
 Answers follow the OTLP specification: HTTP 200 with the empty Export*ServiceResponse; 400 for
 a body that does not parse (or a malformed ``Content-Length``), 404 for another path, 405 for
@@ -35,12 +38,14 @@ import hmac
 import ipaddress
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -87,11 +92,23 @@ class OtlpReceiver:
     HOST is where both listen: loopback only unless another address is given.
     """
 
-    def __init__(self, store: TelemetrySink, host: str = "127.0.0.1", grpc_port: int = 0, http_port: int = 0, token: str | None = None) -> None:
-        """Receive into STORE on HOST's ports (0: any free one); with TOKEN, only requests that carry it as a bearer token."""
+    def __init__(
+        self,
+        store: TelemetrySink,
+        host: str = "127.0.0.1",
+        grpc_port: int = 0,
+        http_port: int = 0,
+        token: str | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        """Receive into STORE on HOST's ports (0: any free one); with TOKEN, only requests that carry it as a bearer token.
+
+        TLS is (certificate file, key file), PEM: both transports then serve TLS only.
+        """
         self.store = store
         self.host = host
         self._authorization = None if token is None else f"Bearer {token}".encode()
+        self._tls = tls
         self.grpc_port = grpc_port
         """The gRPC port; once started, the bound one."""
         self.http_port = http_port
@@ -109,13 +126,17 @@ class OtlpReceiver:
 
     @property
     def grpc_endpoint(self) -> str:
-        """``http://HOST:PORT`` for a gRPC OTLP exporter."""
-        return f"http://{self.host}:{self.grpc_port}"
+        """``http://HOST:PORT`` (``https://`` with TLS) for a gRPC OTLP exporter."""
+        return f"{self._scheme}://{self.host}:{self.grpc_port}"
 
     @property
     def http_endpoint(self) -> str:
-        """``http://HOST:PORT`` for an HTTP OTLP exporter; append ``/v1/traces`` etc. for one signal."""
-        return f"http://{self.host}:{self.http_port}"
+        """``http://HOST:PORT`` (``https://`` with TLS) for an HTTP OTLP exporter; append ``/v1/traces`` etc. for one signal."""
+        return f"{self._scheme}://{self.host}:{self.http_port}"
+
+    @property
+    def _scheme(self) -> str:
+        return "http" if self._tls is None else "https"
 
     def start(self) -> None:
         """Bind both ports and start serving; raises RuntimeError when already running."""
@@ -125,6 +146,12 @@ class OtlpReceiver:
             logger.warning(
                 "the OTLP receiver listens on %s without a token: anyone who reaches it can write telemetry into the store;"
                 " set HOPTRACE_RECEIVER_TOKEN, and send it from exporters with OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%%20<token>",
+                self.host,
+            )
+        if self._tls is None and not _is_loopback(self.host):
+            logger.warning(
+                "the OTLP receiver listens on %s without TLS: telemetry (and a token) cross the network in clear text;"
+                " set HOPTRACE_RECEIVER_TLS_CERTFILE and HOPTRACE_RECEIVER_TLS_KEYFILE",
                 self.host,
             )
         executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc")
@@ -137,8 +164,18 @@ class OtlpReceiver:
         for signal in SIGNALS:
             export: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(partial(self._grpc_export, signal))
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": export}),))
-        self.grpc_port = server.add_insecure_port(f"{self.host}:{self.grpc_port}")
+        address = f"{self.host}:{self.grpc_port}"
+        if self._tls is None:
+            self.grpc_port = server.add_insecure_port(address)
+        else:
+            certificate, key = (path.read_bytes() for path in self._tls)
+            self.grpc_port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, certificate)]))
         http = _OtlpHttpServer((self.host, self.http_port), self._accept, self.authorized)
+        if self._tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self._tls)
+            # The handshake happens on the connection's first read, in its handler's thread, not in the accepting loop.
+            http.socket = context.wrap_socket(http.socket, server_side=True, do_handshake_on_connect=False)
         self.http_port = http.server_address[1]
         server.start()
         threading.Thread(target=http.serve_forever, args=(0.05,), name="otlp-http", daemon=True).start()
