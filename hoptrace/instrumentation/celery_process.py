@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from opentelemetry import context as otel_context
+from opentelemetry.util.types import AttributeValue
 
 from hoptrace.instrumentation import dropin
 from hoptrace.instrumentation.celery_chords import chord_links, record_chord_member
@@ -58,8 +59,11 @@ def started(pipeline: str, task_id: str | None = None, task: Any = None, **_: An
         request = task.request
         name, queue = str(task.name), _queue(request)
         stage, hooks = dropin.lane(pipeline, ("process", name, queue), lambda: dropin.stage(name, CeleryTransport(queue, name)))
-        message = receive(stage, Delivery({}, celery_request_pairs(request, fields()), {semconv.MESSAGING_MESSAGE_ID: str(task_id)}))
         eta = _eta(request)
+        attributes: dict[str, AttributeValue] = {semconv.MESSAGING_MESSAGE_ID: str(task_id)}
+        if eta is not None:
+            attributes[semconv.ETA] = int(eta * 1e9)  # the critical path tells the hold from the wait in the queue
+        message = receive(stage, Delivery({}, celery_request_pairs(request, fields()), attributes))
         if eta is not None and message.sent_at is not None:
             message.sent_at = max(message.sent_at, eta)  # waiting for the eta is not waiting in the queue
         message.links = chord_links(task)
