@@ -146,17 +146,24 @@ def stages(
 
 @app.command()
 def traces(
-    last: int = typer.Option(20, "--last", min=1, help="How many traces."),
+    last: int = typer.Option(None, "--last", min=1, help="How many of the newest traces (default 20)."),
+    slowest: int = typer.Option(
+        None,
+        "--slowest",
+        min=1,
+        help="The N slowest traces (end-to-end time) instead, slowest first; not with --last. With --jaeger: of the newest 10*N"
+        " per service in the last hour (100 to 500, never fewer than N), as Jaeger cannot sort by duration.",
+    ),
     stage: str = typer.Option(None, "--stage", help="Only traces through this stage."),
     errors: bool = typer.Option(False, "--errors", help="Only traces with a failed span."),
     db: Path = typer.Option(None, "--db", help=DB_HELP),
     jaeger: str = typer.Option(None, "--jaeger", help="Read from a Jaeger query service instead, e.g. http://localhost:16686."),
     stuck_after: float = typer.Option(300.0, "--stuck-after", min=1, help=STUCK_HELP),
 ) -> None:
-    """List stored traces, newest first."""
+    """List stored traces, newest first (or slowest first), each with the slowest part of its critical path."""
     from hoptrace import reading
 
-    _run(lambda: reading.print_traces(last, stage, errors, db, jaeger, stuck_after))
+    _run(lambda: reading.print_traces(last, stage, errors, db, jaeger, stuck_after, slowest))
 
 
 @app.command()

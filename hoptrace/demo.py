@@ -35,6 +35,8 @@ from hoptrace.pipeline.stages import KafkaTransport, Pipeline
 from hoptrace.publish import job_payloads, publish_job
 from hoptrace.reading import default_store_path
 from hoptrace.runtime import Runtime, celery_app
+from hoptrace.view.critical_path import critical_path
+from hoptrace.view.critical_view import critical_path_table
 from hoptrace.view.queries import StageStats
 from hoptrace.view.receiver import OtlpReceiver
 from hoptrace.view.sqlite_store import SqliteTraceStore
@@ -192,9 +194,11 @@ def run_demo(settings: Settings, store_path: Path, jobs: int, timeout_s: float, 
 
 
 def _print_report(console: Console, store: SqliteTraceStore, trace_ids: list[str], stats: list[StageStats]) -> None:
-    complete = next((trace_id for trace_id in trace_ids if len(store.trace(trace_id)) == SPANS_PER_JOB), None)
-    if complete is not None:
-        console.print(trace_tree(store.trace(complete)))
+    complete = [spans for trace_id in trace_ids if len(spans := store.trace(trace_id)) == SPANS_PER_JOB]
+    if complete:  # the slowest whole job, and where its time went
+        spans = max(complete, key=lambda spans: max(span.end_ns for span in spans) - min(span.start_ns for span in spans))
+        console.print(trace_tree(spans))
+        console.print(critical_path_table(critical_path(spans)))
     console.print(stage_table(stats))
 
 

@@ -30,9 +30,13 @@ class TraceSource(Protocol):
     """Where stored traces are read from: the embedded store or a Jaeger query service."""
 
     def recent_traces(
-        self, limit: int = 20, stage: str | None = None, errors_only: bool = False, stuck_before_ns: int | None = None
+        self, limit: int = 20, stage: str | None = None, errors_only: bool = False, stuck_before_ns: int | None = None, slowest: bool = False
     ) -> list[TraceSummary]:
-        """The LIMIT newest traces, newest first, filtered by the source itself (never fewer than exist); in flight before STUCK_BEFORE_NS: stuck."""
+        """The LIMIT newest traces, newest first, filtered by the source itself (never fewer than exist); in flight before STUCK_BEFORE_NS: stuck.
+
+        SLOWEST: the LIMIT slowest by end-to-end time instead, slowest first: of every stored trace in
+        the embedded store, of a pool of the newest in Jaeger (``jaeger.slowest_pool``).
+        """
         ...
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
@@ -117,19 +121,37 @@ def print_stages(window_s: float, db: Path | None, prometheus: str | None, pipel
     console().print(stages_view(stats, width=console().width))
 
 
-def print_traces(last: int, stage: str | None, errors: bool, db: Path | None, jaeger: str | None, stuck_after_s: float = STUCK_AFTER_S) -> None:
-    """``hoptrace traces``: the LAST newest traces (through STAGE, with ERRORS only, when asked) as a table."""
+def print_traces(
+    last: int | None,
+    stage: str | None,
+    errors: bool,
+    db: Path | None,
+    jaeger: str | None,
+    stuck_after_s: float = STUCK_AFTER_S,
+    slowest: int | None = None,
+) -> None:
+    """``hoptrace traces``: the LAST newest traces (20 when None), or the SLOWEST slowest, through STAGE, with ERRORS only, when asked, as a table.
+
+    LAST and SLOWEST together are a usage error (exit status 2): one list is either the newest or the slowest.
+    """
     from hoptrace.view.tables import traces_table
 
+    if last is not None and slowest is not None:
+        raise CommandError("--last and --slowest do not go together: --last N lists the N newest traces, --slowest N the N slowest", exit_code=2)
+    count = slowest if slowest is not None else last if last is not None else 20
     try:
-        summaries = open_source(db, jaeger).recent_traces(last, stage=stage, errors_only=errors, stuck_before_ns=stuck_before(stuck_after_s))
+        summaries = open_source(db, jaeger).recent_traces(
+            count, stage=stage, errors_only=errors, stuck_before_ns=stuck_before(stuck_after_s), slowest=slowest is not None
+        )
     except JaegerError as error:
         raise CommandError(error) from error
     console().print(traces_table(summaries, width=console().width))
 
 
 def print_trace(trace_id: str, as_json: bool, db: Path | None, jaeger: str | None, stuck_after_s: float = STUCK_AFTER_S) -> None:
-    """``hoptrace trace``: one trace as a tree across queues, or as JSON."""
+    """``hoptrace trace``: one trace as a tree across queues with its critical path below, or as one JSON object of both."""
+    from hoptrace.view.critical_path import critical_path
+    from hoptrace.view.critical_view import critical_path_json, critical_path_table
     from hoptrace.view.formatting import trace_json
     from hoptrace.view.tree import trace_tree
 
@@ -141,7 +163,9 @@ def print_trace(trace_id: str, as_json: bool, db: Path | None, jaeger: str | Non
         raise CommandError(error) from error
     if not spans:
         raise CommandError(f"no trace {trace_id} in the store; list what there is with: hoptrace traces")
+    path = critical_path(spans)
     if as_json:
-        print(json.dumps(trace_json(spans), indent=2))
+        print(json.dumps({"trace_id": trace_id.lower(), "spans": trace_json(spans), "critical_path": critical_path_json(path)}, indent=2))
     else:
         console().print(trace_tree(spans, stuck_before(stuck_after_s)))
+        console().print(critical_path_table(path))

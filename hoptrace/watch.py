@@ -34,7 +34,8 @@ from hoptrace.reading import (
     stages_view,
     stuck_before,
 )
-from hoptrace.view.formatting import to_text
+from hoptrace.view.formatting import shown, to_text
+from hoptrace.view.queries import TraceSummary
 from hoptrace.view.receiver import OtlpReceiver
 from hoptrace.view.sqlite_store import SqliteTraceStore
 from hoptrace.view.tree import trace_tree
@@ -42,8 +43,17 @@ from hoptrace.view.tree import trace_tree
 WAITING = "waiting for spans… point OTEL_EXPORTER_OTLP_ENDPOINT here and start a worker"
 
 
+def _job(traces: TraceSource, summary: TraceSummary, stuck_before_ns: int) -> RenderableType:
+    """One job of the watch view: its tree, then the slowest part of its critical path (when it took any time)."""
+    tree = trace_tree(traces.trace(summary.trace_id), stuck_before_ns)
+    if summary.dominant is None:
+        return tree
+    return Group(tree, shown(Text(f"slowest part: {summary.dominant}", style="dim")))
+
+
 def snapshot(traces: TraceSource, stages: StageSource, jobs: int, window_s: float, empty: str = WAITING) -> RenderableType:
-    """The watch view: trees of the latest JOBS traces (EMPTY when there are none), then the per-stage table over WINDOW_S seconds.
+    """The watch view: trees of the latest JOBS traces, each with its slowest part (EMPTY when there are none), then the per-stage
+    table over WINDOW_S seconds.
 
     A backend that cannot answer is shown as its message instead of its part of the view.
     """
@@ -51,7 +61,7 @@ def snapshot(traces: TraceSource, stages: StageSource, jobs: int, window_s: floa
     try:
         stuck = stuck_before(STUCK_AFTER_S)
         latest = traces.recent_traces(jobs, stuck_before_ns=stuck)
-        parts += [trace_tree(traces.trace(summary.trace_id), stuck) for summary in latest] or [Text(empty, style="dim")]
+        parts += [_job(traces, summary, stuck) for summary in latest] or [Text(empty, style="dim")]
     except READ_ERRORS as error:
         parts.append(Text(str(error), style="red"))
     try:

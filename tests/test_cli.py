@@ -79,3 +79,26 @@ def test_a_new_store_is_readable_by_its_owner_only(tmp_path) -> None:
     SqliteTraceStore(path).add_spans([])
     assert [oct(each.stat().st_mode & 0o777) for each in (path.parent, path)] == ["0o700", "0o600"]
     assert all(oct(each.stat().st_mode & 0o077) == "0o0" for each in tmp_path.glob("state/t.sqlite*")), list(tmp_path.glob("state/*"))
+
+
+def test_traces_slowest_lists_the_slowest_first_with_their_slowest_part(tmp_path) -> None:
+    from tests.test_trace_store import _orders_traces
+
+    with SqliteTraceStore(tmp_path / "t.sqlite") as store:  # end-to-end 900, 500, 700 and 100 ns
+        store.add_spans([span for trace in _orders_traces() for span in trace])
+    ids = [f"{n:032x}" for n in range(1, 5)]
+
+    def listed(*args: str) -> list[str]:
+        result = CliRunner().invoke(app, ["traces", *args, "--db", str(tmp_path / "t.sqlite")], env={"COLUMNS": "300"})
+        assert result.exit_code == 0, result.output
+        rows = [line.split() for line in result.output.splitlines() if line[:32] in ids]
+        return [" ".join([row[0], *row[4:7]]) for row in rows]  # trace, (job, start, e2e,) slowest part
+
+    assert listed("--slowest", "2") == [f"{ids[0]} charge handler 56%", f"{ids[2]} charge handler 71%"]
+    assert listed("--slowest", "5", "--stage", "validate") == [f"{ids[0]} charge handler 56%", f"{ids[1]} validate publish 20%"]
+    assert listed("--slowest", "5", "--errors") == [f"{ids[2]} charge handler 71%", f"{ids[1]} validate publish 20%"]
+    assert [line.split()[0] for line in listed()] == [ids[3], ids[2], ids[1], ids[0]]  # without --slowest: newest first
+
+    result = CliRunner().invoke(app, ["traces", "--slowest", "2", "--last", "5", "--db", str(tmp_path / "t.sqlite")], env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    assert "--last and --slowest do not go together: --last N lists the N newest traces, --slowest N the N slowest" in result.output

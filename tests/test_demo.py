@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 from hoptrace.pipeline.settings import Settings
+from hoptrace.view.critical_path import critical_path, dominant
+from hoptrace.view.critical_view import LONGEST, critical_path_table
 from hoptrace.view.formatting import to_text
 from hoptrace.view.sqlite_store import SqliteTraceStore
 from hoptrace.view.tree import trace_tree
@@ -47,12 +49,23 @@ def test_demo_prints_a_four_hop_trace_and_the_stage_table_of_what_the_store_hold
         assert (stage, messages, errors, depth) == (stage, "50", "0", "0")
         assert stats[stage].messages >= 50  # earlier demos in the same store may add more
 
+    path = critical_path(spans)  # the slowest job's, under its tree
+    assert to_text(critical_path_table(path), width=WIDTH).strip() in out
+    longest = dominant(path)
+    assert longest is not None and f"{longest.cause}  " in out and LONGEST in out
+
     as_json = _hoptrace("trace", trace_id, "--json", "--db", str(db))
     assert as_json.returncode == 0, as_json.stderr
     exported = json.loads(as_json.stdout)
-    assert len(exported) == 8
-    assert {span["trace_id"] for span in exported} == {trace_id}
-    assert [span["span_id"] for span in exported] == [span.span_id for span in chain(spans)]
+    assert (exported["trace_id"], len(exported["spans"])) == (trace_id, 8)
+    assert {span["trace_id"] for span in exported["spans"]} == {trace_id}
+    assert [span["span_id"] for span in exported["spans"]] == [span.span_id for span in chain(spans)]
+    assert exported["critical_path"] == [
+        {"stage": each.stage, "cause": each.cause, "start_unix_nano": each.start_ns, "duration_s": each.duration_s} for each in path
+    ]
+    assert {each.stage for each in path} == set(STAGES)
+    shown = _hoptrace("trace", trace_id, "--db", str(db)).stdout
+    assert "critical path" in shown and to_text(critical_path_table(path), width=WIDTH).strip() in shown
 
 
 def _charge_worker(demo: int) -> int | None:

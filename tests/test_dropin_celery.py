@@ -25,12 +25,13 @@ import redis
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from hoptrace.pipeline.settings import Settings
+from hoptrace.view.critical_path import critical_path, dominant
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
 from tests.processes import Process, running
 from tests.secured import secured_env
-from tests.traces import chain, latest_totals, wait_for
+from tests.traces import chain, latest_totals, tiles, wait_for
 
 BIN = Path(sys.executable).parent
 INSTRUMENT = str(BIN / "opentelemetry-instrument")
@@ -282,3 +283,35 @@ def test_at_one_percent_a_chain_whose_last_task_raises_arrives_whole_and_the_res
     assert all(head_sampled(trace_id) for trace_id in set(traces) - set(failed))  # the others: head-sampled ones, nothing else
     kept = sum(not head_sampled(trace_id) for trace_id in failed)
     assert latest_totals(store.metrics("hoptrace.recorder.kept"), {"hoptrace.keep.reason": "failed"}) == kept
+
+
+@pytest.mark.parametrize(
+    ("case", "stage", "cause", "seconds"),
+    [
+        ("countdown", "plain.add", "eta_hold", 1.5),  # apply_async(countdown=1.5)
+        ("retry", "plain.flaky", "retry_backoff", 2.0),  # self.retry(countdown=2)
+        ("slow-chord", "plain.nap", "handler", 1.5),  # the chord's body waits for its slowest member
+    ],
+)
+def test_a_celery_canvas_job_is_dominated_by_what_held_it(
+    plain_env: dict[str, str],
+    plain_worker: Callable[..., AbstractContextManager[Process]],
+    telemetry_store: tuple[OtlpReceiver, TelemetryStore],
+    case: str,
+    stage: str,
+    cause: str,
+    seconds: float,
+) -> None:
+    _, store = telemetry_store
+    with plain_worker():
+        run_client(plain_env, case)
+        expected = 7 if case == "slow-chord" else 2 if case == "countdown" else 3  # chord: root, 5 members, body
+        assert store.wait_until(lambda s: any(len(p) >= expected - 1 for p in map(processes, hoptrace_spans(s).values())), timeout=30)
+    (spans,) = hoptrace_spans(store).values()
+    path = critical_path(spans)
+    tiles(path, spans)
+    longest = dominant(path)
+    assert longest is not None and (longest.stage, longest.cause) == (stage, cause), path
+    assert seconds - 0.1 <= longest.duration_s < seconds + 1.0, longest  # a countdown runs from the call, a hold from the publish's end
+    if case == "slow-chord":
+        assert [segment.stage for segment in path[-3:]] == ["plain.xsum"] * 3  # the body's publish, wait and handler end it

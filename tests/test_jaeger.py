@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from hoptrace.view.jaeger import JaegerError, JaegerQuery, spans_from_jaeger
+from hoptrace.view.jaeger import JaegerError, JaegerQuery, slowest_pool, spans_from_jaeger
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.queries import TraceSummary
 from hoptrace.view.sqlite_store import SqliteTraceStore
@@ -329,8 +329,33 @@ def test_recent_traces_from_every_service_summarised_as_the_store_does(jaeger: F
     summaries = JaegerQuery(jaeger.url).recent_traces(limit=2)
 
     assert summaries == [
-        TraceSummary("1" * 32, None, "send payments", (START_US + 9_000_000) * 1000, (START_US + 9_000_250) * 1000, 1, 0, ("charge",), "in flight"),
-        TraceSummary(TRACE, JOB, "send orders.placed", START_US * 1000, (START_US + 123_000) * 1000, 4, 2, ("validate",), "retried"),
+        TraceSummary(
+            "1" * 32,
+            None,
+            "send payments",
+            (START_US + 9_000_000) * 1000,
+            (START_US + 9_000_250) * 1000,
+            1,
+            0,
+            ("charge",),
+            "in flight",
+            None,
+            "charge publish 100%",
+        ),
+        # Its critical path: the backoff between the failed attempt's end (17 ms) and the retry (120 ms) is 103 of 123 ms.
+        TraceSummary(
+            TRACE,
+            JOB,
+            "send orders.placed",
+            START_US * 1000,
+            (START_US + 123_000) * 1000,
+            4,
+            2,
+            ("validate",),
+            "retried",
+            None,
+            "validate retry_backoff 84%",
+        ),
     ]
     assert [path for path, _ in jaeger.requests] == ["/api/services", "/api/traces", "/api/traces", "/api/traces"]
     searches = [query for path, query in jaeger.requests if path == "/api/traces"]
@@ -346,6 +371,34 @@ def test_recent_traces_from_every_service_summarised_as_the_store_does(jaeger: F
             store.add_spans(spans_from_jaeger(trace))
         assert store.recent_traces(limit=2) == summaries
         assert JaegerQuery(jaeger.url).recent_traces(limit=10) == store.recent_traces(limit=10)
+
+
+def test_slowest_traces_from_a_larger_pool_sorted_here_as_the_store_sorts(jaeger: FakeJaeger, tmp_path: Path) -> None:
+    long = _second_trace("3" * 32, START_US + 1_000_000, "refunds-worker")
+    long["spans"][0]["duration"] = 50_000
+    traces = [
+        _orders_trace(),
+        _second_trace("1" * 32, START_US + 9_000_000, "orders-publisher"),
+        _second_trace("2" * 32, START_US - 9_000_000, "x"),
+        long,
+    ]
+    jaeger.route("/api/services", _answer(["orders-worker", "refunds-worker"]))
+    jaeger.route("/api/traces", _answer(traces))
+
+    slowest = JaegerQuery(jaeger.url).recent_traces(limit=2, slowest=True)
+
+    # 123 ms, 50 ms; then the two of 250 µs, the newer first.
+    assert [(summary.trace_id, summary.dominant) for summary in slowest] == [(TRACE, "validate retry_backoff 84%"), ("3" * 32, "charge publish 100%")]
+    searches = [query for path, query in jaeger.requests if path == "/api/traces"]
+    assert [(query["service"], query["limit"]) for query in searches] == [(["orders-worker"], ["100"]), (["refunds-worker"], ["100"])]
+    assert [slowest_pool(limit) for limit in (1, 10, 20, 50, 80, 600)] == [100, 100, 200, 500, 500, 600]
+    with SqliteTraceStore(tmp_path / "traces.sqlite") as store:
+        for trace in traces:
+            store.add_spans(spans_from_jaeger(trace))
+        assert store.recent_traces(limit=2, slowest=True) == slowest
+        every = JaegerQuery(jaeger.url).recent_traces(limit=10, slowest=True)
+        assert every == store.recent_traces(limit=10, slowest=True)
+        assert [summary.trace_id for summary in every] == [TRACE, "3" * 32, "1" * 32, "2" * 32]
 
 
 def test_recent_traces_of_one_service(jaeger: FakeJaeger) -> None:

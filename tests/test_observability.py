@@ -489,8 +489,12 @@ def test_traces_and_trace_read_the_real_jaeger(stack: Stack, settled: Run) -> No
     assert len(notified) == DELIVERED
 
     plain = settled.plain[0]
-    spans = json.loads(_hoptrace(env, "trace", plain.trace_id, "--json", *jaeger).stdout)
+    exported = json.loads(_hoptrace(env, "trace", plain.trace_id, "--json", *jaeger).stdout)
+    spans = exported["spans"]
     assert len(spans) == 8 and {span["attributes"]["hoptrace.job.id"] for span in spans} == {plain.job_id}
+    assert exported["trace_id"] == plain.trace_id
+    end_to_end_s = (max(span["end_ns"] for span in spans) - min(span["start_ns"] for span in spans)) / 1e9
+    assert sum(segment["duration_s"] for segment in exported["critical_path"]) == pytest.approx(end_to_end_s, abs=1e-6)
     tree = _hoptrace(env, "trace", settled.failing[0].trace_id, *jaeger).stdout
     assert "dead-lettered" in tree and all(stage in tree for stage in STAGES[:3])
 

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from hoptrace.view.formatting import format_duration, to_text, trace_json
 from hoptrace.view.otlp_decode import ReceivedSpan
-from hoptrace.view.queries import StageStats, TraceSummary
+from hoptrace.view.queries import StageStats, TraceSummary, summarize
 from hoptrace.view.tables import stage_table, traces_table
 from hoptrace.view.tree import trace_tree
 from tests.test_fuzz_headers import fuzz_settings
@@ -393,26 +393,64 @@ def test_stage_table_of_several_pipelines_and_of_none() -> None:
         assert "no stage has processed a message" in _plain(stage_table([]), width)
 
 
-SUMMARIES = [
-    TraceSummary(f"{3:032x}", JOB3, "send orders.placed", T0 + 5 * S, T0 + 5 * S + 316 * MS, 7, 3, ("validate", "charge"), "dead-lettered"),
-    TraceSummary(f"{2:032x}", JOB2, "send orders.placed", T0 + 4 * S, T0 + 4 * S + 135 * MS, 5, 1, ("validate", "charge"), "retried"),
-    TraceSummary(f"{1:032x}", JOB, "send orders.placed", T0, T0 + 1340 * MS, 8, 0, ("validate", "charge", "ship", "notify"), "ok"),
+SUMMARIES = [  # the slowest parts as test_the_slowest_part_of_a_job_is_its_longest_critical_path_segment computes them
+    TraceSummary(
+        f"{3:032x}",
+        JOB3,
+        "send orders.placed",
+        T0 + 5 * S,
+        T0 + 5 * S + 316 * MS,
+        7,
+        3,
+        ("validate", "charge"),
+        "dead-lettered",
+        None,
+        "charge retry_backoff 64%",
+    ),
+    TraceSummary(
+        f"{2:032x}",
+        JOB2,
+        "send orders.placed",
+        T0 + 4 * S,
+        T0 + 4 * S + 135 * MS,
+        5,
+        1,
+        ("validate", "charge"),
+        "retried",
+        None,
+        "validate retry_backoff 77%",
+    ),
+    TraceSummary(
+        f"{1:032x}", JOB, "send orders.placed", T0, T0 + 1340 * MS, 8, 0, ("validate", "charge", "ship", "notify"), "ok", None, "ship handler 90%"
+    ),
     TraceSummary(f"{4:032x}", None, "process payments", T0 + 3 * S, T0 + 3 * S + 5 * MS, 2, 1, ("charge",), "failed"),
 ]
+
+
+def test_the_slowest_part_of_a_job_is_its_longest_critical_path_segment() -> None:
+    """Ship's handler: 1.2 s of 1.34 s; validate's backoff before its retry: 104 of 135 ms; charge's second backoff: 201 of 316 ms."""
+    assert [summarize(spans[0].trace_id, spans).dominant for spans in (DEAD, RETRIED, ORDERS)] == [s.dominant for s in SUMMARIES[:3]]
+    assert [s.dominant for s in SUMMARIES[:3]] == ["charge retry_backoff 64%", "validate retry_backoff 77%", "ship handler 90%"]
 
 
 def test_traces_table_full_width() -> None:
     def at(offset_s: int) -> str:
         return time.strftime("%H:%M:%S", time.localtime(T0 // S + offset_s))
 
-    assert _lines(_plain(traces_table(SUMMARIES), 100)) == [
-        "trace                             job       start       e2e  spans  stages             status",
-        "─" * 100,
-        f"{3:032x}  c3c3c3c3  {at(5)}  316ms      7  validate → charge  dead-lettered",
-        f"{2:032x}  b2b2b2b2  {at(4)}  135ms      5  validate → charge  retried",
-        f"{1:032x}  4f1c2d3e  {at(0)}  1.34s      8  validate → charge  ok",
-        "                                                                    → ship → notify",
-        f"{4:032x}  —         {at(3)}  5.0ms      2  charge             failed",
+    assert _lines(_plain(traces_table(SUMMARIES), 140)) == [
+        "trace                             job       start       e2e  slowest part                spans  stages                         status",
+        "─" * 140,
+        f"{3:032x}  c3c3c3c3  {at(5)}  316ms  charge retry_backoff 64%        7  validate → charge              dead-lettered",
+        f"{2:032x}  b2b2b2b2  {at(4)}  135ms  validate retry_backoff 77%      5  validate → charge              retried",
+        f"{1:032x}  4f1c2d3e  {at(0)}  1.34s  ship handler 90%                8  validate → charge → ship →     ok",
+        "                                                                                                notify",
+        f"{4:032x}  —         {at(3)}  5.0ms  —                               2  charge                         failed",
+    ]
+    # Narrower, the slowest part stays after stages, job and spans have gone.
+    assert _lines(_plain(traces_table(SUMMARIES), 100))[:3] == [
+        "trace                             start       e2e  slowest part                status",
+        "─" * 92,
+        f"{3:032x}  {at(5)}  316ms  charge retry_backoff 64%    dead-lettered",
     ]
 
 
@@ -511,12 +549,25 @@ def test_control_characters_from_spans_are_shown_not_obeyed_and_forge_no_line() 
     hostile.append(_span(3, 0x38, 0x32, "db" + HOSTILE, "INTERNAL", 3 * MS, 4 * MS, status_code="ERROR", status_message=HOSTILE))
     hostile[3] = replace(hostile[3], attributes={**hostile[3].attributes, "error.type": HOSTILE})
     clean = [*DEAD, _span(3, 0x38, 0x32, "db", "INTERNAL", 3 * MS, 4 * MS, status_code="ERROR", status_message="x")]
-    summary = TraceSummary(f"{3:032x}", JOB3 + HOSTILE, "send", T0, T0 + 316 * MS, 8, 3, ("validate" + HOSTILE, "charge"), "dead-lettered")
+    summary = TraceSummary(
+        f"{3:032x}",
+        JOB3 + HOSTILE,
+        "send",
+        T0,
+        T0 + 316 * MS,
+        8,
+        3,
+        ("validate" + HOSTILE, "charge"),
+        "dead-lettered",
+        None,
+        f"charge{HOSTILE} handler 62%",
+    )
+    clean_summary = replace(summary, job_id=JOB3, stages=("validate", "charge"), dominant="charge handler 62%")
     stats = StageStats("orders", "charge" + HOSTILE, "celery", "payments" + HOSTILE, 5, 1.0, 1.0, 2.0, 3.0, 1.0, 1, 1, 0, None, None)
     console = Console(force_terminal=True, color_system="standard", width=400)
     for renderable, clean_renderable in (
         (trace_tree(hostile), trace_tree(clean)),
-        (traces_table([summary], width=400), traces_table([replace(summary, job_id=JOB3, stages=("validate", "charge"))], width=400)),
+        (traces_table([summary], width=400), traces_table([clean_summary], width=400)),
         (stage_table([stats], width=400), stage_table([replace(stats, stage="charge", destination="payments")], width=400)),
     ):
         with console.capture() as captured:
@@ -535,8 +586,8 @@ def test_a_job_a_flight_recorder_kept_says_why_in_the_tree_and_the_traces_table(
     assert _lines(_plain(trace_tree(partial), 120))[0].endswith("dead-lettered  kept: retried, partial")
 
     summaries = [replace(SUMMARIES[0], kept="retried, partial"), SUMMARIES[2]]
-    lines = _lines(_plain(traces_table(summaries), 120))
-    assert lines[0].split() == ["trace", "job", "start", "e2e", "spans", "stages", "status", "kept"]
+    lines = _lines(_plain(traces_table(summaries), 150))
+    assert lines[0].split() == ["trace", "job", "start", "e2e", "slowest", "part", "spans", "stages", "status", "kept"]
     assert lines[2].endswith("dead-lettered  retried, partial")
     assert "kept" not in _lines(_plain(traces_table(SUMMARIES), 120))[0]  # no column while no job was kept
 

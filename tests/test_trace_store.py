@@ -175,10 +175,17 @@ def test_recent_traces_newest_first_with_filters(store: SqliteTraceStore) -> Non
 
     summaries = {summary.trace_id[-1]: summary for summary in store.recent_traces()}
     assert [summary.trace_id for summary in store.recent_traces()] == [f"{n:032x}" for n in (4, 3, 2, 1)]
-    assert summaries["1"] == TraceSummary(f"{1:032x}", "job-1", "send orders.placed", 1000, 1900, 4, 0, ("validate", "charge"), "ok")
-    assert summaries["2"] == TraceSummary(f"{2:032x}", "job-2", "send orders.placed", 2000, 2500, 3, 1, ("validate",), "retried")
-    assert summaries["3"] == TraceSummary(f"{3:032x}", None, "send payments", 3000, 3700, 2, 1, ("charge",), "dead-lettered")
-    assert summaries["4"] == TraceSummary(f"{4:032x}", None, "process payments", 4300, 4400, 2, 0, ("charge",), "ok")
+    # The dominant cause: charge's handler took 500 of 900 ns; five segments of 100 ns, the earliest (the publish) counts.
+    assert summaries["1"] == TraceSummary(
+        f"{1:032x}", "job-1", "send orders.placed", 1000, 1900, 4, 0, ("validate", "charge"), "ok", dominant="charge handler 56%"
+    )
+    assert summaries["2"] == TraceSummary(
+        f"{2:032x}", "job-2", "send orders.placed", 2000, 2500, 3, 1, ("validate",), "retried", dominant="validate publish 20%"
+    )
+    assert summaries["3"] == TraceSummary(
+        f"{3:032x}", None, "send payments", 3000, 3700, 2, 1, ("charge",), "dead-lettered", dominant="charge handler 71%"
+    )
+    assert summaries["4"] == TraceSummary(f"{4:032x}", None, "process payments", 4300, 4400, 2, 0, ("charge",), "ok", dominant="charge handler 100%")
 
     def ids(**query: Any) -> list[str]:
         return [summary.trace_id[-1] for summary in store.recent_traces(**query)]
@@ -189,6 +196,23 @@ def test_recent_traces_newest_first_with_filters(store: SqliteTraceStore) -> Non
     assert ids(stage="charge", errors_only=True) == ["3"]
     assert ids(stage="ship") == []
     assert (store.span_count(), store.trace_count()) == (11, 4)
+
+
+def test_slowest_traces_by_end_to_end_time_with_filters(store: SqliteTraceStore) -> None:
+    """End-to-end times: 1 takes 900 ns, 2 500, 3 700, 4 100; a fifth, newest, also takes 700: equals newest first."""
+    clean, retried, dead, rootless = _orders_traces()
+    twin = [_span(5, 51, 5000, 5700, "send payments", "PRODUCER", None, hoptrace_stage="charge")]
+    store.add_spans([*clean, *retried, *dead, *rootless, *twin])
+
+    def ids(**query: Any) -> list[str]:
+        return [summary.trace_id[-1] for summary in store.recent_traces(slowest=True, **query)]
+
+    assert ids(limit=2) == ["1", "5"]
+    assert ids() == ["1", "5", "3", "2", "4"]
+    assert ids(stage="validate") == ["1", "2"]
+    assert ids(errors_only=True) == ["3", "2"]
+    assert ids(stage="charge", errors_only=True, limit=1) == ["3"]
+    assert [summary.dominant for summary in store.recent_traces(2, slowest=True)] == ["charge handler 56%", "charge publish 100%"]
 
 
 def _process(trace: int, start_ns: int, duration_ns: int, stage: str, parent: int | None, **attributes: Any) -> ReceivedSpan:

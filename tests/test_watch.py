@@ -7,7 +7,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from hoptrace.view.formatting import to_text
 from hoptrace.view.sqlite_store import SqliteTraceStore
+from hoptrace.watch import snapshot
 from tests.conftest import free_port, run_hoptrace
 from tests.processes import running
 from tests.traces import published_jobs
@@ -35,3 +37,26 @@ def test_watch_receives_from_workers_and_shows_jobs_and_stages(
     assert "msg/s" in last and "depth/lag" in last  # the stage table follows the tree
     assert "\x1b[" not in screen  # plain text: stdout is not a terminal
     assert len(SqliteTraceStore(db).trace(job.trace_id)) == 8
+
+
+def test_each_job_of_the_view_says_its_slowest_part(tmp_path: Path) -> None:
+    """Below each tree, the longest segment of the job's critical path: ship's handler took 1.2 s of 1.34 s (no broker needed)."""
+    from tests.test_render import ORDERS, RETRIED
+
+    with SqliteTraceStore(tmp_path / "traces.sqlite") as store:
+        store.add_spans([*ORDERS, *RETRIED])
+        lines = [line.rstrip() for line in to_text(snapshot(store, store, jobs=2, window_s=60), width=100).splitlines()]
+    assert lines[:12] == [
+        f"job b2b2b2b2  trace {2:032x}  135ms  retried",
+        "├── validate  kafka orders.placed  queue 4.0ms  2 attempts  retried",
+        "│   ├── attempt 1 12ms ERROR OrderRejected",
+        "│   └── attempt 2 3.0ms ok",
+        "└── charge  celery payments  queue 9.0ms  handler 5.0ms  ok",
+        "slowest part: validate retry_backoff 77%",
+        f"job 4f1c2d3e  trace {1:032x}  1.34s  ok",
+        "├── validate  kafka orders.placed  queue 5.0ms  handler 12ms  ok",
+        "├── charge  celery payments  queue 3.0ms  handler 2.5ms  ok",
+        "├── ship  kafka orders.charged  queue 121ms  handler 1.20s  ok",
+        "└── notify  celery notifications  queue 850µs  handler 450µs  ok",
+        "slowest part: ship handler 90%",
+    ]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import redis
 
 from hoptrace.pipeline.settings import Settings
+from hoptrace.view.critical_path import Segment
 from hoptrace.view.otlp_decode import MetricPoint, ReceivedSpan
 
 ORDERS_HOPS = (("kafka", "orders.placed"), ("celery", "payments"), ("kafka", "orders.charged"), ("celery", "notifications"))
@@ -40,6 +41,12 @@ def chain(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
         ordered.append(by_parent[ordered[-1].span_id])
     assert len(ordered) == len(spans), f"spans are not one chain: {[(s.name, s.span_id, s.parent_span_id) for s in spans]}"
     return ordered
+
+
+def tiles(path: list[Segment], spans: list[ReceivedSpan]) -> None:
+    """Fail unless the critical PATH covers the job of SPANS from its first start to its last end, segment after segment."""
+    assert path[0].start_ns == min(span.start_ns for span in spans) and path[-1].end_ns == max(span.end_ns for span in spans)
+    assert all(before.end_ns == after.start_ns for before, after in zip(path, path[1:], strict=False))
 
 
 def orders_chain_names(namespace: str) -> list[tuple[str, str]]:

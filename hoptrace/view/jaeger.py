@@ -40,6 +40,14 @@ _KINDS = {"client": "CLIENT", "server": "SERVER", "producer": "PRODUCER", "consu
 _TRANSLATION_TAGS = frozenset({"otel.scope.version", "otel.library.version", "internal.span.format", "w3c.tracestate"})
 """Tags that the OTLP-to-Jaeger translation or Jaeger itself adds: not attributes of the span, dropped."""
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{1,32}")
+SLOWEST_POOL = (100, 500)
+"""For the N slowest traces Jaeger is asked for 10 * N per service, at least the first and at most the second of these (never fewer than N)."""
+
+
+def slowest_pool(limit: int) -> int:
+    """How many traces per service Jaeger is asked for to find the LIMIT slowest (it cannot sort by duration): see ``SLOWEST_POOL``."""
+    low, high = SLOWEST_POOL
+    return max(limit, min(10 * limit, high), low)
 
 
 class JaegerError(RuntimeError):
@@ -209,27 +217,33 @@ class JaegerQuery(JsonApi):
         stuck_before_ns: int | None = None,
         service: str | None = None,
         lookback_s: float = 3600.0,
+        slowest: bool = False,
     ) -> list[TraceSummary]:
         """Summaries of the LIMIT newest traces by start, newest first, that SERVICE (every service when None) took part in.
 
         Jaeger is asked for up to LIMIT traces per service that started in the last LOOKBACK_S seconds, filtered
         by Jaeger itself: STAGE by the ``hoptrace.stage`` tag; ERRORS_ONLY by each tag of ``failed_span_searches``
         (with STAGE, both on one span), the answers merged and every trace without such a failed span dropped.
+        SLOWEST: the LIMIT slowest by end-to-end time instead, slowest first (newest first among equals). Jaeger's
+        search cannot sort by duration, so it is asked for ``slowest_pool(LIMIT)`` traces per service (10 * LIMIT,
+        100 to 500, never fewer than LIMIT) and they are sorted here: a slow job beyond that pool of the newest in
+        the lookback is missed.
         A job in flight with nothing new since STUCK_BEFORE_NS is ``stuck``.
         """
         if limit < 1:
             return []
         searches = failed_span_searches(stage) if errors_only else [{semconv.STAGE: stage} if stage is not None else {}]
         traces: dict[str, dict[str, ReceivedSpan]] = {}
+        asked = slowest_pool(limit) if slowest else limit
         for name in [service] if service is not None else self.services():
             for tags in searches:
-                for trace in self._search(name, tags, limit, lookback_s):
+                for trace in self._search(name, tags, asked, lookback_s):
                     for span in spans_from_jaeger(trace):
                         traces.setdefault(span.trace_id, {})[span.span_id] = span
         if errors_only:
             traces = {trace_id: spans for trace_id, spans in traces.items() if any(_failed(span, stage) for span in spans.values())}
         summaries = [summarize(trace_id, spans.values(), stuck_before_ns) for trace_id, spans in traces.items() if spans]
-        summaries.sort(key=lambda summary: (summary.start_ns, summary.trace_id), reverse=True)
+        summaries.sort(key=lambda summary: (summary.end_ns - summary.start_ns if slowest else 0, summary.start_ns, summary.trace_id), reverse=True)
         return summaries[:limit]
 
     def _search(self, service: str, tags: Mapping[str, str], limit: int, lookback_s: float) -> list[Any]:

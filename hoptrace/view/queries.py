@@ -23,6 +23,7 @@ from typing import Any
 
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.semconv import CONSUMER_LAG, QUEUE_DEPTH, QUEUE_STATE
+from hoptrace.view.critical_path import critical_path
 from hoptrace.view.hops import JobStatus, group_hops, job_status, kept_as
 from hoptrace.view.otlp_decode import Attributes, MetricPoint, ReceivedSpan, text_attribute
 
@@ -90,6 +91,9 @@ class TraceSummary:
     """What became of the job: ``hops.job_status`` of its spans."""
     kept: str | None = None
     """Why a flight recorder kept the job though the sampler dropped it (``hops.kept_as``); None when it did not."""
+    dominant: str | None = None
+    """The longest segment of the job's critical path, as ``critical_view.dominant_phrase`` says it (``charge handler 62%``);
+    None for a job that took no time."""
 
 
 @dataclass(frozen=True)
@@ -170,12 +174,19 @@ def read_metric_points(db: sqlite3.Connection, name: str) -> list[MetricPoint]:
 
 
 def recent_traces(
-    db: sqlite3.Connection, limit: int = 20, stage: str | None = None, errors_only: bool = False, stuck_before_ns: int | None = None
+    db: sqlite3.Connection,
+    limit: int = 20,
+    stage: str | None = None,
+    errors_only: bool = False,
+    stuck_before_ns: int | None = None,
+    slowest: bool = False,
 ) -> list[TraceSummary]:
-    """Summaries of the LIMIT newest traces by start, newest first, filtered in the query itself.
+    """Summaries of the LIMIT newest traces by start, newest first, filtered and ordered in the query itself.
 
     STAGE keeps the traces that went through that stage; ERRORS_ONLY the traces with a failed span
-    (with STAGE: a failed span of that stage, as Jaeger's tag search means it). STUCK_BEFORE_NS: see ``summarize``.
+    (with STAGE: a failed span of that stage, as Jaeger's tag search means it). SLOWEST: the LIMIT
+    slowest instead, by end-to-end time (latest end minus earliest start), slowest first (newest
+    first among equals). STUCK_BEFORE_NS: see ``summarize``.
     """
     span_conditions, params = [], []
     if stage is not None:
@@ -184,7 +195,8 @@ def recent_traces(
     if errors_only:
         span_conditions.append("status_code = 'ERROR'")
     where = f"WHERE trace_id IN (SELECT trace_id FROM spans WHERE {' AND '.join(span_conditions)})" if span_conditions else ""
-    query = f"SELECT trace_id FROM traces {where} ORDER BY start_ns DESC, trace_id DESC LIMIT ?"
+    order = "end_ns - start_ns DESC, start_ns DESC" if slowest else "start_ns DESC"
+    query = f"SELECT trace_id FROM traces {where} ORDER BY {order}, trace_id DESC LIMIT ?"
     trace_ids = [trace_id for (trace_id,) in db.execute(query, (*params, limit))]
     return [summarize(trace_id, read_trace(db, trace_id), stuck_before_ns) for trace_id in trace_ids]
 
@@ -193,8 +205,11 @@ def summarize(trace_id: str, spans: Iterable[ReceivedSpan], stuck_before_ns: int
     """The summary of a trace (not empty) from its spans, the same for the embedded store and Jaeger.
 
     Its status is the job's status from its hops (``hops.job_status``), the one rule every view uses;
-    a job still in flight with nothing new since STUCK_BEFORE_NS is ``stuck``.
+    a job still in flight with nothing new since STUCK_BEFORE_NS is ``stuck``. Its dominant cause is
+    the longest segment of its critical path (``critical_path``).
     """
+    from hoptrace.view.critical_view import dominant_phrase  # not at the top: it imports formatting, which imports this module
+
     ordered = sorted(spans, key=lambda span: span.start_ns)
     by_id = {span.span_id: span for span in ordered}
     roots = [span.name for span in ordered if span.parent_span_id is None]
@@ -209,6 +224,7 @@ def summarize(trace_id: str, spans: Iterable[ReceivedSpan], stuck_before_ns: int
         stages=tuple(dict.fromkeys(stage for span in ordered if (stage := text_attribute(span.attributes, semconv.STAGE)) is not None)),
         status=job_status(group_hops(ordered, by_id), ordered, stuck_before_ns),
         kept=kept_as(ordered),
+        dominant=dominant_phrase(critical_path(ordered)),
     )
 
 

@@ -343,14 +343,15 @@ class SqliteTraceStore:
             return _data_bytes(db)
 
     def recent_traces(
-        self, limit: int = 20, stage: str | None = None, errors_only: bool = False, stuck_before_ns: int | None = None
+        self, limit: int = 20, stage: str | None = None, errors_only: bool = False, stuck_before_ns: int | None = None, slowest: bool = False
     ) -> list[TraceSummary]:
         """Summaries of the LIMIT newest traces by start, newest first; only traces through STAGE, or with an ERROR span, when asked.
 
+        SLOWEST: the LIMIT slowest of all stored traces instead, by end-to-end time, slowest first (ordered in SQL).
         A job in flight with nothing new since STUCK_BEFORE_NS is ``stuck``.
         """
         with self._reading() as db:
-            return recent_traces(db, limit, stage, errors_only, stuck_before_ns)
+            return recent_traces(db, limit, stage, errors_only, stuck_before_ns, slowest)
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         """The spans of a trace exactly as received, by start time; empty when the store does not have it."""

@@ -143,12 +143,13 @@ def _local_time(time_ns: int) -> str:
 
 
 def traces_table(summaries: Sequence[TraceSummary], width: int | None = None) -> Table:
-    """One line per trace: trace id, job id (short), start (local HH:MM:SS), end-to-end time, spans, stages, status, and why a
-    flight recorder kept it (a column only when one did).
+    """One line per trace: trace id, job id (short), start (local HH:MM:SS), end-to-end time, the slowest part of its critical
+    path (``charge handler 62%``: the longest segment's stage, cause and share), spans, stages, status, and why a flight
+    recorder kept it (a column only when one did).
 
     Status: dead-lettered and failed in red, retried in yellow. Columns that do not fit the
     width the table is rendered at (or WIDTH, when narrower) are left out: kept first, then spans,
-    job, stages, start and end-to-end time; trace id and status always stay. Below
+    job, stages, start, the slowest part and end-to-end time; trace id and status always stay. Below
     ``WHOLE_TRACE_ID_WIDTH`` cells trace ids fold over two lines.
     """
 
@@ -156,13 +157,14 @@ def traces_table(summaries: Sequence[TraceSummary], width: int | None = None) ->
         whole = width >= WHOLE_TRACE_ID_WIDTH
         return [
             _Column("trace", [shown(Text(s.trace_id)) for s in summaries], 1, shrinks=not whole, fold_to=None if whole else 16),
-            _Column("job", [shown(Text(short_id(s.job_id))) for s in summaries], 6),
-            _Column("start", [Text(_local_time(s.start_ns)) for s in summaries], 4),
+            _Column("job", [shown(Text(short_id(s.job_id))) for s in summaries], 7),
+            _Column("start", [Text(_local_time(s.start_ns)) for s in summaries], 5),
             _Column("e2e", [Text(format_ns(s.end_ns - s.start_ns)) for s in summaries], 3, "right"),
-            _Column("spans", [Text(str(s.span_count)) for s in summaries], 7, "right"),
-            _Column("stages", [shown(Text(" → ".join(s.stages) or NONE)) for s in summaries], 5, shrinks=True),
+            _Column("slowest part", [shown(Text(s.dominant or NONE)) for s in summaries], 4),
+            _Column("spans", [Text(str(s.span_count)) for s in summaries], 8, "right"),
+            _Column("stages", [shown(Text(" → ".join(s.stages) or NONE)) for s in summaries], 6, shrinks=True),
             _Column("status", [status_text(s.status) for s in summaries], 2),
-            *([_Column("kept", [shown(Text(s.kept or "", style="yellow")) for s in summaries], 8)] if any(s.kept for s in summaries) else []),
+            *([_Column("kept", [shown(Text(s.kept or "", style="yellow")) for s in summaries], 9)] if any(s.kept for s in summaries) else []),
         ]
 
     return _FittingTable(columns_for, width, len(summaries), "no traces yet")

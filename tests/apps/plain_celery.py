@@ -7,6 +7,7 @@ Broker and result backend: the test's Redis with its key prefix (``TEST_REDIS_PR
 from __future__ import annotations
 
 import os
+import time
 
 from celery import Celery, Task
 
@@ -41,6 +42,13 @@ def mul(x: int, y: int) -> int:
 def xsum(numbers: list[int]) -> int:
     """The sum of a chord's results."""
     return sum(numbers)
+
+
+@app.task(name="plain.nap")
+def nap(x: int, seconds: float) -> int:
+    """Sleeps SECONDS, then returns X: the slow member of a chord."""
+    time.sleep(seconds)
+    return x
 
 
 @app.task(name="plain.boom")

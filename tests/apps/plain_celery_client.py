@@ -1,7 +1,8 @@
 """Publishes into the plain Celery app (tests/apps/plain_celery.py) like any client would, then waits for the results.
 
 ``python -m tests.apps.plain_celery_client CASE``; CASE is ``canvas`` (a chain of 3, a chord of
-5 + body, a plain task), ``retry``, ``autoretry``, ``by-name`` (``send_task`` from an app that
+5 + body, a plain task), ``retry``, ``autoretry``, ``countdown`` (a task held 1.5 s), ``slow-chord``
+(a chord of 4 quick members and one that takes 1.5 s, + body), ``by-name`` (``send_task`` from an app that
 does not register the task) or ``failing-chains`` (3 chains whose last task raises, among 60 plain
 tasks; the client then stays ``TEST_LINGER_S`` seconds, as a long-lived client would, for its flight
 recorder to hand over what it holds of the failed jobs). Prints ``result <value>`` per result (the
@@ -18,7 +19,7 @@ from celery import Celery, chain, chord
 from celery.result import AsyncResult
 from opentelemetry import trace
 
-from tests.apps.plain_celery import PREFIX, REDIS, add, app, auto, boom, flaky, mul, xsum
+from tests.apps.plain_celery import PREFIX, REDIS, add, app, auto, boom, flaky, mul, nap, xsum
 
 
 def by_name() -> AsyncResult:
@@ -36,6 +37,10 @@ def main(case: str) -> None:
         results = [chain(add.s(1, 2), mul.s(3), add.s(4)).apply_async(), chord([add.s(i, i) for i in range(5)])(xsum.s()), add.delay(2, 2)]
     elif case == "retry":
         results = [flaky.delay(7)]
+    elif case == "countdown":
+        results = [add.apply_async((1, 2), countdown=1.5)]
+    elif case == "slow-chord":
+        results = [chord([*(add.s(i, i) for i in range(4)), nap.s(5, 1.5)])(xsum.s())]
     elif case == "autoretry":
         results = [auto.delay(8)]
     elif case == "by-name":

@@ -1,7 +1,8 @@
 """Pipelines of the fault suite and of the redelivery tests, importable by worker processes as ``tests.faults.pipelines:NAME``.
 
 ``hanging`` is the orders pipeline (same stages, queues, topics and outbox) whose stage named by
-a job's ``"hang_at"`` blocks for ``"hang_s"`` seconds. ``slow`` has one Kafka stage, ``take``,
+a job's ``"hang_at"`` blocks for ``"hang_s"`` seconds; ``patient`` the orders pipeline whose stages
+pause 1 s before a retry (the critical path's tests). ``slow`` has one Kafka stage, ``take``,
 and one Celery stage, ``work``: each sleeps ``"sleep_s"`` seconds, then appends the order id and
 its own pid to ``<namespace>slow:outbox``.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from functools import lru_cache
 
 import redis
@@ -18,9 +20,23 @@ import redis
 from hoptrace.examples import orders
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stage_context import StageContext
-from hoptrace.pipeline.stages import Handler, Payload, Pipeline
+from hoptrace.pipeline.stages import Handler, Payload, Pipeline, RetryPolicy
 
-hanging = Pipeline("orders", baggage_allowlist=("tenant",))
+
+def _orders_like(wrap: Callable[[Handler], Handler] = lambda handler: handler, retry: RetryPolicy | None = None) -> Pipeline:
+    """The orders pipeline (same stages, queues, topics and outbox), each handler through WRAP, each stage with RETRY when given."""
+    copy = Pipeline("orders", baggage_allowlist=("tenant",))
+    for stage in orders.pipeline:
+        transport = stage.transport
+        copy.stage(
+            stage.name,
+            kafka_topic=getattr(transport, "topic", None),
+            group=getattr(transport, "group", None),
+            celery_queue=getattr(transport, "queue", None),
+            forwards_to=stage.forwards_to,
+            retry=retry,
+        )(wrap(stage.handler))
+    return copy
 
 
 def _hangs(handler: Handler) -> Handler:
@@ -32,15 +48,8 @@ def _hangs(handler: Handler) -> Handler:
     return run
 
 
-for _stage in orders.pipeline:
-    _transport = _stage.transport
-    hanging.stage(
-        _stage.name,
-        kafka_topic=getattr(_transport, "topic", None),
-        group=getattr(_transport, "group", None),
-        celery_queue=getattr(_transport, "queue", None),
-        forwards_to=_stage.forwards_to,
-    )(_hangs(_stage.handler))
+hanging = _orders_like(_hangs)
+patient = _orders_like(retry=RetryPolicy(backoff_s=1.0))
 
 
 slow = Pipeline("slow")
