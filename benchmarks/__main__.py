@@ -17,7 +17,7 @@ from types import FrameType
 import typer
 from rich.console import Console
 
-from benchmarks import celery_hop, celery_plain, cpu, encoding, kafka_hop, memory, recorder, relay, shutdown
+from benchmarks import celery_hop, celery_plain, cpu, critical, encoding, kafka_hop, memory, recorder, relay, shutdown
 from benchmarks.discard import Collectors
 from benchmarks.harness import Run
 from benchmarks.machine import machine_info
@@ -43,6 +43,7 @@ class Section(str, Enum):
     shutdown = "shutdown"
     memory = "memory"
     recorder = "recorder"
+    critical_path = "critical-path"
 
 
 Measure = Callable[[Run, Collectors, Mode, Callable[[str], None]], list[Scenario]]
@@ -56,6 +57,7 @@ SECTIONS: dict[Section, Measure] = {
     Section.shutdown: lambda run, collectors, mode, progress: shutdown.measure(run, collectors, mode, CONFIRM_EVERY, progress),
     Section.memory: lambda run, collectors, mode, progress: memory.measure(run, collectors, mode, CONFIRM_EVERY, progress),
     Section.recorder: lambda run, collectors, mode, progress: recorder.measure(run, mode, progress),
+    Section.critical_path: lambda run, collectors, mode, progress: critical.measure_section(run, mode, progress),
 }
 
 

@@ -111,6 +111,9 @@ TARGETS: tuple[TargetSpec, ...] = (
     TargetSpec("encode + serialize per span", "export", "encode hoptrace", "max", 12.0),
     TargetSpec("encode + serialize per span, vs the SDK", "export", "encode speedup", "min", 3.0),
     TargetSpec("shutdown, collector hung", "shutdown", "collector-silent", "max", 5.0),
+    TargetSpec("critical path of a 10,000-span job: a chain", "critical-path", "path: chain of 5,000 hops", "max", 100.0),
+    TargetSpec("critical path of a 10,000-span job: a fan-out", "critical-path", "path: chain + fan-out of 3,000", "max", 100.0),
+    TargetSpec("critical path of a 10,000-span job: parents missing", "critical-path", "path: fan-out, parents missing", "max", 100.0),
     TargetSpec("peak RSS, collector down minus up", "memory", "down-minus-up", "max", 50.0),
 )
 """Issue 20's targets in its order (the Kafka rows: the default install's, crc32c), then issue 21's, then the earlier ones kept.
