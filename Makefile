@@ -20,10 +20,11 @@ services: setup  ## start local Redis and Apache Kafka
 demo: setup  ## the main job: start the services, run the demo pipeline, print what it did
 	$(BIN)/hoptrace demo
 
-test: setup  ## the whole test suite, against real Kafka and Redis started by the suite
+test: setup  ## the whole test suite against real Kafka and Redis started by the suite, then the fault suite on its own brokers
 	$(BIN)/pytest
+	$(BIN)/python -m pytest tests/faults -q
 
-faults: setup  ## the fault suite on its own Redis (6390) and Kafka (9192): kills, restarts, partitions (~8 min)
+faults: setup  ## the fault suite alone, on its own Redis (6390) and Kafka (9192): kills, restarts, partitions (~10 min)
 	$(BIN)/python -m pytest tests/faults -q
 
 bench: setup  ## what hoptrace costs per message, full mode (20-40 min on 2 cores)

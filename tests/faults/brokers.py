@@ -17,6 +17,7 @@ from typing import Literal
 
 from hoptrace.pipeline.settings import Settings
 from hoptrace.services import SCRIPTS
+from tests.secured import secured_env
 
 Service = Literal["redis", "kafka"]
 SCRIPT_TIMEOUT_S = 180.0
@@ -54,6 +55,12 @@ class Brokers:
             "HOPTRACE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "HOPTRACE_KAFKA_CONTROLLER_PORT": str(self.kafka_port + 1),
         }
+
+    @property
+    def secured_env(self) -> dict[str, str]:
+        """The variables that point hoptrace at these brokers' secured twins: Kafka over SASL_SSL (SCRAM), Redis over TLS as an ACL user."""
+        settings = Settings(kafka_bootstrap=self.kafka_bootstrap, redis_url=self.redis_url, state_dir=self.state_dir)
+        return {**self.env, **secured_env(settings)}
 
     def _script(self, service: Service, action: str) -> str:
         env = {**os.environ, **self.env}

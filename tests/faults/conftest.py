@@ -65,9 +65,9 @@ def brokers() -> Iterator[Brokers]:
 
 @pytest.fixture
 def scenario(brokers: Brokers, tmp_path: Path) -> Callable[..., Scenario]:
-    """Make this test's scenario: ``with scenario("kill -9 the Celery main process") as run:``."""
+    """Make this test's scenario: ``with scenario("kill -9 the Celery main process") as run:`` (``secured=True``: over the secured twins)."""
 
-    def make(fault: str, spec: str | None = None) -> Scenario:
-        return Scenario(brokers, tmp_path, fault, **({"spec": spec} if spec else {}))
+    def make(fault: str, spec: str | None = None, secured: bool = False) -> Scenario:
+        return Scenario(brokers, tmp_path, fault, secured=secured, **({"spec": spec} if spec else {}))
 
     return make

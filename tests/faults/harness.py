@@ -59,6 +59,8 @@ class Scenario:
     folder: Path
     fault: str
     spec: str = ORDERS
+    secured: bool = False
+    """hoptrace's processes reach the brokers' secured twins (SASL_SSL Kafka, TLS Redis); the suite reads Kafka plain, Redis as they do."""
     namespace: str = field(default_factory=lambda: f"f{uuid.uuid4().hex[:8]}.")
     store: TelemetryStore = field(default_factory=TelemetryStore)
     jobs: list[PublishedJob] = field(default_factory=list)
@@ -76,7 +78,7 @@ class Scenario:
     def env(self) -> dict[str, str]:
         """Environment of this scenario's hoptrace processes: the suite's brokers, its namespace, exporting to its receiver."""
         return {
-            **self.brokers.env,
+            **(self.brokers.secured_env if self.secured else self.brokers.env),
             "HOPTRACE_NAMESPACE": self.namespace,
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_METRICS_EXPORTER": "otlp",
@@ -87,6 +89,11 @@ class Scenario:
             "OTEL_METRIC_EXPORT_INTERVAL": "1000",
             "PYTHONUNBUFFERED": "1",
         }
+
+    @property
+    def redis_url(self) -> str:
+        """The Redis the scenario's workers use (the TLS twin is another server: its outbox and dead letters are there)."""
+        return self.env["HOPTRACE_REDIS_URL"]
 
     def __enter__(self) -> Scenario:
         self.receiver.start()
@@ -179,7 +186,7 @@ class Scenario:
 
     def delivered(self) -> list[str]:
         """Job ids in the outbox, once per entry; an empty list while Redis does not answer."""
-        client = redis.Redis.from_url(self.brokers.redis_url, socket_timeout=2)
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=2)
         try:
             return [json.loads(item)["job_id"] for item in client.lrange(f"{self.namespace}orders:outbox", 0, -1)]
         except redis.RedisError:
@@ -241,7 +248,7 @@ class Scenario:
     def _dead_lettered(self) -> list[str]:
         """Job ids (from the baggage) of the messages parked on the pipeline's dead-letter queues and topics."""
         raw: list[bytes] = []
-        client = redis.Redis.from_url(self.brokers.redis_url)
+        client = redis.Redis.from_url(self.redis_url)
         try:
             for queue in CELERY_QUEUES:
                 raw += client.lrange(f"{self.namespace}{queue}.dead-letter", 0, -1)

@@ -6,6 +6,8 @@ import os
 import signal
 from collections.abc import Callable
 
+import pytest
+
 from hoptrace.workers.kafka import MAX_POLL_RECORDS
 from hoptrace.workers.visibility import RecoverySettings
 from tests.faults import procs
@@ -39,8 +41,11 @@ def test_kill_9_of_a_celery_pool_child_loses_nothing(scenario: Callable[..., Sce
     assert row.lost == [], row
 
 
-def test_kill_9_of_a_kafka_stage_recovers_within_15_s_and_repeats_at_most_one_batch(scenario: Callable[..., Scenario]) -> None:
-    with scenario("kill -9 the Kafka `validate` stage process") as run:
+@pytest.mark.parametrize("secured", [False, True], ids=["plain", "secured"])
+def test_kill_9_of_a_kafka_stage_recovers_within_15_s_and_repeats_at_most_one_batch(scenario: Callable[..., Scenario], secured: bool) -> None:
+    """Also over the secured twins (SASL_SSL with SCRAM, Redis over TLS as an ACL user): rejoining, committing and forwarding authenticate."""
+    name = "kill -9 the Kafka `validate` stage process" + (" (SASL_SSL Kafka, TLS Redis)" if secured else "")
+    with scenario(name, secured=secured) as run:
         workers = run.start_workers()
         validate = run.child(workers, "validate")
         run.stream()
