@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 from hoptrace.pipeline.settings import Settings
 from hoptrace.view.memory_store import TelemetryStore
@@ -95,6 +96,24 @@ def test_the_orders_pipeline_runs_end_to_end_over_tls_with_scram_kafka_and_acl_r
     assert latest_totals(store.metrics("hoptrace.kafka.consumer.lag"), {"messaging.consumer.group.name": f"{namespace}ship"}) == 0
     assert latest_totals(store.metrics("hoptrace.queue.depth"), {"messaging.destination.name": f"{namespace}notify"}) == 0
     assert outbox(settings, namespace) == []  # the plain Redis saw none of it
+
+
+def test_over_tls_a_redis_list_item_that_is_no_message_is_dead_lettered_and_the_worker_goes_on(
+    settings: Settings, namespace: str, hoptrace_env: dict[str, str], hoptrace_worker: Callable
+) -> None:
+    """hoptrace's one-step fetch reads the queues over ``rediss://`` too: kombu's own channel raised on such an item and dropped it."""
+    env = {**hoptrace_env, **secured_env(settings)}
+    tls_settings = Settings(redis_url=env["HOPTRACE_REDIS_URL"], namespace=namespace)
+    client = redis.Redis.from_url(tls_settings.redis_url)
+    queue, junk = f"{namespace}payments", [b"", b"not json", b"[1, 2]", b'{"no": "envelope"}']
+    with hoptrace_worker(ORDERS, "--stage", "charge", "--stage", "ship", "--stage", "notify", env=env) as worker:
+        for item in junk:
+            client.lpush(queue, item)
+        run_hoptrace(env, "publish", ORDERS, "charge", "--payload", json.dumps({"order_id": "after-the-junk"}))
+        assert wait_for(lambda: len(outbox(tls_settings, namespace)) == 1, 60), worker.output()
+        assert wait_for(lambda: client.llen(f"{queue}.dead-letter") == len(junk), 60), worker.output()
+        assert client.llen(queue) == 0 and worker.popen.poll() is None, worker.output()
+    assert "Traceback" not in worker.output()
 
 
 def _stranger(folder: Path) -> tuple[Path, Path]:

@@ -26,7 +26,7 @@ from kombu.utils.json import loads
 from hoptrace.workers import unreadable
 
 TRANSPORT = "hoptrace.workers.redis_fetch:Transport"
-"""The class path for Celery's ``broker_transport`` (with a ``redis://`` broker URL)."""
+"""The class path for Celery's ``broker_transport`` (with a ``redis://`` or ``rediss://`` broker URL: its TLS settings still apply)."""
 WAIT_S = 0.025
 WAIT_OPTION = "hoptrace_fetch_wait_s"
 IDLE_KEY = "hoptrace:fetch:idle"
@@ -119,6 +119,6 @@ class Channel(kombu_redis.Channel):
 
 
 class Transport(kombu_redis.Transport):
-    """kombu's Redis transport with ``Channel``: the broker URL stays ``redis://``."""
+    """kombu's Redis transport with ``Channel``: the broker URL stays ``redis://`` (or ``rediss://``, with its TLS settings)."""
 
     Channel = Channel

@@ -144,9 +144,9 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
 
 
 def install(app: Celery) -> None:
-    """Make APP's workers recover dead workers' messages within seconds, and (over ``redis://``) fetch in one step."""
+    """Make APP's workers recover dead workers' messages within seconds, and (over ``redis://`` or ``rediss://``) fetch in one step."""
     settings = RecoverySettings()
     app.conf.broker_transport_options = {**settings.transport_options(), **(app.conf.broker_transport_options or {})}
-    if settings.one_step_fetch and urlsplit(app.conf.broker_url or "").scheme == "redis":
+    if settings.one_step_fetch and urlsplit(app.conf.broker_url or "").scheme in ("redis", "rediss"):
         app.conf.broker_transport = redis_fetch.TRANSPORT
     app.steps["consumer"].add(VisibilityHeartbeat)
