@@ -19,13 +19,18 @@ Cases:
 * ``publish-*``: ``PipelinePublisher.publish`` of a 1 KB payload from an empty context (a
   new job) through a sender that only calls ``done``.
 * ``consume-*``: ``StageProcessor.process`` of a prepared ``Delivery`` (made by
-  ``workers.kafka.delivery`` from a record whose headers that publisher wrote), trivial handler.
+  ``workers.kafka.delivery`` from a record whose headers that publisher wrote, in a handler of the
+  stage before, so with a pathway), trivial handler.
 * ``publish-*-nospan`` / ``consume-*-nospan``: the same, the tracer provider a
   ``SpanlessTracerProvider`` (``benchmarks.spanless``): the SDK's span work gone, all else kept.
 * ``propagation``: hoptrace's header work alone, with the codec it uses now (the W3C fast path
   for the default propagators): ``propagation.extract`` of the headers a publish wrote
   (cleaning, baggage allowlist, codec, publish time) and ``propagation.inject`` of a new job's
   context (traceparent, baggage, publish time).
+* ``pathway``: the pathway's work per hop alone (``pipeline.pathways``), the calls the hot path makes:
+  the publish writes the handler's pathway into the headers (``propagation.inject``), the consume
+  parses it (``propagation.extract``), follows it to its stage and puts the result in the handler's
+  context (metrics ``before_message``), and records ``hoptrace.pathway.latency`` (``after_message``).
 * ``otel-span``: a bare SDK span with seven attributes, started and ended (a reference).
 * ``otel-propagation``: the global propagators' extract and inject of the headers a publish wrote
   (traceparent and the job's baggage), the SDK's own codec (a reference).
@@ -91,13 +96,16 @@ def prepare(sampler: str, recorded: bool = False) -> Prepared:
     """hoptrace's telemetry with SAMPLER (RECORDED: and a flight recorder), publishers and processors on it; the calls to time."""
     from kafka.consumer.fetcher import ConsumerRecord
     from opentelemetry import propagate, trace
-    from opentelemetry.context import Context
+    from opentelemetry.context import Context, attach, detach, set_value
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from hoptrace.pipeline import jobs, propagation, telemetry
-    from hoptrace.pipeline.carriers import DICT_SETTER
+    from hoptrace.pipeline.carriers import DICT_SETTER, FRESH_DICT_SETTER
     from hoptrace.pipeline.instruments import Instruments
+    from hoptrace.pipeline.metrics import Recorder
+    from hoptrace.pipeline.pathways import PATHWAY_KEY, Pathways, parse
     from hoptrace.pipeline.recorder import FlightRecorder
+    from hoptrace.pipeline.semconv import HEADER_PATHWAY, PATHWAY, PIPELINE, STAGE
     from hoptrace.pipeline.settings import Settings
     from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
     from hoptrace.producers.kafka import kafka_headers
@@ -127,7 +135,11 @@ def prepare(sampler: str, recorded: bool = False) -> Prepared:
     spanless_publisher = PipelinePublisher(pipeline, {"kafka": sender}, spanless, instruments)
     spanless_processor = StageProcessor(pipeline, stage, spanless_publisher, instruments, spanless)
     message = payload(1)
-    publisher.publish(stage, message)  # headers as this sampler's publisher writes them
+    forwarding = attach(set_value(PATHWAY_KEY, "hop"))  # as a handler of the stage before: the record carries a pathway
+    try:
+        publisher.publish(stage, message)  # headers as this sampler's publisher writes them
+    finally:
+        detach(forwarding)
     value = json.dumps(message).encode()
     record = ConsumerRecord("bench.cpu", 0, 0, 42, 0, 0, None, value, kafka_headers(sender.headers), None, -1, len(value), -1)
     prepared = delivery(record)
@@ -150,6 +162,24 @@ def prepare(sampler: str, recorded: bool = False) -> Prepared:
         new_job = trace.set_span_in_context(trace.get_current_span(extracted), jobs.ensure_job(Context()))
         allowlist = pipeline.baggage_allowlist
         calls["propagation"] = lambda: (propagation.extract(prepared.headers, allowlist), propagation.inject({}, DICT_SETTER, new_job))
+        follower, handling = Pathways(pipeline.name, Settings().pathway_depth, [stage.name]), set_value(PATHWAY_KEY, "hop", new_job)
+        span = trace.get_current_span(extracted).get_span_context()  # sampled: the record keeps an exemplar, as a sampled hop's does
+        along: dict[str, Recorder] = {}
+
+        def pathway() -> None:
+            headers: dict[str, str] = {}
+            value = handling.get(PATHWAY_KEY)  # publish: propagation.inject, into PipelinePublisher's headers
+            if type(value) is str:
+                FRESH_DICT_SETTER.set(headers, HEADER_PATHWAY, value)
+            found = follower.follow(parse(headers[HEADER_PATHWAY]), stage.name, False)  # consume: extract, then before_message
+            context = set_value(PATHWAY_KEY, found.value, extracted)
+            recorder = along.get(found.label)  # after_message
+            if recorder is None:
+                attributes = {PIPELINE: pipeline.name, STAGE: stage.name, PATHWAY: found.label}
+                recorder = along[found.label] = Recorder(instruments.pathway_latency, attributes)
+            recorder.record(0.25, span, context)
+
+        calls["pathway"] = pathway
         calls["handler"] = lambda: stage.handler(message, None)  # type: ignore[arg-type]
 
     def fresh_hop() -> None:
@@ -203,6 +233,7 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("otel-span", "a bare SDK span with 7 attributes, started and ended (reference)"),
     ("otel-propagation", "the global propagators alone: extract + inject of a hop's traceparent and baggage (reference)"),
     ("propagation", "hoptrace's header work alone, current codec: propagation.extract of a hop's headers + propagation.inject of a new job"),
+    ("pathway", "the pathway's work per hop alone: header written, parsed, followed to the stage, put in the context, latency recorded"),
     ("publish-sampled", "PipelinePublisher.publish, always_on, sender only calls done"),
     ("consume-sampled", "StageProcessor.process of a prepared Delivery, always_on"),
     ("hop-sampled", "publish + consume, sampled"),

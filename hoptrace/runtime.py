@@ -76,7 +76,7 @@ class Runtime:
         # The job ledger lets hoptrace monitor find jobs that reach no final outcome (hoptrace.jobs.stuck).
         self._ledger = JobLedger(settings.redis_url, key_prefix(settings.namespace))
         self.middleware = [
-            *default_middleware(pipeline, self.instruments, self.telemetry.tracer_provider, settings.slow_after_s),
+            *default_middleware(pipeline, self.instruments, self.telemetry.tracer_provider, settings.slow_after_s, settings.pathway_depth),
             JobLedgerMiddleware(pipeline.name, self._ledger),
         ]
         self._app = app

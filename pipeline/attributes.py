@@ -2,11 +2,14 @@
 
 Low-cardinality by design: pipeline, stage, messaging system, destination and (for Kafka
 consumers) the consumer group. Job ids and payload fields never become metric attributes.
-The dicts are cached and shared: copy one before changing it.
+The dicts are cached and shared: copy one before changing it. Where values come from the
+messages themselves (drop-in stages, pathways), ``FirstSeen`` bounds them per pipeline.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Hashable
 from functools import lru_cache
 
 from opentelemetry.util.types import AttributeValue
@@ -36,3 +39,30 @@ def consumer_attributes(pipeline: str, stage: Stage) -> Attributes:
     if isinstance(stage.transport, KafkaTransport) and stage.transport.group:
         attributes[semconv.MESSAGING_CONSUMER_GROUP] = stage.transport.group
     return attributes
+
+
+class FirstSeen:
+    """Per pipeline, the first distinct values of an attribute met in this process, at most a bound each: the values reported as themselves."""
+
+    def __init__(self) -> None:
+        """Nothing met yet."""
+        self._seen: dict[str, set[Hashable]] = {}
+        self._overflowed: set[str] = set()
+        self._lock = threading.Lock()
+
+    def admit(self, pipeline: str, value: Hashable, bound: int) -> tuple[bool, bool]:
+        """Whether VALUE is among PIPELINE's first BOUND values; and, when not, whether it is the pipeline's first value beyond (to say so once)."""
+        with self._lock:
+            seen = self._seen.setdefault(pipeline, set())
+            if value in seen or len(seen) < bound:
+                seen.add(value)
+                return True, False
+            first = pipeline not in self._overflowed
+            self._overflowed.add(pipeline)
+            return False, first
+
+    def clear(self) -> None:
+        """Forget every value met (after a fork, in tests)."""
+        with self._lock:
+            self._seen.clear()
+            self._overflowed.clear()

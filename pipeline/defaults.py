@@ -14,21 +14,27 @@ from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.keeping import KeepMiddleware
 from hoptrace.pipeline.metrics import MetricsMiddleware
 from hoptrace.pipeline.middleware import Middleware
+from hoptrace.pipeline.pathways import DEFAULT_DEPTH
 from hoptrace.pipeline.retries import RetryMiddleware
 from hoptrace.pipeline.stages import Pipeline
 from hoptrace.pipeline.tracing import TracingMiddleware
 
 
 def default_middleware(
-    pipeline: Pipeline, instruments: Instruments, tracer_provider: TracerProvider | None = None, slow_after_s: float | None = None
+    pipeline: Pipeline,
+    instruments: Instruments,
+    tracer_provider: TracerProvider | None = None,
+    slow_after_s: float | None = None,
+    pathway_depth: int = DEFAULT_DEPTH,
 ) -> list[Middleware]:
     """Keep triggers, tracing (on TRACER_PROVIDER, default the global one), metrics (on INSTRUMENTS) and retries, for PIPELINE.
 
-    SLOW_AFTER_S is the objective of the stages and pipeline that set none (``pipeline.keeping``).
+    SLOW_AFTER_S is the objective of the stages and pipeline that set none (``pipeline.keeping``); PATHWAY_DEPTH
+    the stages a pathway keeps (``pipeline.pathways``).
     """
     return [
         KeepMiddleware(pipeline, slow_after_s),
         TracingMiddleware(pipeline, tracer_provider),
-        MetricsMiddleware(pipeline, instruments),
+        MetricsMiddleware(pipeline, instruments, pathway_depth),
         RetryMiddleware(),
     ]

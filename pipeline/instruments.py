@@ -181,4 +181,5 @@ class Instruments:
         self.process_duration = histogram(semconv.PROCESS_DURATION, "Handler time per message.")
         self.queue_wait = histogram(semconv.QUEUE_WAIT, "Publish to start of processing: time spent in the queue.")
         self.job_latency = histogram(semconv.JOB_LATENCY, "Job start to the end of this stage.")
+        self.pathway_latency = histogram(semconv.PATHWAY_LATENCY, "Job start to the end of this stage, per pathway: the stages the job went through.")
         self.operation_duration = histogram(semconv.OPERATION_DURATION, "Publish time until the broker accepted the message.")

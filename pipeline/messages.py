@@ -78,7 +78,7 @@ class Incoming:
     stage: Stage
     delivery: Delivery
     context: Context
-    """What the message brought: its parent span and baggage, with its job (``receiving.receive``)."""
+    """What the message brought: its parent span and baggage, with its job (``receiving.receive``), and its pathway (metrics middleware)."""
     job_id: str
     """The job the message belongs to (from its baggage, or started when it came without one)."""
     parent: SpanContext | None = None
@@ -91,6 +91,10 @@ class Incoming:
     """When it was published (epoch seconds), from its headers."""
     fallbacks: tuple[str, ...] = ()
     """Headers that were broken and ignored (``propagation.Extracted.fallbacks``)."""
+    pathway_in: str | None = None
+    """The stages its job went through before it (``propagation.Extracted.pathway``); None when none came."""
+    pathway: str | None = None
+    """Its ``hoptrace.pathway`` attribute (``pathways.Pathway.label``), set by the metrics middleware; None before that."""
     links: tuple[SpanContext, ...] = ()
     """Other spans its processing is linked to (a Celery chord's body: the header tasks it waited for)."""
     attempt: int = 0

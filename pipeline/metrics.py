@@ -2,7 +2,10 @@
 
 Consumed, sent (per outcome), redelivered, retried and dead-lettered messages, broken headers and
 messages in flight; handler time per attempt (with ``error.type`` on failure), time in the queue, job
-latency so far, and publish time until the broker accepted a message.
+latency so far (also per pathway: ``pipeline.pathways``), and publish time until the broker accepted a message.
+
+The metrics middleware also works out each message's pathway, before any attempt, and puts it in the
+context its handler runs in, so that what the handler publishes carries it on.
 
 Bound to a stage (``StageMetrics``), every fixed attribute set's series is taken once, so a
 message's measurements are appends to them (``instruments.CountSeries``,
@@ -16,7 +19,7 @@ import time
 from functools import cache
 
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, set_value
 from opentelemetry.metrics import Histogram
 from opentelemetry.trace import SpanContext
 
@@ -26,6 +29,7 @@ from hoptrace.pipeline.histograms import LocalHistogram
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.messages import Incoming, Outcome, Outgoing
 from hoptrace.pipeline.middleware import Middleware
+from hoptrace.pipeline.pathways import DEFAULT_DEPTH, PATHWAY_KEY, Pathways, component
 from hoptrace.pipeline.stages import Pipeline, Stage, Transport
 
 
@@ -64,21 +68,22 @@ def _span_in(context: Context) -> SpanContext | None:
 class MetricsMiddleware(Middleware):
     """Records a pipeline's messages on INSTRUMENTS."""
 
-    def __init__(self, pipeline: Pipeline, instruments: Instruments) -> None:
-        """Measure the messages of PIPELINE."""
+    def __init__(self, pipeline: Pipeline, instruments: Instruments, pathway_depth: int = DEFAULT_DEPTH) -> None:
+        """Measure the messages of PIPELINE; their pathways keep PATHWAY_DEPTH stages, those PIPELINE declares (if it declares any)."""
         self._pipeline = pipeline.name
         self._metrics = instruments
+        self._pathways = Pathways(pipeline.name, pathway_depth, [stage.name for stage in pipeline])
 
     def bind(self, stage: Stage, transport: Transport) -> StageMetrics:
         """The measurements of STAGE's messages and of those published to TRANSPORT."""
-        return StageMetrics(self._metrics, self._pipeline, stage, transport)
+        return StageMetrics(self._metrics, self._pipeline, stage, transport, self._pathways)
 
 
 class StageMetrics(Middleware):
     """One stage's measurements, its constant attribute sets' series taken once."""
 
-    def __init__(self, instruments: Instruments, pipeline: str, stage: Stage, transport: Transport) -> None:
-        """Measure STAGE of PIPELINE's messages, and those it publishes to TRANSPORT, on INSTRUMENTS."""
+    def __init__(self, instruments: Instruments, pipeline: str, stage: Stage, transport: Transport, pathways: Pathways | None = None) -> None:
+        """Measure STAGE of PIPELINE's messages, and those it publishes to TRANSPORT, on INSTRUMENTS; follow their PATHWAYS."""
         self._metrics = instruments
         self._pipeline = pipeline
         self._stage = stage
@@ -92,11 +97,19 @@ class StageMetrics(Middleware):
         self._queue_wait = Recorder(instruments.queue_wait, attributes)
         self._process_duration = Recorder(instruments.process_duration, attributes)
         self._job_latency = Recorder(instruments.job_latency, attributes)
+        self._pathways = pathways or Pathways(pipeline)
+        self._component = component(stage.name)
+        self._pathway_latency: dict[str, Recorder] = {}  # one per pathway label: at most pathways.MAX_PATHWAYS + 1
         self._sent_ok = instruments.sent.series(self._sent(None))
         self._operation_ok = Recorder(instruments.operation_duration, self._sent(None))
 
     def before_message(self, message: Incoming) -> None:
-        """Count the message (and its broken headers); record how long it waited in the queue."""
+        """Put the message's pathway in its context; count the message (and its broken headers); record how long it waited in the queue."""
+        pathway = self._pathways.follow(message.pathway_in, self._component, message.attempt > 1)  # attempt: a drop-in Celery retry's
+        message.pathway = pathway.label
+        message.context = set_value(PATHWAY_KEY, pathway.value, message.context)
+        if pathway.refused:
+            message.fallbacks += ("malformed_pathway",)
         self._consumed.add(1)
         if message.fallbacks:
             self._fallbacks.add(1)
@@ -123,7 +136,7 @@ class StageMetrics(Middleware):
             self._retries.add(1)
 
     def after_message(self, message: Incoming) -> None:
-        """Count a dead letter; record the job's latency up to the end of this stage."""
+        """Count a dead letter; record the job's latency up to the end of this stage, and for the message's pathway."""
         self._in_flight.add(-1)
         if message.outcome is None:  # not even parked: the worker keeps it and it comes back
             return
@@ -132,7 +145,14 @@ class StageMetrics(Middleware):
         started = message.job_started_at
         if started is not None:
             context = message.attempt_context or message.context
-            self._job_latency.record(max(0.0, time.time() - started), _span_of(message, context), context)
+            latency, span = max(0.0, time.time() - started), _span_of(message, context)
+            self._job_latency.record(latency, span, context)
+            pathway = message.pathway
+            if pathway is not None:
+                recorder = self._pathway_latency.get(pathway)
+                if recorder is None:
+                    recorder = self._pathway_latency[pathway] = self._along(pathway)
+                recorder.record(latency, span, context)
 
     def after_publish(self, message: Outgoing) -> None:
         """Count the message as sent, per outcome, and record the time until the broker answered."""
@@ -146,6 +166,11 @@ class StageMetrics(Middleware):
         attributes = self._sent(type(error).__qualname__)
         self._metrics.sent.add(1, attributes)
         Recorder(self._metrics.operation_duration, attributes).record(time.perf_counter() - message.started, span, context)
+
+    def _along(self, pathway: str) -> Recorder:
+        """The ``hoptrace.pathway.latency`` of this stage's messages that came along PATHWAY (a label)."""
+        attributes = {semconv.PIPELINE: self._pipeline, semconv.STAGE: self._stage.name, semconv.PATHWAY: pathway}
+        return Recorder(self._metrics.pathway_latency, attributes)
 
     @cache  # noqa: B019 - one entry per error type, for the binding's life
     def _failed(self, error_type: str) -> Attributes:

@@ -1,8 +1,8 @@
 """Trace context and baggage in and out of message headers, treating incoming headers as untrusted.
 
 Outgoing: ``inject`` writes the global propagator's fields (so ``OTEL_PROPAGATORS`` is
-honoured) and the publish time through a transport's setter (``carriers``), replacing keys
-already there.
+honoured), the publish time and, inside a handler, its message's pathway (``pathways``) through a
+transport's setter (``carriers``), replacing keys already there.
 
 Incoming: ``extract`` takes the raw header pairs a transport's getter found (``carriers``),
 reduces them to clean text, runs the propagators, then bounds and filters baggage by the
@@ -25,9 +25,10 @@ from opentelemetry.context import Context, get_current
 from opentelemetry.propagators.textmap import CarrierT, Setter, TextMapPropagator
 from opentelemetry.trace import SpanContext
 
-from hoptrace.pipeline import w3c
+from hoptrace.pipeline import pathways, w3c
 from hoptrace.pipeline.jobs import JOB_ID, parse_epoch_seconds
-from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
+from hoptrace.pipeline.pathways import PATHWAY_KEY
+from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_PATHWAY, HEADER_SENT_AT
 
 logger = logging.getLogger(__name__)
 
@@ -40,18 +41,20 @@ ALWAYS_ALLOWED = (BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT)
 
 @dataclass(slots=True)
 class Extracted:
-    """What incoming headers gave: the parent context, the publish time, what had to be dropped."""
+    """What incoming headers gave: the parent context, the publish time, the pathway, what had to be dropped."""
 
     context: Context
     sent_at: float | None
     fallbacks: tuple[str, ...]
     """Reasons a header was ignored (``non_utf8``, ``none_value``, ``not_text``, ``duplicate``, ``oversized``,
     ``malformed_traceparent``, ``malformed_tracestate``, ``malformed_sent_at``, ``malformed_job_id``,
-    ``baggage_not_allowed``, ``too_many_baggage_members``)."""
+    ``malformed_pathway``, ``baggage_not_allowed``, ``too_many_baggage_members``)."""
     parent: SpanContext | None = None
     """The valid parent span in ``context``; None when there is none (a new trace starts)."""
     baggage: Mapping[str, object] = field(default_factory=dict)
     """The baggage members in ``context``."""
+    pathway: str | None = None
+    """The stages the message's job went through before it (``pathways.parse``'s); None when it came with none or a broken one."""
 
     @property
     def is_root(self) -> bool:
@@ -63,11 +66,11 @@ _fields: tuple[TextMapPropagator | None, frozenset[str]] = (None, frozenset())
 
 
 def fields() -> frozenset[str]:
-    """The header keys hoptrace reads and writes: the global propagator's fields and the publish time."""
+    """The header keys hoptrace reads and writes: the global propagator's fields, the publish time and the pathway."""
     global _fields
     textmap = propagate.get_global_textmap()
     if _fields[0] is not textmap:  # asked for every message: remembered for the propagator in place
-        _fields = (textmap, frozenset(textmap.fields) | {HEADER_SENT_AT})
+        _fields = (textmap, frozenset(textmap.fields) | {HEADER_SENT_AT, HEADER_PATHWAY})
     return _fields[1]
 
 
@@ -78,13 +81,21 @@ def _allowed_keys(allowlist: tuple[str, ...]) -> re.Pattern[str]:
 
 
 def inject(carrier: CarrierT, setter: Setter[CarrierT], context: Context | None = None) -> None:
-    """Write the propagation headers of a message published in CONTEXT (default: the current one) into CARRIER through SETTER."""
+    """Write the propagation headers of a message published in CONTEXT (default: the current one) into CARRIER through SETTER.
+
+    The pathway header only when CONTEXT is (or derives from) one a handler runs in: a pathway goes on from a message to those it made.
+    """
+    if context is None:
+        context = get_current()
     textmap = propagate.get_global_textmap()
     if w3c.is_default(textmap):
-        w3c.inject(carrier, setter, context if context is not None else get_current())
+        w3c.inject(carrier, setter, context)
     else:
         textmap.inject(carrier, context=context, setter=setter)
     setter.set(carrier, HEADER_SENT_AT, f"{time.time():.6f}")
+    pathway = context.get(PATHWAY_KEY)
+    if type(pathway) is str:
+        setter.set(carrier, HEADER_PATHWAY, pathway)
 
 
 def _text(raw_value: object, fallbacks: list[str]) -> str | None:
@@ -206,7 +217,7 @@ def _allowed_baggage(header: str, allowlist: tuple[str, ...], fallbacks: list[st
 
 
 def extract(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...] = ()) -> Extracted:
-    """Parent context, publish time and fallbacks from untrusted header PAIRS.
+    """Parent context, publish time, pathway and fallbacks from untrusted header PAIRS.
 
     ALLOWLIST holds baggage keys (``fnmatch`` patterns, e.g. ``tenant`` or ``app.*``) to keep
     besides hoptrace's own.
@@ -219,7 +230,7 @@ def _sound(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...]) -
 
     Sound means: the default propagators, each header once with a lower-case key, ASCII values within
     the size limit, a valid ``traceparent``, a baggage of at most ``MAX_BAGGAGE_MEMBERS`` members whose
-    keys are all allowed and already judged so, a publish time that parses. Then nothing needs cleaning,
+    keys are all allowed and already judged so, a publish time that parses, a pathway that parses. Then nothing needs cleaning,
     filtering or reporting; tests/test_propagation holds this to ``_extract`` on generated headers.
     """
     if not w3c.is_default(propagate.get_global_textmap()):
@@ -238,6 +249,9 @@ def _sound(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...]) -
     sent_at = None
     if (sent := found.pop(HEADER_SENT_AT, None)) is not None and (sent_at := parse_epoch_seconds(sent)) is None:
         return None
+    pathway = None
+    if (route := found.pop(HEADER_PATHWAY, None)) is not None and (pathway := pathways.parse(route)) is None:
+        return None
     header = found.get("baggage")
     if header is not None and (not header or not _known_allowed(header.split(","), allowlist)):
         return None
@@ -250,7 +264,7 @@ def _sound(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...]) -
         return None
     if _bad_job_id(members):
         return None
-    return Extracted(context, sent_at, (), parent, members or {})
+    return Extracted(context, sent_at, (), parent, members or {}, pathway)
 
 
 def _extract(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...]) -> Extracted:
@@ -283,7 +297,12 @@ def _extract(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...])
         sent_at = parse_epoch_seconds(headers[HEADER_SENT_AT])
         if sent_at is None:
             fallbacks.append("malformed_sent_at")
+    pathway = None
+    if HEADER_PATHWAY in headers:
+        pathway = pathways.parse(headers[HEADER_PATHWAY])
+        if pathway is None:
+            fallbacks.append("malformed_pathway")  # the message's pathway starts at its stage
     if fallbacks:
         reasons = ", ".join(sorted(set(fallbacks)))
         logger.warning("ignored broken message headers (%s); processing the message as a new root where needed", reasons)
-    return Extracted(context, sent_at, tuple(fallbacks), parent, members or {})
+    return Extracted(context, sent_at, tuple(fallbacks), parent, members or {}, pathway)

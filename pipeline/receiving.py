@@ -1,4 +1,4 @@
-"""Taking a message in: its trace context, job and publish time from its (untrusted) headers.
+"""Taking a message in: its trace context, job, publish time and pathway from its (untrusted) headers.
 
 The first step of every consumer, hoptrace's own stages and drop-in instrumentation alike: what
 comes back is the ``Incoming`` record the middleware hooks then work on.
@@ -15,7 +15,7 @@ from hoptrace.pipeline.stages import Stage
 
 
 def receive(stage: Stage, delivery: Delivery, baggage_allowlist: tuple[str, ...] = ()) -> Incoming:
-    """DELIVERY of STAGE as an ``Incoming``: the parent context and baggage (BAGGAGE_ALLOWLIST kept), the job, the publish time.
+    """DELIVERY of STAGE as an ``Incoming``: the parent context and baggage (BAGGAGE_ALLOWLIST kept), the job, the publish time, the pathway.
 
     A message published outside hoptrace has no job yet: its job starts here.
     """
@@ -29,4 +29,6 @@ def receive(stage: Stage, delivery: Delivery, baggage_allowlist: tuple[str, ...]
     else:
         text = members.get(BAGGAGE_JOB_STARTED_AT)
         started = None if text is None else jobs.parse_epoch_seconds(str(text))
-    return Incoming(stage, delivery, context, str(job), extracted.parent, started, received, extracted.sent_at, extracted.fallbacks)
+    return Incoming(
+        stage, delivery, context, str(job), extracted.parent, started, received, extracted.sent_at, extracted.fallbacks, extracted.pathway
+    )

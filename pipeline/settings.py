@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SecretsSettingsSource, SettingsConfigDict
 
+from hoptrace.pipeline.pathways import DEFAULT_DEPTH
+
 SECRETS_DIR_VARIABLE = "HOPTRACE_SECRETS_DIR"
 """A folder of files named after settings (``HOPTRACE_KAFKA_SASL_PASSWORD``...), each holding its value: a mounted Kubernetes Secret."""
 
@@ -82,6 +84,10 @@ class Settings(BaseSettings):
         default=None, description="PEM certificate (chain) the embedded OTLP receiver of hoptrace watch serves TLS with; with receiver_tls_keyfile."
     )
     receiver_tls_keyfile: Path | None = Field(default=None, description="PEM file of the private key of receiver_tls_certfile.")
+    jaeger_url: str | None = Field(
+        default=None,
+        description="Jaeger query service hoptrace monitor reads finished jobs from, to export hoptrace.stage.critical.time (off when unset).",
+    )
     store_max_bytes: int = Field(
         default=256 * 2**20, ge=2**20, description="Bound of the embedded trace store's file in bytes (the oldest traces and points go first)."
     )
@@ -98,6 +104,12 @@ class Settings(BaseSettings):
         default=None,
         gt=0,
         description="A job reaching a stage later than this after it began is kept whole (stages and pipelines may set their own).",
+    )
+
+    pathway_depth: int = Field(
+        default=DEFAULT_DEPTH,
+        ge=1,
+        description="Stages a pathway keeps (hoptrace.pathway.latency): its last ones, after a leading '…' when it went through more.",
     )
 
     @model_validator(mode="after")

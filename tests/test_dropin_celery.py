@@ -99,6 +99,14 @@ def hoptrace_spans(store: TelemetryStore) -> dict[str, list[ReceivedSpan]]:
     return traces
 
 
+def pathway_counts(store: TelemetryStore) -> dict[tuple[str, str], float]:
+    """``hoptrace.pathway.latency``'s count per (stage, pathway), over the worker's processes; every series in pipeline ``plainapp``."""
+    points = store.metrics("hoptrace.pathway.latency")
+    assert {(point.unit, point.attributes["hoptrace.pipeline"]) for point in points} <= {("s", "plainapp")}
+    series = {(point.attributes["hoptrace.stage"], point.attributes["hoptrace.pathway"]) for point in points}
+    return {(stage, pathway): latest_totals(points, {"hoptrace.stage": stage, "hoptrace.pathway": pathway}, "count") for stage, pathway in series}
+
+
 def processes(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
     return [span for span in spans if span.kind == "CONSUMER"]
 
@@ -154,6 +162,12 @@ def test_a_chain_a_chord_and_a_task_are_three_jobs_three_traces(
     assert all(len(ids) == 1 and None not in ids for ids in jobs.values()) and len(set.union(*jobs.values())) == 3
     assert latest_totals(store.metrics("messaging.process.duration"), {}, "count") == 10
     assert latest_totals(store.metrics("messaging.client.consumed.messages"), {}) == 10
+    assert pathway_counts(store) == {
+        ("plain.add", "plain.add"): 7,  # the chain's first link, the chord's 5 members, the plain task: published by the client
+        ("plain.mul", "plain.add>plain.mul"): 1,
+        ("plain.add", "plain.add>plain.mul>plain.add"): 1,
+        ("plain.xsum", "plain.add>plain.xsum"): 1,  # the chord's body, sent by the last member to finish
+    }
     queues = {point.attributes.get("messaging.destination.name") for point in store.metrics("hoptrace.queue.depth")}
     assert plain_env["TEST_QUEUE"] in queues
     reporters = {point.resource.get("process.pid") for point in store.metrics("hoptrace.queue.depth")}
@@ -181,6 +195,7 @@ def test_a_retried_task_is_one_process_span_per_attempt_in_one_trace(
     ]
     assert {span.attributes["hoptrace.stage"] for span in spans} == {stage}
     assert latest_totals(store.metrics("hoptrace.stage.retries"), {"hoptrace.stage": stage}) == 1
+    assert pathway_counts(store) == {(stage, stage): 1}  # the retry is no second stage; the retried attempt reports no outcome
     waits = latest_totals(store.metrics("hoptrace.queue.wait"), {"hoptrace.stage": stage}, "sum")
     if case == "retry":
         assert waits < 1.5  # the two-second countdown is not time in the queue

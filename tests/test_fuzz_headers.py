@@ -3,7 +3,7 @@
 One generated header set is a list of ``(key, value)`` pairs: propagation keys in any letter
 case (str or bytes) beside unrelated ones, values that are near-valid ``traceparent``s,
 baggage around W3C's limits (members around 180, bytes around 8192, percent-encoding,
-properties, keys outside the allowlist), near-valid ``hoptrace-sent-at``s, and junk
+properties, keys outside the allowlist), near-valid ``hoptrace-sent-at``s and ``hoptrace-pathway``s, and junk
 (arbitrary and non-UTF-8 bytes, lone surrogates, ``None``, numbers, lists, values over
 8192 bytes), with repeated keys of equal and different values. Each set goes through
 extraction as every transport delivers it:
@@ -18,7 +18,8 @@ rules are checked against an oracle written from the rules (and W3C Trace Contex
 from the code: no exception escapes; the message is a root exactly when its traceparent was
 absent or unusable; the fallback reasons are exactly the broken headers; kept baggage is
 within the allowlist and hoptrace's own keys, at most 180 members; ``sent_at`` is a finite
-float or None; the message still gets a context and a job; hoptrace logs at most one short
+float or None; the pathway is the header exactly when it is stage names joined by ``>``
+(ASCII, at most 1024 characters, maybe a leading ``~``); the message still gets a context and a job; hoptrace logs at most one short
 line. A differential test checks that clean, valid headers give exactly what
 ``opentelemetry.propagate.extract`` gives.
 
@@ -54,7 +55,7 @@ from hoptrace.pipeline.carriers import RawPairs, celery_request_pairs, dict_pair
 from hoptrace.pipeline.messages import Delivery
 from hoptrace.pipeline.propagation import MAX_BAGGAGE_MEMBERS, MAX_HEADER_BYTES, Extracted, extract, fields
 from hoptrace.pipeline.receiving import receive
-from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
+from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_PATHWAY, HEADER_SENT_AT
 from hoptrace.pipeline.stages import KafkaTransport, Stage
 
 _EXPLORE = os.environ.get("HOPTRACE_FUZZ_EXAMPLES")
@@ -72,7 +73,7 @@ def fuzz_settings(examples: int) -> settings:
 
 
 WANTED = fields()
-"""The propagation headers hoptrace reads: ``traceparent``, ``tracestate``, ``baggage``, ``hoptrace-sent-at``."""
+"""The propagation headers hoptrace reads: ``traceparent``, ``tracestate``, ``baggage``, ``hoptrace-sent-at``, ``hoptrace-pathway``."""
 OWN_KEYS = (BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT)
 VALID_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 STAGE = Stage("fuzz", KafkaTransport("fuzz.orders", "fuzz"), lambda payload, context: None)
@@ -123,6 +124,15 @@ def allowed(key: str, allowlist: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(key, pattern) for pattern in OWN_KEYS + allowlist)
 
 
+_STAGE_NAME = r"[A-Za-z0-9_.:@-]{1,128}"
+_PATHWAY = re.compile(rf"(~>)?{_STAGE_NAME}(>{_STAGE_NAME})*", re.ASCII)
+
+
+def pathway_of(text: str) -> str | None:
+    """TEXT when it is a pathway: names of 1-128 ASCII letters, digits and ``_.:@-`` joined by ``>``, the first maybe ``~``; 1024 chars at most."""
+    return text if len(text) <= 1024 and _PATHWAY.fullmatch(text) else None
+
+
 def finite_seconds(text: str) -> float | None:
     """TEXT as a finite number, or None."""
     try:
@@ -141,6 +151,7 @@ class Expected:
     reasons: frozenset[str]
     parent: tuple[int, int, int] | None
     sent_at: float | None
+    pathway: str | None
 
 
 def expected(pairs: RawPairs, allowlist: tuple[str, ...]) -> Expected:
@@ -168,6 +179,11 @@ def expected(pairs: RawPairs, allowlist: tuple[str, ...]) -> Expected:
         sent_at = finite_seconds(headers[HEADER_SENT_AT])
         if sent_at is None:
             reasons.add("malformed_sent_at")
+    pathway = None
+    if HEADER_PATHWAY in headers:
+        pathway = pathway_of(headers[HEADER_PATHWAY])
+        if pathway is None:
+            reasons.add("malformed_pathway")
     if "baggage" in headers:
         members = [member for member in headers["baggage"].split(",") if member.strip()]
         kept = [member for member in members if allowed(baggage_key(member), allowlist)]
@@ -179,7 +195,7 @@ def expected(pairs: RawPairs, allowlist: tuple[str, ...]) -> Expected:
         job = baggage.get_baggage(BAGGAGE_JOB_ID, W3CBaggagePropagator().extract({"baggage": ",".join(kept)}))  # W3C's parse
         if job is not None and not re.fullmatch(r"[\x21-\x7e]{1,128}", str(job)):
             reasons.add("malformed_job_id")  # a job id is 1-128 visible ASCII characters
-    return Expected(headers, frozenset(reasons), parent, sent_at)
+    return Expected(headers, frozenset(reasons), parent, sent_at, pathway)
 
 
 def _lower(key: object) -> str:
@@ -247,6 +263,7 @@ def check(found: RawPairs, oracle_pairs: RawPairs, allowlist: tuple[str, ...]) -
     if want.parent is not None:
         assert (span.trace_id, span.span_id, int(span.trace_flags), span.is_remote) == (*want.parent, True)
     assert extracted.sent_at == want.sent_at
+    assert extracted.pathway == want.pathway
     assert extracted.sent_at is None or (type(extracted.sent_at) is float and math.isfinite(extracted.sent_at))
 
     kept = dict(baggage.get_all(extracted.context))
@@ -260,7 +277,7 @@ def check(found: RawPairs, oracle_pairs: RawPairs, allowlist: tuple[str, ...]) -
 
     with hoptrace_log_lines():
         message = receive(STAGE, Delivery({}, found), allowlist)  # what every consumer does first
-    assert (message.fallbacks, message.sent_at) == (extracted.fallbacks, extracted.sent_at)
+    assert (message.fallbacks, message.sent_at, message.pathway_in) == (extracted.fallbacks, extracted.sent_at, extracted.pathway)
     assert parent_of(message.context) == span
     assert jobs.job_id(message.context) is not None  # processed anyway, as a job of its own if none came
     if BAGGAGE_JOB_ID in kept:
@@ -380,6 +397,17 @@ _SENT_AT = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.floats(min_value=0, max_value=4e9).map(lambda seconds: f"{seconds:.6f}"),
 )
+_STAGES = st.one_of(
+    st.sampled_from(["validate", "charge", "plain.add", "orders:ship@eu", "a", "x" * 128, "~", "…", "a b", "a>b", "", "é", "a\n"]),
+    st.from_regex(r"[A-Za-z0-9_.:@-]{1,12}", fullmatch=True),
+    st.text(max_size=6),
+)
+_PATHWAYS = st.one_of(
+    st.lists(_STAGES, min_size=1, max_size=10).map(">".join),
+    st.lists(_STAGES, min_size=1, max_size=10).map(lambda stages: "~>" + ">".join(stages)),
+    st.sampled_from(["", ">", "a>", ">a", "a>>b", "~", "~>", "a>~>b", "x" * 129, " validate", "validate\n", "…>a"]),
+    st.integers(1018, 1030).map(lambda size: ">".join(["abcd"] * (size // 5 + 1))[:size].rstrip(">")),
+)
 _TRACESTATE = st.one_of(
     st.sampled_from(["rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", "", "a=1,a=2", "=", "k@vendor=v", "UPPER=1", "a=b c", "a=b,"]),
     st.builds(lambda size: _pad("k=v,", size), st.integers(500, 520)),
@@ -417,6 +445,7 @@ _NEAR_VALID: dict[str, st.SearchStrategy[str]] = {
     "tracestate": _TRACESTATE,
     "baggage": baggage_headers(),
     HEADER_SENT_AT: _SENT_AT,
+    HEADER_PATHWAY: _PATHWAYS,
 }
 
 
@@ -445,7 +474,7 @@ def header_sets(draw: st.DrawFn, min_size: int = 0, max_size: int = 6) -> list[t
     and broken headers, and repeated keys with equal and with different values."""
     pairs: list[tuple[object, object]] = []
     if draw(st.booleans()):
-        for name in ("traceparent", "tracestate", "baggage", HEADER_SENT_AT):
+        for name in ("traceparent", "tracestate", "baggage", HEADER_SENT_AT, HEADER_PATHWAY):
             if name == "traceparent" or draw(st.booleans()):
                 value = draw(_as_wire(_NEAR_VALID[name]) if draw(st.integers(0, 3)) else values_for(name))
                 pairs.append((draw(keys_for(name)), value))
@@ -584,6 +613,9 @@ def valid_headers(draw: st.DrawFn) -> tuple[dict[str, str], tuple[str, ...]]:
         headers["baggage"] = ",".join(f"{key}={quote(value.strip(), safe='')}" for key, value in members.items())
     if draw(st.booleans()):
         headers[HEADER_SENT_AT] = f"{draw(st.floats(0, 4e9)):.6f}"
+    if draw(st.booleans()):
+        stages = draw(st.lists(st.from_regex(r"[A-Za-z0-9_.:@-]{1,20}", fullmatch=True), min_size=1, max_size=8))
+        headers[HEADER_PATHWAY] = ("~>" if draw(st.booleans()) else "") + ">".join(stages)
     exact = tuple(re.sub(r"([*?\[])", r"[\1]", key) for key in members if key not in OWN_KEYS)
     return headers, draw(st.sampled_from([("*",), exact]))
 
@@ -603,6 +635,7 @@ def test_valid_headers_give_what_opentelemetry_gives(case: tuple[dict[str, str],
     assert parent_of(extracted.context).is_valid
     assert dict(baggage.get_all(extracted.context)) == dict(baggage.get_all(reference))
     assert extracted.sent_at == (float(headers[HEADER_SENT_AT]) if HEADER_SENT_AT in headers else None)
+    assert extracted.pathway == headers.get(HEADER_PATHWAY)
 
 
 # --- the shrunk failures, kept as plain examples -------------------------------------------

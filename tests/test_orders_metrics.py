@@ -23,8 +23,10 @@ UNITS = {
     "messaging.process.duration": "s",
     "hoptrace.queue.wait": "s",
     "hoptrace.job.latency": "s",
+    "hoptrace.pathway.latency": "s",
     "hoptrace.stage.in_flight": "{message}",
 }
+PATHWAYS = {"validate": "validate", "charge": "validate>charge", "ship": "validate>charge>ship", "notify": "validate>charge>ship>notify"}
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -60,6 +62,14 @@ def test_every_stage_counts_and_times_every_message(
         assert latest_totals(store.metrics("hoptrace.queue.wait"), where, "sum") >= 0
     latency = {stage: latest_totals(store.metrics("hoptrace.job.latency"), {"hoptrace.stage": stage}, "sum") for stage in STAGES}
     assert 0 < latency["validate"] <= latency["charge"] <= latency["ship"] <= latency["notify"]
+    # Per pathway: one series per stage, the route the jobs took to it, each job once; the same latencies as the job's.
+    pathways = store.metrics("hoptrace.pathway.latency")
+    assert {tuple(sorted(point.attributes)) for point in pathways} == {("hoptrace.pathway", "hoptrace.pipeline", "hoptrace.stage")}
+    assert {(point.attributes["hoptrace.stage"], point.attributes["hoptrace.pathway"]) for point in pathways} == set(PATHWAYS.items())
+    for stage, pathway in PATHWAYS.items():
+        where = {"hoptrace.pipeline": "orders", "hoptrace.stage": stage, "hoptrace.pathway": pathway}
+        assert (stage, latest_totals(pathways, where, "count")) == (stage, JOBS)
+        assert latest_totals(pathways, where, "sum") == pytest.approx(latency[stage], rel=1e-9)
     # Low cardinality: no job ids or payload fields in metric attributes.
     assert not any("hoptrace.job.id" in point.attributes or "order_id" in point.attributes for point in store.metrics())
     consumer_groups = {point.attributes.get("messaging.consumer.group.name") for point in store.metrics("messaging.client.consumed.messages")}

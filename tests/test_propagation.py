@@ -14,21 +14,26 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry.context import Context
+from opentelemetry.context import Context, set_value
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from hoptrace.pipeline import jobs
-from hoptrace.pipeline.carriers import DICT_SETTER
+from hoptrace.pipeline.carriers import APPEND_SETTER, DICT_SETTER, KAFKA_SETTER, dict_pairs, kafka_pairs
 from hoptrace.pipeline.jobs import JOB_ID
 from hoptrace.pipeline.messages import Delivery
-from hoptrace.pipeline.propagation import MAX_BAGGAGE_MEMBERS, Extracted, extract, inject
+from hoptrace.pipeline.pathways import PATHWAY_KEY
+from hoptrace.pipeline.propagation import MAX_BAGGAGE_MEMBERS, Extracted, _extract, _sound, extract, fields, inject
 from hoptrace.pipeline.receiving import receive
-from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_SENT_AT
+from hoptrace.pipeline.semconv import BAGGAGE_JOB_ID, BAGGAGE_JOB_STARTED_AT, HEADER_PATHWAY, HEADER_SENT_AT
 from hoptrace.pipeline.stages import KafkaTransport, Stage
+from tests.test_fuzz_headers import ALLOWLISTS, as_dict, header_sets, valid_headers
 
+STAGE = Stage("charge", KafkaTransport("payments", "charge"), handler=lambda payload, context: None)
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -95,6 +100,83 @@ def test_inject_defaults_to_the_current_context() -> None:
     finally:
         otel_context.detach(token)
     assert headers["traceparent"] == TRACEPARENT
+
+
+# --- the pathway header ----------------------------------------------------------------------
+
+
+def _kafka_round_trip(context: Context, existing: list[tuple[str, bytes]]) -> list[tuple[str, object]]:
+    """The pairs a Kafka consumer's getter finds in a record whose headers ``inject`` wrote into EXISTING."""
+    headers = list(existing)
+    inject(headers, KAFKA_SETTER if headers else APPEND_SETTER, context)
+    return kafka_pairs(headers, fields())
+
+
+def _celery_round_trip(context: Context, existing: list[tuple[str, bytes]]) -> list[tuple[str, object]]:
+    """The pairs a Celery worker's getter finds in a message whose header dict ``inject`` wrote into EXISTING."""
+    headers: dict[str, object] = {key: value.decode() for key, value in existing}
+    inject(headers, DICT_SETTER, context)
+    return dict_pairs(headers, fields())
+
+
+@pytest.mark.parametrize("existing", [[], [("x-app", b"shop"), ("Hoptrace-Pathway", b"stale>route")]], ids=["fresh", "replaced"])
+@pytest.mark.parametrize("carrier", [_kafka_round_trip, _celery_round_trip], ids=["kafka", "celery"])
+@pytest.mark.parametrize("path", ["sound", "general"])
+def test_the_pathway_of_the_handlers_context_round_trips(
+    path: str, carrier: Callable[[Context, list[tuple[str, bytes]]], list[tuple[str, object]]], existing: list[tuple[str, bytes]]
+) -> None:
+    handler = set_value(PATHWAY_KEY, "~>validate>charge", sending(members=JOB))
+    pairs = carrier(handler, existing)
+    assert [value for key, value in pairs if key == HEADER_PATHWAY] in (["~>validate>charge"], [b"~>validate>charge"])  # once, replaced
+    _extract(pairs, ())  # the baggage keys judged, so the one-pass path may take these headers
+    extracted = _sound(pairs, ()) if path == "sound" else _extract(pairs, ())
+    assert extracted is not None
+    assert (extracted.pathway, extracted.fallbacks, extracted.sent_at is not None, members(extracted)) == ("~>validate>charge", (), True, JOB)
+    assert receive(STAGE, Delivery({}, pairs)).pathway_in == "~>validate>charge"
+
+
+def test_a_publish_outside_any_handler_writes_no_pathway() -> None:
+    assert HEADER_PATHWAY not in injected(sending(members=JOB))
+    assert (extract(injected(sending(members=JOB)).items()).pathway, HEADER_PATHWAY in fields()) == (None, True)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "validate>>charge", "validate>", "caf\u00e9", "a b", "a\r\nforged", "x" * 129, ">".join(["ab"] * 342), "~", "a>~>b", b"\xff", None],
+    ids=["empty", "empty-stage", "trailing", "not-ascii", "space", "crlf", "129-chars", "1025-chars", "cut-only", "cut-inside", "bytes", "none"],
+)
+def test_a_malformed_pathway_is_ignored_and_counted(value: object) -> None:
+    reason = {None: "none_value", b"\xff": "non_utf8"}.get(value, "malformed_pathway")  # type: ignore[call-overload]
+    extracted = extract([("traceparent", TRACEPARENT), (HEADER_PATHWAY, value)])
+    assert (extracted.pathway, extracted.fallbacks, extracted.is_root) == (None, (reason,), False)
+
+
+_HYPOTHESIS = settings(max_examples=400, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@_HYPOTHESIS
+@given(
+    case=st.one_of(valid_headers().map(lambda case: (list(case[0].items()), case[1])), st.tuples(header_sets(), st.sampled_from(ALLOWLISTS))),
+    shape=st.sampled_from(["kafka", "celery"]),
+)
+def test_the_one_pass_path_gives_what_the_general_path_gives(case: tuple[list[tuple[object, object]], tuple[str, ...]], shape: str) -> None:
+    """``_sound`` takes only what it can read in one pass, and then gives exactly ``_extract``'s result (the pathway included)."""
+    pairs, allowlist = case
+    found = kafka_pairs(pairs, fields()) if shape == "kafka" else dict_pairs(as_dict(pairs), fields())
+    logging.disable(logging.WARNING)
+    try:
+        general = _extract(found, allowlist)  # first: it judges the baggage keys, which the one-pass path needs
+        sound = _sound(found, allowlist)
+    finally:
+        logging.disable(logging.NOTSET)
+    if sound is not None:
+        assert _seen(sound) == _seen(general)
+
+
+def _seen(extracted: Extracted) -> tuple[object, ...]:
+    span = parent(extracted)
+    context = (span.trace_id, span.span_id, int(span.trace_flags), span.is_remote, span.trace_state.to_header())
+    return (context, members(extracted), extracted.sent_at, extracted.pathway, extracted.fallbacks, extracted.parent, dict(extracted.baggage))
 
 
 def test_no_headers_is_a_root_without_fallbacks() -> None:

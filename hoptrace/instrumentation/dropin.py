@@ -28,11 +28,14 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 
+from hoptrace.pipeline.attributes import FirstSeen
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.keep_channel import start_flight_recorder
 from hoptrace.pipeline.messages import Incoming, Outcome
 from hoptrace.pipeline.middleware import BoundHooks, Hooks
+from hoptrace.pipeline.pathways import DEFAULT_DEPTH
+from hoptrace.pipeline.semconv import OVERFLOW
 from hoptrace.pipeline.settings import SecretsFolderMissing, Settings
 from hoptrace.pipeline.stages import Pipeline, RetryPolicy, Stage, Transport
 
@@ -49,10 +52,7 @@ MAX_LANES = 4096
 """Stages of instrumented code kept bound per process (topics, groups, tasks, queues); emptied when full."""
 MAX_STAGES = 200
 """Distinct stages (name and destination) a process reports per pipeline; later ones are reported as ``OVERFLOW``."""
-OVERFLOW = "_overflow"
-"""The stage name and destination of messages of stages beyond ``MAX_STAGES``."""
-_stages_seen: dict[str, set[tuple[str, str]]] = {}
-_overflowed: set[str] = set()
+_stages_seen = FirstSeen()
 
 
 def pipeline_name(default: str) -> str:
@@ -64,7 +64,7 @@ def pipeline_name(default: str) -> str:
 
 
 def hooks(pipeline: str) -> Hooks:
-    """The middleware hooks of PIPELINE in this process (tracing, metrics and retries on the global providers)."""
+    """The middleware hooks of PIPELINE in this process (tracing, metrics and retries on the global providers, ``HOPTRACE_*`` settings)."""
     found = _hooks.get(pipeline)  # made once per process and pipeline: no lock for every message after that
     if found is not None:
         return found
@@ -74,7 +74,8 @@ def hooks(pipeline: str) -> Hooks:
             if settings is not None:
                 _record(settings)
             slow_after_s = settings.slow_after_s if settings is not None else None
-            _hooks[pipeline] = Hooks(default_middleware(Pipeline(pipeline), Instruments.of(), slow_after_s=slow_after_s))
+            depth = settings.pathway_depth if settings is not None else DEFAULT_DEPTH
+            _hooks[pipeline] = Hooks(default_middleware(Pipeline(pipeline), Instruments.of(), slow_after_s=slow_after_s, pathway_depth=depth))
         return _hooks[pipeline]
 
 
@@ -148,14 +149,9 @@ def stage(name: str, transport: Transport) -> Stage:
 
 def _bounded(pipeline: str, made: Stage) -> Stage:
     """MADE, or the ``OVERFLOW`` stage on the same kind of transport once PIPELINE has ``MAX_STAGES`` others (said once per pipeline)."""
-    with _lock:
-        seen = _stages_seen.setdefault(pipeline, set())
-        key = (made.name, made.transport.destination)
-        if key in seen or len(seen) < MAX_STAGES:
-            seen.add(key)
-            return made
-        first = pipeline not in _overflowed
-        _overflowed.add(pipeline)
+    admitted, first = _stages_seen.admit(pipeline, (made.name, made.transport.destination), MAX_STAGES)
+    if admitted:
+        return made
     if first:
         logger.warning(
             "pipeline %s: more than %d stages in this process (topics, groups, tasks, queues met in messages);"
@@ -179,7 +175,6 @@ def reset() -> None:
         _lanes.clear()
         _pipelines.clear()
         _stages_seen.clear()
-        _overflowed.clear()
 
 
 os.register_at_fork(after_in_child=reset)
