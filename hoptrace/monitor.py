@@ -4,7 +4,8 @@ Four gauges: ``hoptrace.queue.depth`` and ``hoptrace.queue.oldest_age`` of every
 stage's queue, ``hoptrace.kafka.consumer.lag`` and ``hoptrace.kafka.consumer.lag_seconds``
 of every Kafka stage's group. They are reported from one process per deployment (this one),
 not from every worker, so each series has one source, and they are reported even when no
-worker of a stage runs.
+worker of a stage runs. With ``HOPTRACE_JAEGER_URL``, also ``hoptrace.stage.critical.time``:
+the critical paths of finished jobs read from that Jaeger (``critical_times``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import threading
 from types import FrameType
 
+from hoptrace.critical_times import CriticalTimes
 from hoptrace.gauges.depth_monitor import DepthMonitor
 from hoptrace.loader import load_stages
 from hoptrace.pipeline import telemetry
@@ -20,6 +22,7 @@ from hoptrace.pipeline.health import BEAT_EVERY_S, MONITOR, HealthFile
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import Pipeline
 from hoptrace.runtime import configure_logging
+from hoptrace.view.jaeger import JaegerQuery
 
 
 def run_monitor(pipeline: Pipeline, settings: Settings, interval_s: float) -> None:
@@ -34,6 +37,9 @@ def run_monitor(pipeline: Pipeline, settings: Settings, interval_s: float) -> No
     process_telemetry = telemetry.configure(f"{pipeline.name}-monitor")
     monitor = DepthMonitor(pipeline, settings, process_telemetry.meter_provider, interval_s)
     monitor.start()
+    critical = None if settings.jaeger_url is None else CriticalTimes(JaegerQuery(settings.jaeger_url), pipeline, process_telemetry.meter_provider)
+    if critical is not None:
+        critical.start()
     health = HealthFile(settings.state_dir, [MONITOR])
     health.ready(True)
     try:
@@ -41,6 +47,8 @@ def run_monitor(pipeline: Pipeline, settings: Settings, interval_s: float) -> No
             health.beat()
     finally:
         monitor.stop()
+        if critical is not None:
+            critical.stop()
         monitor.refresh_once()  # the last export carries the depth at shutdown, not the last interval's
         process_telemetry.shutdown()
 

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -31,6 +32,9 @@ from hoptrace.pipeline.settings import Settings
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.processes import Process, running
+
+if TYPE_CHECKING:
+    from tests.test_jaeger import FakeJaeger
 
 
 @pytest.fixture(autouse=True)
@@ -289,3 +293,15 @@ def provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
     provider = MeterProvider(metric_readers=[reader])
     yield provider
     provider.shutdown()
+
+
+@pytest.fixture
+def jaeger() -> Iterator[FakeJaeger]:
+    """A local HTTP server standing in for Jaeger's query API (``test_jaeger.FakeJaeger``), serving until the test ends."""
+    from tests.test_jaeger import FakeJaeger  # noqa: PLC0415 - the fake lives with the tests of the Jaeger client
+
+    fake = FakeJaeger()
+    fake.thread.start()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -274,15 +273,6 @@ class FakeJaeger:
 
     def route(self, path: str, body: Any, status: int = 200) -> None:
         self.routes[path] = (status, body if isinstance(body, str | bytes) else json.dumps(body))
-
-
-@pytest.fixture
-def jaeger() -> Iterator[FakeJaeger]:
-    fake = FakeJaeger()
-    fake.thread.start()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
 
 
 def test_a_trace_converts_exactly(jaeger: FakeJaeger) -> None:

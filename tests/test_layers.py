@@ -3,7 +3,8 @@
 - the ground floor (``hoptrace.pipeline``) imports only itself;
 - ``workers`` and ``producers`` import the ground floor and never each other;
 - the gauges import the ground floor; the viewer imports only the ground floor's names module;
-- only the command line's modules (``hoptrace/*.py``) import the viewer;
+- only the command line's modules that read telemetry back (``demo``, ``reading``, ``watch``, and ``monitor``
+  through ``critical_times``, which reads finished jobs from Jaeger) import the viewer;
 - ``hoptrace --help`` loads no broker client, gRPC, SQLite or SDK.
 """
 
@@ -70,7 +71,7 @@ def test_only_the_command_line_imports_the_viewer() -> None:
         for path in folder.rglob("*.py")
         if path.parent != PACKAGES["hoptrace.view"] and any(name.startswith("hoptrace.view") for name in hoptrace_imports(path))
     }
-    assert importers <= {f"hoptrace/{name}" for name in ("demo.py", "reading.py", "watch.py")}
+    assert importers <= {f"hoptrace/{name}" for name in ("demo.py", "reading.py", "watch.py", "monitor.py", "critical_times.py")}
 
 
 def test_help_loads_no_heavy_library() -> None:

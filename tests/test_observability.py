@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlencode
 from urllib.request import urlopen
 
@@ -32,6 +32,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from hoptrace.pipeline.settings import Settings
+from hoptrace.view.critical_path import Cause
 from hoptrace.view.jaeger import JaegerError, JaegerQuery
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.prometheus import PrometheusError, PrometheusQuery
@@ -197,6 +198,7 @@ def run(stack: Stack, settings: Settings, kafka_admin: KafkaAdminClient, tmp_pat
         # Longer than the scrape interval: a point's exemplars are in one export only, and must be scraped.
         "OTEL_METRIC_EXPORT_INTERVAL": "2000",
         "PYTHONUNBUFFERED": "1",
+        "HOPTRACE_JAEGER_URL": stack.jaeger,  # the monitor counts finished jobs' critical paths from it
     }
     started = time.time()
     log = tmp_path_factory.mktemp("orders") / "worker.log"
@@ -497,6 +499,30 @@ def test_traces_and_trace_read_the_real_jaeger(stack: Stack, settled: Run) -> No
     assert sum(segment["duration_s"] for segment in exported["critical_path"]) == pytest.approx(end_to_end_s, abs=1e-6)
     tree = _hoptrace(env, "trace", settled.failing[0].trace_id, *jaeger).stdout
     assert "dead-lettered" in tree and all(stage in tree for stage in STAGES[:3])
+
+
+def test_the_critical_path_times_add_up_to_every_finished_job_s_end_to_end_time(stack: Stack, settled: Run) -> None:
+    """What the monitor counted from Jaeger into Prometheus is each orders job's end-to-end time, split by stage and cause."""
+    prometheus, jaeger = PrometheusQuery(stack.prometheus), JaegerQuery(stack.jaeger)
+    series = 'hoptrace_stage_critical_time_seconds_total{hoptrace_pipeline="orders"}'
+
+    def expected() -> float:
+        jobs = [
+            spans
+            for spans in jaeger.recent_spans(200, lookback_s=600).values()
+            if any(s.attributes.get("hoptrace.pipeline") == "orders" for s in spans)
+        ]
+        assert len(jobs) == MESSAGES  # the one sent with a broken traceparent included: a job of its own
+        return sum(max(span.end_ns for span in spans) - min(span.start_ns for span in spans) for spans in jobs) / 1e9
+
+    def counted() -> float:
+        return sum(sample.value for sample in prometheus.query(series))
+
+    assert wait_for(lambda: math.isclose(counted(), expected(), rel_tol=1e-9), 90, interval=1), (counted(), expected())
+    found = {(sample.labels["hoptrace_stage"], sample.labels["hoptrace_cause"]) for sample in prometheus.query(series)}
+    assert {(stage, cause) for stage in STAGES for cause in ("publish", "handler")} <= found
+    assert ("charge", "retry_backoff") in found  # the flaky jobs' pause before their second attempt at charge
+    assert {stage for stage, _ in found} <= {*STAGES, "?"} and {cause for _, cause in found} <= set(get_args(Cause))
 
 
 def test_the_stage_table_from_prometheus_is_exact(stack: Stack, settled: Run) -> None:

@@ -22,7 +22,7 @@ import base64
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.error import HTTPError
@@ -233,18 +233,27 @@ class JaegerQuery(JsonApi):
         if limit < 1:
             return []
         searches = failed_span_searches(stage) if errors_only else [{semconv.STAGE: stage} if stage is not None else {}]
-        traces: dict[str, dict[str, ReceivedSpan]] = {}
-        asked = slowest_pool(limit) if slowest else limit
-        for name in [service] if service is not None else self.services():
-            for tags in searches:
-                for trace in self._search(name, tags, asked, lookback_s):
-                    for span in spans_from_jaeger(trace):
-                        traces.setdefault(span.trace_id, {})[span.span_id] = span
+        traces = self.recent_spans(slowest_pool(limit) if slowest else limit, searches, service, lookback_s)
         if errors_only:
-            traces = {trace_id: spans for trace_id, spans in traces.items() if any(_failed(span, stage) for span in spans.values())}
-        summaries = [summarize(trace_id, spans.values(), stuck_before_ns) for trace_id, spans in traces.items() if spans]
+            traces = {trace_id: spans for trace_id, spans in traces.items() if any(_failed(span, stage) for span in spans)}
+        summaries = [summarize(trace_id, spans, stuck_before_ns) for trace_id, spans in traces.items() if spans]
         summaries.sort(key=lambda summary: (summary.end_ns - summary.start_ns if slowest else 0, summary.start_ns, summary.trace_id), reverse=True)
         return summaries[:limit]
+
+    def recent_spans(
+        self, limit: int, searches: Sequence[Mapping[str, str]] = ({},), service: str | None = None, lookback_s: float = 3600.0
+    ) -> dict[str, list[ReceivedSpan]]:
+        """The spans of the newest traces, by trace id: up to LIMIT per service (SERVICE, or every one) and per tag search of SEARCHES.
+
+        Jaeger answers each search with whole traces that started in the last LOOKBACK_S seconds; the answers are merged.
+        """
+        traces: dict[str, dict[str, ReceivedSpan]] = {}
+        for name in [service] if service is not None else self.services():
+            for tags in searches:
+                for trace in self._search(name, tags, limit, lookback_s):
+                    for span in spans_from_jaeger(trace):
+                        traces.setdefault(span.trace_id, {})[span.span_id] = span
+        return {trace_id: list(spans.values()) for trace_id, spans in traces.items()}
 
     def _search(self, service: str, tags: Mapping[str, str], limit: int, lookback_s: float) -> list[Any]:
         """``GET /api/traces``: up to LIMIT traces of SERVICE that started in the last LOOKBACK_S seconds with a span having TAGS."""
