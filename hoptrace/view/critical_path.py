@@ -90,6 +90,24 @@ def dominant(segments: Sequence[Segment]) -> Segment | None:
     return max(segments, key=lambda segment: segment.duration_ns, default=None)
 
 
+def total_ns(segments: Sequence[Segment]) -> int:
+    """The end-to-end time SEGMENTS (time-ordered, contiguous) tile."""
+    return segments[-1].end_ns - segments[0].start_ns if segments else 0
+
+
+def share(segment: Segment, total: int) -> float:
+    """SEGMENT's part of TOTAL nanoseconds, 0..1 (0 for a job that took no time)."""
+    return segment.duration_ns / total if total > 0 else 0.0
+
+
+def dominant_phrase(segments: Sequence[Segment]) -> str | None:
+    """The longest segment in a few words, ``charge handler 62%`` (stage, cause, share of the whole); None without segments."""
+    longest = dominant(segments)
+    if longest is None:
+        return None
+    return f"{longest.stage} {longest.cause} {share(longest, total_ns(segments)):.0%}"
+
+
 def _merged(segments: Iterable[Segment]) -> list[Segment]:
     """SEGMENTS (time-ordered, contiguous) with neighbours of the same stage and cause made one."""
     merged: list[Segment] = []

@@ -1,4 +1,4 @@
-"""A job's critical path as ``hoptrace trace`` prints it: a table under the tree, an object in ``--json``, one phrase in lists.
+"""A job's critical path as ``hoptrace trace`` prints it: a table under the tree, an object in ``--json``.
 
 Each segment (``critical_path.Segment``) gets its stage, cause, duration and share of the job's
 end-to-end time; the longest is marked. Pure functions over segments, like the other views.
@@ -13,21 +13,11 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from hoptrace.view.critical_path import Segment, dominant
+from hoptrace.view.critical_path import Segment, dominant, share, total_ns
 from hoptrace.view.formatting import format_ns, shown
 
 LONGEST = "◀ longest"
 """The mark of the longest segment in the table."""
-
-
-def _share(segment: Segment, total_ns: int) -> float:
-    """SEGMENT's part of TOTAL_NS, 0..1 (0 for an empty job)."""
-    return segment.duration_ns / total_ns if total_ns > 0 else 0.0
-
-
-def _total_ns(segments: Sequence[Segment]) -> int:
-    """The end-to-end time the SEGMENTS tile."""
-    return segments[-1].end_ns - segments[0].start_ns if segments else 0
 
 
 def critical_path_table(segments: Sequence[Segment]) -> Table:
@@ -35,7 +25,7 @@ def critical_path_table(segments: Sequence[Segment]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, title="critical path", title_justify="left", pad_edge=False)
     for header, justify in (("stage", "left"), ("cause", "left"), ("time", "right"), ("share", "right"), ("", "left")):
         table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    total, longest = _total_ns(segments), dominant(segments)
+    total, longest = total_ns(segments), dominant(segments)
     for segment in segments:
         mark = segment is longest
         style = "bold" if mark else ""
@@ -43,7 +33,7 @@ def critical_path_table(segments: Sequence[Segment]) -> Table:
             shown(Text(segment.stage)),
             Text(segment.cause, style=style),
             Text(format_ns(segment.duration_ns), style=style),
-            Text(f"{_share(segment, total):.0%}", style=style),
+            Text(f"{share(segment, total):.0%}", style=style),
             Text(LONGEST if mark else "", style="bold yellow"),
         )
     return table
@@ -52,11 +42,3 @@ def critical_path_table(segments: Sequence[Segment]) -> Table:
 def critical_path_json(segments: Sequence[Segment]) -> list[dict[str, Any]]:
     """The SEGMENTS as ``{"stage", "cause", "start_unix_nano", "duration_s"}`` dicts, in time order."""
     return [{"stage": each.stage, "cause": each.cause, "start_unix_nano": each.start_ns, "duration_s": each.duration_s} for each in segments]
-
-
-def dominant_phrase(segments: Sequence[Segment]) -> str | None:
-    """The longest segment in a few words, ``charge handler 62%``; None without segments."""
-    longest = dominant(segments)
-    if longest is None:
-        return None
-    return f"{longest.stage} {longest.cause} {_share(longest, _total_ns(segments)):.0%}"

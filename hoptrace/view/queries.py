@@ -23,7 +23,7 @@ from typing import Any
 
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.semconv import CONSUMER_LAG, QUEUE_DEPTH, QUEUE_STATE
-from hoptrace.view.critical_path import critical_path
+from hoptrace.view.critical_path import critical_path, dominant_phrase
 from hoptrace.view.hops import JobStatus, group_hops, job_status, kept_as
 from hoptrace.view.otlp_decode import Attributes, MetricPoint, ReceivedSpan, text_attribute
 
@@ -92,7 +92,7 @@ class TraceSummary:
     kept: str | None = None
     """Why a flight recorder kept the job though the sampler dropped it (``hops.kept_as``); None when it did not."""
     dominant: str | None = None
-    """The longest segment of the job's critical path, as ``critical_view.dominant_phrase`` says it (``charge handler 62%``);
+    """The longest segment of the job's critical path, as ``critical_path.dominant_phrase`` says it (``charge handler 62%``);
     None for a job that took no time."""
 
 
@@ -208,8 +208,6 @@ def summarize(trace_id: str, spans: Iterable[ReceivedSpan], stuck_before_ns: int
     a job still in flight with nothing new since STUCK_BEFORE_NS is ``stuck``. Its dominant cause is
     the longest segment of its critical path (``critical_path``).
     """
-    from hoptrace.view.critical_view import dominant_phrase  # not at the top: it imports formatting, which imports this module
-
     ordered = sorted(spans, key=lambda span: span.start_ns)
     by_id = {span.span_id: span for span in ordered}
     roots = [span.name for span in ordered if span.parent_span_id is None]
