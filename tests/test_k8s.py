@@ -25,6 +25,7 @@ import yaml
 
 from hoptrace.examples.orders import pipeline as orders
 from hoptrace.pipeline.stages import CeleryTransport, KafkaTransport
+from hoptrace.workers import membership
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 K8S = REPOSITORY / "deploy" / "k8s"
@@ -87,6 +88,11 @@ def _of_kind(objects: list[Object], kind: str) -> dict[str, Object]:
     return {item["metadata"]["name"]: item for item in objects if item["kind"] == kind}
 
 
+def _workloads(objects: list[Object]) -> dict[str, Object]:
+    """The objects that run pods: Deployments (the Celery worker, the monitor, the collector) and StatefulSets (the Kafka stages)."""
+    return {**_of_kind(objects, "Deployment"), **_of_kind(objects, "StatefulSet")}
+
+
 def _containers(deployment: Object) -> list[Object]:
     return deployment["spec"]["template"]["spec"]["containers"]
 
@@ -103,7 +109,7 @@ def _stages(args: list[str]) -> list[str]:
 def _workers(objects: list[Object]) -> dict[str, list[str]]:
     """Each worker Deployment's name and the stages it runs."""
     workers = {}
-    for name, deployment in _of_kind(objects, "Deployment").items():
+    for name, deployment in _workloads(objects).items():
         container = _hoptrace_container(deployment)
         if container is not None and container["args"][0] == "worker":
             workers[name] = _stages(container["args"])
@@ -168,7 +174,7 @@ def test_one_deployment_per_kafka_stage_and_one_for_the_celery_stages(built: dic
     celery = {stage.name for stage in orders if isinstance(stage.transport, CeleryTransport)}
     runs = sorted(tuple(sorted(stages)) for stages in _workers(built[build]).values())
     assert runs == sorted([(name,) for name in kafka] + [tuple(sorted(celery))])
-    for deployment in _of_kind(built[build], "Deployment").values():
+    for deployment in _workloads(built[build]).values():
         if (container := _hoptrace_container(deployment)) is not None:
             assert container["args"][1] == ORDERS_SPEC
             assert "--no-monitor" in container["args"] or container["args"][0] == "monitor"
@@ -176,7 +182,7 @@ def test_one_deployment_per_kafka_stage_and_one_for_the_celery_stages(built: dic
 
 @by_build
 def test_exactly_one_monitor_replica(built: dict[str, list[Object]], build: str) -> None:
-    deployments = _of_kind(built[build], "Deployment")
+    deployments = _workloads(built[build])
     monitors = [d for d in deployments.values() if (c := _hoptrace_container(d)) is not None and c["args"][0] == "monitor"]
     assert len(monitors) == 1
     (monitor,) = monitors
@@ -188,7 +194,7 @@ def test_exactly_one_monitor_replica(built: dict[str, list[Object]], build: str)
 
 @by_build
 def test_every_container_has_requests_limits_and_both_probes(built: dict[str, list[Object]], build: str) -> None:
-    for name, deployment in _of_kind(built[build], "Deployment").items():
+    for name, deployment in _workloads(built[build]).items():
         for container in _containers(deployment):
             where = f"{name}/{container['name']}"
             for kind in ("requests", "limits"):
@@ -199,7 +205,7 @@ def test_every_container_has_requests_limits_and_both_probes(built: dict[str, li
 @by_build
 def test_hoptrace_probes_ask_hoptrace_about_the_stages_the_container_runs(built: dict[str, list[Object]], build: str) -> None:
     """The probe contract: `hoptrace probe ready|live --stage NAME` for workers, `hoptrace probe live --monitor` for the monitor."""
-    for name, deployment in _of_kind(built[build], "Deployment").items():
+    for name, deployment in _workloads(built[build]).items():
         container = _hoptrace_container(deployment)
         if container is None:
             continue
@@ -216,7 +222,7 @@ def test_hoptrace_probes_ask_hoptrace_about_the_stages_the_container_runs(built:
 
 @by_build
 def test_termination_grace_covers_the_flush_bound(built: dict[str, list[Object]], build: str) -> None:
-    for name, deployment in _of_kind(built[build], "Deployment").items():
+    for name, deployment in _workloads(built[build]).items():
         grace = deployment["spec"]["template"]["spec"].get("terminationGracePeriodSeconds")
         assert grace is not None, f"{name}: terminationGracePeriodSeconds"
         assert FLUSH_BOUND_S < grace <= 30, f"{name}: {grace} s"
@@ -227,7 +233,7 @@ def test_hoptrace_pods_export_to_the_collector_with_their_own_identity(built: di
     objects = built[build]
     services = _of_kind(objects, "Service")
     service_names = []
-    for name, deployment in _of_kind(objects, "Deployment").items():
+    for name, deployment in _workloads(objects).items():
         container = _hoptrace_container(deployment)
         if container is None:
             continue
@@ -269,7 +275,7 @@ def test_the_collector_listens_on_all_addresses_and_exports_to_the_configured_ja
 
 def test_the_two_redis_addresses_name_one_server(built: dict[str, list[Object]]) -> None:
     """hoptrace reads the URL (a credential: from the Secret), KEDA's redis scaler the host:port: they must agree."""
-    for name, deployment in _of_kind(built["base"], "Deployment").items():
+    for name, deployment in _workloads(built["base"]).items():
         if (container := _hoptrace_container(deployment)) is not None:
             env = _env(built["base"], container)
             url = urlsplit(env["HOPTRACE_REDIS_URL"])
@@ -285,7 +291,7 @@ def test_credentials_come_from_a_secret_never_a_config_map(built: dict[str, list
         assert not leaked, f"ConfigMap {name} holds {leaked}"
     secrets = _of_kind(built[build], "Secret")
     assert "HOPTRACE_REDIS_URL" in _secret_data(secrets["hoptrace-credentials"])
-    for name, deployment in _of_kind(built[build], "Deployment").items():
+    for name, deployment in _workloads(built[build]).items():
         if (container := _hoptrace_container(deployment)) is not None:
             assert {"secretRef": {"name": "hoptrace-credentials"}} in container["envFrom"], name
 
@@ -327,14 +333,16 @@ NUMERIC_METADATA = ("lagThreshold", "activationLagThreshold", "listLength", "act
 
 def test_keda_scaled_objects_have_what_keda_requires(built: dict[str, list[Object]]) -> None:
     objects = built["overlays/keda"]
-    deployments = _of_kind(objects, "Deployment")
+    deployments = _workloads(objects)
     scaled = _scaled_objects(objects)
     assert scaled
     for item in scaled:
         name = item["metadata"]["name"]
         assert item["apiVersion"] == KEDA_API_VERSION and item["kind"] == "ScaledObject", name
         target = item["spec"]["scaleTargetRef"]
-        assert target["name"] in deployments and target.get("kind", "Deployment") == "Deployment", f"{name}: no Deployment {target['name']}"
+        assert target["name"] in deployments, f"{name}: no workload {target['name']}"
+        kind = deployments[target["name"]]["kind"]
+        assert target.get("kind", "Deployment") == kind, f"{name}: {target['name']} is a {kind}"
         assert item["spec"].get("minReplicaCount", 0) <= item["spec"]["maxReplicaCount"]
         assert item["spec"]["triggers"], f"{name}: no triggers"
         (container,) = [c for c in _containers(deployments[target["name"]]) if c["name"] == target.get("envSourceContainerName", c["name"])]
@@ -372,7 +380,7 @@ def test_keda_triggers_name_the_orders_topics_groups_and_lists(built: dict[str, 
 @pytest.mark.parametrize("build", ["overlays/keda", "overlays/hpa"])
 def test_autoscaled_deployments_leave_replicas_to_the_autoscaler(built: dict[str, list[Object]], build: str) -> None:
     objects = built[build]
-    deployments = _of_kind(objects, "Deployment")
+    deployments = _workloads(objects)
     targets = {item["spec"]["scaleTargetRef"]["name"] for item in objects if item["kind"] in ("ScaledObject", "HorizontalPodAutoscaler")}
     assert targets == set(_workers(objects))
     for name in targets:
@@ -383,7 +391,34 @@ def test_hpa_overlay_scales_kafka_stages_no_further_than_useful(built: dict[str,
     """An HPA has no notion of partitions: maxReplicas is the only cap on idle Kafka consumers."""
     objects = built["overlays/hpa"]
     workers = _workers(objects)
+    workloads = _workloads(objects)
     for name, hpa in _of_kind(objects, "HorizontalPodAutoscaler").items():
-        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": workloads[name]["kind"], "name": name}
         if all(isinstance(orders[stage].transport, KafkaTransport) for stage in workers[name]):
             assert hpa["spec"]["maxReplicas"] <= 3, f"{name}: the topics are created with 3 partitions (deploy/k8s/README.md)"
+
+
+def test_a_kafka_stage_pod_and_its_replacement_present_the_same_static_member_id(
+    built: dict[str, list[Object]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Kafka stages run as StatefulSets: pod ``<name>-<ordinal>``, whose hostname Kubernetes sets to that name, the same for the
+    pod that replaces it. ``membership.claim`` makes the group.instance.id from the hostname, so the replacement (a new /tmp, maybe
+    on another node) presents its predecessor's id, and the broker hands it the partitions at once; each ordinal has its own id."""
+    objects = built["base"]
+    workloads = _workloads(objects)
+    for name, stages in _workers(objects).items():
+        transports = [orders[stage].transport for stage in stages]
+        if not all(isinstance(transport, KafkaTransport) for transport in transports):
+            assert workloads[name]["kind"] == "Deployment", f"{name}: Celery workers have no static membership"
+            continue
+        assert (workloads[name]["kind"], workloads[name]["spec"]["podManagementPolicy"]) == ("StatefulSet", "Parallel"), name
+        [stage], [transport] = stages, transports
+        ids = []
+        for ordinal in range(3):  # the HPA overlay's maxReplicas
+            monkeypatch.setattr(membership.socket, "gethostname", lambda pod=f"{name}-{ordinal}": pod)
+            pod, replacement = (membership.claim(transport.group, stage, tmp_path / f"{name}-{ordinal}-{n}") for n in (1, 2))
+            assert pod.instance_id == replacement.instance_id == f"hoptrace-{stage}-{name}-{ordinal}-0"
+            ids.append(pod.instance_id)
+            pod.lock.close()
+            replacement.lock.close()
+        assert len(set(ids)) == 3, ids
