@@ -165,6 +165,14 @@ def test_one_worker_per_kafka_stage_and_one_for_the_celery_stages() -> None:
     assert _services()["publisher"]["command"][:3] == ["publish", ORDERS_SPEC, first], "jobs start at the pipeline's first stage"
 
 
+def test_each_kafka_stage_container_has_a_hostname_of_its_own_that_outlives_it() -> None:
+    """The static member id is made from the hostname: a recreated container (a new id, by default its hostname) keeps it only when fixed."""
+    kafka = {stage.name for stage in orders if isinstance(stage.transport, KafkaTransport)}
+    workers = [service for service in _services().values() if service.get("command", [""])[0] == "worker"]
+    hostnames = {service["hostname"] for service in workers if set(_stages(service["command"])) <= kafka}
+    assert hostnames == {f"orders-{stage}" for stage in kafka}
+
+
 def test_hoptrace_containers_reach_the_in_compose_kafka_redis_and_collector() -> None:
     services = _services()
     kafka = services["kafka"]["environment"]
