@@ -37,13 +37,19 @@ def _publisher(env: dict[str, str], count: int, payload: dict[str, object], spec
     """``hoptrace publish`` COUNT jobs of PAYLOAD to STAGE of SPEC, staying until interrupted."""
     options = ["--count", str(count), "--payload", json.dumps(payload), "--linger", "300"]
     command = [sys.executable, "-m", "hoptrace", "publish", spec, stage, *options]
+    env = {**env, "PYTHONFAULTHANDLER": "1"}  # a SIGABRT makes it print every thread's stack (see _jobs)
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def _jobs(publisher: subprocess.Popen[str]) -> list[PublishedJob]:
-    """Interrupt a lingering publisher (it shuts down cleanly) and read the jobs it printed."""
+    """Interrupt a lingering publisher (it shuts down cleanly) and read the jobs it printed; when it does not stop, say where it hangs."""
     publisher.send_signal(signal.SIGINT)
-    out, err = publisher.communicate(timeout=60)
+    try:
+        out, err = publisher.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        publisher.send_signal(signal.SIGABRT)
+        _, err = publisher.communicate(timeout=30)
+        raise AssertionError(f"the publisher did not stop within 60 s of SIGINT; its threads:\n{err}") from None
     assert publisher.returncode == 0, err
     return published_jobs(out)
 
