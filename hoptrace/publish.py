@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
+import signal
+import threading
 from collections.abc import Iterator, Mapping
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +113,21 @@ def main(  # noqa: PLR0913 - the command's options
 
 
 def _linger(seconds: float) -> None:
-    """Stay SECONDS, or until Ctrl-C."""
-    if seconds > 0:
-        err_console().print(f"lingering {seconds:g} s for the flight recorder (Ctrl-C to stop)")
-        with suppress(KeyboardInterrupt):
-            time.sleep(seconds)
+    """Stay SECONDS, or until SIGINT (Ctrl-C) or SIGTERM, then go on to shut down cleanly.
+
+    Both are handled here, whatever the process inherited: a shell runs a background job with SIGINT
+    ignored, and a process manager stops with SIGTERM; either way the recorder's spans are flushed.
+    """
+    if seconds <= 0:
+        return
+    stop = threading.Event()
+    previous = {number: signal.signal(number, lambda number, frame: stop.set()) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        err_console().print(f"lingering {seconds:g} s for the flight recorder (Ctrl-C or SIGTERM to stop)")
+        stop.wait(seconds)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _report(published: list[Published], stage: Stage) -> None:

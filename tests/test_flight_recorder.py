@@ -15,6 +15,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
@@ -33,17 +34,26 @@ SLOW_AFTER_S = 8.0
 MAX_ATTEMPTS = 3  # the orders stages' retry policy
 
 
-def _publisher(env: dict[str, str], count: int, payload: dict[str, object], spec: str = ORDERS, stage: str = "validate") -> subprocess.Popen[str]:
-    """``hoptrace publish`` COUNT jobs of PAYLOAD to STAGE of SPEC, staying until interrupted."""
+IGNORING_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+"""Runs the rest of its command line with SIGINT ignored, as a shell starts a background job (exec keeps an ignored disposition)."""
+
+
+def _publisher(
+    env: dict[str, str], count: int, payload: dict[str, object], spec: str = ORDERS, stage: str = "validate", ignore_sigint: bool = False
+) -> subprocess.Popen[str]:
+    """``hoptrace publish`` COUNT jobs of PAYLOAD to STAGE of SPEC, staying until interrupted (IGNORE_SIGINT: started as a background job).
+
+    No ``preexec_fn``: it makes subprocess fork this process, whose gRPC threads can crash the child before it execs.
+    """
     options = ["--count", str(count), "--payload", json.dumps(payload), "--linger", "300"]
-    command = [sys.executable, "-m", "hoptrace", "publish", spec, stage, *options]
+    command = [sys.executable, *(["-c", IGNORING_SIGINT] if ignore_sigint else []), "-m", "hoptrace", "publish", spec, stage, *options]
     env = {**env, "PYTHONFAULTHANDLER": "1"}  # a SIGABRT makes it print every thread's stack (see _jobs)
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def _jobs(publisher: subprocess.Popen[str]) -> list[PublishedJob]:
-    """Interrupt a lingering publisher (it shuts down cleanly) and read the jobs it printed; when it does not stop, say where it hangs."""
-    publisher.send_signal(signal.SIGINT)
+def _jobs(publisher: subprocess.Popen[str], stop: signal.Signals = signal.SIGINT) -> list[PublishedJob]:
+    """Stop a lingering publisher with STOP (it shuts down cleanly) and read the jobs it printed; when it does not stop, say where it hangs."""
+    publisher.send_signal(stop)
     try:
         out, err = publisher.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -165,3 +175,17 @@ def test_a_stage_killed_with_jobs_in_hand_leaves_their_traces_kept_and_counted_p
         assert [(span.kind, span.attributes.get("hoptrace.redelivered")) for span in chain(spans)] == [("PRODUCER", None), ("CONSUMER", True)]
         assert {(span.attributes["hoptrace.keep.reason"], span.attributes["hoptrace.keep.partial"]) for span in spans} == {("redelivered", True)}
     assert latest_totals(store.metrics("hoptrace.recorder.partial"), {"hoptrace.keep.reason": "redelivered"}) == len(unsampled)
+
+
+@pytest.mark.parametrize(("stop", "ignore_sigint"), [(signal.SIGTERM, False), (signal.SIGINT, True)], ids=["sigterm", "sigint-ignored"])
+def test_a_lingering_publisher_stops_cleanly_on_sigterm_and_on_sigint_a_shell_had_it_ignore(
+    hoptrace_env: dict[str, str], stop: signal.Signals, ignore_sigint: bool
+) -> None:
+    """A process manager stops with SIGTERM; a shell starts background jobs with SIGINT ignored (so did a CI run of this suite, whose
+    publishers then lingered the whole 300 s). Either way the publisher stops at once and shuts down cleanly (exit 0)."""
+    publisher = _publisher(hoptrace_env, 1, {"order_id": "linger"}, ignore_sigint=ignore_sigint)
+    assert publisher.stderr is not None
+    for line in publisher.stderr:  # once it lingers
+        if line.startswith("lingering"):
+            break
+    assert len(_jobs(publisher, stop)) == 1
