@@ -89,3 +89,18 @@ def test_a_failure_answered_while_another_commit_is_sent_is_sent_again(worker: K
     worker._done[second] = 6
     worker._commit()
     assert worker._done == {first: 4}, "the failed commit of the first partition was forgotten"
+
+
+def test_an_idle_worker_commits_a_position_whose_commit_was_lost(settings: Settings, worker: KafkaStageWorker) -> None:
+    # A failed commit that could not be sent again (answered while a rebalance had the partition away) left the group behind
+    # until the partition's next record; idle, the worker now commits what it processed.
+    (partition,) = worker._consumer.assignment()
+    worker._done[partition] = 5
+    worker._commit(wait=True)
+    worker._answered({partition: worker._sent[partition]}, object())  # the broker confirmed 5
+    worker._consumer.seek(partition, 7)  # processed up to 7; its commit was lost
+    worker._heal()
+    worker._consumer.poll(timeout_ms=500)  # the commit's answer
+    assert _committed(settings, worker) == 7
+    worker._heal()
+    assert worker._done == {}, "nothing more to send once the broker confirmed the position"

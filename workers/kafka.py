@@ -112,6 +112,8 @@ class KafkaStageWorker:
         self._sent: dict[TopicPartition, OffsetAndMetadata] = {}
         """The offset last sent for each partition: only that one may be sent again when its commit fails."""
         self._unanswered: Future | None = None
+        self._acknowledged: dict[TopicPartition, int] = {}
+        """The offset the broker last confirmed committing for each partition (``_heal`` compares positions with it)."""
         self.handed_out = HandedOut()
         self.health = health
         config: dict[str, Any] = {
@@ -171,12 +173,14 @@ class KafkaStageWorker:
         Unless a partition made progress since (then the newer offset goes), a later commit already carries it (sending
         this older one again would take the group back), or it is no longer assigned; until then a crash repeats those records.
         """
-        if isinstance(answer, Exception):
-            logger.warning("stage %s: commit failed (%s); it is sent again with the next commit", self.processor.stage.name, answer)
-            assigned = self._consumer.assignment()  # a partition that went to another member is its business now
-            for partition, committed in offsets.items():
-                if partition in assigned and self._sent.get(partition) is committed:
-                    self._done.setdefault(partition, committed.offset)
+        if not isinstance(answer, Exception):
+            self._acknowledged.update((partition, committed.offset) for partition, committed in offsets.items())
+            return
+        logger.warning("stage %s: commit failed (%s); it is sent again with the next commit", self.processor.stage.name, answer)
+        assigned = self._consumer.assignment()  # a partition that went to another member is its business now
+        for partition, committed in offsets.items():
+            if partition in assigned and self._sent.get(partition) is committed:
+                self._done.setdefault(partition, committed.offset)
 
     async def commit_before_revocation(self, revoked: Iterable[TopicPartition]) -> None:
         """Commit what was processed before REVOKED partitions go to another member (called on kafka-python's IO loop)."""
@@ -193,6 +197,26 @@ class KafkaStageWorker:
         for partition in partitions:
             self._done.pop(partition, None)
             self._sent.pop(partition, None)
+            self._acknowledged.pop(partition, None)
+
+    def _heal(self) -> None:
+        """Idle, every commit answered: commit where a partition's position (all of it processed) is past what the broker confirmed.
+
+        A commit that failed when it could not be sent again (answered while a rebalance or a coordinator move had the
+        partition away) left the group behind until the partition's next record: lag that never clears, and records
+        processed again after a restart. A partition never committed here gets its position committed once.
+        """
+        if self._unanswered is not None and not self._unanswered.is_done:
+            return
+        for partition in self._consumer.assignment():
+            try:
+                position = self._consumer.position(partition, timeout_ms=0)
+            except KafkaError:  # not known yet: the next idle loop looks again
+                continue
+            if position is not None and self._acknowledged.get(partition) != position:
+                self._done[partition] = position
+        if self._done:
+            self._commit()
 
     def _learn_marks(self, partitions: Iterable[TopicPartition]) -> None:
         """Read the hand-out marks of newly assigned PARTITIONS before this worker's first commit replaces them."""
@@ -222,6 +246,9 @@ class KafkaStageWorker:
             batch = list(self._consumer.poll(timeout_ms=0 if self._done else POLL_TIMEOUT_MS).items())
             if not batch and self._done:
                 self._commit()
+                continue
+            if not batch:
+                self._heal()
                 continue
             self._learn_marks(partition for partition, _ in batch)
             self._commit(batch)
