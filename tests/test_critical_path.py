@@ -10,7 +10,6 @@ the hops the last-ending span descends from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from itertools import pairwise
 from typing import Any
 
 from hypothesis import given
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 from hoptrace.view.critical_path import Cause, Segment, critical_path, dominant
 from hoptrace.view.otlp_decode import ReceivedSpan
 from tests.test_fuzz_headers import fuzz_settings
+from tests.traces import tiles
 
 MS = 1_000_000
 T0 = 1_700_000_000 * 1_000_000_000
@@ -92,16 +92,6 @@ def user(number: int, parent: int | None, name: str, start_ms: float, end_ms: fl
 
 def seg(stage: str, cause: Cause, start_ms: float, end_ms: float) -> Segment:
     return Segment(stage, cause, T0 + round(start_ms * MS), T0 + round(end_ms * MS))
-
-
-def assert_tiles(spans: list[ReceivedSpan], path: list[Segment]) -> None:
-    """PATH covers [first start, last end] of SPANS exactly: contiguous, positive, merged."""
-    assert path[0].start_ns == min(span.start_ns for span in spans)
-    assert path[-1].end_ns == max(span.end_ns for span in spans)
-    assert all(segment.duration_ns > 0 for segment in path)
-    assert all(before.end_ns == after.start_ns for before, after in pairwise(path))
-    assert all((before.stage, before.cause) != (after.stage, after.cause) for before, after in pairwise(path))
-    assert sum(segment.duration_ns for segment in path) == path[-1].end_ns - path[0].start_ns
 
 
 ORDERS = [  # validate -> charge -> ship -> notify; charge's handler takes 100 ms
@@ -287,7 +277,7 @@ def test_clock_skew_never_makes_a_segment_negative() -> None:
     ]
     path = critical_path(spans)
     assert path == [seg("a", "publish", 0, 6), seg("b", "publish", 6, 8), seg("b", "queue_wait", 8, 9), seg("b", "handler", 9, 30)]
-    assert_tiles(spans, path)
+    tiles(spans, path)
 
 
 def test_a_stage_consuming_with_links_is_joined_to_its_publish() -> None:
@@ -321,7 +311,7 @@ def test_parent_loops_and_other_traces_end() -> None:
     ]
     path = critical_path(spans)
     assert path == [seg("?", "handler", 0, 10), seg("self", "queue_wait", 10, 12), seg("self", "handler", 12, 25)]
-    assert_tiles(spans, path)
+    tiles(spans, path)
 
 
 def test_user_spans_inside_a_handler_count_for_its_stage() -> None:
@@ -363,7 +353,7 @@ def test_ten_thousand_spans() -> None:
         spans.append(process(10_001 + 2 * branch, 10_000 + 2 * branch, f"fan{branch}", sent + 1, sent + 5 + (branch == 1234)))
     assert len(spans) == 10_000
     path = critical_path(spans)
-    assert_tiles(spans, path)
+    tiles(spans, path)
     assert path[-1].stage == "fan1234"
     assert {segment.stage for segment in path} == {f"hop{hop}" for hop in range(2000)} | {"fan1234"}
 
@@ -463,7 +453,7 @@ def _ancestor_stages(span: ReceivedSpan, by_id: dict[str, ReceivedSpan]) -> set[
 @given(spans=jobs(skewed=False))
 def test_without_skew_the_path_runs_through_the_hops_the_last_span_descends_from(spans: list[ReceivedSpan]) -> None:
     path = critical_path(spans)
-    assert_tiles(spans, path)
+    tiles(spans, path)
     by_id = {span.span_id: span for span in spans}
     last_end = max(span.end_ns for span in spans)
     stages = {segment.stage for segment in path}
@@ -484,7 +474,7 @@ def test_without_skew_the_path_runs_through_the_hops_the_last_span_descends_from
 @given(spans=jobs(skewed=True))
 def test_with_skew_the_path_still_tiles_the_trace(spans: list[ReceivedSpan]) -> None:
     path = critical_path(spans)
-    assert_tiles(spans, path)
+    tiles(spans, path)
     last_end = max(span.end_ns for span in spans)
     assert path[-1].stage in {span.attributes.get("hoptrace.stage", "?") for span in spans if span.end_ns == last_end}
     assert dominant(path) in path
@@ -505,4 +495,4 @@ def test_missing_parents_loops_and_other_traces_still_tile(spans: list[ReceivedS
             span = replace(span, trace_id="cd" * 16)
         broken.append(span)
     path = critical_path(broken)
-    assert_tiles(broken, path)
+    tiles(broken, path)

@@ -60,14 +60,14 @@ def test_a_slowed_stage_and_a_flaky_one_dominate_their_jobs(
     )
 
     path = critical_path(slowed)
-    tiles(path, slowed)
+    tiles(slowed, path)
     walked = [(segment.stage, segment.cause) for segment in path]
     assert [each for each in ORDERS_PATH if each in walked or each[1] != "queue_wait"] == walked
     longest = dominant(path)
     assert longest is not None and (longest.stage, longest.cause) == ("charge", "handler") and longest.duration_s >= 1.0
 
     path = critical_path(flaky)
-    tiles(path, flaky)
+    tiles(flaky, path)
     attempts = [span for span in flaky if span.kind == "CONSUMER" and span.attributes["hoptrace.stage"] == "ship"]
     first, second = sorted(attempts, key=lambda span: span.start_ns)
     backoff = Segment("ship", "retry_backoff", first.end_ns, second.start_ns)

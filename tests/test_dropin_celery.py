@@ -324,7 +324,7 @@ def test_a_celery_canvas_job_is_dominated_by_what_held_it(
         assert store.wait_until(lambda s: any(len(p) >= expected - 1 for p in map(processes, hoptrace_spans(s).values())), timeout=30)
     (spans,) = hoptrace_spans(store).values()
     path = critical_path(spans)
-    tiles(path, spans)
+    tiles(spans, path)
     longest = dominant(path)
     assert longest is not None and (longest.stage, longest.cause) == (stage, cause), path
     assert seconds - 0.1 <= longest.duration_s < seconds + 1.0, longest  # a countdown runs from the call, a hold from the publish's end

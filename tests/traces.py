@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 
 import redis
 
@@ -43,10 +44,14 @@ def chain(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
     return ordered
 
 
-def tiles(path: list[Segment], spans: list[ReceivedSpan]) -> None:
-    """Fail unless the critical PATH covers the job of SPANS from its first start to its last end, segment after segment."""
-    assert path[0].start_ns == min(span.start_ns for span in spans) and path[-1].end_ns == max(span.end_ns for span in spans)
-    assert all(before.end_ns == after.start_ns for before, after in zip(path, path[1:], strict=False))
+def tiles(spans: list[ReceivedSpan], path: list[Segment]) -> None:
+    """Fail unless the critical PATH covers [first start, last end] of SPANS exactly: contiguous, positive, merged."""
+    assert path[0].start_ns == min(span.start_ns for span in spans)
+    assert path[-1].end_ns == max(span.end_ns for span in spans)
+    assert all(segment.duration_ns > 0 for segment in path)
+    assert all(before.end_ns == after.start_ns for before, after in pairwise(path))
+    assert all((before.stage, before.cause) != (after.stage, after.cause) for before, after in pairwise(path))
+    assert sum(segment.duration_ns for segment in path) == path[-1].end_ns - path[0].start_ns
 
 
 def orders_chain_names(namespace: str) -> list[tuple[str, str]]:
