@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ DEFAULT_PAYLOAD = '{"order_id": "order-{n}"}'
 CONFIRM_EVERY = 500
 """``publish`` waits for the broker's acknowledgements after this many jobs (and at the end)."""
 CONFIRM_TIMEOUT_S = 30.0
+LINGER_WAKE_S = 0.2
+"""How often a lingering publisher's main thread wakes, so a SIGINT/SIGTERM another thread received is handled within it."""
 
 
 class PayloadError(ValueError):
@@ -124,7 +127,10 @@ def _linger(seconds: float) -> None:
     previous = {number: signal.signal(number, lambda number, frame: stop.set()) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         err_console().print(f"lingering {seconds:g} s for the flight recorder (Ctrl-C or SIGTERM to stop)")
-        stop.wait(seconds)
+        deadline = time.monotonic() + seconds
+        # Short waits: a signal the kernel gave another thread runs its handler only when this (the main) thread next wakes.
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            stop.wait(min(left, LINGER_WAKE_S))
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
