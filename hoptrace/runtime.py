@@ -99,7 +99,9 @@ class Runtime:
     def processor(self, stage: Stage) -> StageProcessor:
         """The processor of STAGE (one per stage and process)."""
         if stage.name not in self._processors:
-            self._processors[stage.name] = StageProcessor(self.pipeline, stage, self.publisher, middleware=self.middleware)
+            self._processors[stage.name] = StageProcessor(
+                self.pipeline, stage, self.publisher, middleware=self.middleware, time_limits=self.settings.time_limits
+            )
         return self._processors[stage.name]
 
     def shutdown(self) -> None:

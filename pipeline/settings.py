@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SecretsSettingsSource, SettingsConfigDict
 
 from hoptrace.pipeline.pathways import DEFAULT_DEPTH
+from hoptrace.pipeline.time_limits import TimeLimits
 
 SECRETS_DIR_VARIABLE = "HOPTRACE_SECRETS_DIR"
 """A folder of files named after settings (``HOPTRACE_KAFKA_SASL_PASSWORD``...), each holding its value: a mounted Kubernetes Secret."""
@@ -106,6 +107,17 @@ class Settings(BaseSettings):
         description="A job reaching a stage later than this after it began is kept whole (stages and pipelines may set their own).",
     )
 
+    soft_time_limit_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds a handler may run per attempt before SoftTimeLimitExceeded is raised in it (stages that set no limits of their own).",
+    )
+    time_limit_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds a handler may run per attempt before the attempt fails with TimeLimitExceeded (stages that set no limits of their own).",
+    )
+
     pathway_depth: int = Field(
         default=DEFAULT_DEPTH,
         ge=1,
@@ -144,6 +156,17 @@ class Settings(BaseSettings):
         if (self.receiver_tls_certfile is None) != (self.receiver_tls_keyfile is None):
             raise ValueError("the receiver's TLS needs both HOPTRACE_RECEIVER_TLS_CERTFILE and HOPTRACE_RECEIVER_TLS_KEYFILE, or neither")
         return self
+
+    @model_validator(mode="after")
+    def _time_limits_ordered(self) -> Settings:
+        """The soft time limit is below the hard one."""
+        self.time_limits  # noqa: B018 - raises ValueError (reported by pydantic) when they are out of order
+        return self
+
+    @property
+    def time_limits(self) -> TimeLimits:
+        """The handler time limits of stages that set none of their own."""
+        return TimeLimits(self.soft_time_limit_s, self.time_limit_s)
 
     @property
     def receiver_tls(self) -> tuple[Path, Path] | None:

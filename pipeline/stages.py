@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hoptrace.pipeline.semconv import CELERY_TASK_PREFIX, DEAD_LETTER_SUFFIX
+from hoptrace.pipeline.time_limits import TimeLimits
 
 if TYPE_CHECKING:
     from hoptrace.pipeline.stage_context import StageContext
@@ -34,6 +35,8 @@ _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]+")
 MAX_TOPIC_LENGTH = 249 - len(DEAD_LETTER_SUFFIX)
 """Kafka's limit, less room for the topic's dead-letter twin."""
+KAFKA_MAX_POLL_INTERVAL_S = 300.0
+"""kafka-python's ``max_poll_interval_ms``: a Kafka stage that does not poll again within it loses its partitions."""
 
 
 class PipelineError(ValueError):
@@ -83,6 +86,10 @@ class RetryPolicy:
 
     Under kafka-python's ``max_poll_interval_ms`` (300 s), so a Kafka stage that waits keeps its partitions."""
 
+    def pauses_s(self) -> float:
+        """The pauses between all attempts of one message, added up."""
+        return sum(self.backoff_s * 2**retry for retry in range(self.max_attempts - 1))
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -97,6 +104,21 @@ class Stage:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     slow_after_s: float | None = None
     """The objective: a job that reaches this stage later than this after it began is kept whole (flight recorder); None: the pipeline's."""
+    time_limits: TimeLimits = field(default_factory=TimeLimits)
+    """How long the handler may run per attempt (``pipeline.time_limits``); none set: ``HOPTRACE_SOFT_TIME_LIMIT_S`` / ``HOPTRACE_TIME_LIMIT_S``."""
+
+
+def check_time_limits(stage: Stage, limits: TimeLimits) -> None:
+    """Refuse LIMITS for a Kafka STAGE whose attempts, all at the hard limit, would outlast the poll interval (the group would evict the worker)."""
+    if not isinstance(stage.transport, KafkaTransport) or limits.hard_s is None:
+        return
+    worst_s = stage.retry.max_attempts * limits.hard_s + stage.retry.pauses_s()
+    if worst_s >= KAFKA_MAX_POLL_INTERVAL_S:
+        raise PipelineError(
+            f"stage {stage.name!r}: {stage.retry.max_attempts} attempts at its time limit of {limits.hard_s} s take {worst_s:.0f} s,"
+            f" past Kafka's poll interval of {KAFKA_MAX_POLL_INTERVAL_S:.0f} s (the group would take its partitions away);"
+            " lower the time limit or the attempts"
+        )
 
 
 @lru_cache(maxsize=1024)
@@ -143,13 +165,22 @@ class Pipeline:
         links: bool = False,
         retry: RetryPolicy | None = None,
         slow_after_s: float | None = None,
+        soft_time_limit_s: float | None = None,
+        time_limit_s: float | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Declare a stage run by the decorated handler, on a Kafka topic (with its consumer group) or a Celery queue."""
+        """Declare a stage run by the decorated handler, on a Kafka topic (with its consumer group) or a Celery queue.
+
+        SOFT_TIME_LIMIT_S and TIME_LIMIT_S bound each attempt of the handler (``pipeline.time_limits``).
+        """
         targets = (forwards_to,) if isinstance(forwards_to, str) else tuple(forwards_to)
+        try:
+            limits = TimeLimits(soft_time_limit_s, time_limit_s)
+        except ValueError as error:
+            raise PipelineError(f"stage {name!r}: {error}") from None
 
         def declare(handler: Handler) -> Handler:
             transport = self._transport(name, kafka_topic, group, celery_queue)
-            self.add(Stage(name, transport, handler, targets, links, retry or RetryPolicy(), slow_after_s))
+            self.add(Stage(name, transport, handler, targets, links, retry or RetryPolicy(), slow_after_s, limits))
             return handler
 
         return declare
@@ -181,6 +212,7 @@ class Pipeline:
                 raise PipelineError(f"stage {name!r}: the consumer group is empty; give group=... or leave it out to use the stage name")
         elif not transport.queue:
             raise PipelineError(f"stage {name!r}: the Celery queue name is empty")
+        check_time_limits(stage, stage.time_limits)
 
     def add(self, stage: Stage) -> None:
         """Add a stage, refusing a bad name or destination, or one another stage already has."""

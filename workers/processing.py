@@ -23,7 +23,8 @@ from hoptrace.pipeline.middleware import Hooks, Middleware
 from hoptrace.pipeline.outages import BrokerAway
 from hoptrace.pipeline.receiving import receive
 from hoptrace.pipeline.stage_context import Publisher, StageContext
-from hoptrace.pipeline.stages import Payload, Pipeline, Stage
+from hoptrace.pipeline.stages import Payload, Pipeline, Stage, check_time_limits
+from hoptrace.pipeline.time_limits import TimeLimits, limited
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,12 @@ class StageProcessor:
         instruments: Instruments | None = None,
         tracer_provider: TracerProvider | None = None,
         middleware: Sequence[Middleware] | None = None,
+        time_limits: TimeLimits = TimeLimits(),
     ) -> None:
         """Process messages of STAGE, forwarding and dead-lettering through PUBLISHER.
 
         MIDDLEWARE defaults to tracing (on TRACER_PROVIDER), metrics (on INSTRUMENTS, default: the global
-        meter provider's) and retries.
+        meter provider's) and retries. TIME_LIMITS bound the handler's attempts when the stage sets no limits of its own.
         """
         self.pipeline = pipeline
         self.stage = stage
@@ -68,6 +70,8 @@ class StageProcessor:
             middleware = default_middleware(pipeline, instruments or Instruments.of(), tracer_provider)
         self._hooks = Hooks(middleware).bound(stage)  # the stage's constant work, done once
         self._stages = {each.name: each for each in pipeline}
+        self._limits = stage.time_limits.or_else(time_limits)
+        check_time_limits(stage, self._limits)
         self._away_since: float | None = None
         """When attempts began failing because a broker was away; None while it answers."""
 
@@ -123,7 +127,8 @@ class StageProcessor:
         delivery = message.delivery
         if delivery.decode_error is not None:
             raise UndecodableMessage(delivery.decode_error)
-        self.stage.handler(delivery.payload, StageContext(self.stage, self._publisher, self._stages, message.attempt))
+        with limited(self._limits, self.stage.name):
+            self.stage.handler(delivery.payload, StageContext(self.stage, self._publisher, self._stages, message.attempt))
         # Only forwards the brokers accepted make the message done; a refused one fails the attempt.
         self._publisher.confirm(CONFIRM_TIMEOUT_S)
 
