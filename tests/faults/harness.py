@@ -68,6 +68,8 @@ class Scenario:
     fault_at: float | None = None
     restart_at: float | None = None
     last_job_at: float | None = None
+    parked: set[str] = field(default_factory=set)
+    """Jobs the scenario expects dead-lettered (a handler hung at every attempt): not waited for in the outbox, not lost when parked."""
     _processes: list[Process] = field(default_factory=list)
     _streaming: threading.Thread | None = None
 
@@ -199,7 +201,7 @@ class Scenario:
         self._streamed()
         if self.last_job_at is not None:
             return
-        wanted = {job.job_id for job in self.jobs}
+        wanted = {job.job_id for job in self.jobs} - self.parked
         while time.monotonic() < self.started + allowed_s:
             if wanted <= set(self.delivered()):
                 self.last_job_at = time.monotonic()
@@ -221,12 +223,14 @@ class Scenario:
         time.sleep(1.0)  # the last exports are on their way
         delivered = Counter(self.delivered())
         published = [job.job_id for job in self.jobs]
+        dead_lettered = self.dead_lettered()
+        parked = self.parked & set(dead_lettered)
         row = Row(
             fault=self.fault,
             published=len(published),
-            lost=[job for job in published if job not in delivered],
+            lost=[job for job in published if job not in delivered and job not in parked],
             duplicates=sum(count - 1 for count in delivered.values()),
-            dead_lettered=self._dead_lettered(),
+            dead_lettered=dead_lettered,
             from_fault_s=self._after(self.fault_at),
             from_restart_s=self._after(self.restart_at),
             redeliveries=int(latest_totals(self.store.metrics("hoptrace.stage.redeliveries"), {})),
@@ -245,7 +249,7 @@ class Scenario:
         traces = self.store.traces()
         return sum(len(traces.get(job.trace_id, ())) for job in self.jobs)
 
-    def _dead_lettered(self) -> list[str]:
+    def dead_lettered(self) -> list[str]:
         """Job ids (from the baggage) of the messages parked on the pipeline's dead-letter queues and topics."""
         raw: list[bytes] = []
         client = redis.Redis.from_url(self.redis_url)

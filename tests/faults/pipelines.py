@@ -1,7 +1,8 @@
 """Pipelines of the fault suite and of the redelivery tests, importable by worker processes as ``tests.faults.pipelines:NAME``.
 
 ``hanging`` is the orders pipeline (same stages, queues, topics and outbox) whose stage named by
-a job's ``"hang_at"`` blocks for ``"hang_s"`` seconds; ``patient`` the orders pipeline whose stages
+a job's ``"hang_at"`` blocks for ``"hang_s"`` seconds; ``limited`` the same with handler time limits on
+every stage (``LIMITS``: soft 2 s, hard 4 s, two attempts); ``patient`` the orders pipeline whose stages
 pause 1 s before a retry (the critical path's tests). ``slow`` has one Kafka stage, ``take``,
 and one Celery stage, ``work``: each sleeps ``"sleep_s"`` seconds, then appends the order id and
 its own pid to ``<namespace>slow:outbox``.
@@ -21,10 +22,13 @@ from hoptrace.examples import orders
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stage_context import StageContext
 from hoptrace.pipeline.stages import Handler, Payload, Pipeline, RetryPolicy
+from hoptrace.pipeline.time_limits import TimeLimits
 
 
-def _orders_like(wrap: Callable[[Handler], Handler] = lambda handler: handler, retry: RetryPolicy | None = None) -> Pipeline:
-    """The orders pipeline (same stages, queues, topics and outbox), each handler through WRAP, each stage with RETRY when given."""
+def _orders_like(
+    wrap: Callable[[Handler], Handler] = lambda handler: handler, retry: RetryPolicy | None = None, limits: TimeLimits = TimeLimits()
+) -> Pipeline:
+    """The orders pipeline (same stages, queues, topics and outbox), each handler through WRAP, each stage with RETRY (when given) and LIMITS."""
     copy = Pipeline("orders", baggage_allowlist=("tenant",))
     for stage in orders.pipeline:
         transport = stage.transport
@@ -35,6 +39,8 @@ def _orders_like(wrap: Callable[[Handler], Handler] = lambda handler: handler, r
             celery_queue=getattr(transport, "queue", None),
             forwards_to=stage.forwards_to,
             retry=retry,
+            soft_time_limit_s=limits.soft_s,
+            time_limit_s=limits.hard_s,
         )(wrap(stage.handler))
     return copy
 
@@ -49,6 +55,9 @@ def _hangs(handler: Handler) -> Handler:
 
 
 hanging = _orders_like(_hangs)
+LIMITS = TimeLimits(soft_s=2.0, hard_s=4.0)
+LIMITED_RETRY = RetryPolicy(max_attempts=2, backoff_s=0.1)
+limited = _orders_like(_hangs, LIMITED_RETRY, LIMITS)
 patient = _orders_like(retry=RetryPolicy(backoff_s=1.0))
 
 
