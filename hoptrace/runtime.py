@@ -43,11 +43,12 @@ def configure_logging() -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
-def celery_app(pipeline: Pipeline, settings: Settings) -> Celery:
+def celery_app(pipeline: Pipeline, settings: Settings, held_key: str | None = None) -> Celery:
     """The Celery app of PIPELINE's stages: Redis broker, late acks, no result backend.
 
     A worker of it keeps the messages it holds visible, recovers a dead worker's within seconds,
-    and loses none when killed mid-fetch (``workers.visibility``).
+    and loses none when killed mid-fetch (``workers.visibility``); with HELD_KEY, its own held set,
+    it puts back what it held as soon as it reconnects or replaces a dead process.
     """
     app = Celery(f"hoptrace-{pipeline.name}", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
@@ -58,7 +59,7 @@ def celery_app(pipeline: Pipeline, settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
     )
-    visibility.install(app)
+    visibility.install(app, held_key)
     return app
 
 

@@ -92,8 +92,13 @@ class CeleryOptions:
 
 
 def run_celery_stages(pipeline: Pipeline, settings: Settings, options: CeleryOptions) -> None:
-    """Run a Celery worker (prefork pool) for the pipeline's Celery stages until it is stopped."""
-    app = celery_app(pipeline, settings)
+    """Run a Celery worker (prefork pool) for the pipeline's Celery stages until it is stopped.
+
+    Its held set (``workers.visibility``) is named after a host slot (``membership.claim``): a process
+    that replaces a dead one takes its slot, and so puts back what the dead one held.
+    """
+    slot = claim(f"celery:{settings.namespace}{pipeline.name}", "celery")  # held until this process exits, however it exits
+    app = celery_app(pipeline, settings, held_key=f"hoptrace:held:{settings.namespace}{pipeline.name}:{slot.instance_id}")
     queues = register(app, pipeline, ProcessRuntime(pipeline, settings, "worker", app))
     report_health(HealthFile(settings.state_dir, [stage.name for stage in pipeline if isinstance(stage.transport, CeleryTransport)]))
     app.worker_main(

@@ -33,6 +33,8 @@ from tests.traces import latest_totals, slow_outbox, wait_for
 SLOW = "tests.faults.pipelines:slow"
 REDIS_DB = 9
 VISIBILITY_TIMEOUT_S = 2.0
+LONG_VISIBILITY_TIMEOUT_S = 60.0
+"""For the test that messages come back sooner than any visibility timeout would bring them."""
 
 pytestmark = pytest.mark.usefixtures("namespace_cleanup")
 
@@ -100,6 +102,24 @@ def test_the_messages_of_a_killed_celery_worker_come_back_within_seconds_marked_
     assert len(redelivered) >= 3, [span.attributes for span in _process_spans(store, f"{namespace}slow.work")]
     assert {span.resource["process.pid"] for span in redelivered}.isdisjoint({doomed.popen.pid}), heir_pid
     assert _redeliveries(store, "work") == len(redelivered)
+
+
+def test_a_celery_worker_replacing_a_killed_one_puts_back_what_it_held_at_once_not_after_the_visibility_timeout(
+    namespace: str, slow_env: dict[str, str], hoptrace_worker: Callable
+) -> None:
+    env = {**slow_env, "HOPTRACE_CELERY_VISIBILITY_TIMEOUT_S": str(LONG_VISIBILITY_TIMEOUT_S)}
+    orders = [f"o{n}" for n in range(4)]
+    with hoptrace_worker(SLOW, "--no-monitor", "--stage", "work", "--concurrency", "1", env=env) as doomed:
+        _send_tasks(env, namespace, [{"order_id": order, "sleep_s": 1.5} for order in orders])
+        assert wait_for(lambda: doomed.output().count("Task hoptrace.slow.work[") >= 4, timeout=30), doomed.output()
+        os.kill(doomed.popen.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        done_before = len(slow_outbox(env, namespace))
+    with hoptrace_worker(SLOW, "--no-monitor", "--stage", "work", "--concurrency", "2", env=env) as heir:
+        assert wait_for(lambda: set(orders) <= {note["order_id"] for note in slow_outbox(env, namespace)}, timeout=30), heir.output()
+        recovered_s = time.monotonic() - killed_at
+    assert f"put back {len(orders) - done_before} messages held before this connection or process" in heir.output(), heir.output()
+    assert recovered_s < LONG_VISIBILITY_TIMEOUT_S / 2, recovered_s
 
 
 @pytest.mark.parametrize(("transport", "kept"), [("kombu.transport.redis:Transport", False), (redis_fetch.TRANSPORT, True)])

@@ -1,7 +1,8 @@
-"""A stable, unique ``group.instance.id`` for each Kafka stage process of a host (static membership, KIP-345).
+"""A stable, unique identity for each stage process of a host: a Kafka stage's ``group.instance.id`` (KIP-345), a Celery worker's held set.
 
 A process that replaces a crashed one must present the crashed one's id: the broker then hands
-it that member's partitions at once, instead of waiting out the dead member's session. The ids
+it that member's partitions at once, instead of waiting out the dead member's session (and a
+Celery worker puts back the messages its predecessor held, ``visibility``). The ids
 are slots claimed with an exclusive ``flock`` on one file per slot: the kernel drops the lock
 when its process dies, however it dies, so a restarted process claims the lowest free slot (its
 predecessor's), and two live processes never share one.

@@ -16,6 +16,18 @@ worker whose heartbeat stops (killed, or frozen longer than the timeout) has its
 back within ``visibility_timeout_s + restore_interval_s``. Every worker sharing a Redis database
 must use the same timeout: the unacked index is one per database, swept by every worker.
 
+What a worker holds is also known after it lost it. A worker that loses its broker connection
+(Redis restarted, a network cut) keeps running the tasks it had started, but Celery drops the
+messages it had only prefetched: their delivery tags belong to the dead channel. A worker killed
+-9 leaves everything it held. ``hoptrace worker`` gives its Celery process a held set of its own
+(``held_key``: one per pipeline and host slot, so the process that replaces a dead one gets the dead
+one's), where the one-step fetch records each message it takes. Whenever the consumer starts (first
+start, or after a reconnect) the heartbeat puts back at once every message of that set still
+unacknowledged that the worker does not run now: they come back within seconds of the reconnect or
+the restart, not after the visibility timeout. Putting back is kombu's ``restore_by_tag``, a
+transaction that does nothing for a message acknowledged meanwhile. Two live workers must never
+share a held set (they would put back each other's messages: processed twice, never lost).
+
 With ``one_step_fetch`` (the default) a worker also takes each message from its queue into the
 unacked index in one step (``redis_fetch``), so a worker killed while fetching loses none.
 """
@@ -115,11 +127,12 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
         self._settings = RecoverySettings()
 
     def start(self, consumer: Any) -> None:
-        """Beat on the worker's timer (the event loop's, with the prefork pool) while the consumer runs."""
+        """Put back what an earlier connection or process left behind, then beat on the worker's timer (the event loop's, with prefork)."""
         channel = consumer.task_consumer.channel
         if not hasattr(channel, "unacked_index_key"):
             logger.info("broker transport %s keeps no visibility index; no heartbeat", type(channel).__module__)
             return
+        self._put_back(consumer, channel)
         self._entry = consumer.timer.call_repeatedly(self._settings.heartbeat_s, self._beat, (consumer,), priority=10)
 
     def stop(self, consumer: Any) -> None:
@@ -128,25 +141,47 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
             self._entry.cancel()
             self._entry = None
 
+    def _put_back(self, consumer: Any, channel: Any) -> None:
+        """Put back on their queues the messages of the worker's held set that it neither runs nor holds now."""
+        if not getattr(channel, "held_key", ""):
+            return
+        try:
+            with suppress_instrumentation():
+                holding = set(held_tags(consumer))
+                tags = [tag for tag in channel.held() if tag not in holding]
+                for tag in tags:
+                    channel.qos.restore_by_tag(tag, leftmost=True)
+        except Exception as error:  # the broker went away again: the visibility timeout brings them back
+            logger.warning("could not put back the messages held before this connection: %s", error)
+            return
+        if tags:
+            logger.info("put back %d messages held before this connection or process (not waiting for the visibility timeout)", len(tags))
+
     shutdown = stop
 
     def _beat(self, consumer: Any) -> None:
         if consumer.task_consumer is None:
             return
         tags = held_tags(consumer)
-        if not tags:
-            return
+        channel = consumer.task_consumer.channel
         try:
             with suppress_instrumentation():  # hoptrace's bookkeeping, not the user's Redis traffic
-                refresh(consumer.task_consumer.channel, tags, time.time())
+                if tags:
+                    refresh(channel, tags, time.time())
+                if getattr(channel, "held_key", ""):
+                    channel.held()  # drops the tags acknowledged since the last beat from the held set
         except Exception as error:  # the broker is away: the next beat tries again
             logger.warning("could not refresh the visibility of %d held messages: %s", len(tags), error)
 
 
-def install(app: Celery) -> None:
-    """Make APP's workers recover dead workers' messages within seconds, and (over ``redis://`` or ``rediss://``) fetch in one step."""
+def install(app: Celery, held_key: str | None = None) -> None:
+    """Make APP's workers recover dead workers' messages within seconds, and (over ``redis://`` or ``rediss://``) fetch in one step.
+
+    HELD_KEY: the worker's own held set (see the module), for a worker process; publishers need none.
+    """
     settings = RecoverySettings()
-    app.conf.broker_transport_options = {**settings.transport_options(), **(app.conf.broker_transport_options or {})}
+    options = settings.transport_options() | ({redis_fetch.HELD_OPTION: held_key} if held_key else {})
+    app.conf.broker_transport_options = {**options, **(app.conf.broker_transport_options or {})}
     if settings.one_step_fetch and urlsplit(app.conf.broker_url or "").scheme in ("redis", "rediss"):
         app.conf.broker_transport = redis_fetch.TRANSPORT
     app.steps["consumer"].add(VisibilityHeartbeat)

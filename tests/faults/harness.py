@@ -30,6 +30,7 @@ from kafka.admin import NewTopic
 
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
+from hoptrace.workers.visibility import RecoverySettings
 from tests.conftest import run_hoptrace
 from tests.faults import procs
 from tests.faults.brokers import Brokers
@@ -268,3 +269,14 @@ class Scenario:
         finally:
             consumer.close()
         return sorted({match.decode() for item in raw for match in JOB_IN_BAGGAGE.findall(item)})
+
+
+def assert_back_before_the_visibility_timeout(from_restart_s: float | None) -> None:
+    """The last job came sooner after the restart than the visibility timeout: what the worker held was put back at once.
+
+    Put back by the worker on reconnecting to Redis, or by the process that replaced a killed one (``workers.visibility``).
+    """
+    timeout_s = RecoverySettings().visibility_timeout_s
+    assert from_restart_s is not None and from_restart_s < timeout_s, (
+        f"the last job came {from_restart_s} s after the restart; held messages should be put back at once, not after the {timeout_s} s timeout"
+    )

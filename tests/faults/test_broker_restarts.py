@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.faults.harness import FAULT_AFTER_S, Scenario
+from tests.faults.harness import FAULT_AFTER_S, Scenario, assert_back_before_the_visibility_timeout
 
 AOF_FSYNC_INTERVAL_S = 1.0
 """``appendfsync everysec``: what a crash of the machine (not of the process) may lose."""
@@ -32,6 +32,8 @@ def test_a_broker_restart_loses_nothing(scenario: Callable[..., Scenario], servi
         run.restarted()
         row = run.finish()
     assert (row.lost, row.dead_lettered) == ([], []), row  # an outage is waited out: nothing lost, nothing dead-lettered
+    if service == "redis":
+        assert_back_before_the_visibility_timeout(row.from_restart_s)
 
 
 def test_kill_9_of_redis_loses_at_most_one_fsync_interval_and_names_each_lost_job(scenario: Callable[..., Scenario]) -> None:
@@ -49,3 +51,5 @@ def test_kill_9_of_redis_loses_at_most_one_fsync_interval_and_names_each_lost_jo
         if row.lost:
             row.note += f"; lost: {', '.join(row.lost)}"
     assert len(row.lost) <= allowed, row
+    if not row.lost:  # else the last job never came (its loss is what the fsync interval allows)
+        assert_back_before_the_visibility_timeout(row.from_restart_s)
