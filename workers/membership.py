@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import re
 import socket
 import tempfile
@@ -56,5 +57,7 @@ def claim(group: str, stage: str, lock_dir: Path = LOCK_DIR) -> Membership:
         except BlockingIOError:
             lock.close()
             continue
+        # A forked child (a Celery pool process) would share the lock, and hold it after this process died: it drops its copy.
+        os.register_at_fork(after_in_child=lock.close)
         return Membership(_legal(f"hoptrace-{stage}-{host}-{slot}")[-MAX_INSTANCE_ID:], lock)
     raise NoFreeSlot(f"all {MAX_SLOTS} member slots of consumer group {group!r} are held on this host; stop some of its workers")
