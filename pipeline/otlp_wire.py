@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Hashable, Mapping, Sequence
+from contextlib import suppress
 from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PB2Span
@@ -39,6 +40,8 @@ _logger = logging.getLogger(__name__)
 
 _INT64_MIN, _INT64_MAX, _UINT64 = -(1 << 63), (1 << 63) - 1, (1 << 64) - 1
 _ONE_BYTE = tuple(bytes((n,)) for n in range(0x80))
+BODY_ATTRIBUTE = "_hoptrace_otlp_body"
+"""Where ``SpanEncoder.encode_one`` leaves an ended span's encoded body, for the exporter's ``encode`` to reuse."""
 _IDS = struct.Struct(">2sQQ2sQ")  # tag+len, trace_id as two big-endian halves, tag+len, span_id
 _TIMES = struct.Struct("<BQBQ")  # Span.start_time_unix_nano (7) and end_time_unix_nano (8), fixed64
 _FIXED64 = struct.Struct("<BQ")
@@ -149,7 +152,7 @@ class SpanEncoder:
             bucket = buckets.get((id(resource), id(scope)))
             if bucket is None:
                 bucket = buckets[id(resource), id(scope)] = groups.setdefault(resource, {}).setdefault(scope, [])
-            body = self._span(span)
+            body = getattr(span, BODY_ATTRIBUTE, None) or self._span(span)
             bucket += (b"\x12" + _varint(len(body)), body)  # ScopeSpans.spans (2)
         out: list[bytes] = []
         for resource, scopes in groups.items():
@@ -164,6 +167,20 @@ class SpanEncoder:
             out += (b"\x0a", _varint(sum(map(len, inner))))  # ExportTraceServiceRequest.resource_spans (1)
             out += inner
         return b"".join(out)
+
+    def encode_one(self, span: ReadableSpan) -> bytes:
+        """The serialized request of SPAN alone (the span spool's record); the span keeps its body, which ``encode`` then reuses.
+
+        An ended SDK span does not change, so its body stays right; a span that takes no attribute is encoded again later.
+        """
+        body = self._span(span)
+        with suppress(AttributeError):
+            setattr(span, BODY_ATTRIBUTE, body)
+        resource_head, resource_tail = self._holder(span.resource, self._encode_resource)
+        head, tail = self._holder(span.instrumentation_scope or None, self._encode_scope)
+        scope_spans = b"".join((head, b"\x12", _varint(len(body)), body, tail))
+        inner = b"".join((resource_head, b"\x12", _varint(len(scope_spans)), scope_spans, resource_tail))
+        return b"\x0a" + _varint(len(inner)) + inner
 
     def _span(self, span: ReadableSpan) -> bytes:
         """The body of a ``Span`` message."""

@@ -237,6 +237,15 @@ def test_encodes_real_sdk_spans_like_the_sdk() -> None:
     assert_encodes_like_sdk(SpanEncoder(), sdk_spans())
 
 
+def test_a_span_encoded_alone_is_the_sdk_request_of_it_and_its_kept_body_encodes_a_batch_alike() -> None:
+    spans = sdk_spans()
+    encoder = SpanEncoder()
+    for span in spans:  # as the span spool does when each span ends
+        alone = encoder.encode_one(span)
+        assert alone == encode_spans([span]).SerializeToString(deterministic=True)
+    assert_encodes_like_sdk(SpanEncoder(), spans)  # a fresh encoder (the exporter's), reusing the bodies the spans keep
+
+
 def test_encodes_dropped_counts_of_a_limited_tracer_like_the_sdk() -> None:
     limits = SpanLimits(max_span_attributes=2, max_events=1, max_links=1, max_event_attributes=1, max_link_attributes=1)
     spans = sdk_spans(limits)
