@@ -32,6 +32,8 @@ Cases:
   parses it (``propagation.extract``), follows it to its stage and puts the result in the handler's
   context (metrics ``before_message``), and records ``hoptrace.pathway.latency`` (``after_message``).
 * ``otel-span``: a bare SDK span with seven attributes, started and ended (a reference).
+* ``otel-span-spooled``: the same span on a provider with the span spool (``pipeline.span_spool``)
+  before its batch processor; ``spool`` is the difference, the spool's cost per sampled span.
 * ``otel-propagation``: the global propagators' extract and inject of the headers a publish wrote
   (traceparent and the job's baggage), the SDK's own codec (a reference).
 
@@ -46,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -156,6 +159,8 @@ def prepare(sampler: str, recorded: bool = False) -> Prepared:
         tracer = configured.tracer_provider.get_tracer("bench")
         attributes = {f"bench.attribute.{n}": "value" for n in range(7)}
         calls["otel-span"] = lambda: tracer.start_span("send bench.cpu", attributes=attributes).end()
+        spooled = _spooled_provider(configured.tracer_provider.resource, exporter).get_tracer("bench")
+        calls["otel-span-spooled"] = lambda: spooled.start_span("send bench.cpu", attributes=attributes).end()
         carrier = dict(sender.headers)
         calls["otel-propagation"] = lambda: propagate.inject({}, context=propagate.extract(carrier))
         extracted = propagation.extract(prepared.headers, pipeline.baggage_allowlist).context
@@ -188,6 +193,20 @@ def prepare(sampler: str, recorded: bool = False) -> Prepared:
         processor.process(delivery(written))
 
     return Prepared(configured, exporter, calls, recorder, fresh_hop)
+
+
+def _spooled_provider(resource: Any, exporter: Any) -> Any:
+    """A tracer provider whose ended spans go through the span spool (a file in a temporary folder) to EXPORTER, shut down at exit."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from hoptrace.pipeline.span_spool import SpanSpool, SpoolMarking
+
+    provider = TracerProvider(resource=resource, shutdown_on_exit=True)
+    spool = SpanSpool(Path(tempfile.mkdtemp(prefix="hoptrace-bench-spool-")))
+    provider.add_span_processor(spool)
+    provider.add_span_processor(BatchSpanProcessor(SpoolMarking(exporter, spool)))
+    return provider
 
 
 def run_cases(iterations: int, repeats: int) -> dict[str, dict[str, Any]]:
@@ -231,6 +250,8 @@ def _codec() -> str:
 ROWS: tuple[tuple[str, str], ...] = (
     ("handler", "the trivial handler called alone"),
     ("otel-span", "a bare SDK span with 7 attributes, started and ended (reference)"),
+    ("otel-span-spooled", "the same span with the span spool before the batch processor (encoded and written to disk as it ends)"),
+    ("spool", "the span spool's cost per sampled span (otel-span-spooled minus otel-span)"),
     ("otel-propagation", "the global propagators alone: extract + inject of a hop's traceparent and baggage (reference)"),
     ("propagation", "hoptrace's header work alone, current codec: propagation.extract of a hop's headers + propagation.inject of a new job"),
     ("pathway", "the pathway's work per hop alone: header written, parsed, followed to the stage, put in the context, latency recorded"),
@@ -268,6 +289,7 @@ def derive(cases: dict[str, dict[str, Any]]) -> None:
         _combine(cases, f"hop-{label} sdk-spans", (f"hop-{label}", f"hop-{label} nospan"), (1, -1))
         _combine(cases, f"hop-{label} hoptrace", (f"hop-{label} nospan", "propagation"), (1, -1))
     _combine(cases, "hop-unsampled-recorded", ("publish-unsampled-recorded", "consume-unsampled-recorded"), (1, 1))
+    _combine(cases, "spool", ("otel-span-spooled", "otel-span"), (1, -1))
 
 
 def measure(run: Run, mode: Mode, progress: Callable[[str], None]) -> list[Scenario]:

@@ -70,7 +70,7 @@ class Runtime:
         """Configure telemetry for service ``<pipeline>-<role>`` and the publishers."""
         self.pipeline = pipeline
         self.settings = settings
-        self.telemetry = telemetry.configure(f"{pipeline.name}-{role}", span_processors=span_processors)
+        self.telemetry = telemetry.configure(f"{pipeline.name}-{role}", span_processors=span_processors, spool=settings.spool_root)
         self.instruments = Instruments.of(self.telemetry.meter_provider)
         # This process's unsampled spans, exported whole when any process of the pipeline keeps their job.
         start_flight_recorder(self.telemetry.tracer_provider, self.telemetry.meter_provider, settings)

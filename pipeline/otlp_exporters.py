@@ -52,6 +52,28 @@ def _fall_back(protocol: str, missing: str) -> None:
         _logger.warning("OTLP %s span exporter: the SDK has no %s; using the SDK's encoder instead of hoptrace's", protocol, missing)
 
 
+class EncodedSpans:
+    """Spans already encoded (a serialized ``ExportTraceServiceRequest``), which hoptrace's exporters send as they are.
+
+    The span spool (``span_spool``) sends the spans of a dead process this way; its length is the number of spans.
+    """
+
+    __slots__ = ("body", "count")
+
+    def __init__(self, body: bytes, count: int) -> None:
+        """BODY holding COUNT spans."""
+        self.body = body
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def accepts_encoded(exporter: object) -> bool:
+    """Whether EXPORTER sends `EncodedSpans` (one of hoptrace's OTLP exporters, with its encoding hook in place)."""
+    return isinstance(exporter, OTLPGrpcSpanExporter | OTLPHttpSpanExporter) and exporter._pre_encoded  # noqa: SLF001
+
+
 def _as_bytes(request: bytes | ExportTraceServiceRequest) -> bytes:
     """The request serializer of `PreEncodedTraceServiceStub`: bytes pass through, a message is serialized."""
     return request if isinstance(request, bytes) else request.SerializeToString()
@@ -91,6 +113,8 @@ class OTLPGrpcSpanExporter(sdk_grpc.OTLPSpanExporter):
 
     def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
         """The serialized request of ``data`` (the SDK's message when the hook is missing)."""
+        if isinstance(data, EncodedSpans):
+            return data.body
         return self._encoder.encode(data) if self._pre_encoded else super()._translate_data(data)
 
 
@@ -118,7 +142,7 @@ class OTLPHttpSpanExporter(sdk_http.OTLPSpanExporter):
             return SpanExportResult.FAILURE
         with self._metrics.export_operation(len(spans)) as result:
             try:
-                data = self._encoder.encode(spans)
+                data = spans.body if isinstance(spans, EncodedSpans) else self._encoder.encode(spans)
             except Exception as error:  # noqa: BLE001 - reported as a failed export, like the SDK
                 _logger.error("Failed to encode span batch: %s", error)
                 result.error = error

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
         description="A job reaching a stage later than this after it began is kept whole (stages and pipelines may set their own).",
     )
 
+    span_spool: bool = Field(
+        default=True,
+        description="Keep each ended span on disk (state_dir/spool) until exported, so a worker killed -9 loses none; the next one exports them.",
+    )
     soft_time_limit_s: float | None = Field(
         default=None,
         gt=0,
@@ -171,6 +175,11 @@ class Settings(BaseSettings):
     def time_limits(self) -> TimeLimits:
         """The handler time limits of stages that set none of their own."""
         return TimeLimits(self.soft_time_limit_s, self.time_limit_s)
+
+    @property
+    def spool_root(self) -> Path | None:
+        """Where this run's processes spool their ended spans (``span_spool``); None when off."""
+        return self.state_dir / "spool" / (self.namespace or "-") if self.span_spool else None
 
     @property
     def receiver_tls(self) -> tuple[Path, Path] | None:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from importlib.metadata import PackageNotFoundError, entry_points, version
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import _logs, metrics, trace
@@ -43,9 +44,12 @@ from opentelemetry.sdk.resources import (
     get_aggregated_resources,
 )
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import format_span_id, format_trace_id
 
 from hoptrace.pipeline.exporters import log_exporters, metric_readers_and_exporters, span_exporters
+from hoptrace.pipeline.otlp_exporters import accepts_encoded
+from hoptrace.pipeline.span_spool import SpanSpool, SpoolMarking, recover, spool_folder
 from hoptrace.pipeline.telemetry_loss import CountingBatchSpanProcessor, CountingLogExporter, CountingMetricExporter, TelemetryLoss
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s span_id=%(span_id)s] %(message)s"
@@ -126,6 +130,7 @@ def configure(
     span_processors: Sequence[SpanProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
     metric_exporters: Sequence[MetricExporter] = (),
+    spool: Path | None = None,
 ) -> Telemetry:
     """Build tracer, meter and (when ``OTEL_LOGS_EXPORTER`` asks) logger providers.
 
@@ -135,7 +140,8 @@ def configure(
     them (``metric_producer``). With ``set_global`` the providers become the global ones, which the
     API allows once per process: when an SDK is set up already (``opentelemetry-instrument``, a
     distro, the application), that one is used, with the extra processors and readers added, so a
-    process never runs two. Shutdown is registered ``atexit`` (bounded, 5 s).
+    process never runs two. Shutdown is registered ``atexit`` (bounded, 5 s). With ``spool`` (a folder), ended spans
+    are kept on disk until exported and a dead process's are exported (``span_spool``).
     """
     existing = global_telemetry() if set_global else None
     if existing is not None:
@@ -153,7 +159,7 @@ def configure(
     loss.register(meter_provider)
     # No sampler given: the SDK reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG itself.
     tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    for processor in [*(CountingBatchSpanProcessor(exporter, loss) for exporter in span_exporters()), *span_processors]:
+    for processor in [*_batch_processors(span_exporters(), loss, spool, service_name), *span_processors]:
         tracer_provider.add_span_processor(processor)
     install_log_correlation()
     logger_provider, handler = None, None
@@ -177,6 +183,17 @@ def configure(
         global _global
         _global = telemetry
     return telemetry
+
+
+def _batch_processors(exporters: Sequence[SpanExporter], loss: TelemetryLoss, spool: Path | None, service_name: str) -> list[SpanProcessor]:
+    """A batch processor per exporter; with SPOOL and one exporter of hoptrace's, the span spool before it, and dead processes' spans recovered."""
+    if spool is None or len(exporters) != 1 or not accepts_encoded(exporters[0]):
+        return [CountingBatchSpanProcessor(exporter, loss) for exporter in exporters]
+    (exporter,) = exporters
+    folder = spool_folder(spool, service_name, exporter)
+    spooled = SpanSpool(folder)
+    threading.Thread(target=recover, args=(folder, exporter, spooled.path), name="hoptrace-spool-recovery", daemon=True).start()
+    return [spooled, CountingBatchSpanProcessor(SpoolMarking(exporter, spooled), loss, spooled.disposed)]
 
 
 _global: Telemetry | None = None

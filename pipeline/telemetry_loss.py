@@ -186,10 +186,16 @@ class _CountingQueue(collections.deque):  # type: ignore[type-arg]
 class CountingBatchSpanProcessor(BatchSpanProcessor):
     """The SDK's batch span processor, counting each span it drops because its queue is full."""
 
-    def __init__(self, exporter: SpanExporter, loss: TelemetryLoss) -> None:
-        """Batch into EXPORTER (wrapped to count failed exports) with the ``OTEL_BSP_*`` settings; count into LOSS."""
+    def __init__(self, exporter: SpanExporter, loss: TelemetryLoss, dropped: Callable[[int], None] | None = None) -> None:
+        """Batch into EXPORTER (wrapped to count failed exports) with the ``OTEL_BSP_*`` settings; count into LOSS (and DROPPED, when given)."""
         super().__init__(CountingSpanExporter(exporter, loss))
+
+        def drop() -> None:
+            loss.dropped("traces", 1, "queue_full")
+            if dropped is not None:
+                dropped(1)
+
         # The SDK's queue (a bounded deque, still empty) is replaced by one that counts what it drops.
         queue = getattr(self._batch_processor, "_queue", None)
         if isinstance(queue, collections.deque) and queue.maxlen is not None:
-            self._batch_processor._queue = _CountingQueue(queue.maxlen, lambda: loss.dropped("traces", 1, "queue_full"))  # noqa: SLF001
+            self._batch_processor._queue = _CountingQueue(queue.maxlen, drop)  # noqa: SLF001

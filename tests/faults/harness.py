@@ -246,6 +246,11 @@ class Scenario:
             return None
         return max(0.0, self.last_job_at - moment)
 
+    def incomplete_traces(self) -> list[str]:
+        """Jobs whose traces hold fewer than SPANS_PER_JOB spans: a span that had ended was lost (one that had not is made again)."""
+        traces = self.store.traces()
+        return [job.job_id for job in self.jobs if len(traces.get(job.trace_id, ())) < SPANS_PER_JOB]
+
     def _spans_received(self) -> int:
         traces = self.store.traces()
         return sum(len(traces.get(job.trace_id, ())) for job in self.jobs)

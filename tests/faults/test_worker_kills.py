@@ -23,7 +23,9 @@ def test_kill_9_of_the_celery_main_process_loses_nothing_and_its_replacement_put
         os.kill(celery, signal.SIGKILL)
         run.wait_for_restart(workers, "charge", celery)
         row = run.finish("its replacement puts back at once what it held (its held set)")
+        incomplete = run.incomplete_traces()
     assert row.lost == [], row
+    assert incomplete == [], row  # the spans it had ended are exported from its spool
     assert_back_before_the_visibility_timeout(row.from_restart_s)
 
 
@@ -36,7 +38,9 @@ def test_kill_9_of_a_celery_pool_child_loses_nothing(scenario: Callable[..., Sce
         run.faulted()
         os.kill(pool[0], signal.SIGKILL)
         row = run.finish("its task is requeued at once (reject_on_worker_lost)")
+        incomplete = run.incomplete_traces()
     assert row.lost == [], row
+    assert incomplete == [], row
 
 
 @pytest.mark.parametrize("secured", [False, True], ids=["plain", "secured"])
@@ -52,6 +56,8 @@ def test_kill_9_of_a_kafka_stage_recovers_within_15_s_and_repeats_at_most_one_ba
         os.kill(validate, signal.SIGKILL)
         run.wait_for_restart(workers, "validate", validate)
         row = run.finish(f"static member back at once; at most one batch ({MAX_POLL_RECORDS}) again")
+        incomplete = run.incomplete_traces()
     assert row.lost == [], row
+    assert incomplete == [], row
     assert row.from_restart_s is not None and row.from_restart_s <= 15, row
     assert row.duplicates <= MAX_POLL_RECORDS, row
