@@ -74,9 +74,13 @@ for _, tag in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     redis.call('SREM', KEYS[1], tag)
   end
 end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
 return kept
 """
-"""The tags of the held set KEYS[1] still in ``unacked`` (KEYS[2]); the others (acknowledged, or put back) are dropped from the set."""
+"""The tags of the held set KEYS[1] still in ``unacked`` (KEYS[2]); the others (acknowledged, or put back) are dropped from the set,
+which expires ARGV[1] seconds later unless this runs again (a worker gone for good leaves no key behind)."""
+HELD_EXPIRE_S = 3600
+"""A held set no worker looked at for this long is deleted: the visibility timeout has long put its messages back."""
 
 
 class Channel(kombu_redis.Channel):
@@ -101,7 +105,7 @@ class Channel(kombu_redis.Channel):
         if not self.held_key:
             return []
         with self.conn_or_acquire() as client:
-            kept = client.execute_command("EVAL", HELD, 2, self.held_key, (self.global_keyprefix or "") + self.unacked_key)
+            kept = client.execute_command("EVAL", HELD, 2, self.held_key, (self.global_keyprefix or "") + self.unacked_key, HELD_EXPIRE_S)
         return sorted(bytes_to_str(tag) for tag in kept)
 
     def _fetch_args(self, queues: list[str]) -> list[Any]:

@@ -141,6 +141,8 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
             self._entry.cancel()
             self._entry = None
 
+    shutdown = stop
+
     def _put_back(self, consumer: Any, channel: Any) -> None:
         """Put back on their queues the messages of the worker's held set that it neither runs nor holds now."""
         if not getattr(channel, "held_key", ""):
@@ -156,8 +158,6 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):
             return
         if tags:
             logger.info("put back %d messages held before this connection or process (not waiting for the visibility timeout)", len(tags))
-
-    shutdown = stop
 
     def _beat(self, consumer: Any) -> None:
         if consumer.task_consumer is None:
