@@ -5,6 +5,10 @@ child (after the fork) and flushed when that child exits, so a pool with
 ``worker_max_tasks_per_child=1`` still exports every span. A pool child whose worker died (a
 kill -9 of the main process) gets SIGTERM instead of Celery's SIGKILL, so it flushes too.
 
+A message whose processing or dead-lettering failed is retried in a second; when even that retry
+cannot be sent (the broker is away), it is rejected back onto its queue (Celery would drop it), or,
+when the broker cannot take even that, stays unacknowledged until it is put back (``visibility``).
+
 A message the worker cannot read (its body, its task, its envelope) is dead-lettered by its stage
 (``unreadable``), never dropped. A message the broker hands out again (``redelivered`` in its delivery info: its worker died or
 lost it, see ``visibility``) is marked on its process span and counted.
@@ -19,6 +23,7 @@ from typing import Any, Protocol
 
 from billiard.util import set_pdeathsig
 from celery import Celery, Task
+from celery.exceptions import Reject
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -101,7 +106,10 @@ def _register_stage(app: Celery, stage: Stage, runtime: ProcessRuntime) -> None:
             outcome = runtime.processor(stage).process(delivery)
         except Exception as error:  # dead-lettering failed: the message goes back on the queue
             logger.exception("stage %s: could not process or dead-letter task %s; retrying it", stage.name, request.id)
-            raise task.retry(exc=error, countdown=DEAD_LETTER_RETRY_S, max_retries=None) from error
+            try:
+                raise task.retry(exc=error, countdown=DEAD_LETTER_RETRY_S, max_retries=None) from error
+            except Reject as unsent:  # the retry could not be sent (the broker is away): Celery would drop the message
+                raise Reject(unsent.reason, requeue=True) from error
         return outcome.value
 
     run_stage.__name__ = run_stage.__qualname__ = f"stage_{stage.name}"
