@@ -21,10 +21,9 @@ from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.messages import Outgoing, Owned
 from hoptrace.pipeline.middleware import Hooks, Middleware
-from hoptrace.pipeline.outages import BrokerAway
+from hoptrace.pipeline.outages import BrokerAway, is_outage
 from hoptrace.pipeline.stage_context import Published
 from hoptrace.pipeline.stages import Payload, Pipeline, Stage, Transport, dead_letter_transport
-from hoptrace.producers.outages import is_outage
 
 Done = Callable[[Mapping[str, Any], "BaseException | None"], None]
 """Called once a message was accepted (with attributes the broker told, e.g. partition) or failed."""

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+import redis
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from kombu.exceptions import OperationalError
 
@@ -97,6 +98,29 @@ def test_a_forward_the_broker_is_away_for_is_waited_out_and_counts_no_attempt(br
     said = [record.getMessage() for record in caplog.records]
     assert sum("a broker is away" in line for line in said) == 1, said  # once per outage, not once per attempt
     assert sum("the broker answers again" in line for line in said) == 1, said
+
+
+@pytest.mark.parametrize(
+    "lost", [redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."), ConnectionRefusedError(111, "refused")]
+)
+def test_a_handler_failing_on_a_connection_it_cannot_make_is_waited_out_too(lost: Exception) -> None:
+    failures = iter(range(5))
+
+    def writes_its_outbox_then_forwards(payload: Payload, ctx: StageContext) -> None:
+        if next(failures, None) is not None:  # its own Redis client, during the outage
+            raise lost
+        ctx.forward("ship", payload)
+
+    pipeline = Pipeline("orders")
+    pipeline.stage("charge", celery_queue="payments", forwards_to=("ship",), retry=RetryPolicy(max_attempts=2, backoff_s=0.0))(
+        writes_its_outbox_then_forwards
+    )
+    pipeline.stage("ship", kafka_topic="orders.charged")(lambda payload, ctx: None)
+    broker = AwayBroker(0, OperationalError("unused"))
+    processor = StageProcessor(pipeline, pipeline["charge"], PipelinePublisher(pipeline.check(), {"kafka": broker, "celery": broker}))
+    outcome = processor.process(Delivery({"order": 1}, dict_pairs({}, fields())))
+    assert outcome is Outcome.PROCESSED  # five failures, more than the policy's two attempts: none counted
+    assert broker.taken == [("orders.charged", {"order": 1})]
 
 
 def test_a_message_the_broker_refuses_goes_through_the_retry_policy_to_the_dead_letter() -> None:

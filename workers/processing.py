@@ -20,7 +20,7 @@ from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.messages import Delivery, Incoming, Outcome
 from hoptrace.pipeline.middleware import Hooks, Middleware
-from hoptrace.pipeline.outages import BrokerAway
+from hoptrace.pipeline.outages import BrokerAway, HandlerLostConnection, is_outage
 from hoptrace.pipeline.receiving import receive
 from hoptrace.pipeline.stage_context import Publisher, StageContext
 from hoptrace.pipeline.stages import Payload, Pipeline, Stage, check_time_limits
@@ -43,6 +43,15 @@ UNDECODABLE_KEPT = 10_000
 def undecodable_payload(text: str) -> Payload:
     """What stands for an unreadable body of TEXT in its delivery, and so in its dead letter: ``{"undecodable": <its start>}``."""
     return {"undecodable": text[:UNDECODABLE_KEPT]}
+
+
+def _waited_out(error: Exception) -> Exception:
+    """ERROR as the attempt's failure: a ``HandlerLostConnection`` (caused by it) when it is the handler meeting an outage."""
+    if isinstance(error, BrokerAway) or not is_outage(error):
+        return error
+    lost = HandlerLostConnection(f"the handler could not reach a broker or server: {type(error).__name__}: {error}")
+    lost.__cause__ = error
+    return lost
 
 
 class StageProcessor:
@@ -100,7 +109,7 @@ class StageProcessor:
         try:
             self._run_handler(message)
         except Exception as error:  # the handler's failure is the message's, never the worker's
-            message.error = error
+            message.error = _waited_out(error)
             self._discard_unconfirmed()
         finally:
             otel_context.detach(token)
