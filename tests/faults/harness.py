@@ -39,7 +39,10 @@ from tests.processes import Process
 from tests.traces import PublishedJob, latest_totals, published_jobs
 
 ORDERS = "hoptrace.examples.orders:pipeline"
-JOBS = 300
+JOBS = 1500
+"""Jobs a scenario publishes: enough that every stage has work in flight when the fault strikes, 2 s in."""
+RECOVERY_JOBS = 300
+"""Jobs of the scenarios that hold a recovery time to a target: few enough that the last job measures the recovery, not the backlog."""
 FAULT_AFTER_S = 2.0
 ALLOWED_S = 180.0
 QUIET_S = 3.0

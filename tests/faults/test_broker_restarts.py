@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.faults.harness import FAULT_AFTER_S, Scenario, assert_back_before_the_visibility_timeout
+from tests.faults.harness import FAULT_AFTER_S, RECOVERY_JOBS, Scenario, assert_back_before_the_visibility_timeout
 
 KAFKA_BACK_WITHIN_S = 10.0
 """The target: the last job at most this long after the Kafka broker answers again."""
@@ -21,7 +21,7 @@ def test_a_broker_restart_loses_nothing(scenario: Callable[..., Scenario], servi
     with scenario(fault) as run:
         run.start_workers()
         if service == "kafka":
-            run.publish()  # all before the fault: a publish while the broker is away fails
+            run.publish(RECOVERY_JOBS)  # all before the fault: a publish while the broker is away fails
         else:
             run.stream()
         run.wait_until(FAULT_AFTER_S)

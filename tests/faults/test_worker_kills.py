@@ -10,7 +10,7 @@ import pytest
 
 from hoptrace.workers.kafka import MAX_POLL_RECORDS
 from tests.faults import procs
-from tests.faults.harness import FAULT_AFTER_S, Scenario, assert_back_before_the_visibility_timeout
+from tests.faults.harness import FAULT_AFTER_S, RECOVERY_JOBS, Scenario, assert_back_before_the_visibility_timeout
 
 
 def test_kill_9_of_the_celery_main_process_loses_nothing_and_its_replacement_puts_back_what_it_held(scenario: Callable[..., Scenario]) -> None:
@@ -50,7 +50,7 @@ def test_kill_9_of_a_kafka_stage_recovers_within_15_s_and_repeats_at_most_one_ba
     with scenario(name, secured=secured) as run:
         workers = run.start_workers()
         validate = run.child(workers, "validate")
-        run.stream()
+        run.stream(RECOVERY_JOBS)
         run.wait_until(FAULT_AFTER_S)
         run.faulted()
         os.kill(validate, signal.SIGKILL)
