@@ -24,10 +24,10 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from types import FrameType
+from types import FrameType, TracebackType
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -101,29 +101,38 @@ class _Alarm:
 
 
 _warned_threads: set[str] = set()
+_UNLIMITED = nullcontext()
 
 
-@contextmanager
-def limited(limits: TimeLimits, stage: str) -> Iterator[None]:
-    """Run the block under LIMITS (see the module); STAGE names it in errors. Without limits, or off the main thread, a plain block."""
+class _Limited:
+    """One run of a handler under its limits: the alarm armed on entry, disarmed (and the previous SIGALRM handler back) on exit."""
+
+    def __init__(self, limits: TimeLimits, stage: str) -> None:
+        self._alarm = _Alarm(limits, stage)
+        self._previous: Any = None
+
+    def __enter__(self) -> None:
+        alarm = self._alarm
+        self._previous = signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, alarm.first_delay(), HARD_REPEAT_S if alarm.limits.soft_s is None else 0.0)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        alarm = self._alarm
+        alarm.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._previous)
+        if isinstance(error, _HardLimit):
+            message = f"stage {alarm.stage}: the handler ran past its time limit of {alarm.limits.hard_s} s and was stopped"
+            raise TimeLimitExceeded(message) from None
+
+
+def limited(limits: TimeLimits, stage: str) -> AbstractContextManager[None]:
+    """What runs a handler under LIMITS (see the module), STAGE naming it in errors; without limits, or off the main thread, a plain block."""
     if not limits.any:
-        yield
-        return
+        return _UNLIMITED
     if threading.current_thread() is not threading.main_thread():
         if stage not in _warned_threads:
             _warned_threads.add(stage)
             logger.warning("stage %s: its time limits are not enforced: its handler runs outside the main thread (%s)", stage, limits)
-        yield
-        return
-    alarm = _Alarm(limits, stage)
-    previous = signal.signal(signal.SIGALRM, alarm)
-    repeat = HARD_REPEAT_S if limits.soft_s is None else 0.0
-    signal.setitimer(signal.ITIMER_REAL, alarm.first_delay(), repeat)
-    try:
-        yield
-    except _HardLimit:
-        raise TimeLimitExceeded(f"stage {stage}: the handler ran past its time limit of {limits.hard_s} s and was stopped") from None
-    finally:
-        alarm.armed = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        return _UNLIMITED
+    return _Limited(limits, stage)
