@@ -7,6 +7,9 @@ so a consumer that keeps up pays no round trip per batch; only the commit on sto
 A stop request (SIGTERM/SIGINT through ``stop()``) lets the record in hand finish, commits, and
 returns; records polled but not processed are not committed, so the group reads them again.
 
+A poll that fails because Kafka cannot be reached (a partition, a broker restart) is tried again
+each second: the stage waits for Kafka, it does not exit.
+
 A worker that dies without committing leaves at most one poll batch (``MAX_POLL_RECORDS``) to be
 processed again; two when it dies within the round trip of the commit sent with its batch. With
 a ``group_instance_id`` (static membership) its replacement takes its partitions over as soon as
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -30,6 +34,7 @@ from hoptrace.pipeline import semconv
 from hoptrace.pipeline.carriers import kafka_pairs
 from hoptrace.pipeline.health import HealthFile
 from hoptrace.pipeline.messages import Delivery, Owned
+from hoptrace.pipeline.outages import is_outage
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.stages import KafkaTransport
 from hoptrace.workers.handed_out import HandedOut, mark, read_mark
@@ -108,6 +113,8 @@ class KafkaStageWorker:
         self.processor = processor
         self.transport = transport
         self._stopping = threading.Event()
+        self._kafka_away_since: float | None = None
+        """When the consumer's polls began failing because Kafka could not be reached; None while it answers."""
         self._done: dict[TopicPartition, int] = {}
         self._sent: dict[TopicPartition, OffsetAndMetadata] = {}
         """The offset last sent for each partition: only that one may be sent again when its commit fails."""
@@ -243,7 +250,7 @@ class KafkaStageWorker:
             if self.health is not None:
                 self.health.beat()
             # With processed records to commit, only take what is already fetched: when nothing is, commit now, then wait.
-            batch = list(self._consumer.poll(timeout_ms=0 if self._done else POLL_TIMEOUT_MS).items())
+            batch = self._poll(0 if self._done else POLL_TIMEOUT_MS)
             if not batch and self._done:
                 self._commit()
                 continue
@@ -259,6 +266,23 @@ class KafkaStageWorker:
                     for later, later_records in batch[index + 1 :]:  # unprocessed: read them again
                         self._consumer.seek(later, later_records[0].offset)
                     break
+
+    def _poll(self, timeout_ms: int) -> list[tuple[TopicPartition, list[ConsumerRecord]]]:
+        """The next batch; none, after a pause, while Kafka cannot be reached (the consumer's own poll raising an outage is waited out)."""
+        try:
+            batch = list(self._consumer.poll(timeout_ms=timeout_ms).items())
+        except KafkaError as error:
+            if not is_outage(error):
+                raise
+            if self._kafka_away_since is None:  # once per outage
+                self._kafka_away_since = time.monotonic()
+                logger.warning("stage %s: Kafka cannot be reached (%s); polling again each second", self.processor.stage.name, error)
+            self._stopping.wait(RETRY_PAUSE_S)
+            return []
+        if self._kafka_away_since is not None:
+            logger.warning("stage %s: Kafka answers again after %.1f s", self.processor.stage.name, time.monotonic() - self._kafka_away_since)
+            self._kafka_away_since = None
+        return batch
 
     def _process(self, partition: TopicPartition, records: list[ConsumerRecord]) -> bool:
         """Process RECORDS of one partition in order; False when the loop must stop polling this batch."""
