@@ -11,12 +11,15 @@ not go away by waiting. Such an attempt failed through no fault of the message: 
 lets it run again after a pause that grows with each wait (jittered, capped), without counting
 it against the stage's retry policy, until the policy's ``outage_deadline_s`` has passed since
 the first wait; only then do its attempts count again. A worker processes one message at a time,
-so while it waits it takes no new ones.
+so while it waits it takes no new ones. ``OutageLog`` says once that a broker is away and once, when it answers
+again, after how long.
 """
 
 from __future__ import annotations
 
+import logging
 import random
+import time
 
 import redis
 from kafka.errors import KafkaError
@@ -44,3 +47,27 @@ def is_outage(error: BaseException) -> bool:
 def wait_s(waits: int) -> float:
     """The pause before the attempt that follows WAITS earlier waits for a broker: doubling from 0.25 s, at most 5 s, jittered down by up to half."""
     return min(LONGEST_WAIT_S, FIRST_WAIT_S * 2**waits) * random.uniform(0.5, 1.0)  # noqa: S311 - spreads retries, no secret
+
+
+class OutageLog:
+    """Says once per outage that a broker is away and, when it answers again, once how long it was away (warnings of the caller's logger)."""
+
+    def __init__(self, logger: logging.Logger, away: str, back: str) -> None:
+        """Warn on LOGGER with AWAY when an outage begins and with BACK, whose last placeholder takes the seconds away, when it ends."""
+        self._logger = logger
+        self._away = away
+        self._back = back
+        self._since: float | None = None
+        """When the outage began (``time.monotonic()``); None while the broker answers."""
+
+    def away(self, *args: object) -> None:
+        """A try met the outage: the first since the broker last answered says AWAY, formatted with ARGS, and starts the clock."""
+        if self._since is None:
+            self._since = time.monotonic()
+            self._logger.warning(self._away, *args)
+
+    def back(self, *args: object) -> None:
+        """A try succeeded: after an outage, say BACK, formatted with ARGS and the seconds the broker was away."""
+        if self._since is not None:
+            self._logger.warning(self._back, *args, time.monotonic() - self._since)
+            self._since = None

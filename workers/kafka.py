@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -34,7 +33,7 @@ from hoptrace.pipeline import semconv
 from hoptrace.pipeline.carriers import kafka_pairs
 from hoptrace.pipeline.health import HealthFile
 from hoptrace.pipeline.messages import Delivery, Owned
-from hoptrace.pipeline.outages import is_outage
+from hoptrace.pipeline.outages import OutageLog, is_outage
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.stages import KafkaTransport
 from hoptrace.workers.handed_out import HandedOut, mark, read_mark
@@ -113,8 +112,10 @@ class KafkaStageWorker:
         self.processor = processor
         self.transport = transport
         self._stopping = threading.Event()
-        self._kafka_away_since: float | None = None
-        """When the consumer's polls began failing because Kafka could not be reached; None while it answers."""
+        self._kafka_outage = OutageLog(
+            logger, "stage %s: Kafka cannot be reached (%s); polling again each second", "stage %s: Kafka answers again after %.1f s"
+        )
+        """The consumer's polls failing because Kafka cannot be reached, said once per outage."""
         self._done: dict[TopicPartition, int] = {}
         self._sent: dict[TopicPartition, OffsetAndMetadata] = {}
         """The offset last sent for each partition: only that one may be sent again when its commit fails."""
@@ -274,14 +275,10 @@ class KafkaStageWorker:
         except KafkaError as error:
             if not is_outage(error):
                 raise
-            if self._kafka_away_since is None:  # once per outage
-                self._kafka_away_since = time.monotonic()
-                logger.warning("stage %s: Kafka cannot be reached (%s); polling again each second", self.processor.stage.name, error)
+            self._kafka_outage.away(self.processor.stage.name, error)
             self._stopping.wait(RETRY_PAUSE_S)
             return []
-        if self._kafka_away_since is not None:
-            logger.warning("stage %s: Kafka answers again after %.1f s", self.processor.stage.name, time.monotonic() - self._kafka_away_since)
-            self._kafka_away_since = None
+        self._kafka_outage.back(self.processor.stage.name)
         return batch
 
     def _process(self, partition: TopicPartition, records: list[ConsumerRecord]) -> bool:

@@ -20,7 +20,7 @@ from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.messages import Delivery, Incoming, Outcome
 from hoptrace.pipeline.middleware import Hooks, Middleware
-from hoptrace.pipeline.outages import BrokerAway, HandlerLostConnection, is_outage
+from hoptrace.pipeline.outages import BrokerAway, HandlerLostConnection, OutageLog, is_outage
 from hoptrace.pipeline.receiving import receive
 from hoptrace.pipeline.stage_context import Publisher, StageContext
 from hoptrace.pipeline.stages import Payload, Pipeline, Stage, check_time_limits
@@ -81,8 +81,12 @@ class StageProcessor:
         self._stages = {each.name: each for each in pipeline}
         self._limits = stage.time_limits.or_else(time_limits)
         check_time_limits(stage, self._limits)
-        self._away_since: float | None = None
-        """When attempts began failing because a broker was away; None while it answers."""
+        self._outage = OutageLog(
+            logger,
+            "stage %s: a broker is away (%s); waiting for it, taking no new messages, dead-lettering nothing",
+            "stage %s: the broker answers again after %.1f s",
+        )
+        """Attempts failing because a broker is away, said once per outage, not once per attempt."""
 
     def process(self, delivery: Delivery) -> Outcome:
         """Run the handler until it succeeds or no attempt is left, then dead-letter; the message's outcome.
@@ -116,17 +120,11 @@ class StageProcessor:
         self._hooks.after_attempt(message)
         error = message.error
         if error is None:
-            if self._away_since is not None:
-                logger.warning("stage %s: the broker answers again after %.1f s", self.stage.name, time.monotonic() - self._away_since)
-                self._away_since = None
+            self._outage.back(self.stage.name)
             message.outcome = Outcome.PROCESSED
             return
         if isinstance(error, BrokerAway) and message.retry_after_s is not None:
-            if self._away_since is None:  # once per outage, not once per attempt
-                self._away_since = time.monotonic()
-                logger.warning(
-                    "stage %s: a broker is away (%s); waiting for it, taking no new messages, dead-lettering nothing", self.stage.name, error
-                )
+            self._outage.away(self.stage.name, error)
             return
         logger.warning("stage %s attempt %d failed: %s: %s", self.stage.name, message.attempt, type(error).__name__, error)
         if message.retry_after_s is None:
