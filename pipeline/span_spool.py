@@ -34,7 +34,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from hoptrace.pipeline.otlp_exporters import EncodedSpans, accepts_encoded
+from hoptrace.pipeline.otlp_exporters import EncodedSpans
 from hoptrace.pipeline.otlp_wire import SpanEncoder
 
 logger = logging.getLogger(__name__)
@@ -183,10 +183,9 @@ def _records(data: bytes) -> Iterator[bytes]:
 def recover(folder: Path, exporter: SpanExporter, own: Path | None = None) -> int:
     """Export the spans in FOLDER's spool files whose processes died (all but OWN) through EXPORTER; how many were sent.
 
+    EXPORTER must accept ``EncodedSpans`` (``accepts_encoded``): the caller, which spools only for such an exporter, guarantees it.
     A file whose export failed is kept for the next process to try.
     """
-    if not accepts_encoded(exporter):
-        return 0
     sent = 0
     for path in sorted(folder.glob(f"*{SUFFIX}")):
         if path == own:
