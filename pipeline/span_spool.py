@@ -27,7 +27,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from opentelemetry.context import Context
@@ -180,16 +180,19 @@ def _records(data: bytes) -> Iterator[bytes]:
         index += 1
 
 
-def recover(folder: Path, exporter: SpanExporter, own: Path | None = None) -> int:
-    """Export the spans in FOLDER's spool files whose processes died (all but OWN) through EXPORTER; how many were sent.
+def other_files(folder: Path, own: Path) -> list[Path]:
+    """The spool files in FOLDER but OWN, by name: other processes', live or dead (a glob, cheap enough to do before starting ``recover``)."""
+    return sorted(path for path in folder.glob(f"*{SUFFIX}") if path != own)
+
+
+def recover(paths: Iterable[Path], exporter: SpanExporter) -> int:
+    """Export the spans in the spool files at PATHS whose processes died through EXPORTER; how many were sent.
 
     EXPORTER must accept ``EncodedSpans`` (``accepts_encoded``): the caller, which spools only for such an exporter, guarantees it.
-    A file whose export failed is kept for the next process to try.
+    A file whose process is alive is left alone; a file whose export failed is kept for the next process to try.
     """
     sent = 0
-    for path in sorted(folder.glob(f"*{SUFFIX}")):
-        if path == own:
-            continue
+    for path in paths:
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:  # another process recovered it

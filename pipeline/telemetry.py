@@ -49,7 +49,7 @@ from opentelemetry.trace import format_span_id, format_trace_id
 
 from hoptrace.pipeline.exporters import log_exporters, metric_readers_and_exporters, span_exporters
 from hoptrace.pipeline.otlp_exporters import accepts_encoded
-from hoptrace.pipeline.span_spool import SpanSpool, SpoolMarking, recover, spool_folder
+from hoptrace.pipeline.span_spool import SpanSpool, SpoolMarking, other_files, recover, spool_folder
 from hoptrace.pipeline.telemetry_loss import CountingBatchSpanProcessor, CountingLogExporter, CountingMetricExporter, TelemetryLoss
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s span_id=%(span_id)s] %(message)s"
@@ -186,13 +186,18 @@ def configure(
 
 
 def _batch_processors(exporters: Sequence[SpanExporter], loss: TelemetryLoss, spool: Path | None, service_name: str) -> list[SpanProcessor]:
-    """A batch processor per exporter; with SPOOL and one exporter of hoptrace's, the span spool before it, and dead processes' spans recovered."""
+    """A batch processor per exporter; with SPOOL and one exporter of hoptrace's, the span spool before it, and dead processes' spans recovered.
+
+    The recovery runs on a thread of its own, started only when the spool folder holds another process's file.
+    """
     if spool is None or len(exporters) != 1 or not accepts_encoded(exporters[0]):
         return [CountingBatchSpanProcessor(exporter, loss) for exporter in exporters]
     (exporter,) = exporters
     folder = spool_folder(spool, service_name, exporter)
     spooled = SpanSpool(folder)
-    threading.Thread(target=recover, args=(folder, exporter, spooled.path), name="hoptrace-spool-recovery", daemon=True).start()
+    others = other_files(folder, spooled.path)
+    if others:  # alone in its folder, a process has nothing to recover: no thread
+        threading.Thread(target=recover, args=(others, exporter), name="hoptrace-spool-recovery", daemon=True).start()
     return [spooled, CountingBatchSpanProcessor(SpoolMarking(exporter, spooled), loss, spooled.disposed)]
 
 
