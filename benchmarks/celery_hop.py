@@ -38,7 +38,7 @@ from benchmarks.schedule import bracketed
 from benchmarks.stock import CELERY_TRACING_ENV
 from hoptrace.loader import load_pipeline
 from hoptrace.pipeline.stages import CeleryTransport
-from hoptrace.worker import CeleryOptions
+from hoptrace.stage_runner import CeleryOptions
 
 SECTION = "celery"
 CPU_SECTION = "celery-cpu"

@@ -193,8 +193,9 @@ def worker(
 ) -> None:
     """Run the workers of the pipeline's stages until stopped (SIGTERM/SIGINT); a worker process that dies is restarted."""
     from hoptrace import worker as workers
+    from hoptrace.stage_runner import CeleryOptions
 
-    options = workers.CeleryOptions(concurrency, max_tasks_per_child)
+    options = CeleryOptions(concurrency, max_tasks_per_child)
     _run(lambda: workers.main(spec, stage or [], options, monitor, exit_on_child_failure))
 
 

@@ -35,6 +35,7 @@ from hoptrace.pipeline.stages import KafkaTransport, Pipeline
 from hoptrace.publish import job_payloads, publish_job
 from hoptrace.reading import default_store_path
 from hoptrace.runtime import Runtime, celery_app
+from hoptrace.stage_runner import CeleryOptions
 from hoptrace.view.critical_path import critical_path
 from hoptrace.view.critical_view import critical_path_table
 from hoptrace.view.queries import StageStats
@@ -42,7 +43,7 @@ from hoptrace.view.receiver import OtlpReceiver
 from hoptrace.view.sqlite_store import SqliteTraceStore
 from hoptrace.view.tables import stage_table
 from hoptrace.view.tree import trace_tree
-from hoptrace.worker import CeleryOptions, commands, stop_processes
+from hoptrace.worker import commands, stop_processes
 
 ORDERS = "hoptrace.examples.orders:pipeline"
 STAGES = "validate → charge → ship → notify"

@@ -1,8 +1,8 @@
-"""``hoptrace worker``: run the workers of a pipeline's stages until stopped.
+"""``hoptrace worker``: run the workers of a pipeline's stages until stopped, and supervise them.
 
-One process runs either one Kafka stage (a poll loop) or all the chosen Celery stages (a
-real Celery worker, prefork pool); one more, ``hoptrace monitor``, reports their queue
-depth and lag. Asked for more than one process, ``run`` starts one child per group and
+One process runs either one Kafka stage or all the chosen Celery stages (``hoptrace.stage_runner``);
+one more, ``hoptrace monitor``, reports their queue depth and lag. Asked for one process, ``run``
+runs its stages in this process; asked for more, it starts one child per group and
 supervises them: SIGTERM/SIGINT is passed on; a child that exits is started again after a
 pause that doubles while it keeps failing (1 s up to 30 s, back to 1 s once it ran a minute),
 and the others keep running. With ``exit_on_child_failure`` (for a process manager that
@@ -12,7 +12,6 @@ restarts the whole group) the first child to exit stops them all instead.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -21,18 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 
-from kafka.errors import KafkaError
-
-from hoptrace.errors import kafka_unreachable
 from hoptrace.loader import load_stages
-from hoptrace.pipeline.health import HealthFile
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import CeleryTransport, KafkaTransport, Pipeline, Stage
-from hoptrace.runtime import ProcessRuntime, celery_app, configure_logging
-from hoptrace.workers.celery import register
-from hoptrace.workers.celery_health import report_health
-from hoptrace.workers.kafka import KafkaStageWorker
-from hoptrace.workers.membership import claim
+from hoptrace.runtime import configure_logging
+from hoptrace.stage_runner import CeleryOptions, run_celery_stages, run_kafka_stage
 
 logger = logging.getLogger(__name__)
 
@@ -43,80 +35,6 @@ RESTART_DELAY_MAX_S = 30.0
 STABLE_AFTER_S = 60.0
 """A child that ran this long before it exited is restarted after RESTART_DELAY_S again."""
 SUPERVISE_TICK_S = 0.2
-
-
-def _on_stop_signals(handler: signal.Handlers | object) -> None:
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, handler)  # type: ignore[arg-type]
-
-
-def run_kafka_stage(pipeline: Pipeline, stage: Stage, settings: Settings) -> None:
-    """Consume one Kafka stage in this process until SIGTERM/SIGINT; then commit and flush."""
-    transport = stage.transport
-    assert isinstance(transport, KafkaTransport)
-    runtime = ProcessRuntime(pipeline, settings, "worker", celery_app(pipeline, settings))
-    membership = claim(transport.group, stage.name)  # held until this process exits, however it exits
-    health = HealthFile(settings.state_dir, [stage.name])
-    try:
-        worker = KafkaStageWorker(
-            runtime.processor(stage), settings.kafka_servers, settings.kafka_client_options, group_instance_id=membership.instance_id, health=health
-        )
-    except KafkaError as error:  # the consumer could not bootstrap: unreachable, or refused the credentials
-        runtime.shutdown()
-        raise kafka_unreachable(settings.kafka_bootstrap, error) from error
-
-    def stop(number: int, frame: FrameType | None) -> None:
-        worker.stop()
-
-    _on_stop_signals(stop)
-    logger.info("stage %s: consuming %s as group %s, member %s", stage.name, transport.destination, transport.group, membership.instance_id)
-    try:
-        worker.run()
-    finally:
-        runtime.shutdown()
-
-
-@dataclass(frozen=True)
-class CeleryOptions:
-    """How the Celery worker of a pipeline's Celery stages runs."""
-
-    concurrency: int = 2
-    max_tasks_per_child: int | None = None
-
-    def argv(self) -> list[str]:
-        """These options as ``celery worker`` arguments."""
-        args = ["--concurrency", str(self.concurrency)]
-        if self.max_tasks_per_child is not None:
-            args += ["--max-tasks-per-child", str(self.max_tasks_per_child)]
-        return args
-
-
-def run_celery_stages(pipeline: Pipeline, settings: Settings, options: CeleryOptions) -> None:
-    """Run a Celery worker (prefork pool) for the pipeline's Celery stages until it is stopped.
-
-    Its held set (``workers.visibility``) is named after a host slot (``membership.claim``): a process
-    that replaces a dead one takes its slot, and so puts back what the dead one held.
-    """
-    slot = claim(f"celery:{settings.namespace}{pipeline.name}", "celery")  # held until this process exits, however it exits
-    app = celery_app(pipeline, settings, held_key=f"hoptrace:held:{settings.namespace}{pipeline.name}:{slot.instance_id}")
-    queues = register(app, pipeline, ProcessRuntime(pipeline, settings, "worker", app))
-    report_health(HealthFile(settings.state_dir, [stage.name for stage in pipeline if isinstance(stage.transport, CeleryTransport)]))
-    app.worker_main(
-        [
-            "worker",
-            "--queues",
-            ",".join(queues),
-            "--pool",
-            "prefork",
-            *options.argv(),
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-            "--hostname",
-            f"{pipeline.name}-{os.getpid()}@%h",
-        ]
-    )
 
 
 def _groups(stages: Sequence[Stage]) -> list[list[Stage]]:
@@ -219,7 +137,8 @@ def _supervise(lines: list[list[str]], exit_on_child_failure: bool = False) -> i
         nonlocal stopping
         stopping = True
 
-    _on_stop_signals(stop)
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, stop)
     failed = False
     while not stopping and not failed:
         now = time.monotonic()
