@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from opentelemetry import trace as trace_api
 from opentelemetry.metrics import _internal as metrics_api
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.metrics.export import Gauge, Histogram, HistogramDataPoint, InMemoryMetricReader, Metric, NumberDataPoint, Sum
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -55,6 +55,8 @@ class CapturedSpan:
     """``(name, attributes)`` of its events (``exception`` for a recorded error, with ``exception.type``)."""
     links: tuple[tuple[str, str], ...]
     """``(trace_id, span_id)`` of each linked span."""
+    scope_name: str
+    """The name of the instrumentation scope (the tracer) that made it."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ class CapturedPoint:
     """A histogram's sum."""
     bucket_counts: tuple[int, ...] = ()
     explicit_bounds: tuple[float, ...] = ()
+    kind: Literal["sum", "gauge", "histogram"] = field(kw_only=True)
+    """The metric's kind, named as in OTLP: counters are sums, histograms (of explicit buckets) histograms."""
+    monotonic: bool | None = field(kw_only=True)
+    """Whether a sum only grows (a counter); None for the others."""
 
 
 class CapturedTelemetry:
@@ -98,7 +104,7 @@ class CapturedTelemetry:
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
                     if name is None or metric.name == name:
-                        found += [_point(metric.name, metric.unit or "", point) for point in metric.data.data_points]
+                        found += [_point(metric, point) for point in metric.data.data_points]
         return found
 
     def clear(self) -> None:
@@ -160,12 +166,18 @@ def _span(span: ReadableSpan) -> CapturedSpan:
         status_message=span.status.description or "",
         events=tuple((event.name, dict(event.attributes or {})) for event in span.events),
         links=tuple((format_trace_id(link.context.trace_id), format_span_id(link.context.span_id)) for link in span.links),
+        scope_name=span.instrumentation_scope.name if span.instrumentation_scope is not None else "",
     )
 
 
-def _point(name: str, unit: str, point: Any) -> CapturedPoint:
-    attributes = dict(point.attributes or {})
+def _point(metric: Metric, point: Any) -> CapturedPoint:
+    name, unit, data, attributes = metric.name, metric.unit or "", metric.data, dict(point.attributes or {})
     if isinstance(point, HistogramDataPoint):
-        return CapturedPoint(name, unit, attributes, None, point.count, point.sum, tuple(point.bucket_counts), tuple(point.explicit_bounds))
+        assert isinstance(data, Histogram), f"unexpected data type {type(data).__name__}"
+        buckets = (tuple(point.bucket_counts), tuple(point.explicit_bounds))
+        return CapturedPoint(name, unit, attributes, None, point.count, point.sum, *buckets, kind="histogram", monotonic=None)
     assert isinstance(point, NumberDataPoint), f"unexpected point type {type(point).__name__}"
-    return CapturedPoint(name, unit, attributes, point.value)
+    if isinstance(data, Sum):
+        return CapturedPoint(name, unit, attributes, point.value, kind="sum", monotonic=data.is_monotonic)
+    assert isinstance(data, Gauge), f"unexpected data type {type(data).__name__}"
+    return CapturedPoint(name, unit, attributes, point.value, kind="gauge", monotonic=None)
