@@ -23,12 +23,11 @@ import pytest
 import redis
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from hoptrace import services
 from hoptrace.pipeline import recorder
 from hoptrace.pipeline.settings import Settings
+from hoptrace.testing import CapturedTelemetry, capture_telemetry
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.processes import Process, running
@@ -282,17 +281,10 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory, hoptrace_wheel: Path) -
 
 
 @pytest.fixture
-def reader() -> InMemoryMetricReader:
-    """An in-memory metric reader, the one ``provider`` reads with."""
-    return InMemoryMetricReader()
-
-
-@pytest.fixture
-def provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
-    """A meter provider of this test only (never the global one)."""
-    provider = MeterProvider(metric_readers=[reader])
-    yield provider
-    provider.shutdown()
+def captured() -> Iterator[CapturedTelemetry]:
+    """Tracer and meter providers of this test only (never the global ones), recording into memory."""
+    with capture_telemetry(set_global=False) as telemetry:
+        yield telemetry
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """hoptrace.gauges:  queue depth and consumer lag gauges, against the real Redis and Kafka.
 
 Messages are queued with a real Celery app and a real Kafka producer and consumer; the
-gauges are read through an ``InMemoryMetricReader``. Outages are real as well: a private
+gauges are read through ``hoptrace.testing.capture_telemetry``. Outages are real as well: a private
 redis-server the test freezes and kills, and Kafka addresses where nothing listens.
 """
 
@@ -22,8 +22,6 @@ import pytest
 import redis
 from celery import Celery
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import Gauge, InMemoryMetricReader
 
 from hoptrace.gauges.depth_monitor import DepthMonitor
 from hoptrace.gauges.kafka_lag import KafkaConsumerLag
@@ -32,6 +30,7 @@ from hoptrace.gauges.refresher import GaugeSource, GaugeSpec, Reading
 from hoptrace.pipeline.semconv import CONSUMER_LAG, QUEUE_DEPTH
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import Pipeline
+from hoptrace.testing import CapturedTelemetry
 from tests.conftest import free_port
 from tests.traces import wait_for
 
@@ -51,16 +50,12 @@ def build_pipeline(queue_prefix: str, topic: str, group: str) -> Pipeline:
     return pipeline.check()
 
 
-def gauge(reader: InMemoryMetricReader, name: str, unit: str = "{message}") -> Points:
+def gauge(captured: CapturedTelemetry, name: str, unit: str = "{message}") -> Points:
     """Collect now; the points of gauge NAME as {attributes: value}, after checking its kind and UNIT."""
-    data = reader.get_metrics_data()
     points: Points = {}
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if metric.name == name:
-                    assert isinstance(metric.data, Gauge) and metric.unit == unit
-                    points.update({frozenset((point.attributes or {}).items()): point.value for point in metric.data.data_points})
+    for point in captured.points(name):
+        assert (point.kind, point.unit) == ("gauge", unit) and point.value is not None
+        points[frozenset(point.attributes.items())] = point.value
     return points
 
 
@@ -134,11 +129,11 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 @pytest.mark.parametrize("global_keyprefix", [False, True], ids=["plain-keys", "global-keyprefix"])
 def test_queue_depth_counts_priority_lists_and_unacked(
-    settings: Settings, redis_prefix: str, namespace: str, provider: MeterProvider, reader: InMemoryMetricReader, global_keyprefix: bool
+    settings: Settings, redis_prefix: str, namespace: str, captured: CapturedTelemetry, global_keyprefix: bool
 ) -> None:
     key_prefix = f"{redis_prefix}kombu:" if global_keyprefix else ""
     pipeline = build_pipeline(redis_prefix, f"{namespace}score", f"{namespace}score")
-    monitor = DepthMonitor(pipeline, settings, provider, redis_key_prefix=key_prefix)
+    monitor = DepthMonitor(pipeline, settings, captured.meter_provider, redis_key_prefix=key_prefix)
     ingest, enrich = f"{redis_prefix}ingest", f"{redis_prefix}enrich"
     with celery_app(settings.redis_url, key_prefix) as app:
         for priority in (None, None, 5, 7, 9):
@@ -152,24 +147,24 @@ def test_queue_depth_counts_priority_lists_and_unacked(
         assert keys == {f"{key_prefix}{ingest}{suffix}" for suffix in ("", "\x06\x163", "\x06\x166", "\x06\x169")}
 
         monitor.refresh_once()
-        assert gauge(reader, QUEUE_DEPTH) == depth_points(redis_prefix, ingest=(5, 0), enrich=(2, 0))
+        assert gauge(captured, QUEUE_DEPTH) == depth_points(redis_prefix, ingest=(5, 0), enrich=(2, 0))
 
         with app.connection_for_read() as connection:
             fetched = connection.default_channel.basic_get(ingest, no_ack=False)
             assert fetched is not None
             monitor.refresh_once()
-            assert gauge(reader, QUEUE_DEPTH) == depth_points(redis_prefix, ingest=(4, 1), enrich=(2, 0))
+            assert gauge(captured, QUEUE_DEPTH) == depth_points(redis_prefix, ingest=(4, 1), enrich=(2, 0))
         # Closing the channel gave the unacknowledged message back to its queue.
         monitor.refresh_once()
-        assert gauge(reader, QUEUE_DEPTH) == depth_points(redis_prefix, ingest=(5, 0), enrich=(2, 0))
-    assert gauge(reader, CONSUMER_LAG) == {}  # the Kafka stage's topic does not exist
+        assert gauge(captured, QUEUE_DEPTH) == depth_points(redis_prefix, ingest=(5, 0), enrich=(2, 0))
+    assert gauge(captured, CONSUMER_LAG) == {}  # the Kafka stage's topic does not exist
 
 
 def test_consumer_lag_per_partition_before_and_after_commits(
-    settings: Settings, new_topic: Callable[..., str], namespace: str, redis_prefix: str, provider: MeterProvider, reader: InMemoryMetricReader
+    settings: Settings, new_topic: Callable[..., str], namespace: str, redis_prefix: str, captured: CapturedTelemetry
 ) -> None:
     topic, group = new_topic("score", partitions=3), f"{namespace}score"
-    monitor = DepthMonitor(build_pipeline(redis_prefix, topic, group), settings, provider)
+    monitor = DepthMonitor(build_pipeline(redis_prefix, topic, group), settings, captured.meter_provider)
     produced = {0: 4, 1: 3, 2: 2}
     producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
     for partition, count in produced.items():
@@ -179,7 +174,7 @@ def test_consumer_lag_per_partition_before_and_after_commits(
     producer.close()
 
     monitor.refresh_once()
-    points = gauge(reader, CONSUMER_LAG)
+    points = gauge(captured, CONSUMER_LAG)
     assert points == lag_points(topic, group, produced)
     assert sum(points.values()) == 9
 
@@ -194,17 +189,17 @@ def test_consumer_lag_per_partition_before_and_after_commits(
     assert read == 7
 
     monitor.refresh_once()
-    assert gauge(reader, CONSUMER_LAG) == lag_points(topic, group, {0: 0, 1: 0, 2: 2})
-    assert gauge(reader, QUEUE_DEPTH) == depth_points(redis_prefix, ingest=(0, 0), enrich=(0, 0))
+    assert gauge(captured, CONSUMER_LAG) == lag_points(topic, group, {0: 0, 1: 0, 2: 2})
+    assert gauge(captured, QUEUE_DEPTH) == depth_points(redis_prefix, ingest=(0, 0), enrich=(0, 0))
 
 
 def test_dead_brokers_report_nothing_and_warn_once(
-    redis_prefix: str, namespace: str, provider: MeterProvider, reader: InMemoryMetricReader, caplog: pytest.LogCaptureFixture
+    redis_prefix: str, namespace: str, captured: CapturedTelemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="hoptrace.gauges.refresher")
     address = dead_address()
     dead = Settings(kafka_bootstrap=address, redis_url=f"redis://{address}/0")
-    monitor = DepthMonitor(build_pipeline(redis_prefix, f"{namespace}score", f"{namespace}score"), dead, provider)
+    monitor = DepthMonitor(build_pipeline(redis_prefix, f"{namespace}score", f"{namespace}score"), dead, captured.meter_provider)
     threads_before = kafka_io_threads()
 
     for _ in range(3):
@@ -213,7 +208,7 @@ def test_dead_brokers_report_nothing_and_warn_once(
         assert time.monotonic() - started < 5
 
     started = time.monotonic()
-    assert (gauge(reader, QUEUE_DEPTH), gauge(reader, CONSUMER_LAG)) == ({}, {})
+    assert (gauge(captured, QUEUE_DEPTH), gauge(captured, CONSUMER_LAG)) == ({}, {})
     assert time.monotonic() - started < 1
     assert (monitor.values(QUEUE_DEPTH), monitor.values(CONSUMER_LAG)) == ((), ())
     assert sorted(message.split(" does not answer")[0] for message in warnings_of(caplog)) == ["job ledger", "kafka", "redis"]
@@ -275,28 +270,27 @@ def test_redis_outage_keeps_last_values_and_never_blocks_collection(
     private_redis: PrivateRedis,
     redis_prefix: str,
     namespace: str,
-    provider: MeterProvider,
-    reader: InMemoryMetricReader,
+    captured: CapturedTelemetry,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="hoptrace.gauges.refresher")
     pipeline = build_pipeline(redis_prefix, f"{namespace}score", f"{namespace}score")
     # A long timeout: a refresh stuck on the frozen server lasts seconds, collection must not.
     depth = RedisQueueDepth.of_pipeline(pipeline, private_redis.url, timeout_s=2.0)
-    monitor = DepthMonitor(pipeline, settings, provider, interval_s=0.05, redis=depth)
+    monitor = DepthMonitor(pipeline, settings, captured.meter_provider, interval_s=0.05, redis=depth)
     with celery_app(private_redis.url) as app:
         for _ in range(3):
             app.send_task("depth.ingest", queue=f"{redis_prefix}ingest")
     monitor.refresh_once()
     before = depth_points(redis_prefix, ingest=(3, 0), enrich=(0, 0))
-    assert gauge(reader, QUEUE_DEPTH) == before
+    assert gauge(captured, QUEUE_DEPTH) == before
 
     private_redis.freeze()
     monitor.start()
     try:
         time.sleep(0.3)  # the refresher now waits on the frozen server
         started = time.monotonic()
-        points = gauge(reader, QUEUE_DEPTH)
+        points = gauge(captured, QUEUE_DEPTH)
         assert time.monotonic() - started < 1
         assert points == before
         assert warnings_of(caplog) == []  # the refresh is still under way
@@ -305,11 +299,11 @@ def test_redis_outage_keeps_last_values_and_never_blocks_collection(
         wait_until(lambda: len(warnings_of(caplog)) == 1, 10, "the outage warning")
         time.sleep(0.5)  # ten more failed refreshes
         assert len(warnings_of(caplog)) == 1 and warnings_of(caplog)[0].startswith("redis does not answer")
-        assert gauge(reader, QUEUE_DEPTH) == before
+        assert gauge(captured, QUEUE_DEPTH) == before
 
         private_redis.start()  # the same address, empty
         after = depth_points(redis_prefix, ingest=(0, 0), enrich=(0, 0))
-        wait_until(lambda: gauge(reader, QUEUE_DEPTH) == after, 10, "recovery")
+        wait_until(lambda: gauge(captured, QUEUE_DEPTH) == after, 10, "recovery")
         assert warnings_of(caplog, logging.INFO) == ["redis answers again; its gauges are current"]
     finally:
         monitor.stop()
@@ -341,8 +335,7 @@ def test_kafka_outage_keeps_last_values_and_warns_once(
     new_topic: Callable[..., str],
     namespace: str,
     redis_prefix: str,
-    provider: MeterProvider,
-    reader: InMemoryMetricReader,
+    captured: CapturedTelemetry,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="hoptrace.gauges.refresher")
@@ -350,7 +343,7 @@ def test_kafka_outage_keeps_last_values_and_warns_once(
     pipeline = build_pipeline(redis_prefix, topic, group)
     real = KafkaConsumerLag.of_pipeline(pipeline, settings.kafka_servers)
     lag = Retargetable(real)
-    monitor = DepthMonitor(pipeline, settings, provider, kafka=lag)
+    monitor = DepthMonitor(pipeline, settings, captured.meter_provider, kafka=lag)
     producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
     for partition in (0, 1, 2, 2):
         producer.send(topic, b"job", partition=partition)
@@ -358,7 +351,7 @@ def test_kafka_outage_keeps_last_values_and_warns_once(
     producer.close()
     monitor.refresh_once()
     before = lag_points(topic, group, {0: 1, 1: 1, 2: 2})
-    assert gauge(reader, CONSUMER_LAG) == before
+    assert gauge(captured, CONSUMER_LAG) == before
 
     real.close()
     lag.source = KafkaConsumerLag.of_pipeline(pipeline, [dead_address()])
@@ -367,13 +360,13 @@ def test_kafka_outage_keeps_last_values_and_warns_once(
         monitor.refresh_once()
         assert time.monotonic() - started < 5
     started = time.monotonic()
-    assert gauge(reader, CONSUMER_LAG) == before
+    assert gauge(captured, CONSUMER_LAG) == before
     assert time.monotonic() - started < 1
     assert len(warnings_of(caplog)) == 1 and warnings_of(caplog)[0].startswith("kafka does not answer")
 
     lag.source.close()
     lag.source = real
     monitor.refresh_once()
-    assert gauge(reader, CONSUMER_LAG) == before
+    assert gauge(captured, CONSUMER_LAG) == before
     assert warnings_of(caplog, logging.INFO) == ["kafka answers again; its gauges are current"]
     monitor.stop()

@@ -12,8 +12,9 @@
    opentelemetry-distro does) the consumer's own Redis traffic (acks, unacked bookkeeping)
    and the depth monitor's reads make no extra root traces.
 
-Spans made in this process go to an in-memory exporter on a provider passed explicitly;
-worker processes export over OTLP to the test's receiver. No global provider is set here.
+Spans made in this process are captured in memory (``hoptrace.testing.capture_telemetry``) on
+providers passed explicitly; worker processes export over OTLP to the test's receiver. No global
+provider is set here.
 """
 
 from __future__ import annotations
@@ -33,11 +34,6 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry.context import Context, attach, detach
 from opentelemetry.instrumentation.kafka import KafkaInstrumentor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
 from hoptrace.examples.orders import pipeline as orders_pipeline
 from hoptrace.pipeline.instruments import Instruments
@@ -46,6 +42,7 @@ from hoptrace.pipeline.stages import CeleryTransport, Pipeline
 from hoptrace.producers.celery import CelerySender
 from hoptrace.producers.publisher import PipelinePublisher
 from hoptrace.runtime import celery_app
+from hoptrace.testing import CapturedTelemetry
 from hoptrace.view.otlp_decode import ReceivedSpan
 from tests.conftest import run_hoptrace
 from tests.processes import running
@@ -71,23 +68,12 @@ pytestmark = pytest.mark.usefixtures("namespace_cleanup")
 
 
 @pytest.fixture
-def memory_provider() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    """A tracer provider of this test only (never the global one), exporting into memory."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
-
-
-@pytest.fixture
-def stock_kafka(memory_provider: tuple[TracerProvider, InMemorySpanExporter]) -> Iterator[InMemorySpanExporter]:
-    """kafka-python traced by the stock KafkaInstrumentor alone, into the in-memory provider."""
-    provider, exporter = memory_provider
+def stock_kafka(captured: CapturedTelemetry) -> Iterator[CapturedTelemetry]:
+    """kafka-python traced by the stock KafkaInstrumentor alone, into the test's in-memory provider."""
     instrumentor = KafkaInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
+    instrumentor.instrument(tracer_provider=captured.tracer_provider)
     try:
-        yield exporter
+        yield captured
     finally:
         instrumentor.uninstrument()
 
@@ -122,7 +108,7 @@ def test_stock_kafka_producer_trace_continues_through_every_hop(
     unique: str,
     hoptrace_worker: Callable,
     telemetry_store: tuple[OtlpReceiver, TelemetryStore],
-    stock_kafka: InMemorySpanExporter,
+    stock_kafka: CapturedTelemetry,
 ) -> None:
     _, store = telemetry_store
     topic = f"{namespace}orders.placed"
@@ -133,14 +119,14 @@ def test_stock_kafka_producer_trace_continues_through_every_hop(
             producer.send(topic, value=json.dumps({"order_id": order_id}).encode()).get(timeout=30)
         finally:
             producer.close(timeout=5)
-        stock = _only(list(stock_kafka.get_finished_spans()))
-        trace_id, stock_span_id = format_trace_id(stock.context.trace_id), format_span_id(stock.context.span_id)
+        stock = _only(stock_kafka.spans)
+        trace_id, stock_span_id = stock.trace_id, stock.span_id
         delivered = wait_for_outbox(settings, namespace, 1, timeout=40)
         assert store.wait_until(lambda s: len(s.traces().get(trace_id, [])) >= 7, timeout=20)
 
     # The stock producer span: PRODUCER, made in this process by the stock instrumentation.
-    assert (stock.name, stock.kind, stock.parent) == (f"{topic} send", SpanKind.PRODUCER, None)
-    assert stock.instrumentation_scope is not None and stock.instrumentation_scope.name == "opentelemetry.instrumentation.kafka"
+    assert (stock.name, stock.kind, stock.parent_span_id) == (f"{topic} send", "PRODUCER", None)
+    assert stock.scope_name == "opentelemetry.instrumentation.kafka"
     # The job went all the way, and nothing but this one trace was exported by the workers.
     assert [note["order_id"] for note in delivered] == [order_id]
     traces = store.traces()
@@ -167,11 +153,10 @@ def test_hoptrace_publish_continues_in_stock_instrumented_celery_task(
     unique: str,
     hoptrace_env: dict[str, str],
     telemetry_store: tuple[OtlpReceiver, TelemetryStore],
-    memory_provider: tuple[TracerProvider, InMemorySpanExporter],
+    captured: CapturedTelemetry,
     tmp_path: Path,
 ) -> None:
     _, store = telemetry_store
-    provider, exporter = memory_provider
     # Only the stage the stock worker stands in for: the publisher needs no Kafka sender then.
     stage = replace(orders_pipeline.namespaced(namespace)["charge"], forwards_to=())
     pipeline = Pipeline(orders_pipeline.name)
@@ -199,7 +184,8 @@ def test_hoptrace_publish_continues_in_stock_instrumented_celery_task(
         "--loglevel",
         "INFO",
     ]
-    publisher = PipelinePublisher(pipeline, {"celery": CelerySender(celery_app(pipeline, settings))}, provider, Instruments(MeterProvider()))
+    senders = {"celery": CelerySender(celery_app(pipeline, settings))}
+    publisher = PipelinePublisher(pipeline, senders, captured.tracer_provider, Instruments(captured.meter_provider))
     run_name = f"run/{transport.task}"
 
     with running(worker, tmp_path / "stock-worker.log", env, ready=" ready.") as process:
@@ -210,10 +196,10 @@ def test_hoptrace_publish_continues_in_stock_instrumented_celery_task(
             detach(token)
         assert store.wait_until(lambda s: any(span.name == run_name for span in s.spans()), timeout=30), process.output()
 
-    send = _only(list(exporter.get_finished_spans()))
-    assert (send.name, send.kind) == (f"send {transport.queue}", SpanKind.PRODUCER)
-    assert send.attributes is not None and send.attributes["hoptrace.stage"] == "charge"
-    send_trace_id, send_span_id = format_trace_id(send.context.trace_id), format_span_id(send.context.span_id)
+    send = _only(captured.spans)
+    assert (send.name, send.kind) == (f"send {transport.queue}", "PRODUCER")
+    assert send.attributes["hoptrace.stage"] == "charge"
+    send_trace_id, send_span_id = send.trace_id, send.span_id
     assert send_trace_id == published.trace_id
 
     run = _only([span for span in store.spans() if span.name == run_name])

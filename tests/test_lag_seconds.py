@@ -19,8 +19,6 @@ from celery import Celery
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from kombu.transport.redis import Channel
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from hoptrace.gauges.depth_monitor import DepthMonitor
 from hoptrace.gauges.kafka_lag import KafkaConsumerLag
@@ -28,6 +26,7 @@ from hoptrace.gauges.redis_depth import RedisQueueDepth, sent_at
 from hoptrace.gauges.refresher import GaugeRefresher
 from hoptrace.pipeline.semconv import CONSUMER_LAG, CONSUMER_LAG_SECONDS, QUEUE_DEPTH, QUEUE_OLDEST_AGE
 from hoptrace.pipeline.settings import Settings
+from hoptrace.testing import CapturedTelemetry
 from tests.test_depth import Points, Retargetable, build_pipeline, celery_app, dead_address, gauge, warnings_of
 
 SLACK_S = 5.0  # a read happens within this long after the messages were put in
@@ -70,13 +69,13 @@ def test_sent_at_is_read_from_the_headers_of_a_kombu_message() -> None:
 
 @pytest.mark.parametrize("global_keyprefix", [False, True], ids=["plain-keys", "global-keyprefix"])
 def test_oldest_age_is_the_oldest_head_of_the_priority_lists(
-    settings: Settings, redis_prefix: str, provider: MeterProvider, reader: InMemoryMetricReader, global_keyprefix: bool
+    settings: Settings, redis_prefix: str, captured: CapturedTelemetry, global_keyprefix: bool
 ) -> None:
     key_prefix = f"{redis_prefix}kombu:" if global_keyprefix else ""
     busy, foreign, empty = (f"{redis_prefix}{name}" for name in ("busy", "foreign", "empty"))
     queues = {queue: queue_attributes(queue) for queue in (busy, foreign, empty)}
     source = RedisQueueDepth(settings.redis_url, queues, key_prefix)
-    refresher = GaugeRefresher({"redis": source}, provider)
+    refresher = GaugeRefresher({"redis": source}, captured.meter_provider)
     with celery_app(settings.redis_url, key_prefix) as app:
         publish(app, busy, 300)  # the head of the plain list: delivered first, the oldest
         publish(app, busy, 10)
@@ -88,8 +87,8 @@ def test_oldest_age_is_the_oldest_head_of_the_priority_lists(
         client.close()
 
         refresher.refresh_once()
-        assert gauge(reader, QUEUE_DEPTH)[key(queues[busy], hoptrace__queue__state="ready")] == 4
-        ages = gauge(reader, QUEUE_OLDEST_AGE, "s")
+        assert gauge(captured, QUEUE_DEPTH)[key(queues[busy], hoptrace__queue__state="ready")] == 4
+        ages = gauge(captured, QUEUE_OLDEST_AGE, "s")
         assert set(ages) == {key(queues[busy]), key(queues[empty])}  # the foreign queue's age is unknown: no point
         assert_age(ages, key(queues[busy]), 300)
         assert ages[key(queues[empty])] == 0
@@ -98,32 +97,32 @@ def test_oldest_age_is_the_oldest_head_of_the_priority_lists(
         with app.connection_for_read() as connection:
             assert connection.default_channel.basic_get(busy, no_ack=True) is not None
             refresher.refresh_once()
-            assert_age(gauge(reader, QUEUE_OLDEST_AGE, "s"), key(queues[busy]), 200)
+            assert_age(gauge(captured, QUEUE_OLDEST_AGE, "s"), key(queues[busy]), 200)
             while connection.default_channel.basic_get(busy, no_ack=True) is not None:
                 pass
     refresher.refresh_once()
-    assert gauge(reader, QUEUE_OLDEST_AGE, "s")[key(queues[busy])] == 0
-    assert gauge(reader, QUEUE_DEPTH)[key(queues[busy], hoptrace__queue__state="ready")] == 0
+    assert gauge(captured, QUEUE_OLDEST_AGE, "s")[key(queues[busy])] == 0
+    assert gauge(captured, QUEUE_DEPTH)[key(queues[busy], hoptrace__queue__state="ready")] == 0
 
 
 def test_redis_down_keeps_the_last_ages_and_warns_once(
-    settings: Settings, redis_prefix: str, provider: MeterProvider, reader: InMemoryMetricReader, caplog: pytest.LogCaptureFixture
+    settings: Settings, redis_prefix: str, captured: CapturedTelemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="hoptrace.gauges.refresher")
     queues = {f"{redis_prefix}q": queue_attributes(f"{redis_prefix}q")}
     source = Retargetable(RedisQueueDepth(settings.redis_url, queues))
-    refresher = GaugeRefresher({"redis": source}, provider)
+    refresher = GaugeRefresher({"redis": source}, captured.meter_provider)
     with celery_app(settings.redis_url) as app:
         publish(app, f"{redis_prefix}q", 100)
     refresher.refresh_once()
-    before = gauge(reader, QUEUE_OLDEST_AGE, "s")
+    before = gauge(captured, QUEUE_OLDEST_AGE, "s")
     assert_age(before, key(queues[f"{redis_prefix}q"]), 100)
 
     source.close()
     source.source = RedisQueueDepth(f"redis://{dead_address()}/0", queues)
     for _ in range(3):
         refresher.refresh_once()
-    assert gauge(reader, QUEUE_OLDEST_AGE, "s") == before
+    assert gauge(captured, QUEUE_OLDEST_AGE, "s") == before
     assert len(warnings_of(caplog)) == 1 and warnings_of(caplog)[0].startswith("redis does not answer")
     refresher.stop()
 
@@ -147,13 +146,13 @@ def produce(settings: Settings, topic: str, ages_s: Mapping[int, list[float]]) -
 
 
 def test_lag_seconds_is_the_age_of_the_record_at_the_committed_offset(
-    settings: Settings, new_topic: Callable[..., str], unique: str, provider: MeterProvider, reader: InMemoryMetricReader
+    settings: Settings, new_topic: Callable[..., str], unique: str, captured: CapturedTelemetry
 ) -> None:
     topic = new_topic("held-back", partitions=2)
     p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
     behind, caught_up, never = (f"test.{unique}.{name}" for name in ("behind", "caught-up", "never"))
     groups = {(topic, group): {"messaging.consumer.group.name": group, "messaging.destination.name": topic} for group in (behind, caught_up, never)}
-    refresher = GaugeRefresher({"kafka": KafkaConsumerLag(settings.kafka_servers, groups)}, provider)
+    refresher = GaugeRefresher({"kafka": KafkaConsumerLag(settings.kafka_servers, groups)}, captured.meter_provider)
     produce(settings, topic, {0: [60, 50, 40, 30, 20], 1: [90, 80]})
     commit(settings, behind, {p0: 2, p1: 1})
     commit(settings, caught_up, {p0: 5, p1: 2})
@@ -163,9 +162,9 @@ def test_lag_seconds_is_the_age_of_the_record_at_the_committed_offset(
         return key(groups[(topic, group)], messaging__destination__partition__id=str(partition))
 
     refresher.refresh_once()
-    lags = gauge(reader, CONSUMER_LAG)
+    lags = gauge(captured, CONSUMER_LAG)
     assert lags == {point(behind, 0): 3, point(behind, 1): 1, point(caught_up, 0): 0, point(caught_up, 1): 0, point(never, 0): 5, point(never, 1): 2}
-    ages = gauge(reader, CONSUMER_LAG_SECONDS, "s")
+    ages = gauge(captured, CONSUMER_LAG_SECONDS, "s")
     assert set(ages) == set(lags)
     for group, partition, expected in ((behind, 0, 40), (behind, 1, 80), (never, 0, 60), (never, 1, 90)):
         assert_age(ages, point(group, partition), expected)
@@ -174,18 +173,18 @@ def test_lag_seconds_is_the_age_of_the_record_at_the_committed_offset(
     # The group moves on: the next read (the same reader, other offsets) follows it.
     commit(settings, behind, {p0: 4, p1: 2})
     refresher.refresh_once()
-    ages = gauge(reader, CONSUMER_LAG_SECONDS, "s")
+    ages = gauge(captured, CONSUMER_LAG_SECONDS, "s")
     assert_age(ages, point(behind, 0), 20)
     assert ages[point(behind, 1)] == 0
     refresher.stop()
 
 
 def test_a_group_past_the_last_record_of_a_transaction_has_no_age(
-    settings: Settings, new_topic: Callable[..., str], unique: str, provider: MeterProvider, reader: InMemoryMetricReader
+    settings: Settings, new_topic: Callable[..., str], unique: str, captured: CapturedTelemetry
 ) -> None:
     topic, done, never = new_topic("transactional"), f"test.{unique}.done", f"test.{unique}.never"
     groups = {(topic, group): {"messaging.consumer.group.name": group} for group in (done, never)}
-    refresher = GaugeRefresher({"kafka": KafkaConsumerLag(settings.kafka_servers, groups)}, provider)
+    refresher = GaugeRefresher({"kafka": KafkaConsumerLag(settings.kafka_servers, groups)}, captured.meter_provider)
     producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, transactional_id=f"test.{unique}")
     producer.init_transactions()
     producer.begin_transaction()
@@ -196,8 +195,8 @@ def test_a_group_past_the_last_record_of_a_transaction_has_no_age(
 
     refresher.refresh_once()
     done_point, never_point = (key(groups[(topic, group)], messaging__destination__partition__id="0") for group in (done, never))
-    assert gauge(reader, CONSUMER_LAG) == {done_point: 1, never_point: 2}  # offsets count the marker
-    ages = gauge(reader, CONSUMER_LAG_SECONDS, "s")
+    assert gauge(captured, CONSUMER_LAG) == {done_point: 1, never_point: 2}  # offsets count the marker
+    ages = gauge(captured, CONSUMER_LAG_SECONDS, "s")
     assert ages[done_point] == 0
     assert_age(ages, never_point, 30)
     refresher.stop()
@@ -207,34 +206,33 @@ def test_kafka_down_keeps_the_last_lag_seconds_and_warns_once(
     settings: Settings,
     new_topic: Callable[..., str],
     unique: str,
-    provider: MeterProvider,
-    reader: InMemoryMetricReader,
+    captured: CapturedTelemetry,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="hoptrace.gauges.refresher")
     topic, group = new_topic("outage"), f"test.{unique}.group"
     groups = {(topic, group): {"messaging.consumer.group.name": group}}
     source = Retargetable(KafkaConsumerLag(settings.kafka_servers, groups))
-    refresher = GaugeRefresher({"kafka": source}, provider)
+    refresher = GaugeRefresher({"kafka": source}, captured.meter_provider)
     produce(settings, topic, {0: [120]})
     refresher.refresh_once()
-    before = gauge(reader, CONSUMER_LAG_SECONDS, "s")
+    before = gauge(captured, CONSUMER_LAG_SECONDS, "s")
     assert_age(before, key(groups[(topic, group)], messaging__destination__partition__id="0"), 120)
 
     source.close()
     source.source = KafkaConsumerLag([dead_address()], groups)
     for _ in range(3):
         refresher.refresh_once()
-    assert gauge(reader, CONSUMER_LAG_SECONDS, "s") == before
+    assert gauge(captured, CONSUMER_LAG_SECONDS, "s") == before
     assert len(warnings_of(caplog)) == 1 and warnings_of(caplog)[0].startswith("kafka does not answer")
     refresher.stop()
 
 
 def test_the_monitor_of_a_pipeline_reports_all_four_gauges(
-    settings: Settings, new_topic: Callable[..., str], namespace: str, redis_prefix: str, provider: MeterProvider, reader: InMemoryMetricReader
+    settings: Settings, new_topic: Callable[..., str], namespace: str, redis_prefix: str, captured: CapturedTelemetry
 ) -> None:
     topic, group = new_topic("score"), f"{namespace}score"
-    monitor = DepthMonitor(build_pipeline(redis_prefix, topic, group), settings, provider)
+    monitor = DepthMonitor(build_pipeline(redis_prefix, topic, group), settings, captured.meter_provider)
     produce(settings, topic, {0: [30, 20]})
     with celery_app(settings.redis_url) as app:
         publish(app, f"{redis_prefix}ingest", 45)
@@ -243,7 +241,7 @@ def test_the_monitor_of_a_pipeline_reports_all_four_gauges(
     stage = {"hoptrace.pipeline": "depth", "messaging.system": "celery"}
     ingest = key(stage, hoptrace__stage="ingest", messaging__destination__name=f"{redis_prefix}ingest")
     enrich = key(stage, hoptrace__stage="enrich", messaging__destination__name=f"{redis_prefix}enrich")
-    ages = gauge(reader, QUEUE_OLDEST_AGE, "s")
+    ages = gauge(captured, QUEUE_OLDEST_AGE, "s")
     assert set(ages) == {ingest, enrich} and ages[enrich] == 0
     assert_age(ages, ingest, 45)
     score = {
@@ -254,9 +252,9 @@ def test_the_monitor_of_a_pipeline_reports_all_four_gauges(
         "messaging.consumer.group.name": group,
         "messaging.destination.partition.id": "0",
     }
-    assert gauge(reader, CONSUMER_LAG) == {key(score): 2}
-    lag_seconds = gauge(reader, CONSUMER_LAG_SECONDS, "s")
+    assert gauge(captured, CONSUMER_LAG) == {key(score): 2}
+    lag_seconds = gauge(captured, CONSUMER_LAG_SECONDS, "s")
     assert set(lag_seconds) == {key(score)}
     assert_age(lag_seconds, key(score), 30)
-    assert len(gauge(reader, QUEUE_DEPTH)) == 4
+    assert len(gauge(captured, QUEUE_DEPTH)) == 4
     monitor.stop()
