@@ -34,7 +34,7 @@ from opentelemetry.trace import SpanKind
 from wrapt import wrap_function_wrapper
 
 from hoptrace.gauges.refresher import GaugeRefresher
-from hoptrace.instrumentation import celery_process, celery_publish, dropin, stock_instrumentor
+from hoptrace.instrumentation import celery_process, celery_publish, dropin
 from hoptrace.instrumentation.celery_depth import start_depth
 from hoptrace.pipeline import jobs, semconv, telemetry
 from hoptrace.pipeline.messages import is_owned
@@ -123,9 +123,7 @@ class HoptraceCeleryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ("celery >= 5.4, < 6",)
 
     def _instrument(self, **kwargs: Any) -> None:
-        stock = stock_instrumentor("celery")
-        if stock is not None:
-            dropin.silence(stock, type(self).__name__)
+        dropin.step_aside("celery", type(self).__name__)
         self._receivers = [
             (signals.before_task_publish, _with_pipeline(celery_publish.before_publish)),
             (signals.after_task_publish, celery_publish.after_publish),
@@ -150,6 +148,4 @@ class HoptraceCeleryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         _Depth.stop()
         for owner, name in ((Celery, "send_task"), (group, "apply_async"), (_chord, "apply_async")):
             unwrap(owner, name)
-        stock = stock_instrumentor("celery")
-        if stock is not None:
-            dropin.unsilence(stock)
+        dropin.step_back("celery")

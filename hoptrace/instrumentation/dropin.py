@@ -28,6 +28,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 
+from hoptrace.instrumentation import stock_instrumentor
 from hoptrace.pipeline.attributes import FirstSeen
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
@@ -200,6 +201,27 @@ def silence(stock: type, ours: str) -> None:
         """Nothing to undo: the skipped instrumentor instrumented nothing."""
 
     stock._instrument, stock._uninstrument = skipped, nothing
+
+
+def step_aside(library: str, ours: str) -> None:
+    """Silence LIBRARY's stock instrumentor (when installed) for hoptrace's OURS; a failure is logged, never raised.
+
+    Raising would stop the auto-instrumentation loader, and every instrumentor after this one with it.
+    """
+    stock = stock_instrumentor(library)
+    if stock is None:
+        return
+    try:
+        silence(stock, ours)
+    except Exception:  # noqa: BLE001 - see the docstring
+        logger.exception("could not silence %s; its spans and headers may come beside hoptrace's", stock.__name__)
+
+
+def step_back(library: str) -> None:
+    """Give LIBRARY's stock instrumentor (when installed) its methods back: hoptrace's is uninstrumented."""
+    stock = stock_instrumentor(library)
+    if stock is not None:
+        unsilence(stock)
 
 
 def unsilence(stock: type) -> None:

@@ -30,7 +30,7 @@ import wrapt
 from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from hoptrace.instrumentation import dropin, stock_instrumentor
+from hoptrace.instrumentation import dropin
 from hoptrace.instrumentation.kafka_consumer import wrap_close, wrap_commit, wrap_next, wrap_poll
 from hoptrace.instrumentation.kafka_producer import wrap_send
 from hoptrace.instrumentation.kafka_records import processing
@@ -67,18 +67,11 @@ class HoptraceKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ("kafka-python >= 2.2, < 4",)
 
     def _instrument(self, **kwargs: Any) -> None:
-        stock = stock_instrumentor("kafka")
-        if stock is not None:
-            try:
-                dropin.silence(stock, type(self).__name__)
-            except Exception:  # noqa: BLE001 - the auto-instrumentation loader would stop at an exception
-                logger.exception("could not silence %s; its spans and headers may come beside hoptrace's", stock.__name__)
+        dropin.step_aside("kafka", type(self).__name__)
         for owner, name, wrapper in PATCHES:
             wrapt.wrap_function_wrapper(owner, name, wrapper)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for owner, name, wrapper in reversed(PATCHES):
             _unwrap(owner, name, wrapper)
-        stock = stock_instrumentor("kafka")
-        if stock is not None:
-            dropin.unsilence(stock)
+        dropin.step_back("kafka")

@@ -23,95 +23,24 @@ is passed straight through, as is everything while hoptrace's own workers drive 
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Iterator
-from functools import partial
 from typing import Any
 
 from kafka import KafkaConsumer
-from kafka.consumer.fetcher import ConsumerRecord
 
-from hoptrace.instrumentation import dropin
 from hoptrace.instrumentation.kafka_guard import contained
-from hoptrace.instrumentation.kafka_lag import ConsumerLag
-from hoptrace.instrumentation.kafka_records import PIPELINE_DEFAULT, RecordProcessing, record_stage
+from hoptrace.instrumentation.kafka_lag import kafka_python_lags
+from hoptrace.instrumentation.kafka_loop import ConsumerState, TracedRecords
 from hoptrace.pipeline.messages import is_owned
 
 _STATE = "_hoptrace_kafka"
 """The consumer instance's attribute holding its ``ConsumerState``."""
-MAX_UNRELEASED = 8
-"""Ended processings whose context could not be detached yet, kept per consumer for a later try."""
-
-
-class ConsumerState:
-    """What the instrumentation keeps on one consumer: the record processing open now, and the lag."""
-
-    def __init__(self, group: str | None) -> None:
-        """For a consumer in GROUP (None: no group)."""
-        self.group = group
-        self.open: RecordProcessing | None = None
-        self._unreleased: list[RecordProcessing] = []
-        self.lag = ConsumerLag(dropin.pipeline_name(PIPELINE_DEFAULT), partial(record_stage, group=group))
-
-    def start(self, record: ConsumerRecord) -> RecordProcessing:
-        """End what is open, then start RECORD's processing and make it current."""
-        self.settle()
-        started = RecordProcessing(record, self.group)
-        started.attach()
-        self.open = started
-        return started
-
-    def settle(self, error: Exception | None = None) -> None:
-        """End the open processing (failed with ERROR when given) and detach every context that can be now.
-
-        A context that cannot be detached yet (another context on top of it, another thread)
-        is tried again at the next call, newest first, so contexts come off in stack order.
-        """
-        ending, self.open = self.open, None
-        if ending is not None:
-            self._unreleased.append(ending)
-        kept = [each for each in reversed(self._unreleased) if not each.release()]
-        self._unreleased = kept[::-1][-MAX_UNRELEASED:]
-        if ending is not None:
-            ending.end(error)
-
-    def iterate(self, records: Iterable[ConsumerRecord]) -> Iterator[ConsumerRecord]:
-        """RECORDS, each processed from the step that hands it out until the next step (or the end, or ``close()``)."""
-        mine: RecordProcessing | None = None
-        try:
-            for record in records:
-                mine = None
-                with contained("iterating poll() records"):
-                    mine = self.start(record)
-                yield record
-        finally:
-            if mine is not None and self.open is mine:
-                with contained("iterating poll() records"):
-                    self.settle()
-
-
-class TracedRecords(list):  # type: ignore[type-arg]
-    """A partition's records from ``poll()``: a plain list, except that iterating it processes each record in turn."""
-
-    def __init__(self, records: Iterable[ConsumerRecord], state: ConsumerState) -> None:
-        """RECORDS, processed through STATE as they are iterated."""
-        super().__init__(records)
-        self._state = state
-
-    def __iter__(self) -> Iterator[ConsumerRecord]:
-        """Each record, its process span current until the next one is asked for."""
-        return self._state.iterate(list.__iter__(self))
-
-    def __reduce__(self) -> tuple[type[list[ConsumerRecord]], tuple[list[ConsumerRecord]]]:
-        """Pickled or copied, it is a plain list (without this, pickle would iterate it, and its state does not pickle)."""
-        return list, (self[:],)
 
 
 def _state_of(consumer: KafkaConsumer) -> ConsumerState:
     """CONSUMER's state, made on first use."""
     state = consumer.__dict__.get(_STATE)
     if state is None:
-        state = consumer.__dict__[_STATE] = ConsumerState(consumer.config.get("group_id"))
+        state = consumer.__dict__[_STATE] = ConsumerState(consumer.config.get("group_id"), kafka_python_lags)
     return state
 
 
@@ -168,7 +97,5 @@ def wrap_close(wrapped: Any, instance: KafkaConsumer, args: tuple[Any, ...], kwa
         with contained("KafkaConsumer.close"):
             state = instance.__dict__.get(_STATE)
             if state is not None:
-                raised = sys.exc_info()[1]  # set when closed from ``__exit__`` or an ``except`` block
-                state.settle(raised if isinstance(raised, Exception) else None)
-                state.lag.stop()
+                state.close()
     return wrapped(*args, **kwargs)

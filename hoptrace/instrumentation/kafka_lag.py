@@ -1,16 +1,20 @@
-"""``hoptrace.kafka.consumer.lag`` of instrumented kafka-python consumers, from their own assignment (no admin client).
+"""``hoptrace.kafka.consumer.lag`` of instrumented consumers (kafka-python, confluent-kafka), from their own assignment (no admin client).
 
 Per assigned partition: highwater (the offset the next produced record gets, known from the
 last fetch response) minus the consumer's position (the next offset it hands out). Both are
-in the consumer's memory. kafka-python's ``position()`` is not used: besides possible
-network round-trips, it raises (and so clears) errors cached for the next ``poll()``, which the
-user's code would then never see; the position is read from the consumer's subscription
-state instead. Partitions not fetched yet (no highwater) are left out.
+in the consumer's memory; each client has its ``LagSource`` that reads them:
 
-KafkaConsumer is not thread-safe, so the lag is computed in the consumer's own thread, by the
-instrumentation's wrappers, at most once per ``REFRESH_S``; an observable gauge, registered
-once per meter provider, reports the last snapshot of every live instrumented consumer and
-never touches a consumer. A consumer that sits in a long handler keeps its last snapshot.
+- kafka-python (``kafka_python_lags``): ``position()`` is not used: besides possible network
+  round-trips, it raises (and so clears) errors cached for the next ``poll()``, which the user's
+  code would then never see; the position is read from the consumer's subscription state instead;
+- confluent-kafka (``instrumentation.confluent``): ``position()`` and the cached
+  ``get_watermark_offsets``, both local to librdkafka.
+
+Partitions not fetched yet (no highwater) are left out. Consumers are not thread-safe, so the
+lag is computed in the consumer's own thread, by the instrumentation's wrappers, at most once per
+``REFRESH_S``; an observable gauge, registered once per meter provider, reports the last
+snapshot of every live instrumented consumer and never touches a consumer. A consumer that sits
+in a long handler keeps its last snapshot.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from kafka import KafkaConsumer
 from opentelemetry import metrics
@@ -31,6 +36,9 @@ from hoptrace.pipeline.stages import Stage
 REFRESH_S = 1.0
 """Least time between two lag computations of one consumer."""
 
+LagSource = Callable[[Any], Iterable[tuple[str, int, int]]]
+"""Reads a consumer's (topic, partition, lag) per fetched partition of its assignment, in the consumer's thread."""
+
 _live: weakref.WeakSet[ConsumerLag] = weakref.WeakSet()
 _registered: weakref.WeakSet[MeterProvider] = weakref.WeakSet()
 _lock = threading.Lock()
@@ -39,15 +47,16 @@ _lock = threading.Lock()
 class ConsumerLag:
     """The lag of one consumer's assigned partitions, as last computed in the consumer's thread."""
 
-    def __init__(self, pipeline: str, stage_of: Callable[[str], Stage]) -> None:
-        """Report under PIPELINE, each topic as the stage STAGE_OF(topic)."""
+    def __init__(self, pipeline: str, stage_of: Callable[[str], Stage], source: LagSource) -> None:
+        """Report under PIPELINE, each topic as the stage STAGE_OF(topic), the lags SOURCE reads of the consumer."""
         self._pipeline = pipeline
         self._stage_of = stage_of
+        self._source = source
         self._due = 0.0
         self.observations: tuple[Observation, ...] = ()
         """One per fetched partition of the assignment, when last computed."""
 
-    def refresh(self, consumer: KafkaConsumer) -> None:
+    def refresh(self, consumer: object) -> None:
         """Compute CONSUMER's lag now unless it was done less than ``REFRESH_S`` ago (call it in the consumer's thread)."""
         now = time.monotonic()
         if now < self._due:
@@ -62,16 +71,21 @@ class ConsumerLag:
         self.observations = ()
         _live.discard(self)
 
-    def _lags(self, consumer: KafkaConsumer) -> Iterable[Observation]:
-        assignment = consumer._subscription.assignment  # noqa: SLF001 - the position in memory; see the module's docstring
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            state = assignment.get(tp)
-            position = state.position if state is not None else None
-            if highwater is None or position is None:
-                continue
-            attributes = {**consumer_attributes(self._pipeline, self._stage_of(tp.topic)), semconv.MESSAGING_PARTITION: str(tp.partition)}
-            yield Observation(max(0, highwater - position.offset), attributes)
+    def _lags(self, consumer: object) -> Iterable[Observation]:
+        for topic, partition, lag in self._source(consumer):
+            attributes = {**consumer_attributes(self._pipeline, self._stage_of(topic)), semconv.MESSAGING_PARTITION: str(partition)}
+            yield Observation(max(0, lag), attributes)
+
+
+def kafka_python_lags(consumer: KafkaConsumer) -> Iterable[tuple[str, int, int]]:
+    """A kafka-python CONSUMER's lag per fetched partition of its assignment, from its memory (see the module's docstring)."""
+    assignment = consumer._subscription.assignment  # noqa: SLF001 - the position in memory; see the module's docstring
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        state = assignment.get(tp)
+        position = state.position if state is not None else None
+        if highwater is not None and position is not None:
+            yield tp.topic, tp.partition, highwater - position.offset
 
 
 def _observe(options: CallbackOptions) -> Iterable[Observation]:

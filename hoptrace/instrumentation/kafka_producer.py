@@ -12,7 +12,8 @@ hooks are looked up once per process (``dropin.lane``).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from kafka import KafkaProducer
 from kafka.producer.future import RecordMetadata
@@ -27,12 +28,18 @@ from hoptrace.pipeline.messages import Outgoing, is_owned
 from hoptrace.pipeline.middleware import BoundHooks
 from hoptrace.pipeline.stages import KafkaTransport
 
+T = TypeVar("T")
+
 _HEADERS_AT = 3
 """Position of ``headers`` in ``send(topic, value, key, headers, partition, timestamp_ms)``."""
 
 
-def _publish(topic: str, headers: Any) -> tuple[BoundHooks, Outgoing, Any]:
-    """Start the publish of a record to TOPIC: its hooks, its ``Outgoing`` (span open), and the headers to send instead of HEADERS."""
+def start_publish(topic: str, headers: Any) -> tuple[BoundHooks, Outgoing, Any]:
+    """Start the publish of a record to TOPIC: its hooks, its ``Outgoing`` (span open), and the headers to send instead of HEADERS.
+
+    HEADERS is the caller's list of (key, value) pairs, or None; anything else is passed on unchanged, for the client to report.
+    Shared by both clients' senders (kafka-python's ``send``, confluent-kafka's ``produce``).
+    """
     stage, hooks = dropin.lane(dropin.pipeline_name(PIPELINE_DEFAULT), ("send", topic), lambda: dropin.stage(topic, KafkaTransport(topic, "")))
     message = Outgoing.published_in(otel_context.get_current(), stage, stage.transport, {}, {})
     hooks.before_publish(message)
@@ -66,6 +73,21 @@ class _Answer:
         self.hooks.after_publish(message)
 
 
+def hand_over(hooks: BoundHooks, message: Outgoing, send: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """SEND(*ARGS, **KWARGS) in MESSAGE's send span (a serializer's or partitioner's spans nest under it); when it raises, the span ends failed."""
+    token = otel_context.attach(message.sending_context or message.context)
+    try:
+        sent = send(*args, **kwargs)
+    except BaseException as error:
+        message.error = error
+        hooks.after_publish(message)
+        raise
+    finally:
+        otel_context.detach(token)
+    message.handed_over()
+    return sent
+
+
 def _replace_headers(args: tuple[Any, ...], kwargs: dict[str, Any], headers: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """ARGS and KWARGS of a ``send`` call with HEADERS in place of the caller's, in the form the caller used."""
     if len(args) > _HEADERS_AT:
@@ -81,21 +103,12 @@ def wrap_send(wrapped: Any, instance: KafkaProducer, args: tuple[Any, ...], kwar
     with contained("KafkaProducer.send"):
         topic = args[0] if args else kwargs.get("topic")
         if isinstance(topic, str):
-            started = _publish(topic, args[_HEADERS_AT] if len(args) > _HEADERS_AT else kwargs.get("headers"))
+            started = start_publish(topic, args[_HEADERS_AT] if len(args) > _HEADERS_AT else kwargs.get("headers"))
             args, kwargs = _replace_headers(args, kwargs, started[2])
     if started is None:
         return wrapped(*args, **kwargs)
     hooks, message, _ = started
-    token = otel_context.attach(message.sending_context or message.context)  # a serializer's or partitioner's spans nest under the send span
-    try:
-        future = wrapped(*args, **kwargs)
-    except BaseException as error:
-        message.error = error
-        hooks.after_publish(message)
-        raise
-    finally:
-        otel_context.detach(token)
-    message.handed_over()
+    future = hand_over(hooks, message, wrapped, *args, **kwargs)
     with contained("KafkaProducer.send"):
         future.add_both(_Answer(hooks, message))  # one callable, called once: with the metadata or the error
     return future

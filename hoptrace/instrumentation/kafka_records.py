@@ -1,4 +1,7 @@
-"""One consumed kafka-python record processed within hoptrace's middleware, and ``processing(record)`` for handlers.
+"""One consumed Kafka record processed within hoptrace's middleware, and ``processing(record)`` for handlers.
+
+Records of both clients hoptrace instruments come in: kafka-python's ``ConsumerRecord`` (fields)
+and confluent-kafka's ``Message`` (methods); ``consumed`` reads either into a ``Consumed``.
 
 A ``RecordProcessing`` drives the same hooks as hoptrace's own stage workers
 (``workers.processing``): ``receive`` reads the record's untrusted headers, ``before_message``
@@ -14,11 +17,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import Token
+from typing import Any, NamedTuple
 
-from kafka.consumer.fetcher import ConsumerRecord
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -43,7 +46,26 @@ def record_stage(topic: str, group: str | None) -> Stage:
     return dropin.stage(group or topic, KafkaTransport(topic, group or ""))
 
 
-def _delivery(record: ConsumerRecord) -> Delivery:
+class Consumed(NamedTuple):
+    """What hoptrace reads of a consumed record, whichever client handed it out."""
+
+    topic: str
+    partition: int
+    offset: int
+    headers: Sequence[tuple[str, Any]] | None
+    """The record's headers as the client gives them: (key, value) pairs, or None."""
+
+
+def consumed(record: Any) -> Consumed | None:
+    """RECORD (a kafka-python ``ConsumerRecord``, a confluent-kafka ``Message``) as a ``Consumed``; None for an event (``error()`` set)."""
+    if callable(record.topic):  # confluent-kafka: accessor methods
+        if record.error() is not None:
+            return None
+        return Consumed(record.topic(), record.partition(), record.offset(), record.headers())
+    return Consumed(record.topic, record.partition, record.offset, record.headers)
+
+
+def _delivery(record: Consumed) -> Delivery:
     """RECORD as the middleware sees it: no payload (the user's code reads the value), raw headers, partition and offset."""
     attributes = {semconv.MESSAGING_PARTITION: str(record.partition), semconv.MESSAGING_KAFKA_OFFSET: record.offset}
     return Delivery({}, kafka_pairs(record.headers, fields()), attributes)
@@ -54,7 +76,7 @@ class RecordProcessing:
 
     __slots__ = ("_ended", "_hooks", "_thread", "_token", "context", "message")
 
-    def __init__(self, record: ConsumerRecord, group: str | None) -> None:
+    def __init__(self, record: Consumed, group: str | None) -> None:
         """Take RECORD (consumed by GROUP) in and start its processing; nothing is attached yet."""
         topic = record.topic
         stage, self._hooks = dropin.lane(dropin.pipeline_name(PIPELINE_DEFAULT), ("process", topic, group), lambda: record_stage(topic, group))
@@ -97,8 +119,10 @@ class RecordProcessing:
 
 
 @contextmanager
-def processing(record: ConsumerRecord, consumer_group: str | None = None) -> Iterator[trace.Span]:
+def processing(record: Any, consumer_group: str | None = None) -> Iterator[trace.Span]:
     """Process RECORD inside its own CONSUMER ``process {topic}`` span, current in this thread or task; yields the span.
+
+    RECORD is a kafka-python ``ConsumerRecord`` or a confluent-kafka ``Message``.
 
     For handlers that outlive the loop iteration (a thread pool, an asyncio task)::
 
@@ -112,8 +136,10 @@ def processing(record: ConsumerRecord, consumer_group: str | None = None) -> Ite
     """
     started: RecordProcessing | None = None
     with contained("processing(record)"):
-        started = RecordProcessing(record, consumer_group)
-        started.attach()
+        taken = consumed(record)
+        if taken is not None:
+            started = RecordProcessing(taken, consumer_group)
+            started.attach()
     span = started.message.span if started is not None else None
     error: Exception | None = None
     try:
