@@ -15,19 +15,15 @@ import asyncio
 import copy
 import json
 import logging
-import os
 import pickle
-import subprocess
-import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
 
 import pytest
 import wrapt
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from opentelemetry import trace
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
@@ -38,31 +34,29 @@ from hoptrace.instrumentation import dropin
 from hoptrace.instrumentation.distro import before_instrumentors
 from hoptrace.instrumentation.kafka import PATCHES, HoptraceKafkaInstrumentor
 from hoptrace.pipeline import semconv
-from hoptrace.pipeline.messages import Owned
 from hoptrace.pipeline.settings import Settings
-from hoptrace.testing import CapturedSpan, CapturedTelemetry, capture_telemetry
+from hoptrace.testing import CapturedTelemetry
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
+from tests.kafka_dropin import (
+    RELAY_N,
+    Headers,
+    N,
+    by_stage,
+    check_forwarded,
+    check_relay_telemetry,
+    check_relay_tree,
+    feed,
+    named,
+    process_points,
+    read_back,
+    run_relay,
+    telemetry,
+    traceparents,
+)
 from tests.secured import secured_kafka_options
-from tests.traces import latest_totals
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-N = 5
-"""Records per in-process test."""
-RELAY_N = 20
-"""Records per end-to-end relay run."""
-
-Parent = tuple[str, str]
-"""(trace id, span id) written by hand into a record's ``traceparent``."""
-
-
-@pytest.fixture
-def telemetry() -> Iterator[CapturedTelemetry]:
-    """Spans and metrics in memory; the drop-in hooks made afresh on these providers."""
-    dropin.reset()  # hooks are made once per process on the global providers, which this swaps
-    with capture_telemetry() as captured:
-        yield captured
-    dropin.reset()
+__all__ = ["telemetry"]  # the fixture (tests.kafka_dropin)
 
 
 @pytest.fixture
@@ -75,38 +69,6 @@ def instrumented(telemetry: CapturedTelemetry) -> Iterator[HoptraceKafkaInstrume
         instrumentor.uninstrument()
 
 
-Headers = list[tuple[str, bytes]]
-
-
-def feed(settings: Settings, topic: str, count: int, rewrite: Callable[[int, Headers], Headers] | None = None) -> list[Parent]:
-    """COUNT records ``b"0"``… on TOPIC, each with a hand-written traceparent (the headers of record i: REWRITE(i, those)); their parents."""
-    parents = [(uuid.uuid4().hex, uuid.uuid4().hex[:16]) for _ in range(count)]
-    with Owned():  # hoptrace's own sends: the instrumentation leaves them alone
-        producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
-        for index, (trace_id, span_id) in enumerate(parents):
-            headers = [("traceparent", f"00-{trace_id}-{span_id}-01".encode())]
-            producer.send(topic, str(index).encode(), headers=rewrite(index, headers) if rewrite else headers)
-        producer.flush()
-        producer.close()
-    return parents
-
-
-def read_back(settings: Settings, topic: str, count: int) -> list[ConsumerRecord]:
-    """The first COUNT records of TOPIC (partition 0), read without the instrumentation."""
-    with Owned():
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False)
-        consumer.assign([TopicPartition(topic, 0)])
-        consumer.seek_to_beginning()
-        records: list[ConsumerRecord] = []
-        for _ in range(50):
-            for batch in consumer.poll(timeout_ms=200).values():
-                records += batch
-            if len(records) >= count:
-                break
-        consumer.close()
-    return records
-
-
 def consumer_of(settings: Settings, topic: str, group: str | None) -> KafkaConsumer:
     """A plain consumer of TOPIC in GROUP, from the earliest record, giving up after 15 s without one."""
     return KafkaConsumer(
@@ -117,67 +79,6 @@ def consumer_of(settings: Settings, topic: str, group: str | None) -> KafkaConsu
         enable_auto_commit=False,
         consumer_timeout_ms=15000,
     )
-
-
-def traceparents(record: ConsumerRecord) -> list[Parent]:
-    """(trace id, span id) of each ``traceparent`` header of RECORD."""
-    found = []
-    for key, value in record.headers:
-        if key.lower() == "traceparent":
-            _, trace_id, span_id, _ = value.decode().split("-")
-            found.append((trace_id, span_id))
-    return found
-
-
-def named(telemetry: CapturedTelemetry, name: str) -> list[CapturedSpan]:
-    """The finished spans called NAME."""
-    return [span for span in telemetry.spans if span.name == name]
-
-
-class SpanRecord(Protocol):
-    """What the checks read of a span, captured in memory or received over OTLP."""
-
-    name: str
-    kind: str
-    trace_id: str
-    span_id: str
-    parent_span_id: str | None
-    attributes: Mapping[str, Any]
-
-
-def check_relay_tree(spans: Sequence[SpanRecord], parents: list[Parent], source: str, target: str) -> dict[str, SpanRecord]:
-    """Each record: process (child of its hand-written parent) → relay → send (PRODUCER); the send spans by id.
-
-    And nothing else about Kafka: no stock ``receive`` / ``{topic} send`` spans.
-    """
-    process = [span for span in spans if span.name == f"process {source}"]
-    assert sorted((span.trace_id, span.parent_span_id) for span in process) == sorted(parents)
-    assert {span.kind for span in process} == {"CONSUMER"}
-    assert [span.attributes[semconv.OUTCOME] for span in process] == ["processed"] * len(parents)
-    process_ids = {span.span_id: span.trace_id for span in process}
-    relays = [span for span in spans if span.name == "relay"]
-    assert sorted(span.parent_span_id for span in relays) == sorted(process_ids)  # one handler span per process span
-    assert all(span.trace_id == process_ids[span.parent_span_id] for span in relays)
-    relay_ids = {span.span_id: span.trace_id for span in relays}
-    sends = [span for span in spans if span.name == f"send {target}"]
-    assert sorted(span.parent_span_id for span in sends) == sorted(relay_ids)
-    assert all(span.kind == "PRODUCER" and span.trace_id == relay_ids[span.parent_span_id] for span in sends)
-    assert sorted({span.name for span in spans}) == sorted({f"process {source}", "relay", f"send {target}"})
-    return {span.span_id: span for span in sends}
-
-
-def check_forwarded(settings: Settings, target: str, sends: dict[str, SpanRecord], count: int) -> None:
-    """Every forwarded record carries exactly one traceparent: the one of its send span."""
-    forwarded = read_back(settings, target, count)
-    assert len(forwarded) == count
-    assert all(len(traceparents(record)) == 1 for record in forwarded)
-    assert sorted(traceparents(record)[0] for record in forwarded) == sorted((span.trace_id, span.span_id) for span in sends.values())
-
-
-def process_points(telemetry: CapturedTelemetry, name: str, group: str) -> float:
-    """The total of metric NAME (a histogram's count) for consumer GROUP."""
-    points = [point for point in telemetry.points(name) if point.attributes.get(semconv.MESSAGING_CONSUMER_GROUP) == group]
-    return sum(point.count if point.count is not None else point.value or 0 for point in points)
 
 
 def test_each_record_of_the_iterator_is_processed_in_its_own_span(
@@ -248,11 +149,6 @@ def test_each_record_of_a_poll_batch_is_processed_in_its_own_span(
     assert process_points(telemetry, semconv.PROCESS_DURATION, f"g{unique}") == N
     assert process_points(telemetry, semconv.CONSUMED_MESSAGES, f"g{unique}") == N
     producer.close()
-
-
-def by_stage(telemetry: CapturedTelemetry, stage: str) -> list[CapturedSpan]:
-    """The finished process spans of STAGE, in the order they ended."""
-    return [span for span in telemetry.spans if span.kind == "CONSUMER" and span.attributes[semconv.STAGE] == stage]
 
 
 def test_the_open_span_ends_at_commit_poll_close_and_never_stays_attached(
@@ -479,9 +375,6 @@ def test_the_pre_instrument_hook_leaves_a_stock_instrumentor_alone_when_ours_is_
         dropin.unsilence(CeleryInstrumentor)
 
 
-OPENTELEMETRY_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
-
-
 @pytest.mark.parametrize(
     ("app", "stock", "listener"),
     [
@@ -506,48 +399,16 @@ def test_a_plain_relay_under_opentelemetry_instrument(  # noqa: PLR0913 - the fi
     parents = feed(settings, source, RELAY_N)  # no OpenTelemetry here: the traceparents are written by hand
     bootstrap, options = secured_kafka_options(settings) if listener == "sasl_ssl" else (settings.kafka_bootstrap, {})
     env = {
-        **{name: value for name, value in os.environ.items() if not name.startswith("OTEL_")},
         "RELAY_BOOTSTRAP": bootstrap,
         "RELAY_KAFKA_OPTIONS": json.dumps(options),
         "RELAY_SOURCE": source,
         "RELAY_TARGET": target,
         "RELAY_GROUP": group,
-        "RELAY_COUNT": str(RELAY_N),
-        "OTEL_SERVICE_NAME": "kafka-relay",
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_METRICS_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "OTEL_METRIC_EXPORT_INTERVAL": "300",
     }
     if stock == "stock-disabled":
         env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "kafka"
-    relay = subprocess.Popen(
-        [str(OPENTELEMETRY_INSTRUMENT), sys.executable, "-m", f"tests.apps.{app}"],
-        cwd=REPOSITORY,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output, _ = relay.communicate(timeout=90)
-    assert relay.returncode == 0 and f"relayed {RELAY_N}" in output, output
-
-    def mine(resource: Mapping[str, Any]) -> bool:
-        return resource.get("process.pid") == relay.pid  # opentelemetry-instrument execs the relay: one process
-
-    store.wait_until(lambda s: len([span for span in s.spans() if span.name == "relay" and mine(span.resource)]) >= RELAY_N, timeout=10)
-    spans = [span for span in store.spans() if mine(span.resource)]
-    assert not [span for span in spans if span.scope_name.startswith("opentelemetry.instrumentation")]  # the stock one stayed silent
-    check_forwarded(settings, target, check_relay_tree(spans, parents, source, target), RELAY_N)
-    where = {semconv.MESSAGING_CONSUMER_GROUP: group, semconv.MESSAGING_DESTINATION: source}
-    points = [point for point in store.metrics() if mine(point.resource)]
-    assert latest_totals([point for point in points if point.name == semconv.PROCESS_DURATION], where, "count") == RELAY_N
-    assert latest_totals([point for point in points if point.name == semconv.CONSUMED_MESSAGES], where) == RELAY_N
-    lag = [point for point in points if point.name == semconv.CONSUMER_LAG and all(point.attributes.get(k) == v for k, v in where.items())]
-    assert lag and {point.attributes[semconv.MESSAGING_PARTITION] for point in lag} == {"0"}
-    assert all(0 <= point.value <= RELAY_N for point in lag)
+    pid = run_relay(app, receiver, env)
+    check_relay_telemetry(store, pid, settings, parents, (source, target, group))
 
 
 def test_processing_keeps_concurrent_asyncio_handlers_apart_and_never_raises_its_own_errors(telemetry: CapturedTelemetry) -> None:
