@@ -1,0 +1,50 @@
+"""hoptrace for confluent-kafka code that never imports it: ``HoptraceConfluentKafkaInstrumentor``.
+
+Instrumented (``opentelemetry-instrument python app.py`` with confluent-kafka installed,
+``hoptrace.instrument()`` or ``HoptraceConfluentKafkaInstrumentor().instrument()``), on the global
+providers, ``confluent_kafka.Producer`` and ``confluent_kafka.Consumer`` are hoptrace's subclasses
+(``confluent_clients``): a send span per ``produce`` with the trace context in the record's
+headers, a process span per record that ``poll()`` or ``consume()`` hands out, current while the
+user's code handles it, the stage metrics and ``hoptrace.kafka.consumer.lag``, as for kafka-python
+(``instrumentation.kafka``); ``hoptrace.kafka.processing(message)`` takes confluent-kafka's records
+too. Bad headers are counted, never raised into the user's loop. The stock
+``ConfluentKafkaInstrumentor`` is silenced while this one is instrumented, so each record gets one
+span and one ``traceparent``.
+
+Not covered: classes imported before the instrumentation (``from confluent_kafka import Producer``
+ahead of ``instrument()``; ``opentelemetry-instrument`` instruments first), and confluent-kafka's
+own subclasses of the plain clients (``SerializingProducer``, ``DeserializingConsumer``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import confluent_kafka
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+from hoptrace.instrumentation import confluent_clients, dropin
+
+__all__ = ["HoptraceConfluentKafkaInstrumentor"]
+
+class HoptraceConfluentKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Instruments confluent-kafka's ``Producer`` and ``Consumer`` (see the module's docstring); twice is a no-op."""
+
+    _plain: tuple[type, type] | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        """The confluent-kafka versions this instrumentor supports."""
+        return ("confluent-kafka >= 2.6, < 3",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        dropin.step_aside("confluent_kafka", type(self).__name__)
+        self._plain = (confluent_kafka.Producer, confluent_kafka.Consumer)
+        confluent_kafka.Producer, confluent_kafka.Consumer = confluent_clients.Producer, confluent_clients.Consumer
+        confluent_clients.activate(True)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        confluent_clients.activate(False)
+        if self._plain is not None:
+            confluent_kafka.Producer, confluent_kafka.Consumer = self._plain
+        dropin.step_back("confluent_kafka")

@@ -1,0 +1,279 @@
+"""hoptrace's confluent-kafka instrumentor against the real broker: in process (spans in memory), across clients, and end to end.
+
+Records are fed by kafka-python with hand-written ``traceparent`` headers (``test_dropin_kafka.feed``)
+and read back by kafka-python, so what confluent-kafka sends is checked by another client. The
+checks are those of the kafka-python drop-in: the exact span tree, when spans end, the metrics,
+untrusted headers, and that the stock instrumentor steps aside.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import confluent_kafka
+import pytest
+from confluent_kafka import KafkaError, Message
+from confluent_kafka.cimpl import Consumer as PlainConsumer
+from confluent_kafka.cimpl import Producer as PlainProducer
+from kafka import KafkaConsumer, KafkaProducer
+from opentelemetry import trace
+from opentelemetry.instrumentation.confluent_kafka import ConfluentKafkaInstrumentor
+
+import hoptrace.kafka
+from hoptrace.instrumentation.confluent import HoptraceConfluentKafkaInstrumentor
+from hoptrace.instrumentation.kafka import HoptraceKafkaInstrumentor
+from hoptrace.pipeline import semconv
+from hoptrace.pipeline.settings import Settings
+from hoptrace.testing import CapturedTelemetry
+from hoptrace.view.memory_store import TelemetryStore
+from hoptrace.view.receiver import OtlpReceiver
+from tests.kafka_dropin import (
+    RELAY_N,
+    Headers,
+    N,
+    by_stage,
+    check_forwarded,
+    check_relay_telemetry,
+    check_relay_tree,
+    feed,
+    named,
+    process_points,
+    read_back,
+    run_relay,
+    telemetry,
+    traceparents,
+)
+
+__all__ = ["telemetry"]  # the fixture (tests.kafka_dropin)
+
+
+@pytest.fixture
+def instrumented(telemetry: CapturedTelemetry) -> Iterator[HoptraceConfluentKafkaInstrumentor]:
+    """hoptrace's confluent-kafka instrumentor, instrumented for the test."""
+    instrumentor = HoptraceConfluentKafkaInstrumentor()
+    instrumentor.instrument()
+    yield instrumentor
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+
+
+def consumer_of(settings: Settings, topic: str, group: str) -> confluent_kafka.Consumer:
+    """A confluent-kafka consumer of TOPIC in GROUP from the earliest record (whatever class ``confluent_kafka.Consumer`` is now)."""
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )
+    consumer.subscribe([topic])
+    return consumer
+
+
+def producer_of(settings: Settings) -> confluent_kafka.Producer:
+    """A confluent-kafka producer (whatever class ``confluent_kafka.Producer`` is now)."""
+    return confluent_kafka.Producer({"bootstrap.servers": settings.kafka_bootstrap})
+
+
+def next_record(consumer: confluent_kafka.Consumer, timeout_s: float = 20) -> Message:
+    """The next record ``poll()`` hands out (events and empty polls skipped); fails after TIMEOUT_S."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = consumer.poll(0.5)
+        if record is not None and record.error() is None:
+            return record
+    raise AssertionError(f"no record within {timeout_s} s")
+
+
+def test_each_polled_record_is_processed_in_its_own_span_and_each_produce_is_traced(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceConfluentKafkaInstrumentor
+) -> None:
+    source, target, group = new_topic("in"), new_topic("out"), f"g{unique}"
+    parents = feed(settings, source, N)
+    consumer, producer = consumer_of(settings, source, group), producer_of(settings)
+    assert isinstance(consumer, PlainConsumer) and type(consumer) is not PlainConsumer
+    tracer = trace.get_tracer("test")
+    reports: list[tuple[KafkaError | None, int, int]] = []
+
+    def delivered(error: KafkaError | None, record: Message) -> None:  # the caller's own callback, after hoptrace's span ended
+        reports.append((error, record.offset(), len(named(telemetry, f"send {target}"))))
+
+    for seen in range(N):
+        record = next_record(consumer)
+        # The previous record's span ended at this poll; this one's is current.
+        assert len(named(telemetry, f"process {source}")) == seen
+        assert format(trace.get_current_span().get_span_context().trace_id, "032x") == parents[record.offset()][0]
+        with tracer.start_as_current_span("relay") as relay:
+            headers = list(record.headers())
+            if seen % 2:  # positional, with a dict of headers and the alias ``callback``
+                producer.produce(target, record.value(), None, callback=delivered, headers=dict(headers))
+            else:
+                producer.produce(target, value=record.value(), headers=headers, on_delivery=delivered)
+            assert headers == record.headers()  # the caller's list is left alone
+            assert trace.get_current_span() is relay  # the send span is not current after produce returns
+    assert producer.flush(10) == 0
+    assert sorted(reports) == [(None, offset, offset + 1) for offset in range(N)]
+    assert len(named(telemetry, f"process {source}")) == N - 1  # the last one is open until close
+    lag = telemetry.points(semconv.CONSUMER_LAG)
+    assert [(point.attributes[semconv.MESSAGING_PARTITION], point.attributes[semconv.MESSAGING_CONSUMER_GROUP]) for point in lag] == [("0", group)]
+    assert 0 <= lag[0].value <= N - 1 and lag[0].unit == "{message}"
+    consumer.close()
+    assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left attached
+    assert telemetry.points(semconv.CONSUMER_LAG) == []  # a closed consumer reports no lag
+    sends = check_relay_tree(telemetry.spans, parents, source, target)
+    check_forwarded(settings, target, sends, N)
+    assert sorted(int(span.attributes[semconv.MESSAGING_KAFKA_OFFSET]) for span in sends.values()) == list(range(N))
+    assert process_points(telemetry, semconv.PROCESS_DURATION, group) == N
+    assert process_points(telemetry, semconv.CONSUMED_MESSAGES, group) == N
+
+
+def test_each_record_of_a_consume_batch_is_processed_as_the_list_is_iterated(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceConfluentKafkaInstrumentor
+) -> None:
+    source, target, group = new_topic("in"), new_topic("out"), f"g{unique}"
+    parents = feed(settings, source, N)
+    consumer, producer = consumer_of(settings, source, group), producer_of(settings)
+    seen, deadline = 0, time.monotonic() + 20
+    while seen < N and time.monotonic() < deadline:
+        batch = consumer.consume(N, 0.5)
+        for record in batch:
+            assert len(named(telemetry, f"process {source}")) == seen
+            with trace.get_tracer("test").start_as_current_span("relay"):
+                producer.produce(target, record.value(), headers=record.headers())
+            seen += 1
+        assert len(named(telemetry, f"process {source}")) == seen  # the last one ended with the iteration
+        assert trace.get_current_span() is trace.INVALID_SPAN
+    assert seen == N
+    producer.flush(10)
+    consumer.close()
+    check_forwarded(settings, target, check_relay_tree(telemetry.spans, parents, source, target), N)
+    assert process_points(telemetry, semconv.CONSUMED_MESSAGES, group) == N
+
+
+def test_untrusted_headers_never_reach_the_loop_and_are_counted(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceConfluentKafkaInstrumentor
+) -> None:
+    source, target, group = new_topic("in"), new_topic("out"), f"g{unique}"
+    bad: list[Callable[[Headers], Headers]] = [
+        lambda good: [("traceparent", b"\xff\xfe-not-utf-8")],
+        lambda good: [*good, ("TraceParent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")],  # two different ones: neither is trusted
+        lambda good: [("traceparent", b"00-zz-not-a-traceparent")],
+        lambda good: [*good, ("baggage", b"k=" + b"v" * 9000)],  # oversized: dropped, the trace goes on
+        lambda good: [*good, ("hoptrace-sent-at", b"nan")],  # malformed: dropped, the trace goes on
+    ]
+    parents = feed(settings, source, len(bad), rewrite=lambda index, good: bad[index](good))
+    consumer, producer = consumer_of(settings, source, group), producer_of(settings)
+    for _ in bad:
+        record = next_record(consumer)
+        producer.produce(target, record.value(), headers=record.headers())
+    producer.flush(10)
+    consumer.close()
+    spans = sorted(by_stage(telemetry, group), key=lambda span: span.attributes[semconv.MESSAGING_KAFKA_OFFSET])
+    assert [span.parent_span_id is None for span in spans] == [True, True, True, False, False]
+    assert [(span.trace_id, span.parent_span_id) for span in spans[3:]] == parents[3:]
+    forwarded = sorted(read_back(settings, target, len(bad)), key=lambda each: int(each.value))
+    sends = {span.parent_span_id: span for span in named(telemetry, f"send {target}")}
+    assert [traceparents(each) for each in forwarded] == [[(sends[span.span_id].trace_id, sends[span.span_id].span_id)] for span in spans]
+    assert process_points(telemetry, semconv.PROPAGATION_FALLBACKS, group) == len(bad)
+
+
+def test_processing_takes_a_confluent_record(settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry) -> None:
+    """``hoptrace.kafka.processing(message)`` without the instrumentor: a confluent-kafka record in its own span, child of its sender."""
+    source = new_topic("in")
+    parents = feed(settings, source, 1)
+    consumer = PlainConsumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"g{unique}", "auto.offset.reset": "earliest"})
+    consumer.subscribe([source])
+    record = next_record(consumer)
+    consumer.close()
+    with hoptrace.kafka.processing(record, consumer_group="billing") as span:
+        assert trace.get_current_span() is span
+    (processed,) = by_stage(telemetry, "billing")
+    assert (processed.trace_id, processed.parent_span_id, processed.name) == (*parents[0], f"process {source}")
+    assert processed.attributes[semconv.MESSAGING_KAFKA_OFFSET] == 0
+
+
+def test_uninstrument_puts_the_plain_clients_back_and_the_stock_instrumentor_steps_aside(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    source, target, plain = new_topic("in"), new_topic("out"), new_topic("plain")
+    parents = feed(settings, source, N)
+    assert (confluent_kafka.Producer, confluent_kafka.Consumer) == (PlainProducer, PlainConsumer)
+    stock, ours = ConfluentKafkaInstrumentor(), HoptraceConfluentKafkaInstrumentor()
+    stock.instrument()
+    try:
+        ours.instrument()
+        ours.instrument()  # twice is a no-op
+        with caplog.at_level("INFO", "hoptrace"):
+            stock.instrument()
+        assert "ConfluentKafkaInstrumentor skipped: HoptraceConfluentKafkaInstrumentor instruments this library" in caplog.text
+        assert confluent_kafka.Producer.__module__ == confluent_kafka.Consumer.__module__ == "hoptrace.instrumentation.confluent_clients"
+        consumer, producer = consumer_of(settings, source, f"g{unique}"), producer_of(settings)
+        for _ in range(N):
+            record = next_record(consumer)
+            with trace.get_tracer("test").start_as_current_span("relay"):
+                producer.produce(target, record.value(), headers=record.headers())
+        producer.flush(10)
+        consumer.close()
+        ours.uninstrument()
+        assert (confluent_kafka.Producer, confluent_kafka.Consumer) == (PlainProducer, PlainConsumer)
+        assert not stock.is_instrumented_by_opentelemetry
+        before = len(telemetry.spans)
+        producer.produce(plain, b"plain")  # an instance made while instrumented: plain behaviour now
+        producer.flush(10)
+        assert len(telemetry.spans) == before
+        assert [record.headers for record in read_back(settings, plain, 1)] == [[]]
+        check_forwarded(settings, target, check_relay_tree(telemetry.spans, parents, source, target), N)
+    finally:
+        if ours.is_instrumented_by_opentelemetry:
+            ours.uninstrument()
+        if stock.is_instrumented_by_opentelemetry:
+            stock.uninstrument()
+
+
+def test_a_job_crossing_kafka_python_and_confluent_kafka_is_one_trace(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceConfluentKafkaInstrumentor
+) -> None:
+    """kafka-python send → confluent-kafka poll, produce → kafka-python iterate: one span per hop, each the child of the one before."""
+    first, second = new_topic("first"), new_topic("second")
+    kafka_python = HoptraceKafkaInstrumentor()
+    kafka_python.instrument()
+    try:
+        sender = KafkaProducer(bootstrap_servers=settings.kafka_servers)
+        with trace.get_tracer("test").start_as_current_span("client"):
+            sender.send(first, b"job")
+        sender.flush()
+        relay, producer = consumer_of(settings, first, f"a{unique}"), producer_of(settings)
+        record = next_record(relay)
+        producer.produce(second, record.value(), headers=record.headers())
+        producer.flush(10)
+        relay.close()
+        last = KafkaConsumer(
+            second, bootstrap_servers=settings.kafka_servers, group_id=f"b{unique}", auto_offset_reset="earliest", consumer_timeout_ms=20000
+        )
+        received = next(iter(last))
+        assert received.value == b"job"
+        last.close()
+        sender.close()
+    finally:
+        kafka_python.uninstrument()
+    spans = {span.name: span for span in telemetry.spans}
+    order = ["client", f"send {first}", f"process {first}", f"send {second}", f"process {second}"]
+    assert sorted(spans) == sorted(order) and len(telemetry.spans) == len(order)
+    assert {span.trace_id for span in spans.values()} == {spans["client"].trace_id}
+    assert [spans[name].parent_span_id for name in order] == [None, *(spans[name].span_id for name in order[:-1])]
+    assert [spans[name].kind for name in order] == ["INTERNAL", "PRODUCER", "CONSUMER", "PRODUCER", "CONSUMER"]
+
+
+@pytest.mark.parametrize("batch", [0, 3])
+def test_a_plain_confluent_relay_under_opentelemetry_instrument(
+    batch: int, settings: Settings, new_topic: Callable[..., str], unique: str, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
+) -> None:
+    receiver, store = telemetry_store
+    source, target, group = new_topic("in"), new_topic("out"), f"relay-{unique}"
+    parents = feed(settings, source, RELAY_N)
+    env = {
+        "RELAY_BOOTSTRAP": settings.kafka_bootstrap,
+        "RELAY_SOURCE": source,
+        "RELAY_TARGET": target,
+        "RELAY_GROUP": group,
+        "RELAY_BATCH": str(batch),
+    }
+    pid = run_relay("confluent_relay", receiver, env)
+    check_relay_telemetry(store, pid, settings, parents, (source, target, group))
