@@ -39,6 +39,7 @@ class Section(str, Enum):
     kafka = "kafka"
     celery = "celery"
     relay = "relay"
+    relay_confluent = "relay-confluent"
     celery_app = "celery-app"
     shutdown = "shutdown"
     memory = "memory"
@@ -53,6 +54,7 @@ SECTIONS: dict[Section, Measure] = {
     Section.kafka: lambda run, collectors, mode, progress: kafka_hop.measure(run, collectors, mode, CONFIRM_EVERY, progress),
     Section.celery: celery_hop.measure,
     Section.relay: lambda run, collectors, mode, progress: relay.measure(run, mode, progress),
+    Section.relay_confluent: lambda run, collectors, mode, progress: relay.measure(run, mode, progress, relay.CONFLUENT),
     Section.celery_app: lambda run, collectors, mode, progress: celery_plain.measure(run, mode, progress),
     Section.shutdown: lambda run, collectors, mode, progress: shutdown.measure(run, collectors, mode, CONFIRM_EVERY, progress),
     Section.memory: lambda run, collectors, mode, progress: memory.measure(run, collectors, mode, CONFIRM_EVERY, progress),

@@ -1,4 +1,9 @@
-"""The zero-code Kafka relay: CPU per record of an unchanged kafka-python relay, plain, under the stock instrumentor and under hoptrace.
+"""The zero-code Kafka relays: CPU per record of an unchanged relay, plain, under the stock instrumentor and under hoptrace.
+
+Two relays, one per client (``RelayApp``): kafka-python's (section ``relay``, below) and
+confluent-kafka's (section ``relay-confluent``: ``benchmarks/relay_confluent_app.py``, the same loop
+with ``poll()``/``produce``, no batching rows; the relay reports the module of its client classes,
+which the section checks against the variant, since the feeder is kafka-python).
 
 The relay is ``benchmarks/relay_app.py``, a user's script that never imports OpenTelemetry or
 hoptrace (``for record in consumer:``, ``json.loads``, ``producer.send`` to another topic, a
@@ -19,7 +24,7 @@ per batch, to see whether instrumentation makes kafka-python's batching worse).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,18 +34,47 @@ from benchmarks.modes import Mode
 from benchmarks.processes import Child
 from benchmarks.report import Scenario
 from benchmarks.schedule import Rounds, bracketed
-from benchmarks.zerocode import BY_KEY, NONE, SETTINGS, ZeroCodeVariant
+from benchmarks.zerocode import BY_KEY, NONE, SETTINGS, WrongInstrumentation, ZeroCodeVariant
 
-SECTION = "relay"
 BATCHING_SECTION = "relay-batching"
-RELAY_APP = Path(__file__).with_name("relay_app.py")
 KEYS = ("none", "stock-100", "stock-1", "hoptrace-100", "hoptrace-1")
 WARM_UP_RECORDS = 3000
-HOW = {
-    "none": "python relay_app.py: plain kafka-python, no OpenTelemetry",
-    "stock": "opentelemetry-instrument python relay_app.py, stock KafkaInstrumentor (hoptrace's instrumentors disabled)",
-    "hoptrace": "opentelemetry-instrument python relay_app.py, hoptrace's drop-in HoptraceKafkaInstrumentor (as installed)",
-}
+
+
+@dataclass(frozen=True)
+class RelayApp:
+    """One client's relay: the script, the section of its rows, and how each instrumentation runs it."""
+
+    section: str
+    script: Path
+    how: Mapping[str, str]
+    """Per instrumentation (``none``, ``stock``, ``hoptrace``), what runs, for the rows' descriptions."""
+    clients: Mapping[str, str] | None = None
+    """Per instrumentation, the module the relay's client classes must come from (None: not reported by the relay)."""
+    batching: bool = False
+    """Whether the relay reports kafka-python's producer batching (the ``relay-batching`` rows)."""
+
+
+KAFKA_PYTHON = RelayApp(
+    "relay",
+    Path(__file__).with_name("relay_app.py"),
+    {
+        "none": "python relay_app.py: plain kafka-python, no OpenTelemetry",
+        "stock": "opentelemetry-instrument python relay_app.py, stock KafkaInstrumentor (hoptrace's instrumentors disabled)",
+        "hoptrace": "opentelemetry-instrument python relay_app.py, hoptrace's drop-in HoptraceKafkaInstrumentor (as installed)",
+    },
+    batching=True,
+)
+CONFLUENT = RelayApp(
+    "relay-confluent",
+    Path(__file__).with_name("relay_confluent_app.py"),
+    {
+        "none": "python relay_confluent_app.py: plain confluent-kafka, no OpenTelemetry",
+        "stock": "opentelemetry-instrument python relay_confluent_app.py, stock ConfluentKafkaInstrumentor (hoptrace's instrumentors disabled)",
+        "hoptrace": "opentelemetry-instrument python relay_confluent_app.py, hoptrace's drop-in HoptraceConfluentKafkaInstrumentor (as installed)",
+    },
+    clients={"none": "cimpl", "stock": "opentelemetry.instrumentation.confluent_kafka", "hoptrace": "hoptrace.instrumentation.confluent_clients"},
+)
 BATCHING_ROWS = (("records/request", "records-per-request-avg", "rec"), ("batch bytes", "batch-size-avg", "B"))
 """(row suffix, kafka-python producer metric, unit) of the ``relay-batching`` rows."""
 
@@ -69,8 +103,8 @@ class RelayResult:
         return float("nan") if value is None else float(value)
 
 
-def run_relay(run: Run, variant: ZeroCodeVariant, records: int, label: str) -> RelayResult:
-    """Fill a fresh input topic with RECORDS records, then relay them to a fresh output topic, both as VARIANT runs them."""
+def run_relay(run: Run, app: RelayApp, variant: ZeroCodeVariant, records: int, label: str) -> RelayResult:
+    """Fill a fresh input topic with RECORDS records, then relay them with APP to a fresh output topic, both as VARIANT runs them."""
     namespace = run.namespace(label)
     source, sink = run.create_topic(f"{namespace}relay-in"), run.create_topic(f"{namespace}relay-out")
     group = run.track_group(f"{namespace}relay")
@@ -85,11 +119,15 @@ def run_relay(run: Run, variant: ZeroCodeVariant, records: int, label: str) -> R
         feeder.wait(timeout_s)
         feeder.check()
         variant.check(json.loads(fed.read_text())["instrumentation"], "feeder")
-        relay_args = ["python", str(RELAY_APP), "--bootstrap", bootstrap, "--source", source, "--sink", sink, "--group", group]
+        relay_args = ["python", str(app.script), "--bootstrap", bootstrap, "--source", source, "--sink", sink, "--group", group]
         children.append(relay := run.start(f"{label}-relay", variant.command([*relay_args, "--count", str(records), "--result", str(relayed)]), env))
         relay.wait(timeout_s)
         relay.check()
         result: dict[str, Any] = json.loads(relayed.read_text())
+        if app.clients is not None:
+            expected = app.clients[variant.instrumentation]
+            if set(result["clients"].values()) != {expected}:
+                raise WrongInstrumentation(f"{variant.key}: the relay's clients came from {result['clients']}, expected {expected!r}")
     finally:
         for child in children:
             child.stop()
@@ -98,37 +136,37 @@ def run_relay(run: Run, variant: ZeroCodeVariant, records: int, label: str) -> R
     return RelayResult(variant.key, result["count"], result["cpu_s"], result["seconds"], result["batching"])
 
 
-def measure(run: Run, mode: Mode, progress: Callable[[str], None]) -> list[Scenario]:
-    """An unmeasured warm-up, then bracketed rounds (none, v1, none, v2, ..., none); the relay's CPU per record and its batching."""
-    warm_up = run_relay(run, NONE, min(mode.relay_records, WARM_UP_RECORDS), "r-warm-up")
-    progress(f"relay warm-up (not counted): {warm_up.cpu_us:.0f} µs/record")
+def measure(run: Run, mode: Mode, progress: Callable[[str], None], app: RelayApp = KAFKA_PYTHON) -> list[Scenario]:
+    """An unmeasured warm-up, then bracketed rounds (none, v1, none, v2, ..., none); APP's CPU per record and (kafka-python) its batching."""
+    warm_up = run_relay(run, app, NONE, min(mode.relay_records, WARM_UP_RECORDS), "r-warm-up")
+    progress(f"{app.section} warm-up (not counted): {warm_up.cpu_us:.0f} µs/record")
 
     def one(key: str, label: str) -> RelayResult:
-        result = run_relay(run, BY_KEY[key], mode.relay_records, f"r{label}")
-        batch = result.metric("records-per-request-avg")
-        progress(f"relay {label}: {BY_KEY[key].label}: {result.cpu_us:.0f} µs/record CPU, {result.seconds:.2f} s, {batch:.0f} records/request")
+        result = run_relay(run, app, BY_KEY[key], mode.relay_records, f"r{label}")
+        batch = f", {result.metric('records-per-request-avg'):.0f} records/request" if app.batching else ""
+        progress(f"{app.section} {label}: {BY_KEY[key].label}: {result.cpu_us:.0f} µs/record CPU, {result.seconds:.2f} s{batch}")
         return result
 
     rounds = bracketed("none", KEYS[1:], mode.relay_rounds, one)
-    return _cpu_rows(rounds, mode.relay_records) + _batching_rows(rounds)
+    return _cpu_rows(app, rounds, mode.relay_records) + (_batching_rows(rounds) if app.batching else [])
 
 
-def _description(variant: ZeroCodeVariant) -> str:
+def _description(app: RelayApp, variant: ZeroCodeVariant) -> str:
     settings = "" if variant.instrumentation == "none" else f"; {SETTINGS}, sampler arg {variant.sampling:g}"
-    return f"{HOW[variant.instrumentation]}{settings}; CPU of the relay process (every thread) from its first record to the flush after the last"
+    return f"{app.how[variant.instrumentation]}{settings}; CPU of the relay process (every thread) from its first record to the flush after the last"
 
 
-def _cpu_rows(rounds: Rounds[RelayResult], records: int) -> list[Scenario]:
-    """A ``relay`` row per variant: CPU µs per record, paired with the ``none`` runs around it."""
+def _cpu_rows(app: RelayApp, rounds: Rounds[RelayResult], records: int) -> list[Scenario]:
+    """A row of APP's section per variant: CPU µs per record, paired with the ``none`` runs around it."""
     return [
         Scenario(
-            SECTION,
+            app.section,
             key,
             f"{BY_KEY[key].label}: relay CPU per record",
             "µs",
             [result.cpu_us for result in rounds.results[key]],
             None if key == "none" else "none",
-            _description(BY_KEY[key]),
+            _description(app, BY_KEY[key]),
             details={
                 "paired_ratios": rounds.ratios(key, lambda result: result.cpu_us),
                 "records": records,

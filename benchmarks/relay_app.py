@@ -47,16 +47,21 @@ def relay(consumer: KafkaConsumer, producer: KafkaProducer, sink: str, count: in
     return {"count": handled, "cpu_s": cpu, "seconds": seconds, "batching": {name: metrics.get(name) for name in BATCHING}}
 
 
-def main() -> None:
-    """Parse the command line, relay, write the result."""
-    parser = argparse.ArgumentParser(description="Relay JSON records from one Kafka topic to another.")
+def arguments(description: str) -> argparse.Namespace:
+    """The relay's command line (``--bootstrap --source --sink --group --count --result``), parsed; ``relay_confluent_app`` takes the same."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--source", required=True)
     parser.add_argument("--sink", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--result", type=Path, required=True)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Parse the command line, relay, write the result."""
+    args = arguments("Relay JSON records from one Kafka topic to another.")
     consumer = KafkaConsumer(
         args.source, bootstrap_servers=args.bootstrap, group_id=args.group, enable_auto_commit=False, auto_offset_reset="earliest"
     )
