@@ -33,7 +33,7 @@ from confluent_kafka.cimpl import Producer as PlainProducer
 
 from hoptrace.instrumentation.kafka_guard import contained
 from hoptrace.instrumentation.kafka_loop import ConsumerState, TracedRecords
-from hoptrace.instrumentation.kafka_producer import hand_over, start_publish
+from hoptrace.instrumentation.kafka_producer import Handover, start_publish
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.messages import Outgoing, is_owned
 from hoptrace.pipeline.middleware import BoundHooks
@@ -99,7 +99,8 @@ class Producer(PlainProducer):  # type: ignore[misc]
         if started is None:
             return super().produce(*args, **kwargs)
         hooks, message, call = started
-        return hand_over(hooks, message, super().produce, **call)
+        with Handover(hooks, message):
+            return super().produce(**call)
 
 
 def confluent_lags(consumer: PlainConsumer) -> Iterable[tuple[str, int, int]]:

@@ -6,17 +6,15 @@ span, the propagation headers (``traceparent``, ``tracestate``, ``baggage``,
 is never changed; a key already there, in any letter case, is replaced, never duplicated),
 and ``after_publish`` ends the span when the broker answered (partition and offset) or
 refused, or at once when ``send`` itself raised. The span is current only while ``send`` runs.
-Per record: one ``Outgoing`` and one callback object (``_Answer``) on kafka-python's future; the topic's stage and
+Per record: one ``Outgoing`` and one callback object (``Answer``) on kafka-python's future; the topic's stage and
 hooks are looked up once per process (``dropin.lane``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from kafka import KafkaProducer
-from kafka.producer.future import RecordMetadata
 from opentelemetry import context as otel_context
 
 from hoptrace.instrumentation import dropin
@@ -27,8 +25,6 @@ from hoptrace.pipeline.carriers import APPEND_SETTER, KAFKA_SETTER
 from hoptrace.pipeline.messages import Outgoing, is_owned
 from hoptrace.pipeline.middleware import BoundHooks
 from hoptrace.pipeline.stages import KafkaTransport
-
-T = TypeVar("T")
 
 _HEADERS_AT = 3
 """Position of ``headers`` in ``send(topic, value, key, headers, partition, timestamp_ms)``."""
@@ -49,11 +45,12 @@ def start_publish(topic: str, headers: Any) -> tuple[BoundHooks, Outgoing, Any]:
     return hooks, message, headers
 
 
-class _Answer:
-    """The future's callback and errback, one small object per record (no ``partial``s): end the span with the partition and offset, or the refusal.
+class Answer:
+    """The broker's answer to one record, one small object per record (no ``partial``s): end the span with the partition and offset, or the refusal.
 
+    kafka-python calls it as its future's callback and errback; aiokafka's future's done-callback passes it on.
     It lives, with what it holds, until the broker answers; the fewer objects a record in flight keeps, the
-    less the garbage collector walks while thousands wait in kafka-python's accumulator.
+    less the garbage collector walks while thousands wait in the client's accumulator.
     """
 
     __slots__ = ("hooks", "message")
@@ -64,28 +61,44 @@ class _Answer:
         self.message = message
 
     def __call__(self, answer: object) -> None:
-        """The broker's ANSWER: the record's metadata, or an error."""
+        """The broker's ANSWER: the record's metadata (``partition``, ``offset``: either client's), or an error."""
         message = self.message
-        if isinstance(answer, RecordMetadata):
+        if isinstance(answer, BaseException):
+            message.error = answer
+        elif isinstance(answer, tuple) and hasattr(answer, "partition") and hasattr(answer, "offset"):  # a RecordMetadata named tuple
             message.answer = {semconv.MESSAGING_PARTITION: str(answer.partition), semconv.MESSAGING_KAFKA_OFFSET: answer.offset}
         else:
-            message.error = answer if isinstance(answer, BaseException) else RuntimeError(str(answer))
+            message.error = RuntimeError(str(answer))
         self.hooks.after_publish(message)
 
 
-def hand_over(hooks: BoundHooks, message: Outgoing, send: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """SEND(*ARGS, **KWARGS) in MESSAGE's send span (a serializer's or partitioner's spans nest under it); when it raises, the span ends failed."""
-    token = otel_context.attach(message.sending_context or message.context)
-    try:
-        sent = send(*args, **kwargs)
-    except BaseException as error:
-        message.error = error
-        hooks.after_publish(message)
-        raise
-    finally:
-        otel_context.detach(token)
-    message.handed_over()
-    return sent
+class Handover:
+    """``with Handover(hooks, message): <send>``: the client's send call runs in MESSAGE's send span, then has the message.
+
+    A serializer's or partitioner's spans nest under the send span; when the send raises, the span ends
+    failed; when it returns, ``message.handed_over()``. For every client's sender, sync (kafka-python,
+    confluent-kafka) or awaited inside the block (aiokafka).
+    """
+
+    __slots__ = ("hooks", "message", "token")
+
+    def __init__(self, hooks: BoundHooks, message: Outgoing) -> None:
+        """For MESSAGE, published through HOOKS."""
+        self.hooks = hooks
+        self.message = message
+
+    def __enter__(self) -> None:
+        """Make the send span's context current."""
+        self.token = otel_context.attach(self.message.sending_context or self.message.context)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        """Put the caller's context back; end the span failed when the send raised ERROR (re-raised), else hand the message over."""
+        otel_context.detach(self.token)
+        if error is not None:
+            self.message.error = error
+            self.hooks.after_publish(self.message)
+        else:
+            self.message.handed_over()
 
 
 def _replace_headers(args: tuple[Any, ...], kwargs: dict[str, Any], headers: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -108,7 +121,8 @@ def wrap_send(wrapped: Any, instance: KafkaProducer, args: tuple[Any, ...], kwar
     if started is None:
         return wrapped(*args, **kwargs)
     hooks, message, _ = started
-    future = hand_over(hooks, message, wrapped, *args, **kwargs)
+    with Handover(hooks, message):
+        future = wrapped(*args, **kwargs)
     with contained("KafkaProducer.send"):
-        future.add_both(_Answer(hooks, message))  # one callable, called once: with the metadata or the error
+        future.add_both(Answer(hooks, message))  # one callable, called once: with the metadata or the error
     return future

@@ -1,7 +1,7 @@
 """One consumed Kafka record processed within hoptrace's middleware, and ``processing(record)`` for handlers.
 
-Records of both clients hoptrace instruments come in: kafka-python's ``ConsumerRecord`` (fields)
-and confluent-kafka's ``Message`` (methods); ``consumed`` reads either into a ``Consumed``.
+Records of every client hoptrace instruments come in: kafka-python's and aiokafka's ``ConsumerRecord``
+(fields) and confluent-kafka's ``Message`` (methods); ``consumed`` reads each into a ``Consumed``.
 
 A ``RecordProcessing`` drives the same hooks as hoptrace's own stage workers
 (``workers.processing``): ``receive`` reads the record's untrusted headers, ``before_message``
@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from contextvars import Token
 from typing import Any, NamedTuple
 
@@ -57,7 +56,7 @@ class Consumed(NamedTuple):
 
 
 def consumed(record: Any) -> Consumed | None:
-    """RECORD (a kafka-python ``ConsumerRecord``, a confluent-kafka ``Message``) as a ``Consumed``; None for an event (``error()`` set)."""
+    """RECORD (a kafka-python or aiokafka ``ConsumerRecord``, a confluent-kafka ``Message``) as a ``Consumed``; None for an ``error()`` event."""
     if callable(record.topic):  # confluent-kafka: accessor methods
         if record.error() is not None:
             return None
@@ -118,37 +117,54 @@ class RecordProcessing:
         return True
 
 
-@contextmanager
-def processing(record: Any, consumer_group: str | None = None) -> Iterator[trace.Span]:
-    """Process RECORD inside its own CONSUMER ``process {topic}`` span, current in this thread or task; yields the span.
+class processing:  # noqa: N801 - used as a function: ``with processing(record):``
+    """Process RECORD inside its own CONSUMER ``process {topic}`` span, current in this thread or task; ``with`` or ``async with`` gives the span.
 
-    RECORD is a kafka-python ``ConsumerRecord`` or a confluent-kafka ``Message``.
-
+    RECORD is a record of any client hoptrace instruments (kafka-python, confluent-kafka, aiokafka).
     For handlers that outlive the loop iteration (a thread pool, an asyncio task)::
 
         with hoptrace.kafka.processing(record, consumer_group="billing"):
             handle(record)
+
+        async with hoptrace.kafka.processing(record, consumer_group="billing"):
+            await handle(record)
 
     The span and metrics are those of a record processed in the loop (stage: CONSUMER_GROUP,
     else the topic), independent of the span the instrumented loop itself opens for the
     record. An exception raised in the block marks the span ERROR (outcome ``failed``) and
     is re-raised. hoptrace's own failures never reach the block.
     """
-    started: RecordProcessing | None = None
-    with contained("processing(record)"):
-        taken = consumed(record)
-        if taken is not None:
-            started = RecordProcessing(taken, consumer_group)
-            started.attach()
-    span = started.message.span if started is not None else None
-    error: Exception | None = None
-    try:
-        yield span or trace.INVALID_SPAN
-    except Exception as raised:
-        error = raised
-        raise
-    finally:
+
+    __slots__ = ("_group", "_record", "_started")
+
+    def __init__(self, record: Any, consumer_group: str | None = None) -> None:
+        """For RECORD, consumed by CONSUMER_GROUP (None: named after its topic); nothing starts before the block."""
+        self._record = record
+        self._group = consumer_group
+        self._started: RecordProcessing | None = None
+
+    def __enter__(self) -> trace.Span:
+        """Start the processing and make it current; its span (an invalid one when hoptrace failed)."""
+        with contained("processing(record)"):
+            taken = consumed(self._record)
+            if taken is not None:
+                self._started = RecordProcessing(taken, self._group)
+                self._started.attach()
+        span = self._started.message.span if self._started is not None else None
+        return span or trace.INVALID_SPAN
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        """End the processing: failed when the block raised an ``Exception`` (which goes on), else processed."""
+        started = self._started
         if started is not None:
             with contained("processing(record)"):
                 started.release()
-                started.end(error)
+                started.end(error if isinstance(error, Exception) else None)
+
+    async def __aenter__(self) -> trace.Span:
+        """``async with``: as ``with``."""
+        return self.__enter__()
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        """``async with``: as ``with``."""
+        self.__exit__(kind, error, traceback)
