@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -123,6 +123,40 @@ class _BoundedCache(dict[Any, Any]):
         return value
 
 
+class _Groups:
+    """Holders (resources, scopes) equal to each other grouped with one value each, in order of first appearance.
+
+    A holder is looked up by identity; one of an identity not seen yet is compared by equality, hashing it (``Resource.__hash__``
+    dumps JSON) only once holders of two identities have come: spans that share one resource and scope never hash them.
+    """
+
+    __slots__ = ("_by_equality", "_by_id", "_groups")
+
+    def __init__(self) -> None:
+        self._groups: list[tuple[Any, Any]] = []
+        """(first holder, value) of each group, in order of first appearance."""
+        self._by_id: dict[int, Any] = {}  # id(holder) -> value: the holders seen are kept alive by the spans being encoded
+        self._by_equality: dict[Any, Any] | None = None  # holder -> value, once holders of two identities came
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        """(first holder, value) of each group, in order of first appearance."""
+        return iter(self._groups)
+
+    def of(self, holder: Any, new: Callable[[], Any]) -> Any:
+        """The value of HOLDER's group: NEW's for a holder equal to none seen before."""
+        value = self._by_id.get(id(holder))
+        if value is None:
+            value = made = new()
+            if self._groups:  # another identity: the group of an equal holder, if one came (hashing each holder once)
+                if self._by_equality is None:
+                    self._by_equality = dict(self._groups)
+                value = self._by_equality.setdefault(holder, made)
+            if value is made:
+                self._groups.append((holder, made))
+            self._by_id[id(holder)] = value
+        return value
+
+
 class SpanEncoder:
     """Encodes SDK spans into serialized ``ExportTraceServiceRequest`` bytes, caching what repeats.
 
@@ -145,42 +179,47 @@ class SpanEncoder:
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The serialized ``ExportTraceServiceRequest`` of ``spans`` (empty bytes for no spans)."""
-        groups: dict[Resource, dict[InstrumentationScope | None, list[bytes]]] = {}
-        buckets: dict[tuple[int, int], list[bytes]] = {}  # by identity: Resource.__hash__ dumps JSON
+        resources = _Groups()
+        buckets: dict[tuple[int, int], list[bytes]] = {}  # (id(resource), id(scope)) -> the bucket of their group
         for span in spans:
             resource, scope = span.resource, span.instrumentation_scope or None
             bucket = buckets.get((id(resource), id(scope)))
             if bucket is None:
-                bucket = buckets[id(resource), id(scope)] = groups.setdefault(resource, {}).setdefault(scope, [])
+                bucket = buckets[id(resource), id(scope)] = resources.of(resource, _Groups).of(scope, list)
             body = getattr(span, BODY_ATTRIBUTE, None) or self._span(span)
             bucket += (b"\x12" + _varint(len(body)), body)  # ScopeSpans.spans (2)
-        out: list[bytes] = []
-        for resource, scopes in groups.items():
-            resource_head, resource_tail = self._holder(resource, self._encode_resource)
-            inner = [resource_head]
-            for scope, bucket in scopes.items():
-                head, tail = self._holder(scope, self._encode_scope)
-                inner += (b"\x12", _varint(len(head) + sum(map(len, bucket)) + len(tail)), head)  # ResourceSpans.scope_spans (2)
-                inner += bucket
-                inner.append(tail)
-            inner.append(resource_tail)
-            out += (b"\x0a", _varint(sum(map(len, inner))))  # ExportTraceServiceRequest.resource_spans (1)
-            out += inner
-        return b"".join(out)
+        return self._request(resources)
 
     def encode_one(self, span: ReadableSpan) -> bytes:
         """The serialized request of SPAN alone (the span spool's record); the span keeps its body, which ``encode`` then reuses.
 
         An ended SDK span does not change, so its body stays right; a span that takes no attribute is encoded again later.
+        One span is one group, so this skips ``encode``'s grouping (about 1 us) and frames it as ``encode`` does.
         """
         body = self._span(span)
         with suppress(AttributeError):
             setattr(span, BODY_ATTRIBUTE, body)
-        resource_head, resource_tail = self._holder(span.resource, self._encode_resource)
-        head, tail = self._holder(span.instrumentation_scope or None, self._encode_scope)
-        scope_spans = b"".join((head, b"\x12", _varint(len(body)), body, tail))
-        inner = b"".join((resource_head, b"\x12", _varint(len(scope_spans)), scope_spans, resource_tail))
-        return b"\x0a" + _varint(len(inner)) + inner
+        return self._request(((span.resource, ((span.instrumentation_scope or None, (b"\x12" + _varint(len(body)), body)),)),))
+
+    def _request(self, resources: Iterable[tuple[Resource, Iterable[tuple[InstrumentationScope | None, Sequence[bytes]]]]]) -> bytes:
+        """The request of RESOURCES, each with its scopes, each with its bucket: its spans' ``ScopeSpans.spans`` (2) fields, tag, length, body."""
+        out: list[bytes] = []
+        for resource, scopes in resources:
+            resource_head, resource_tail = self._holder(resource, self._encode_resource)
+            at = len(out)
+            out += (b"\x0a", b"", resource_head)  # ExportTraceServiceRequest.resource_spans (1), its length set below
+            size = len(resource_head) + len(resource_tail)
+            for scope, bucket in scopes:
+                head, tail = self._holder(scope, self._encode_scope)
+                length = len(head) + sum(map(len, bucket)) + len(tail)
+                scope_length = _varint(length)
+                out += (b"\x12", scope_length, head)  # ResourceSpans.scope_spans (2)
+                out += bucket
+                out.append(tail)
+                size += 1 + len(scope_length) + length
+            out.append(resource_tail)
+            out[at + 1] = _varint(size)
+        return b"".join(out)
 
     def _span(self, span: ReadableSpan) -> bytes:
         """The body of a ``Span`` message."""
