@@ -27,7 +27,11 @@ from benchmarks.harness import Run
 OTEL_INSTRUMENT = str(Path(sys.executable).with_name("opentelemetry-instrument"))
 """The venv's ``opentelemetry-instrument``."""
 EXPORTERS_OFF = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
-DISABLED = {"none": (), "stock": ("hoptrace_kafka", "hoptrace_confluent_kafka", "hoptrace_celery", "redis"), "hoptrace": ("redis",)}
+DISABLED = {
+    "none": (),
+    "stock": ("hoptrace_kafka", "hoptrace_confluent_kafka", "hoptrace_aiokafka", "hoptrace_celery", "redis"),
+    "hoptrace": ("redis",),
+}
 """``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` per instrumentation: hoptrace's own for the stock variants, and in every
 variant the Redis instrumentor that comes with hoptrace (a dependency of it), which would trace kombu's Redis commands
 (several per Celery task) in stock and hoptrace variants alike: the rows compare the Kafka and Celery instrumentations."""

@@ -8,12 +8,14 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from hoptrace.instrumentation import dropin
 from hoptrace.pipeline import semconv
@@ -23,6 +25,8 @@ from hoptrace.testing import CapturedSpan, CapturedTelemetry, capture_telemetry
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.traces import latest_totals
+
+InstrumentorT = TypeVar("InstrumentorT", bound=BaseInstrumentor)
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 """The repository root (the relays run from it)."""
@@ -194,3 +198,41 @@ def check_relay_telemetry(store: TelemetryStore, pid: int, settings: Settings, p
     lag = [point for point in points if point.name == semconv.CONSUMER_LAG and all(point.attributes.get(k) == v for k, v in where.items())]
     assert lag and {point.attributes[semconv.MESSAGING_PARTITION] for point in lag} == {"0"}
     assert all(0 <= point.value <= RELAY_N for point in lag)
+
+
+def check_relayed(telemetry: CapturedTelemetry, settings: Settings, parents: list[Parent], relayed: tuple[str, str, str]) -> None:
+    """An in-process relay of PARENTS' records, RELAYED (source topic, target topic, group): the exact tree, one traceparent per
+    forwarded record (its send span's), the offset the broker gave each send span, and the stage's metrics."""
+    source, target, group = relayed
+    sends = check_relay_tree(telemetry.spans, parents, source, target)
+    check_forwarded(settings, target, sends, len(parents))
+    assert sorted(int(span.attributes[semconv.MESSAGING_KAFKA_OFFSET]) for span in sends.values()) == list(range(len(parents)))
+    assert process_points(telemetry, semconv.PROCESS_DURATION, group) == len(parents)
+    assert process_points(telemetry, semconv.CONSUMED_MESSAGES, group) == len(parents)
+
+
+def check_lag(telemetry: CapturedTelemetry, group: str, most: int) -> None:
+    """The consumer of GROUP reports its lag on its one partition, between 0 and MOST records."""
+    lag = telemetry.points(semconv.CONSUMER_LAG)
+    assert [(point.attributes[semconv.MESSAGING_PARTITION], point.attributes[semconv.MESSAGING_CONSUMER_GROUP]) for point in lag] == [("0", group)]
+    assert 0 <= lag[0].value <= most and lag[0].unit == "{message}"
+
+
+def check_chain(spans: Sequence[CapturedSpan], order: list[str]) -> None:
+    """SPANS are exactly one span per name of ORDER, one trace, each the parent of the next: a client span, then send/process per hop."""
+    by_name = {span.name: span for span in spans}
+    assert sorted(by_name) == sorted(order) and len(spans) == len(order)
+    assert {span.trace_id for span in spans} == {by_name[order[0]].trace_id}
+    assert [by_name[name].parent_span_id for name in order] == [None, *(by_name[name].span_id for name in order[:-1])]
+    assert [by_name[name].kind for name in order] == ["INTERNAL", *["PRODUCER", "CONSUMER"] * ((len(order) - 1) // 2)]
+
+
+@contextmanager
+def instrumenting(instrumentor: InstrumentorT) -> Iterator[InstrumentorT]:
+    """INSTRUMENTOR instrumented for the block, uninstrumented after (unless the block did it)."""
+    instrumentor.instrument()
+    try:
+        yield instrumentor
+    finally:
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()

@@ -33,10 +33,14 @@ from tests.kafka_dropin import (
     Headers,
     N,
     by_stage,
+    check_chain,
     check_forwarded,
+    check_lag,
     check_relay_telemetry,
     check_relay_tree,
+    check_relayed,
     feed,
+    instrumenting,
     named,
     process_points,
     read_back,
@@ -51,11 +55,8 @@ __all__ = ["telemetry"]  # the fixture (tests.kafka_dropin)
 @pytest.fixture
 def instrumented(telemetry: CapturedTelemetry) -> Iterator[HoptraceConfluentKafkaInstrumentor]:
     """hoptrace's confluent-kafka instrumentor, instrumented for the test."""
-    instrumentor = HoptraceConfluentKafkaInstrumentor()
-    instrumentor.instrument()
-    yield instrumentor
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
+    with instrumenting(HoptraceConfluentKafkaInstrumentor()) as instrumentor:
+        yield instrumentor
 
 
 def consumer_of(settings: Settings, topic: str, group: str) -> confluent_kafka.Consumer:
@@ -111,17 +112,11 @@ def test_each_polled_record_is_processed_in_its_own_span_and_each_produce_is_tra
     assert producer.flush(10) == 0
     assert sorted(reports) == [(None, offset, offset + 1) for offset in range(N)]
     assert len(named(telemetry, f"process {source}")) == N - 1  # the last one is open until close
-    lag = telemetry.points(semconv.CONSUMER_LAG)
-    assert [(point.attributes[semconv.MESSAGING_PARTITION], point.attributes[semconv.MESSAGING_CONSUMER_GROUP]) for point in lag] == [("0", group)]
-    assert 0 <= lag[0].value <= N - 1 and lag[0].unit == "{message}"
+    check_lag(telemetry, group, N - 1)
     consumer.close()
     assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left attached
     assert telemetry.points(semconv.CONSUMER_LAG) == []  # a closed consumer reports no lag
-    sends = check_relay_tree(telemetry.spans, parents, source, target)
-    check_forwarded(settings, target, sends, N)
-    assert sorted(int(span.attributes[semconv.MESSAGING_KAFKA_OFFSET]) for span in sends.values()) == list(range(N))
-    assert process_points(telemetry, semconv.PROCESS_DURATION, group) == N
-    assert process_points(telemetry, semconv.CONSUMED_MESSAGES, group) == N
+    check_relayed(telemetry, settings, parents, (source, target, group))
 
 
 def test_each_record_of_a_consume_batch_is_processed_as_the_list_is_iterated(
@@ -253,12 +248,8 @@ def test_a_job_crossing_kafka_python_and_confluent_kafka_is_one_trace(
         sender.close()
     finally:
         kafka_python.uninstrument()
-    spans = {span.name: span for span in telemetry.spans}
     order = ["client", f"send {first}", f"process {first}", f"send {second}", f"process {second}"]
-    assert sorted(spans) == sorted(order) and len(telemetry.spans) == len(order)
-    assert {span.trace_id for span in spans.values()} == {spans["client"].trace_id}
-    assert [spans[name].parent_span_id for name in order] == [None, *(spans[name].span_id for name in order[:-1])]
-    assert [spans[name].kind for name in order] == ["INTERNAL", "PRODUCER", "CONSUMER", "PRODUCER", "CONSUMER"]
+    check_chain(telemetry.spans, order)
 
 
 @pytest.mark.parametrize("batch", [0, 3])

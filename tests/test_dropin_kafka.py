@@ -47,6 +47,7 @@ from tests.kafka_dropin import (
     check_relay_telemetry,
     check_relay_tree,
     feed,
+    instrumenting,
     named,
     process_points,
     read_back,
@@ -62,11 +63,8 @@ __all__ = ["telemetry"]  # the fixture (tests.kafka_dropin)
 @pytest.fixture
 def instrumented(telemetry: CapturedTelemetry) -> Iterator[HoptraceKafkaInstrumentor]:
     """hoptrace's kafka-python instrumentor, instrumented for the test."""
-    instrumentor = HoptraceKafkaInstrumentor()
-    instrumentor.instrument()
-    yield instrumentor
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
+    with instrumenting(HoptraceKafkaInstrumentor()) as instrumentor:
+        yield instrumentor
 
 
 def consumer_of(settings: Settings, topic: str, group: str | None) -> KafkaConsumer:

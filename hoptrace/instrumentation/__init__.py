@@ -1,4 +1,4 @@
-"""Drop-in instrumentation: hoptrace for Celery apps, kafka-python and confluent-kafka code that never import it.
+"""Drop-in instrumentation: hoptrace for Celery apps, kafka-python, confluent-kafka and aiokafka code that never import it.
 
 Zero-code, with hoptrace installed::
 
@@ -11,9 +11,9 @@ From Python, for those who set up OpenTelemetry in code::
     hoptrace.instrument()                      # every library below that is installed
     HoptraceCeleryInstrumentor().instrument()  # or one by one
 
-``celery``, ``kafka`` and ``confluent`` hold the instrumentors (confluent-kafka's loads when the
-client is installed: ``pip install hoptrace[confluent]``); ``distro`` what ``opentelemetry-instrument``
-loads (distro, configurator, and the hook that makes the stock instrumentors of the same
+``celery``, ``kafka``, ``confluent`` and ``aiokafka`` hold the instrumentors (confluent-kafka's and
+aiokafka's load when the client is installed: ``pip install hoptrace[confluent]``, ``hoptrace[aiokafka]``);
+``distro`` what ``opentelemetry-instrument`` loads (distro, configurator, and the hook that makes the stock instrumentors of the same
 libraries step aside, so exactly one instruments each).
 """
 
@@ -29,12 +29,14 @@ INSTRUMENTORS = {
     "celery": ("hoptrace.instrumentation.celery", "HoptraceCeleryInstrumentor"),
     "kafka": ("hoptrace.instrumentation.kafka", "HoptraceKafkaInstrumentor"),
     "confluent_kafka": ("hoptrace.instrumentation.confluent", "HoptraceConfluentKafkaInstrumentor"),
+    "aiokafka": ("hoptrace.instrumentation.aiokafka", "HoptraceAIOKafkaInstrumentor"),
 }
 """hoptrace's instrumentors by library (module, class)."""
 STOCK = {
     "celery": ("opentelemetry.instrumentation.celery", "CeleryInstrumentor"),
     "kafka": ("opentelemetry.instrumentation.kafka", "KafkaInstrumentor"),
     "confluent_kafka": ("opentelemetry.instrumentation.confluent_kafka", "ConfluentKafkaInstrumentor"),
+    "aiokafka": ("opentelemetry.instrumentation.aiokafka", "AIOKafkaInstrumentor"),
 }
 """The stock instrumentors hoptrace's replace, by library."""
 
@@ -50,11 +52,16 @@ def _classes(table: dict[str, tuple[str, str]]) -> dict[str, type]:
 
 
 def stock_instrumentor(library: str) -> type | None:
-    """The stock instrumentor of LIBRARY (``celery``, ``kafka``, ``confluent_kafka``) when its package is installed."""
+    """The stock instrumentor of LIBRARY (``celery``, ``kafka``, ``confluent_kafka``, ``aiokafka``) when its package is installed."""
     return _classes({library: STOCK[library]}).get(library)
 
 
-ENTRY_POINTS = {"celery": "hoptrace_celery", "kafka": "hoptrace_kafka", "confluent_kafka": "hoptrace_confluent_kafka"}
+ENTRY_POINTS = {
+    "celery": "hoptrace_celery",
+    "kafka": "hoptrace_kafka",
+    "confluent_kafka": "hoptrace_confluent_kafka",
+    "aiokafka": "hoptrace_aiokafka",
+}
 """The ``opentelemetry_instrumentor`` entry point of hoptrace's instrumentor by library (as pyproject.toml declares them)."""
 
 

@@ -28,6 +28,7 @@ from hoptrace.instrumentation import confluent_clients, dropin
 
 __all__ = ["HoptraceConfluentKafkaInstrumentor"]
 
+
 class HoptraceConfluentKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Instruments confluent-kafka's ``Producer`` and ``Consumer`` (see the module's docstring); twice is a no-op."""
 

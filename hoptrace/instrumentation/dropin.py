@@ -18,10 +18,11 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from functools import lru_cache
 from typing import Any
 
+import wrapt
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
@@ -201,6 +202,26 @@ def silence(stock: type, ours: str) -> None:
         """Nothing to undo: the skipped instrumentor instrumented nothing."""
 
     stock._instrument, stock._uninstrument = skipped, nothing
+
+
+Patch = tuple[type, str, Callable[..., Any]]
+"""(class, method name, wrapt wrapper) of a method an instrumentor wraps."""
+
+
+def patch(patches: Sequence[Patch]) -> None:
+    """Wrap each method of PATCHES with its wrapper."""
+    for owner, name, wrapper in patches:
+        wrapt.wrap_function_wrapper(owner, name, wrapper)
+
+
+def unpatch(patches: Sequence[Patch]) -> None:
+    """Undo ``patch``, last first: remove each wrapper only where it is the outermost one (else say so: another wrapped after hoptrace)."""
+    for owner, name, wrapper in reversed(patches):
+        current = owner.__dict__.get(name)
+        if isinstance(current, wrapt.FunctionWrapper) and current._self_wrapper is wrapper:  # noqa: SLF001 - wrapt's record of the wrapper
+            setattr(owner, name, current.__wrapped__)
+        else:
+            logger.warning("%s.%s was wrapped again after hoptrace; hoptrace's wrapper stays in place under it", owner.__name__, name)
 
 
 def step_aside(library: str, ours: str) -> None:

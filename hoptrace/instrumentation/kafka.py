@@ -22,11 +22,9 @@ silenced while this one is instrumented, so each record gets one span and one ``
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection
 from typing import Any
 
-import wrapt
 from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
@@ -37,7 +35,6 @@ from hoptrace.instrumentation.kafka_records import processing
 
 __all__ = ["HoptraceKafkaInstrumentor", "processing"]
 
-logger = logging.getLogger(__name__)
 
 PATCHES: tuple[tuple[type, str, Any], ...] = (
     (KafkaProducer, "send", wrap_send),
@@ -50,15 +47,6 @@ PATCHES: tuple[tuple[type, str, Any], ...] = (
 """(class, method, wrapper) of every method the instrumentor wraps."""
 
 
-def _unwrap(owner: type, name: str, wrapper: Any) -> None:
-    """Remove hoptrace's WRAPPER from OWNER.NAME, only when it is the outermost wrapper there."""
-    current = owner.__dict__.get(name)
-    if isinstance(current, wrapt.FunctionWrapper) and current._self_wrapper is wrapper:  # noqa: SLF001 - wrapt's record of the wrapper
-        setattr(owner, name, current.__wrapped__)
-    else:
-        logger.warning("%s.%s was wrapped again after hoptrace; hoptrace's wrapper stays in place under it", owner.__name__, name)
-
-
 class HoptraceKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Instruments kafka-python's ``KafkaProducer`` and ``KafkaConsumer`` (see the module's docstring); twice is a no-op."""
 
@@ -68,10 +56,8 @@ class HoptraceKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         dropin.step_aside("kafka", type(self).__name__)
-        for owner, name, wrapper in PATCHES:
-            wrapt.wrap_function_wrapper(owner, name, wrapper)
+        dropin.patch(PATCHES)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        for owner, name, wrapper in reversed(PATCHES):
-            _unwrap(owner, name, wrapper)
+        dropin.unpatch(PATCHES)
         dropin.step_back("kafka")

@@ -29,19 +29,13 @@ from kafka import KafkaConsumer
 
 from hoptrace.instrumentation.kafka_guard import contained
 from hoptrace.instrumentation.kafka_lag import kafka_python_lags
-from hoptrace.instrumentation.kafka_loop import ConsumerState, TracedRecords
+from hoptrace.instrumentation.kafka_loop import STATE, ConsumerState, state_of, traced_batch
 from hoptrace.pipeline.messages import is_owned
-
-_STATE = "_hoptrace_kafka"
-"""The consumer instance's attribute holding its ``ConsumerState``."""
 
 
 def _state_of(consumer: KafkaConsumer) -> ConsumerState:
     """CONSUMER's state, made on first use."""
-    state = consumer.__dict__.get(_STATE)
-    if state is None:
-        state = consumer.__dict__[_STATE] = ConsumerState(consumer.config.get("group_id"), kafka_python_lags)
-    return state
+    return state_of(consumer, consumer.config.get("group_id"), kafka_python_lags)
 
 
 def wrap_next(wrapped: Any, instance: KafkaConsumer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -77,7 +71,7 @@ def wrap_poll(wrapped: Any, instance: KafkaConsumer, args: tuple[Any, ...], kwar
     if state is not None:
         with contained("KafkaConsumer.poll"):
             state.lag.refresh(instance)
-            return {partition: TracedRecords(records, state) for partition, records in batch.items()}
+            return traced_batch(batch, state)
     return batch
 
 
@@ -95,7 +89,7 @@ def wrap_close(wrapped: Any, instance: KafkaConsumer, args: tuple[Any, ...], kwa
     """``KafkaConsumer.close``: end what is open (failed, when closing because of an exception) and stop reporting lag."""
     if not is_owned():
         with contained("KafkaConsumer.close"):
-            state = instance.__dict__.get(_STATE)
+            state = instance.__dict__.get(STATE)
             if state is not None:
                 state.close()
     return wrapped(*args, **kwargs)

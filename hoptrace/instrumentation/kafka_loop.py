@@ -93,3 +93,20 @@ class TracedRecords(list):  # type: ignore[type-arg]
     def __reduce__(self) -> tuple[type[list[Any]], tuple[list[Any]]]:
         """Pickled or copied, it is a plain list (without this, pickle would iterate it, and its state does not pickle)."""
         return list, (self[:],)
+
+
+STATE = "_hoptrace_kafka"
+"""The consumer instance's attribute holding its ``ConsumerState`` (kafka-python, aiokafka)."""
+
+
+def state_of(consumer: Any, group: str | None, lags: LagSource) -> ConsumerState:
+    """CONSUMER's state, made on first use (for a consumer in GROUP whose lags LAGS reads)."""
+    state = consumer.__dict__.get(STATE)
+    if state is None:
+        state = consumer.__dict__[STATE] = ConsumerState(group, lags)
+    return state
+
+
+def traced_batch(batch: dict[Any, list[Any]], state: ConsumerState) -> dict[Any, TracedRecords]:
+    """BATCH (records per partition, as kafka-python's ``poll()`` and aiokafka's ``getmany()`` give them), each list processing as it is iterated."""
+    return {partition: TracedRecords(records, state) for partition, records in batch.items()}

@@ -101,10 +101,10 @@ class Handover:
             self.message.handed_over()
 
 
-def _replace_headers(args: tuple[Any, ...], kwargs: dict[str, Any], headers: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """ARGS and KWARGS of a ``send`` call with HEADERS in place of the caller's, in the form the caller used."""
-    if len(args) > _HEADERS_AT:
-        return (*args[:_HEADERS_AT], headers, *args[_HEADERS_AT + 1 :]), kwargs
+def replace_headers(args: tuple[Any, ...], kwargs: dict[str, Any], headers: Any, at: int = _HEADERS_AT) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """ARGS and KWARGS of a send call with HEADERS in place of the caller's (positional at AT, else the ``headers`` keyword), in the same form."""
+    if len(args) > at:
+        return (*args[:at], headers, *args[at + 1 :]), kwargs
     return args, {**kwargs, "headers": headers}
 
 
@@ -117,7 +117,7 @@ def wrap_send(wrapped: Any, instance: KafkaProducer, args: tuple[Any, ...], kwar
         topic = args[0] if args else kwargs.get("topic")
         if isinstance(topic, str):
             started = start_publish(topic, args[_HEADERS_AT] if len(args) > _HEADERS_AT else kwargs.get("headers"))
-            args, kwargs = _replace_headers(args, kwargs, started[2])
+            args, kwargs = replace_headers(args, kwargs, started[2])
     if started is None:
         return wrapped(*args, **kwargs)
     hooks, message, _ = started

@@ -1,0 +1,50 @@
+"""hoptrace for aiokafka code that never imports it: ``HoptraceAIOKafkaInstrumentor``.
+
+Instrumented (``opentelemetry-instrument python app.py`` with aiokafka installed,
+``hoptrace.instrument()`` or ``HoptraceAIOKafkaInstrumentor().instrument()``), on the global
+providers: a send span per ``AIOKafkaProducer.send`` (and ``send_and_wait``) with the trace
+context in the record's headers; a process span per record that ``getone()`` (``async for``) or
+``getmany()`` hands out, current in the user's task while it handles the record; the stage metrics
+and ``hoptrace.kafka.consumer.lag``, as for kafka-python (``instrumentation.kafka``; the wrappers:
+``aiokafka_clients``). ``async with hoptrace.kafka.processing(record):`` gives a handler task a span
+of its own. Bad headers are counted, never raised into the user's loop. The stock
+``AIOKafkaInstrumentor`` is silenced while this one is instrumented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+from hoptrace.instrumentation import dropin
+from hoptrace.instrumentation.aiokafka_clients import wrap_commit, wrap_getmany, wrap_getone, wrap_send, wrap_stop
+
+__all__ = ["HoptraceAIOKafkaInstrumentor"]
+
+PATCHES: tuple[dropin.Patch, ...] = (
+    (AIOKafkaProducer, "send", wrap_send),
+    (AIOKafkaConsumer, "getone", wrap_getone),
+    (AIOKafkaConsumer, "getmany", wrap_getmany),
+    (AIOKafkaConsumer, "commit", wrap_commit),
+    (AIOKafkaConsumer, "stop", wrap_stop),
+)
+"""(class, method, wrapper) of every coroutine method the instrumentor wraps (``__anext__`` and ``send_and_wait`` go through them)."""
+
+
+class HoptraceAIOKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Instruments aiokafka's ``AIOKafkaProducer`` and ``AIOKafkaConsumer`` (see the module's docstring); twice is a no-op."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        """The aiokafka versions this instrumentor supports."""
+        return ("aiokafka >= 0.11, < 1",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        dropin.step_aside("aiokafka", type(self).__name__)
+        dropin.patch(PATCHES)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        dropin.unpatch(PATCHES)
+        dropin.step_back("aiokafka")
