@@ -40,6 +40,7 @@ class Section(str, Enum):
     celery = "celery"
     relay = "relay"
     relay_confluent = "relay-confluent"
+    relay_aiokafka = "relay-aiokafka"
     celery_app = "celery-app"
     shutdown = "shutdown"
     memory = "memory"
@@ -55,6 +56,7 @@ SECTIONS: dict[Section, Measure] = {
     Section.celery: celery_hop.measure,
     Section.relay: lambda run, collectors, mode, progress: relay.measure(run, mode, progress),
     Section.relay_confluent: lambda run, collectors, mode, progress: relay.measure(run, mode, progress, relay.CONFLUENT),
+    Section.relay_aiokafka: lambda run, collectors, mode, progress: relay.measure(run, mode, progress, relay.AIOKAFKA),
     Section.celery_app: lambda run, collectors, mode, progress: celery_plain.measure(run, mode, progress),
     Section.shutdown: lambda run, collectors, mode, progress: shutdown.measure(run, collectors, mode, CONFIRM_EVERY, progress),
     Section.memory: lambda run, collectors, mode, progress: memory.measure(run, collectors, mode, CONFIRM_EVERY, progress),

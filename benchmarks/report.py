@@ -98,6 +98,8 @@ TARGETS: tuple[TargetSpec, ...] = (
     TargetSpec("relay: hoptrace drop-in 100 % vs stock 100 %", "relay", "hoptrace-100", "ratio_min", 1.10, "stock-100", cost=True),
     TargetSpec("confluent relay: hoptrace drop-in 1 % vs none", "relay-confluent", "hoptrace-1", "ratio_min", 0.90, "none", cost=True),
     TargetSpec("confluent relay: drop-in 100 % vs stock 100 %", "relay-confluent", "hoptrace-100", "ratio_min", 1.05, "stock-100", cost=True),
+    TargetSpec("aiokafka relay: hoptrace drop-in 1 % vs none", "relay-aiokafka", "hoptrace-1", "ratio_min", 0.90, "none", cost=True),
+    TargetSpec("aiokafka relay: drop-in 100 % vs stock 100 %", "relay-aiokafka", "hoptrace-100", "ratio_min", 1.05, "stock-100", cost=True),
     TargetSpec("Celery app: drop-in vs stock at 100 %", "celery-app", "hoptrace-100", "ratio_min", 1.05, "stock-100"),
     TargetSpec("Celery app: drop-in at 1 % vs none", "celery-app", "hoptrace-1", "ratio_min", 0.95, "none"),
     TargetSpec("recorder on vs off: CPU per unsampled hop, in process", "cpu", "hop-unsampled-recorded", "ratio_max", 1.3, "hop-unsampled"),
@@ -118,8 +120,8 @@ TARGETS: tuple[TargetSpec, ...] = (
     TargetSpec("critical path of a 10,000-span job: parents missing", "critical-path", "path: fan-out, parents missing", "max", 100.0),
     TargetSpec("peak RSS, collector down minus up", "memory", "down-minus-up", "max", 50.0),
 )
-"""Issue 20's targets in its order (the Kafka rows: the default install's, crc32c; issue 24's confluent relay after the
-kafka-python relay's), then issue 21's, then the earlier ones kept.
+"""Issue 20's targets in its order (the Kafka rows: the default install's, crc32c; issue 24's confluent-kafka and aiokafka
+relays after the kafka-python relay's), then issue 21's, then the earlier ones kept.
 
 The in-process rows are a ``cpu`` hop over the ``otel-span`` row of the same run (lower is
 better); the relay rows are ``none``'s (or the stock instrumentor's) CPU per record over
