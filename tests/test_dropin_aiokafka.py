@@ -1,5 +1,5 @@
-"""hoptrace's aiokafka instrumentor against the real broker: the span current in the user's task, batches, tasks of their own, and a
-job across all three Kafka clients.
+"""hoptrace's aiokafka instrumentor against the real broker: the span current in the user's task, batches, tasks of their own, and
+jobs across all three Kafka clients (in process) and across them and Celery (two processes under ``opentelemetry-instrument``).
 
 Records are fed by kafka-python with hand-written ``traceparent`` headers and read back by kafka-python
 (``tests.kafka_dropin``), so what aiokafka sends is checked by another client.
@@ -8,8 +8,12 @@ Records are fed by kafka-python with hand-written ``traceparent`` headers and re
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import confluent_kafka
 import pytest
@@ -25,7 +29,11 @@ from hoptrace.instrumentation.kafka import HoptraceKafkaInstrumentor
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.settings import Settings
 from hoptrace.testing import CapturedTelemetry
+from hoptrace.view.memory_store import TelemetryStore
+from hoptrace.view.receiver import OtlpReceiver
 from tests.kafka_dropin import (
+    OPENTELEMETRY_INSTRUMENT,
+    REPOSITORY,
     N,
     by_stage,
     check_chain,
@@ -39,6 +47,8 @@ from tests.kafka_dropin import (
     process_points,
     telemetry,
 )
+from tests.processes import running
+from tests.traces import chain
 
 __all__ = ["telemetry"]  # the fixture (tests.kafka_dropin)
 
@@ -223,3 +233,65 @@ def test_a_job_across_kafka_python_confluent_kafka_and_aiokafka_is_one_trace(
             instrumentor.uninstrument()
     order = ["client", f"send {first}", f"process {first}", f"send {second}", f"process {second}", f"send {third}", f"process {third}"]
     check_chain(telemetry.spans, order)
+
+
+def test_a_job_across_kafka_python_celery_confluent_kafka_aiokafka_and_celery_is_one_trace(
+    settings: Settings,
+    new_topic: Callable[..., str],
+    unique: str,
+    redis_prefix: str,
+    telemetry_store: tuple[OtlpReceiver, TelemetryStore],
+    tmp_path: Path,
+) -> None:
+    """Two processes under ``opentelemetry-instrument`` (a Celery prefork worker; a client that runs three Kafka hops, one per client),
+    exporting to the receiver: the job is one trace, one send and one process span per hop, each span the parent of the next."""
+    receiver, store = telemetry_store
+    first, middle, last, queue = new_topic("first"), new_topic("middle"), new_topic("last"), f"mixed-{unique}"
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith(("OTEL_", "HOPTRACE_"))},
+        "HOPTRACE_REDIS_URL": settings.redis_url,
+        "TEST_REDIS_PREFIX": redis_prefix,
+        "TEST_QUEUE": queue,
+        "MIXED_BOOTSTRAP": settings.kafka_bootstrap,
+        "MIXED_FIRST": first,
+        "MIXED_TOPIC": middle,
+        "MIXED_LAST": last,
+        "MIXED_GROUP": f"mixed-{unique}",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "redis",  # kombu's Redis commands would add spans of their own
+        "PYTHONPATH": str(REPOSITORY),
+    }
+    worker = [str(OPENTELEMETRY_INSTRUMENT), str(Path(sys.executable).parent / "celery"), "-A", "tests.apps.mixed_celery", "worker"]
+    worker += ["--pool", "prefork", "--concurrency", "1", "-Q", queue, "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+    with running(worker, tmp_path / "worker.log", {**env, "OTEL_SERVICE_NAME": "mixed-worker"}, ready=" ready.", cwd=REPOSITORY):
+        client = subprocess.run(
+            [str(OPENTELEMETRY_INSTRUMENT), sys.executable, "-m", "tests.apps.mixed_client"],
+            env={**env, "OTEL_SERVICE_NAME": "mixed-client"},
+            cwd=REPOSITORY,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert client.returncode == 0 and "finished job" in client.stdout, client.stdout + client.stderr
+        store.wait_until(lambda s: len(s.spans()) >= 11, timeout=15)
+    ordered = chain(store.spans())  # exactly one chain: one root, each span the parent of the next
+    assert [(span.name, span.kind) for span in ordered] == [
+        ("client", "INTERNAL"),
+        *((f"send {first}", "PRODUCER"), (f"process {first}", "CONSUMER")),
+        *((f"send {queue}", "PRODUCER"), (f"process {queue}", "CONSUMER")),
+        *((f"send {middle}", "PRODUCER"), (f"process {middle}", "CONSUMER")),
+        *((f"send {last}", "PRODUCER"), (f"process {last}", "CONSUMER")),
+        *((f"send {queue}", "PRODUCER"), (f"process {queue}", "CONSUMER")),
+    ]
+    assert len({span.trace_id for span in ordered}) == 1
+    services = [span.resource.get("service.name") for span in ordered]
+    assert services == ["mixed-client"] * 4 + ["mixed-worker"] * 2 + ["mixed-client"] * 4 + ["mixed-worker"]
+    assert [span.attributes["hoptrace.stage"] for span in ordered if span.kind == "CONSUMER"] == [
+        f"mixed-{unique}-1",
+        "mixed.to_confluent",
+        f"mixed-{unique}-2",
+        f"mixed-{unique}-3",
+        "mixed.finish",
+    ]

@@ -7,6 +7,9 @@
   the record, current in the caller's task while the user's code handles it (the wrapper runs in
   that task: what it attaches is the task's context), ended at the consumer's next ``getone``,
   ``getmany``, ``commit`` or ``stop``.
+  A ``getone`` awaited in a task of its own stays current in that task only: ``asyncio.wait_for``
+  before Python 3.12 runs it so (``asyncio.timeout`` does not); such code takes
+  ``async with hoptrace.kafka.processing(record)`` around its handling.
 - ``getmany``: lists whose iteration processes each record in turn (``kafka_loop.TracedRecords``).
 - The lag of the consumer's assignment, from its memory (``aiokafka_lags``).
 
