@@ -1,9 +1,9 @@
-"""Asking a Prometheus server, through its HTTP API: instant PromQL queries, label values and exemplars.
+"""Asking a Prometheus server, through its HTTP API: instant PromQL queries and exemplars.
 
 ``PrometheusQuery`` is the small client the stage table (``prometheus_stages``) and the tests
-use: ``GET /api/v1/query`` (an instant vector, or a scalar), ``/api/v1/label/NAME/values`` and
-``/api/v1/query_exemplars``. Every failure is a ``PrometheusError`` whose message says what to
-do: the address is wrong, Prometheus is down, or the query was refused (with Prometheus' reason).
+use: ``GET /api/v1/query`` (an instant vector, or a scalar) and ``/api/v1/query_exemplars``.
+Every failure is a ``PrometheusError`` whose message says what to do: the address is wrong,
+Prometheus is down, or the query was refused (with Prometheus' reason).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.error import HTTPError
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from hoptrace.view.json_api import JsonApi
 
@@ -83,10 +83,6 @@ class PrometheusQuery(JsonApi):
         if kind != "vector":
             raise PrometheusError(f"{promql!r} gives a {kind}, not an instant vector: ask for one value per series")
         return [Sample(dict(item["metric"]), float(item["value"][1])) for item in result]
-
-    def label_values(self, label: str, match: str | None = None) -> list[str]:
-        """The values of LABEL, in the series MATCH selects when given (e.g. ``up{job="x"}``)."""
-        return sorted(self._get(f"/api/v1/label/{quote(label)}/values", [("match[]", match)] if match else []) or [])
 
     def exemplars(self, promql: str, start_s: float, end_s: float) -> list[Exemplar]:
         """The exemplars of the series PROMQL selects, kept between START_S and END_S (epoch seconds)."""

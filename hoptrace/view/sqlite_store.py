@@ -373,11 +373,6 @@ class SqliteTraceStore:
         with self._reading() as db:
             return int(db.execute("SELECT COUNT(*) FROM spans").fetchone()[0])
 
-    def trace_count(self) -> int:
-        """How many traces are stored."""
-        with self._reading() as db:
-            return int(db.execute("SELECT COUNT(*) FROM traces").fetchone()[0])
-
     def clear(self) -> None:
         """Forget every span, trace and metric point (for every process using the file)."""
         with self._writing() as db:
