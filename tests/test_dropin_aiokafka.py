@@ -43,6 +43,7 @@ from tests.kafka_dropin import (
     check_relayed,
     feed,
     instrumenting,
+    lag_of,
     named,
     process_points,
     telemetry,
@@ -97,7 +98,7 @@ def test_each_record_of_async_for_is_processed_in_its_own_span_current_in_the_ta
         await producer.stop()
         await consumer.stop()
         assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left attached
-        assert telemetry.points(semconv.CONSUMER_LAG) == []  # a stopped consumer reports no lag
+        assert lag_of(telemetry, group) == []  # a stopped consumer reports no lag
 
     asyncio.run(relay())
     check_relayed(telemetry, settings, parents, (source, target, group))
@@ -161,6 +162,37 @@ def test_handler_tasks_get_spans_of_their_own_with_async_with_processing(
     assert [(span.trace_id, span.parent_span_id) for span in handled] == parents
     assert [inside[offset] for offset in range(2)] == [span.span_id for span in handled]
     assert [span.attributes[semconv.OUTCOME] for span in handled] == ["processed", "processed"]
+
+
+def test_a_task_started_inside_a_records_span_that_commits_leaves_the_loops_context_alone(
+    settings: Settings,
+    new_topic: Callable[..., str],
+    unique: str,
+    telemetry: CapturedTelemetry,
+    instrumented: HoptraceAIOKafkaInstrumentor,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A task created while a record's span is current shares that context, not the token: the commit it awaits ends the span,
+    and the context comes off in the loop's own task at its next call (detaching it in the other task would fail)."""
+    source, group = new_topic("in"), f"g{unique}"
+    parents = feed(settings, source, 2)
+
+    async def main() -> None:
+        consumer = consumer_of(settings, source, group)
+        await consumer.start()
+        first = await consumer.getone()
+        await asyncio.create_task(consumer.commit())  # the span's context is the task's too
+        assert len(by_stage(telemetry, group)) == 1  # the commit ended the first record's span
+        assert format(trace.get_current_span().get_span_context().trace_id, "032x") == parents[first.offset][0]  # still attached here
+        second = await consumer.getone()  # detached in this task, then the second record's attached
+        assert format(trace.get_current_span().get_span_context().trace_id, "032x") == parents[second.offset][0]
+        await consumer.stop()
+        assert trace.get_current_span() is trace.INVALID_SPAN
+
+    with caplog.at_level("ERROR", "opentelemetry.context"):
+        asyncio.run(main())
+    assert [record.getMessage() for record in caplog.records if record.name == "opentelemetry.context"] == []
+    assert sorted((span.trace_id, span.parent_span_id) for span in by_stage(telemetry, group)) == sorted(parents)
 
 
 def test_uninstrument_puts_every_method_back_and_the_stock_instrumentor_steps_aside(

@@ -1,6 +1,6 @@
 """hoptrace's confluent-kafka instrumentor against the real broker: in process (spans in memory), across clients, and end to end.
 
-Records are fed by kafka-python with hand-written ``traceparent`` headers (``test_dropin_kafka.feed``)
+Records are fed by kafka-python with hand-written ``traceparent`` headers (``tests.kafka_dropin.feed``)
 and read back by kafka-python, so what confluent-kafka sends is checked by another client. The
 checks are those of the kafka-python drop-in: the exact span tree, when spans end, the metrics,
 untrusted headers, and that the stock instrumentor steps aside.
@@ -41,6 +41,7 @@ from tests.kafka_dropin import (
     check_relayed,
     feed,
     instrumenting,
+    lag_of,
     named,
     process_points,
     read_back,
@@ -115,8 +116,37 @@ def test_each_polled_record_is_processed_in_its_own_span_and_each_produce_is_tra
     check_lag(telemetry, group, N - 1)
     consumer.close()
     assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left attached
-    assert telemetry.points(semconv.CONSUMER_LAG) == []  # a closed consumer reports no lag
+    assert lag_of(telemetry, group) == []  # a closed consumer reports no lag
     check_relayed(telemetry, settings, parents, (source, target, group))
+
+
+def test_produce_keeps_every_delivery_callback_and_takes_every_positional_form(
+    settings: Settings, new_topic: Callable[..., str], telemetry: CapturedTelemetry, instrumented: HoptraceConfluentKafkaInstrumentor
+) -> None:
+    target = new_topic("out")
+    reports: list[tuple[str, KafkaError | None, int]] = []
+
+    def report(name: str) -> Callable[[KafkaError | None, Message], None]:
+        return lambda error, record: reports.append((name, error, record.offset()))
+
+    configured = confluent_kafka.Producer({"bootstrap.servers": settings.kafka_bootstrap, "on_delivery": report("configuration")})
+    configured.produce(target, b"0")  # the configuration's callback
+    configured.produce(target, b"1", None, -1, report("on_delivery"))  # positional on_delivery
+    configured.produce(target, b"2", None, -1, None, report("callback"))  # positional callback, the alias
+    configured.produce(target, b"3", None, -1, None, None, 0, [("kept", b"yes")])  # all eight positionally: headers last
+    assert configured.flush(10) == 0
+    only_errors = confluent_kafka.Producer({"bootstrap.servers": settings.kafka_bootstrap, "delivery.report.only.error": True})
+    only_errors.produce(target, b"4", on_delivery=report("only errors"))  # gets through: no report, the span ends at hand-over
+    assert only_errors.flush(10) == 0
+    assert sorted(reports) == [("callback", None, 2), ("configuration", None, 0), ("configuration", None, 3), ("on_delivery", None, 1)]
+    sends = named(telemetry, f"send {target}")
+    assert len(sends) == 5 and {span.status for span in sends} == {"UNSET"}
+    assert sorted(span.attributes.get(semconv.MESSAGING_KAFKA_OFFSET, -1) for span in sends) == [-1, 0, 1, 2, 3]
+    forwarded = sorted(read_back(settings, target, 5), key=lambda record: record.offset)
+    assert [len(traceparents(record)) for record in forwarded] == [1] * 5
+    assert ("kept", b"yes") in forwarded[3].headers
+    by_span = {span.span_id: span for span in sends}
+    assert all(traceparents(record)[0][1] in by_span for record in forwarded)  # each record carries its own send span
 
 
 def test_each_record_of_a_consume_batch_is_processed_as_the_list_is_iterated(

@@ -44,10 +44,12 @@ from tests.kafka_dropin import (
     N,
     by_stage,
     check_forwarded,
+    check_lag,
     check_relay_telemetry,
     check_relay_tree,
     feed,
     instrumenting,
+    lag_of,
     named,
     process_points,
     read_back,
@@ -104,16 +106,12 @@ def test_each_record_of_the_iterator_is_processed_in_its_own_span(
         seen += 1
         if seen == N:
             break
-        lag = telemetry.points(semconv.CONSUMER_LAG)
-        assert [(point.attributes[semconv.MESSAGING_PARTITION], point.attributes[semconv.MESSAGING_CONSUMER_GROUP]) for point in lag] == [
-            ("0", f"g{unique}")
-        ]
-        assert 0 <= lag[0].value <= N - 1 and lag[0].unit == "{message}"
+        check_lag(telemetry, f"g{unique}", N - 1)
     producer.flush()
     assert len(named(telemetry, f"process {source}")) == N - 1  # the last one is open until close
     consumer.close()
     assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left attached
-    assert telemetry.points(semconv.CONSUMER_LAG) == []  # a closed consumer reports no lag
+    assert lag_of(telemetry, f"g{unique}") == []  # a closed consumer reports no lag
     check_forwarded(settings, target, check_relay_tree(telemetry.spans, parents, source, target), N)
     assert process_points(telemetry, semconv.PROCESS_DURATION, f"g{unique}") == N
     assert process_points(telemetry, semconv.CONSUMED_MESSAGES, f"g{unique}") == N

@@ -8,7 +8,7 @@
   that task: what it attaches is the task's context), ended at the consumer's next ``getone``,
   ``getmany``, ``commit`` or ``stop``.
   A ``getone`` awaited in a task of its own stays current in that task only: ``asyncio.wait_for``
-  before Python 3.12 runs it so (``asyncio.timeout`` does not); such code takes
+  before Python 3.12 runs it so (``asyncio.timeout``, Python 3.11+, does not); such code takes
   ``async with hoptrace.kafka.processing(record)`` around its handling.
 - ``getmany``: lists whose iteration processes each record in turn (``kafka_loop.TracedRecords``).
 - The lag of the consumer's assignment, from its memory (``aiokafka_lags``).
@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from hoptrace.instrumentation.kafka_guard import contained
-from hoptrace.instrumentation.kafka_loop import STATE, ConsumerState, state_of, traced_batch
+from hoptrace.instrumentation.kafka_loop import STATE, ConsumerState, state_of
 from hoptrace.instrumentation.kafka_producer import Answer, Handover, replace_headers, start_publish
 from hoptrace.pipeline.messages import is_owned
 
@@ -113,11 +113,7 @@ async def wrap_getmany(wrapped: Any, instance: AIOKafkaConsumer, args: tuple[Any
     """``AIOKafkaConsumer.getmany``: end what is open; records of the batch are processed as their lists are iterated."""
     state = _state(instance)
     batch = await wrapped(*args, **kwargs)
-    if state is not None:
-        with contained("AIOKafkaConsumer.getmany"):
-            state.lag.refresh(instance)
-            return traced_batch(batch, state)
-    return batch
+    return batch if state is None else state.batch(instance, batch, "AIOKafkaConsumer.getmany")
 
 
 async def wrap_commit(wrapped: Any, instance: AIOKafkaConsumer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

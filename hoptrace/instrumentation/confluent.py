@@ -13,7 +13,10 @@ span and one ``traceparent``.
 
 Not covered: classes imported before the instrumentation (``from confluent_kafka import Producer``
 ahead of ``instrument()``; ``opentelemetry-instrument`` instruments first), and confluent-kafka's
-own subclasses of the plain clients (``SerializingProducer``, ``DeserializingConsumer``).
+own subclasses of the plain clients (``SerializingProducer``, ``DeserializingConsumer``);
+``Producer.produce_batch`` (no span, no headers written) and ``Consumer.store_offsets`` or a
+transaction's ``send_offsets_to_transaction`` (they do not end the open record's span; the next
+``poll()``, ``consume()``, ``commit()`` or ``close()`` does).
 """
 
 from __future__ import annotations

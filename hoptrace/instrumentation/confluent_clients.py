@@ -9,8 +9,10 @@ when the instrumentation is undone.
 - ``Producer.produce``: a PRODUCER ``send {topic}`` span, current while ``produce`` runs; the
   propagation headers written into a copy of the record's headers (a list, or a dict turned into
   one), replacing any already there; the span ends in the delivery report (partition and offset,
-  or the error), before the caller's ``on_delivery`` (alias ``callback``), which still gets it.
-  confluent-kafka delivers reports inside ``poll()`` and ``flush()``: a span stays open until then.
+  or the error), before the caller's ``on_delivery`` (alias ``callback``; per message, else the
+  configuration's), which still gets it. confluent-kafka delivers reports inside ``poll()`` and
+  ``flush()``: a span stays open until then. With ``delivery.report.only.error`` the span ends when
+  the record is handed over (librdkafka reports failures alone).
 - ``Consumer.poll()``: a CONSUMER ``process {topic}`` span for the record it returns, current while
   the user's code handles it, ended at the next ``poll()``, ``consume()``, ``commit()`` or
   ``close()``; events (``error()`` set) get none.
@@ -38,8 +40,10 @@ from hoptrace.pipeline import semconv
 from hoptrace.pipeline.messages import Outgoing, is_owned
 from hoptrace.pipeline.middleware import BoundHooks
 
-PRODUCE_PARAMETERS = ("topic", "value", "key", "partition", "on_delivery", "timestamp", "headers")
-"""``Producer.produce``'s parameters in their positional order."""
+PRODUCE_PARAMETERS = ("topic", "value", "key", "partition", "on_delivery", "callback", "timestamp", "headers")
+"""``Producer.produce``'s parameters in the C method's positional order (``callback`` is ``on_delivery``'s alias)."""
+_DELIVERY_CALLBACK_KEYS = ("on_delivery", "callback")
+"""Names of the delivery callback, per message (``produce``) or for every message (the configuration)."""
 
 _active = False
 
@@ -79,8 +83,26 @@ def _keywords(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     return {**dict(zip(PRODUCE_PARAMETERS, args, strict=False)), **kwargs}
 
 
+def _delivery_callback(call: dict[str, Any]) -> Callable[[KafkaError | None, Message], object] | None:
+    """The delivery callback CALL names (``on_delivery`` or its alias ``callback``), taken out of it; None when it names none."""
+    found = [call.pop(key) for key in _DELIVERY_CALLBACK_KEYS if key in call]
+    return found[-1] if found else None
+
+
 class Producer(PlainProducer):  # type: ignore[misc]
     """confluent-kafka's ``Producer``, tracing each ``produce`` (see the module's docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """A producer as confluent-kafka makes it (a configuration dict, or keywords).
+
+        Its configuration's own delivery callback is kept: ``produce`` passes a callback of its own
+        per message, which librdkafka would otherwise call instead. With ``delivery.report.only.error``,
+        librdkafka reports failures alone, so a span ends when its record is handed over.
+        """
+        super().__init__(*args, **kwargs)
+        config = args[0] if args and isinstance(args[0], dict) else kwargs
+        self._hoptrace_callback = _delivery_callback(dict(config))
+        self._hoptrace_reports = str(config.get("delivery.report.only.error", "false")).lower() not in ("true", "1")
 
     def produce(self, *args: Any, **kwargs: Any) -> None:
         """Produce a record in its send span, with the trace context in its headers."""
@@ -93,14 +115,18 @@ class Producer(PlainProducer):  # type: ignore[misc]
             headers = call.get("headers")
             if isinstance(topic, str) and (headers is None or isinstance(headers, (list, dict))):
                 hooks, message, call["headers"] = start_publish(topic, list(headers.items()) if isinstance(headers, dict) else headers)
-                callback = call.pop("on_delivery", None)
-                call["on_delivery"] = _Delivered(hooks, message, call.pop("callback", callback))
+                if self._hoptrace_reports:
+                    call["on_delivery"] = _Delivered(hooks, message, _delivery_callback(call) or self._hoptrace_callback)
                 started = hooks, message, call
         if started is None:
             return super().produce(*args, **kwargs)
         hooks, message, call = started
         with Handover(hooks, message):
-            return super().produce(**call)
+            super().produce(**call)
+        if not self._hoptrace_reports:  # no report will come for a record that gets through
+            with contained("Producer.produce"):
+                hooks.after_publish(message)
+        return None
 
 
 def confluent_lags(consumer: PlainConsumer) -> Iterable[tuple[str, int, int]]:
@@ -138,6 +164,7 @@ class Consumer(PlainConsumer):  # type: ignore[misc]
                 state.settle()
 
     def _refresh(self, state: ConsumerState, kind: str) -> None:
+        """Compute the consumer's lag (at most once a second), within the client call KIND."""
         with contained(kind):
             state.lag.refresh(self)
 

@@ -6,9 +6,9 @@
   ``OTEL_*`` variables, as ``hoptrace.pipeline.telemetry.configure`` builds it (bounded flush
   and shutdown, hoptrace's histograms for every reader).
 - ``before_instrumentors`` (``opentelemetry_pre_instrument``, which always runs): the stock
-  Celery and kafka-python instrumentors become no-ops where hoptrace's instrument those
-  libraries (not where ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names ``hoptrace_celery`` or
-  ``hoptrace_kafka``: then the stock one runs), and providers some other configurator built get
+  Celery, kafka-python, confluent-kafka and aiokafka instrumentors become no-ops where hoptrace's
+  instrument those libraries (not where ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names hoptrace's
+  entry point, such as ``hoptrace_kafka``: then the stock one runs), and providers some other configurator built get
   hoptrace's bounded shutdown.
 
 The auto-instrumentation loader runs one distro and one configurator, the first it finds unless
@@ -62,7 +62,7 @@ def disabled_instrumentations() -> frozenset[str]:
 
 
 def before_instrumentors() -> None:
-    """Skip the stock Celery and kafka-python instrumentors where hoptrace's run, and adopt providers hoptrace did not build."""
+    """Skip the stock Celery and Kafka instrumentors where hoptrace's run, and adopt providers hoptrace did not build."""
     try:
         from hoptrace.instrumentation import stock_instrumentors
         from hoptrace.instrumentation.dropin import silence

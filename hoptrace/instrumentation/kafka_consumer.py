@@ -29,7 +29,7 @@ from kafka import KafkaConsumer
 
 from hoptrace.instrumentation.kafka_guard import contained
 from hoptrace.instrumentation.kafka_lag import kafka_python_lags
-from hoptrace.instrumentation.kafka_loop import STATE, ConsumerState, state_of, traced_batch
+from hoptrace.instrumentation.kafka_loop import STATE, ConsumerState, state_of
 from hoptrace.pipeline.messages import is_owned
 
 
@@ -68,11 +68,7 @@ def wrap_poll(wrapped: Any, instance: KafkaConsumer, args: tuple[Any, ...], kwar
         state = _state_of(instance)
         state.settle()
     batch = wrapped(*args, **kwargs)
-    if state is not None:
-        with contained("KafkaConsumer.poll"):
-            state.lag.refresh(instance)
-            return traced_batch(batch, state)
-    return batch
+    return batch if state is None else state.batch(instance, batch, "KafkaConsumer.poll")
 
 
 def wrap_commit(wrapped: Any, instance: KafkaConsumer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -1,9 +1,9 @@
-"""Keeping hoptrace's own failures out of the user's kafka-python calls.
+"""Keeping hoptrace's own failures out of the user's Kafka client calls (kafka-python, confluent-kafka, aiokafka).
 
-Everything the kafka-python wrappers do besides calling the original method runs inside
+Everything the Kafka wrappers do besides calling the original method runs inside
 ``contained(kind)``: an exception there is logged (with its traceback the first time for that
 kind, at DEBUG after) and swallowed, so the user's loop or send goes on as if hoptrace were not
-installed. Exceptions raised by kafka-python itself or by the user's code are never caught here.
+installed. Exceptions raised by the client itself or by the user's code are never caught here.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class contained:  # noqa: N801 - used as a function: ``with contained("KafkaProd
     __slots__ = ("_kind",)
 
     def __init__(self, kind: str) -> None:
-        """Guard a block of hoptrace's work within the kafka-python call KIND."""
+        """Guard a block of hoptrace's work within the client call KIND."""
         self._kind = kind
 
     def __enter__(self) -> None:
@@ -40,7 +40,7 @@ class contained:  # noqa: N801 - used as a function: ``with contained("KafkaProd
             first = self._kind not in _reported
             _reported.add(self._kind)
         if first:
-            logger.warning("hoptrace's kafka-python instrumentation failed in %s; the call goes on untraced", self._kind, exc_info=error)
+            logger.warning("hoptrace's Kafka instrumentation failed in %s; the call goes on untraced", self._kind, exc_info=error)
         else:
-            logger.debug("hoptrace's kafka-python instrumentation failed in %s again", self._kind, exc_info=error)
+            logger.debug("hoptrace's Kafka instrumentation failed in %s again", self._kind, exc_info=error)
         return True

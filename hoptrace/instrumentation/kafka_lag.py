@@ -1,4 +1,4 @@
-"""``hoptrace.kafka.consumer.lag`` of instrumented consumers (kafka-python, confluent-kafka), from their own assignment (no admin client).
+"""``hoptrace.kafka.consumer.lag`` of instrumented consumers (kafka-python, confluent-kafka, aiokafka), from their own assignment.
 
 Per assigned partition: highwater (the offset the next produced record gets, known from the
 last fetch response) minus the consumer's position (the next offset it hands out). Both are
@@ -7,8 +7,12 @@ in the consumer's memory; each client has its ``LagSource`` that reads them:
 - kafka-python (``kafka_python_lags``): ``position()`` is not used: besides possible network
   round-trips, it raises (and so clears) errors cached for the next ``poll()``, which the user's
   code would then never see; the position is read from the consumer's subscription state instead;
-- confluent-kafka (``instrumentation.confluent``): ``position()`` and the cached
-  ``get_watermark_offsets``, both local to librdkafka.
+- confluent-kafka (``confluent_clients.confluent_lags``): ``position()`` and the cached
+  ``get_watermark_offsets``, both local to librdkafka;
+- aiokafka (``aiokafka_clients.aiokafka_lags``): the position from the subscription state, as for
+  kafka-python (aiokafka's ``position()`` is a coroutine that may wait on the network).
+
+No admin client is used.
 
 Partitions not fetched yet (no highwater) are left out. Consumers are not thread-safe, so the
 lag is computed in the consumer's own thread, by the instrumentation's wrappers, at most once per

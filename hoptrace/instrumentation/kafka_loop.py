@@ -3,7 +3,7 @@
 A ``ConsumerState`` keeps at most one ``RecordProcessing`` open per consumer: starting the next
 record's ends the previous one's, and ``settle`` ends it at the client calls that mean the user's
 code is done with it (the next poll, a commit, close). ``TracedRecords`` is the list type of a
-batch (kafka-python's ``poll()`` per partition, confluent-kafka's ``consume()``).
+batch (kafka-python's ``poll()`` and aiokafka's ``getmany()`` per partition, confluent-kafka's ``consume()``).
 """
 
 from __future__ import annotations
@@ -63,23 +63,32 @@ class ConsumerState:
         self.settle(raised if isinstance(raised, Exception) else None)
         self.lag.stop()
 
+    def batch(self, consumer: object, batch: dict[Any, list[Any]], kind: str) -> dict[Any, list[Any]]:
+        """BATCH (records per partition, from kafka-python's ``poll()`` or aiokafka's ``getmany()``, the client call KIND) with each list
+        processing as it is iterated, after a refresh of CONSUMER's lag; BATCH itself when hoptrace fails."""
+        with contained(kind):
+            self.lag.refresh(consumer)
+        with contained(kind):
+            return {partition: TracedRecords(records, self) for partition, records in batch.items()}
+        return batch
+
     def iterate(self, records: Iterable[Any]) -> Iterator[Any]:
         """RECORDS, each processed from the step that hands it out until the next step (or the end, or ``close()``)."""
         mine: RecordProcessing | None = None
         try:
             for record in records:
                 mine = None
-                with contained("iterating poll() records"):
+                with contained("iterating a batch of records"):
                     mine = self.start(record)
                 yield record
         finally:
             if mine is not None and self.open is mine:
-                with contained("iterating poll() records"):
+                with contained("iterating a batch of records"):
                     self.settle()
 
 
 class TracedRecords(list):  # type: ignore[type-arg]
-    """A partition's records from ``poll()``: a plain list, except that iterating it processes each record in turn."""
+    """A batch of records (a partition's from ``poll()`` or ``getmany()``; ``consume()``'s): a plain list; iterating it processes each record."""
 
     def __init__(self, records: Iterable[Any], state: ConsumerState) -> None:
         """RECORDS, processed through STATE as they are iterated."""
@@ -105,8 +114,3 @@ def state_of(consumer: Any, group: str | None, lags: LagSource) -> ConsumerState
     if state is None:
         state = consumer.__dict__[STATE] = ConsumerState(group, lags)
     return state
-
-
-def traced_batch(batch: dict[Any, list[Any]], state: ConsumerState) -> dict[Any, TracedRecords]:
-    """BATCH (records per partition, as kafka-python's ``poll()`` and aiokafka's ``getmany()`` give them), each list processing as it is iterated."""
-    return {partition: TracedRecords(records, state) for partition, records in batch.items()}

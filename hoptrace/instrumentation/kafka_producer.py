@@ -34,12 +34,12 @@ def start_publish(topic: str, headers: Any) -> tuple[BoundHooks, Outgoing, Any]:
     """Start the publish of a record to TOPIC: its hooks, its ``Outgoing`` (span open), and the headers to send instead of HEADERS.
 
     HEADERS is the caller's list of (key, value) pairs, or None; anything else is passed on unchanged, for the client to report.
-    Shared by both clients' senders (kafka-python's ``send``, confluent-kafka's ``produce``).
+    Shared by every client's sender (kafka-python's and aiokafka's ``send``, confluent-kafka's ``produce``).
     """
     stage, hooks = dropin.lane(dropin.pipeline_name(PIPELINE_DEFAULT), ("send", topic), lambda: dropin.stage(topic, KafkaTransport(topic, "")))
     message = Outgoing.published_in(otel_context.get_current(), stage, stage.transport, {}, {})
     hooks.before_publish(message)
-    if headers is None or isinstance(headers, list):  # anything else is the caller's error, for kafka-python to report
+    if headers is None or isinstance(headers, list):  # anything else is the caller's error, for the client to report
         headers = list(headers or ())
         propagation.inject(headers, KAFKA_SETTER if headers else APPEND_SETTER, message.sending_context or message.context)
     return hooks, message, headers
@@ -94,11 +94,12 @@ class Handover:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
         """Put the caller's context back; end the span failed when the send raised ERROR (re-raised), else hand the message over."""
         otel_context.detach(self.token)
-        if error is not None:
-            self.message.error = error
-            self.hooks.after_publish(self.message)
-        else:
-            self.message.handed_over()
+        with contained("send"):
+            if error is not None:
+                self.message.error = error
+                self.hooks.after_publish(self.message)
+            else:
+                self.message.handed_over()
 
 
 def replace_headers(args: tuple[Any, ...], kwargs: dict[str, Any], headers: Any, at: int = _HEADERS_AT) -> tuple[tuple[Any, ...], dict[str, Any]]:

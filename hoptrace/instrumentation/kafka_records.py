@@ -15,6 +15,7 @@ topic; its retry policy allows a single attempt (retrying is the user's code's b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ from hoptrace.pipeline.stages import KafkaTransport, Stage
 logger = logging.getLogger("hoptrace.instrumentation.kafka")
 
 PIPELINE_DEFAULT = "kafka"
-"""The pipeline name of instrumented kafka-python code unless ``HOPTRACE_PIPELINE`` names another."""
+"""The pipeline name of instrumented Kafka code (any client) unless ``HOPTRACE_PIPELINE`` names another."""
 
 
 def record_stage(topic: str, group: str | None) -> Stage:
@@ -64,6 +65,12 @@ def consumed(record: Any) -> Consumed | None:
     return Consumed(record.topic, record.partition, record.offset, record.headers)
 
 
+def _running() -> tuple[int, object]:
+    """This thread, and the asyncio task running in it (None outside one): where a context attached now must be detached."""
+    loop = asyncio._get_running_loop()  # noqa: SLF001 - asyncio's own test for a running loop, which never raises
+    return threading.get_ident(), asyncio.current_task(loop) if loop is not None else None
+
+
 def _delivery(record: Consumed) -> Delivery:
     """RECORD as the middleware sees it: no payload (the user's code reads the value), raw headers, partition and offset."""
     attributes = {semconv.MESSAGING_PARTITION: str(record.partition), semconv.MESSAGING_KAFKA_OFFSET: record.offset}
@@ -73,7 +80,7 @@ def _delivery(record: Consumed) -> Delivery:
 class RecordProcessing:
     """The processing of one record: span open and metrics started from construction until ``end``."""
 
-    __slots__ = ("_ended", "_hooks", "_thread", "_token", "context", "message")
+    __slots__ = ("_ended", "_hooks", "_owner", "_token", "context", "message")
 
     def __init__(self, record: Consumed, group: str | None) -> None:
         """Take RECORD (consumed by GROUP) in and start its processing; nothing is attached yet."""
@@ -83,13 +90,13 @@ class RecordProcessing:
         self.context: Context = dropin.begin(self._hooks, self.message, 1)
         """What the user's code runs in: the process span and the message's baggage (attached while it is current)."""
         self._token: Token[Context] | None = None
-        self._thread = 0
+        self._owner: tuple[int, object] = (0, None)
         self._ended = False
 
     def attach(self) -> None:
-        """Make the processing's context current in this thread (until ``release``)."""
+        """Make the processing's context current in this thread, or asyncio task (until ``release``)."""
         self._token = otel_context.attach(self.context)
-        self._thread = threading.get_ident()
+        self._owner = _running()
 
     def end(self, error: Exception | None = None) -> None:
         """End the span and record the metrics, processed or (with ERROR) failed; a second call does nothing."""
@@ -102,15 +109,16 @@ class RecordProcessing:
     def release(self) -> bool:
         """Detach the context ``attach`` made current, when that is safe now; True when nothing stays attached.
 
-        Safe means: in the thread that attached it, with it still the current context. Otherwise
-        (called from another thread, or the user's code attached a context of its own on top that
-        it has yet to detach) it stays attached for a later ``release``: detaching now would drop
-        the user's context, and OpenTelemetry would log an error.
+        Safe means: in the thread and asyncio task that attached it, with it still the current
+        context. Otherwise (called from another thread; from a task started while it was current,
+        which shares the context but not the token; or the user's code attached a context of its
+        own on top that it has yet to detach) it stays attached for a later ``release``: detaching
+        now would drop the user's context, and OpenTelemetry would log an error.
         """
         if self._token is None:
             return True
-        if threading.get_ident() != self._thread or otel_context.get_current() is not self.context:
-            logger.debug("kept the context of %s attached: not its thread, or another context is current", self.message.stage.name)
+        if _running() != self._owner or otel_context.get_current() is not self.context:
+            logger.debug("kept the context of %s attached: not its thread or task, or another context is current", self.message.stage.name)
             return False
         token, self._token = self._token, None
         otel_context.detach(token)
