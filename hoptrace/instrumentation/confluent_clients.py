@@ -78,6 +78,11 @@ class _Delivered:
             self.callback(error, record)
 
 
+def _configuration(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The configuration a client was made with: its dict (ARGS' first), else its keywords (KWARGS)."""
+    return args[0] if args and isinstance(args[0], dict) else kwargs
+
+
 def _keywords(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """A ``produce`` call's ARGS and KWARGS as keywords only (confluent-kafka takes every parameter by name)."""
     return {**dict(zip(PRODUCE_PARAMETERS, args, strict=False)), **kwargs}
@@ -100,7 +105,7 @@ class Producer(PlainProducer):  # type: ignore[misc]
         librdkafka reports failures alone, so a span ends when its record is handed over.
         """
         super().__init__(*args, **kwargs)
-        config = args[0] if args and isinstance(args[0], dict) else kwargs
+        config = _configuration(args, kwargs)
         self._hoptrace_callback = _delivery_callback(dict(config))
         self._hoptrace_reports = str(config.get("delivery.report.only.error", "false")).lower() not in ("true", "1")
 
@@ -150,8 +155,7 @@ class Consumer(PlainConsumer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._hoptrace: ConsumerState | None = None
         with contained("Consumer()"):
-            config = args[0] if args and isinstance(args[0], dict) else kwargs
-            self._hoptrace = ConsumerState(config.get("group.id"), confluent_lags)
+            self._hoptrace = ConsumerState(_configuration(args, kwargs).get("group.id"), confluent_lags)
 
     def _state(self) -> ConsumerState | None:
         """The consumer's state, when hoptrace is to trace this call now."""
