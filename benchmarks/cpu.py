@@ -6,7 +6,7 @@ time (``time.process_time``: every thread, so the batch span processor's thread 
 busy neighbour on the machine does not inflate as it does wall-clock time (kept as
 ``wall_us`` in the details). The repeats of all cases interleave (repeat 1 of every case, then
 repeat 2, ...), so the machine's drift hits every case alike. Telemetry is built by hoptrace's
-own ``telemetry.configure`` (not global) with the SDK's real ``BatchSpanProcessor`` feeding an
+own ``providers.configure`` (not global) with the SDK's real ``BatchSpanProcessor`` feeding an
 exporter that discards (so span encoding and export are not included: see ``benchmarks.encoding``),
 and a ``MeterProvider`` with a periodic reader whose exporter discards; the sampler is
 ``always_on`` (sampled) or ``always_off`` (not sampled), and ``always_off`` again with the flight
@@ -64,7 +64,7 @@ from benchmarks.spanless import SpanlessTracerProvider
 
 if TYPE_CHECKING:
     from hoptrace.pipeline.recorder import FlightRecorder
-    from hoptrace.pipeline.telemetry import Telemetry
+    from hoptrace.pipeline.telemetry.providers import Telemetry
 
 SECTION = "cpu"
 WARM_UP_CALLS = 1000
@@ -102,7 +102,7 @@ def prepare(sampler: str, recorded: bool = False) -> Prepared:
     from opentelemetry.context import Context, attach, detach, set_value
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from hoptrace.pipeline import jobs, propagation, telemetry
+    from hoptrace.pipeline import jobs, propagation
     from hoptrace.pipeline.carriers import DICT_SETTER, FRESH_DICT_SETTER
     from hoptrace.pipeline.instruments import Instruments
     from hoptrace.pipeline.metrics import Recorder
@@ -111,6 +111,7 @@ def prepare(sampler: str, recorded: bool = False) -> Prepared:
     from hoptrace.pipeline.semconv import HEADER_PATHWAY, PATHWAY, PIPELINE, STAGE
     from hoptrace.pipeline.settings import Settings
     from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
+    from hoptrace.pipeline.telemetry import providers
     from hoptrace.producers.kafka import kafka_headers
     from hoptrace.producers.publisher import PipelinePublisher
     from hoptrace.workers.kafka import delivery
@@ -118,7 +119,7 @@ def prepare(sampler: str, recorded: bool = False) -> Prepared:
 
     os.environ.update({"OTEL_TRACES_SAMPLER": sampler, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"})
     exporter = DiscardSpanExporter()
-    configured = telemetry.configure(
+    configured = providers.configure(
         "bench-cpu", set_global=False, span_processors=[BatchSpanProcessor(exporter)], metric_exporters=[DiscardMetricExporter()]
     )
     recorder = None
@@ -200,7 +201,7 @@ def _spooled_provider(resource: Any, exporter: Any) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from hoptrace.pipeline.span_spool import SpanSpool, SpoolMarking
+    from hoptrace.pipeline.telemetry.span_spool import SpanSpool, SpoolMarking
 
     provider = TracerProvider(resource=resource, shutdown_on_exit=True)
     spool = SpanSpool(Path(tempfile.mkdtemp(prefix="hoptrace-bench-spool-")))

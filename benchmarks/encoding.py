@@ -41,8 +41,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from benchmarks.harness import Run
 from benchmarks.modes import Mode
 from benchmarks.report import Scenario
-from hoptrace.pipeline.otlp_exporters import OTLPGrpcSpanExporter
-from hoptrace.pipeline.otlp_wire import SpanEncoder
+from hoptrace.pipeline.telemetry.otlp_exporters import OTLPGrpcSpanExporter
+from hoptrace.pipeline.telemetry.otlp_wire import SpanEncoder
 
 
 def realistic_spans(count: int) -> list[ReadableSpan]:
@@ -184,7 +184,7 @@ def measure_export(spans_per_batch: int = 512, rounds: int = 5, batches: int = 2
 SECTION = "export"
 ROWS: tuple[tuple[str, str, str | None, str], ...] = (
     ("encode sdk", "sdk_encode", None, "the SDK's encode_spans(spans).SerializeToString()"),
-    ("encode hoptrace", "hoptrace_encode", "encode sdk", "hoptrace's SpanEncoder.encode(spans) (pipeline/otlp_wire.py): same spans, same bytes"),
+    ("encode hoptrace", "hoptrace_encode", "encode sdk", "hoptrace's SpanEncoder.encode(spans) (telemetry/otlp_wire.py): same spans, same bytes"),
     ("export sdk", "sdk_export", None, "the SDK's OTLPSpanExporter.export() over gRPC into a receiver in another process"),
     ("export hoptrace", "hoptrace_export", "export sdk", "hoptrace's OTLPGrpcSpanExporter.export(): same spans, same receiver"),
 )

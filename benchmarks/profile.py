@@ -27,7 +27,7 @@ SPANS = "SDK spans"
 PROPAGATION = "propagation"
 COMPONENTS: tuple[tuple[str, str], ...] = (
     ("opentelemetry.sdk.metrics", "metrics SDK"),
-    ("hoptrace.pipeline.histograms", METRICS),
+    ("hoptrace.pipeline.telemetry.histograms", METRICS),
     ("hoptrace.pipeline.instruments", METRICS),
     ("hoptrace.pipeline.metrics", METRICS),
     ("opentelemetry.sdk.trace", SPANS),

@@ -17,10 +17,10 @@ from types import FrameType
 from hoptrace.critical_times import CriticalTimes
 from hoptrace.gauges.depth_monitor import DepthMonitor
 from hoptrace.loader import load_stages
-from hoptrace.pipeline import telemetry
 from hoptrace.pipeline.health import BEAT_EVERY_S, MONITOR, HealthFile
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import Pipeline
+from hoptrace.pipeline.telemetry import providers
 from hoptrace.runtime import configure_logging
 from hoptrace.view.jaeger import JaegerQuery
 
@@ -34,7 +34,7 @@ def run_monitor(pipeline: Pipeline, settings: Settings, interval_s: float) -> No
 
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, stop)
-    process_telemetry = telemetry.configure(f"{pipeline.name}-monitor")
+    process_telemetry = providers.configure(f"{pipeline.name}-monitor")
     monitor = DepthMonitor(pipeline, settings, process_telemetry.meter_provider, interval_s)
     monitor.start()
     critical = None if settings.jaeger_url is None else CriticalTimes(JaegerQuery(settings.jaeger_url), pipeline, process_telemetry.meter_provider)

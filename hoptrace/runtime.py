@@ -16,13 +16,13 @@ from celery import Celery
 from kafka import KafkaProducer
 from opentelemetry.sdk.trace import SpanProcessor
 
-from hoptrace.pipeline import telemetry
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.job_ledger import JobLedger, JobLedgerMiddleware, key_prefix
 from hoptrace.pipeline.keep_channel import start_flight_recorder
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
+from hoptrace.pipeline.telemetry import providers
 from hoptrace.producers.celery import CelerySender
 from hoptrace.producers.kafka import KafkaSender
 from hoptrace.producers.publisher import PipelinePublisher, Sender
@@ -38,8 +38,8 @@ LEDGER_CLOSE_TIMEOUT_S = 0.5
 
 def configure_logging() -> None:
     """Log lines of a worker or monitor process: INFO and up, with the current trace and span ids; kafka-python's chatter only from WARNING."""
-    telemetry.install_log_correlation()
-    logging.basicConfig(level=logging.INFO, format=telemetry.LOG_FORMAT)
+    providers.install_log_correlation()
+    logging.basicConfig(level=logging.INFO, format=providers.LOG_FORMAT)
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
@@ -70,7 +70,7 @@ class Runtime:
         """Configure telemetry for service ``<pipeline>-<role>`` and the publishers."""
         self.pipeline = pipeline
         self.settings = settings
-        self.telemetry = telemetry.configure(f"{pipeline.name}-{role}", span_processors=span_processors, spool=settings.spool_root)
+        self.telemetry = providers.configure(f"{pipeline.name}-{role}", span_processors=span_processors, spool=settings.spool_root)
         self.instruments = Instruments.of(self.telemetry.meter_provider)
         # This process's unsampled spans, exported whole when any process of the pipeline keeps their job.
         start_flight_recorder(self.telemetry.tracer_provider, self.telemetry.meter_provider, settings)

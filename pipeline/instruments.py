@@ -17,8 +17,8 @@ from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Obs
 from opentelemetry.util.types import AttributeValue
 
 from hoptrace.pipeline import semconv
-from hoptrace.pipeline.histograms import DRAIN_AT, LocalHistogram
-from hoptrace.pipeline.metric_producer import local_histograms, selected_by_views
+from hoptrace.pipeline.telemetry.histograms import DRAIN_AT, LocalHistogram
+from hoptrace.pipeline.telemetry.metric_producer import local_histograms, selected_by_views
 
 Attributes = Mapping[str, AttributeValue]
 

@@ -25,12 +25,12 @@ from opentelemetry.trace import SpanContext
 
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.attributes import Attributes, consumer_attributes, stage_attributes
-from hoptrace.pipeline.histograms import LocalHistogram
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.messages import Incoming, Outcome, Outgoing
 from hoptrace.pipeline.middleware import Middleware
 from hoptrace.pipeline.pathways import DEFAULT_DEPTH, PATHWAY_KEY, Pathways, component
 from hoptrace.pipeline.stages import Pipeline, Stage, Transport
+from hoptrace.pipeline.telemetry.histograms import LocalHistogram
 
 
 class Recorder:

@@ -32,8 +32,8 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
 from hoptrace.pipeline import semconv
-from hoptrace.pipeline.sdk_internals.processors import span_processor_of
-from hoptrace.pipeline.sdk_internals.spans import BLOB, RECORD_FIELDS, HopSpan, SpanRecord, as_sampled, ended_at, flat_records
+from hoptrace.pipeline.telemetry.sdk_internals.processors import span_processor_of
+from hoptrace.pipeline.telemetry.sdk_internals.spans import BLOB, RECORD_FIELDS, HopSpan, SpanRecord, as_sampled, ended_at, flat_records
 
 _logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ new trace linked to it (fan-in and batches, as the messaging conventions suggest
 message's baggage stays current either way.
 
 Bound to a stage (``StageTracing``), the span names and attribute sets are built once. Spans
-are started by ``sdk_internals.spans.LeanTracer`` when the tracer provider's configuration is
+are started by ``telemetry.sdk_internals.spans.LeanTracer`` when the tracer provider's configuration is
 one it reproduces exactly (the SDK's samplers, tracer and limits): an unsampled message then
 gets no span object beyond its span context, a sampled one a ``HopSpan``; with the flight
 recorder on (``pipeline.recorder``), an unsampled one gets a recorded ``HopSpan`` (``LeanTracer.start`` with the recorder),
@@ -25,8 +25,8 @@ from hoptrace.pipeline import recorder, semconv
 from hoptrace.pipeline.attributes import consumer_attributes, stage_attributes
 from hoptrace.pipeline.messages import Incoming, Outcome, Outgoing
 from hoptrace.pipeline.middleware import Middleware
-from hoptrace.pipeline.sdk_internals.spans import HopSpan, LeanTracer
 from hoptrace.pipeline.stages import Pipeline, Stage, Transport
+from hoptrace.pipeline.telemetry.sdk_internals.spans import HopSpan, LeanTracer
 
 INSTRUMENTATION_NAME = "hoptrace"
 """The tracer's name (the instrumentation scope of hoptrace's spans)."""

@@ -33,9 +33,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-from hoptrace.pipeline.histograms import LocalHistogram, LocalHistograms
 from hoptrace.pipeline.instruments import SECONDS_BUCKETS, Instruments
-from hoptrace.pipeline.metric_producer import SCOPE, local_histograms
+from hoptrace.pipeline.telemetry.histograms import LocalHistogram, LocalHistograms
+from hoptrace.pipeline.telemetry.metric_producer import SCOPE, local_histograms
 
 RESOURCE = Resource({"service.name": "histogram-test"})
 STAGE = {"hoptrace.pipeline": "orders", "hoptrace.stage": "charge", "messaging.system": "celery", "messaging.destination.name": "payments"}

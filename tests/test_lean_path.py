@@ -75,11 +75,11 @@ from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.messages import Delivery
 from hoptrace.pipeline.metrics import MetricsMiddleware
 from hoptrace.pipeline.middleware import Middleware
-from hoptrace.pipeline.otlp_wire import SpanEncoder
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.retries import RetryMiddleware
 from hoptrace.pipeline.stage_context import StageContext
 from hoptrace.pipeline.stages import Payload, Pipeline, RetryPolicy, Transport
+from hoptrace.pipeline.telemetry.otlp_wire import SpanEncoder
 from hoptrace.pipeline.tracing import INSTRUMENTATION_NAME, TracingMiddleware
 from hoptrace.producers.publisher import Done, PipelinePublisher
 from hoptrace.workers.processing import StageProcessor

@@ -60,7 +60,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from hoptrace.pipeline.sdk_internals.spans import MOST_OWN_ATTRIBUTES, HopSpan, LeanTracer
+from hoptrace.pipeline.telemetry.sdk_internals.spans import MOST_OWN_ATTRIBUTES, HopSpan, LeanTracer
 from hoptrace.pipeline.tracing import Tracers
 
 U64 = (1 << 64) - 1

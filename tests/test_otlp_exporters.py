@@ -29,9 +29,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceS
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from hoptrace.pipeline import otlp_exporters
-from hoptrace.pipeline.otlp_exporters import OTLPGrpcSpanExporter, OTLPHttpSpanExporter
-from hoptrace.pipeline.otlp_wire import SpanEncoder
+from hoptrace.pipeline.telemetry import otlp_exporters
+from hoptrace.pipeline.telemetry.otlp_exporters import OTLPGrpcSpanExporter, OTLPHttpSpanExporter
+from hoptrace.pipeline.telemetry.otlp_wire import SpanEncoder
 from tests.conftest import SilentEndpoint, free_port
 from tests.test_otlp_wire import sdk_spans
 

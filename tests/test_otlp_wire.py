@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState, set_span_in_context
 
-from hoptrace.pipeline.otlp_wire import SpanEncoder
+from hoptrace.pipeline.telemetry.otlp_wire import SpanEncoder
 
 U64 = 2**64 - 1
 

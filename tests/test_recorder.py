@@ -23,8 +23,8 @@ from opentelemetry.util.types import AttributeValue
 from hoptrace.pipeline import recorder as recorders
 from hoptrace.pipeline.keep_channel import KeepChannel
 from hoptrace.pipeline.recorder import RECORD_BYTES, FlightRecorder
-from hoptrace.pipeline.sdk_internals.spans import HopSpan, LeanTracer
 from hoptrace.pipeline.settings import Settings
+from hoptrace.pipeline.telemetry.sdk_internals.spans import HopSpan, LeanTracer
 from tests.traces import wait_for
 
 BASE = {"messaging.system": "kafka", "messaging.destination.name": "orders", "hoptrace.stage": "ship"}

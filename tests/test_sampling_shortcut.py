@@ -50,7 +50,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, TraceFlags, TraceState, set_span_in_context
 
-from hoptrace.pipeline.sdk_internals.sampling import shortcut
+from hoptrace.pipeline.telemetry.sdk_internals.sampling import shortcut
 
 U64 = (1 << 64) - 1
 U128 = (1 << 128) - 1

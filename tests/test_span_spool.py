@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from hoptrace.pipeline import span_spool
-from hoptrace.pipeline.otlp_wire import SpanEncoder
-from hoptrace.pipeline.span_spool import FRAME, HEADER, REWRITING, SUFFIX, SpanSpool
+from hoptrace.pipeline.telemetry import span_spool
+from hoptrace.pipeline.telemetry.otlp_wire import SpanEncoder
+from hoptrace.pipeline.telemetry.span_spool import FRAME, HEADER, REWRITING, SUFFIX, SpanSpool
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.traces import wait_for
@@ -27,11 +27,11 @@ ENDS_SPANS = """
 import logging, sys, time
 from pathlib import Path
 from opentelemetry import trace
-from hoptrace.pipeline import telemetry
+from hoptrace.pipeline.telemetry import providers
 
 logging.basicConfig(level=logging.INFO)
 root, count, then = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-telemetry.configure("spool-test", spool=root)
+providers.configure("spool-test", spool=root)
 tracer = trace.get_tracer("spool-test")
 for n in range(count):
     with tracer.start_as_current_span(f"span-{n}", attributes={"n": n}):

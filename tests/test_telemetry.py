@@ -1,4 +1,4 @@
-"""hoptrace.pipeline.telemetry and .exporters: set-up from OTEL_* variables, bounded shutdown.
+"""hoptrace.pipeline.telemetry.providers and .exporters: set-up from OTEL_* variables, bounded shutdown.
 
 No broker is needed; unreachable collectors are real sockets (one that never answers, one
 that refuses). The SDK is used as it is, with in-memory processors and readers.
@@ -30,10 +30,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from hoptrace.pipeline import exporters
 from hoptrace.pipeline.instruments import SECONDS_BUCKETS, Instruments
-from hoptrace.pipeline.otlp_exporters import OTLPGrpcSpanExporter, OTLPHttpSpanExporter
-from hoptrace.pipeline.telemetry import LOG_FORMAT, Telemetry, configure, install_log_correlation
+from hoptrace.pipeline.telemetry import exporters
+from hoptrace.pipeline.telemetry.otlp_exporters import OTLPGrpcSpanExporter, OTLPHttpSpanExporter
+from hoptrace.pipeline.telemetry.providers import LOG_FORMAT, Telemetry, configure, install_log_correlation
 from tests.conftest import SilentEndpoint, free_port
 
 
@@ -109,7 +109,7 @@ def test_unknown_exporter_and_protocol_are_skipped_with_a_warning(monkeypatch: p
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin-ish,console")
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-    with caplog.at_level(logging.WARNING, logger="hoptrace.pipeline.exporters"):
+    with caplog.at_level(logging.WARNING, logger="hoptrace.pipeline.telemetry.exporters"):
         assert _shut(exporters.span_exporters()) == [ConsoleSpanExporter]
         assert exporters.metric_readers_and_exporters() == ([], [])
     assert "zipkin-ish" in caplog.text and "http/json" in caplog.text
@@ -118,7 +118,7 @@ def test_unknown_exporter_and_protocol_are_skipped_with_a_warning(monkeypatch: p
 CONSOLE_SCRIPT = """
 import logging
 from opentelemetry import metrics, trace
-from hoptrace.pipeline.telemetry import configure
+from hoptrace.pipeline.telemetry.providers import configure
 
 configure("orders-worker")
 with trace.get_tracer("script").start_as_current_span("wired-span") as span:
@@ -264,13 +264,13 @@ def test_shutdown_is_bounded_when_the_collector_is_unreachable(
             logging.getLogger("test.bounded").warning("message %d", number)
 
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="hoptrace.pipeline.telemetry"):
+    with caplog.at_level(logging.WARNING, logger="hoptrace.pipeline.telemetry.providers"):
         finished = telemetry.shutdown(timeout_s=2)
     elapsed = time.monotonic() - start
 
     assert elapsed < 3.5, f"shutdown(timeout_s=2) took {elapsed:.1f} s"
     assert finished is False
-    gave_up = [record for record in caplog.records if record.name == "hoptrace.pipeline.telemetry"]
+    gave_up = [record for record in caplog.records if record.name == "hoptrace.pipeline.telemetry.providers"]
     assert len(gave_up) == 1 and "dropped" in gave_up[0].getMessage() and gave_up[0].exc_info is None
     start = time.monotonic()
     assert telemetry.shutdown(timeout_s=0.5) is False  # idempotent, and bounded again

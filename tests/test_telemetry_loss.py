@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterator
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from hoptrace.pipeline.telemetry import Telemetry, configure
+from hoptrace.pipeline.telemetry.providers import Telemetry, configure
 from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import SilentEndpoint, free_port
 from tests.traces import wait_for
 
-LOGGER = "hoptrace.pipeline.telemetry_loss"
+LOGGER = "hoptrace.pipeline.telemetry.loss"
 
 
 @pytest.fixture(autouse=True)

@@ -36,8 +36,9 @@ from wrapt import wrap_function_wrapper
 from hoptrace.gauges.refresher import GaugeRefresher
 from hoptrace.instrumentation import celery_process, celery_publish, dropin
 from hoptrace.instrumentation.celery_depth import start_depth
-from hoptrace.pipeline import jobs, semconv, telemetry
+from hoptrace.pipeline import jobs, semconv
 from hoptrace.pipeline.messages import is_owned
+from hoptrace.pipeline.telemetry import providers
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class _Depth:
 
 def _flush(**_: Any) -> None:
     """``worker_process_shutdown``: a pool process exits with ``os._exit``; flush what it buffered first."""
-    configured = telemetry.global_telemetry()
+    configured = providers.global_telemetry()
     if configured is not None:
         configured.shutdown(SHUTDOWN_TIMEOUT_S)
 

@@ -3,7 +3,7 @@
 - ``HoptraceDistro`` (entry point ``opentelemetry_distro``): the defaults opentelemetry-distro
   sets (OTLP traces and metrics), and ``OTEL_PYTHON_CONFIGURATOR=hoptrace`` unless set.
 - ``HoptraceConfigurator`` (``opentelemetry_configurator``): the SDK from the standard
-  ``OTEL_*`` variables, as ``hoptrace.pipeline.telemetry.configure`` builds it (bounded flush
+  ``OTEL_*`` variables, as ``hoptrace.pipeline.telemetry.providers.configure`` builds it (bounded flush
   and shutdown, hoptrace's histograms for every reader).
 - ``before_instrumentors`` (``opentelemetry_pre_instrument``, which always runs): the stock
   Celery, kafka-python, confluent-kafka and aiokafka instrumentors become no-ops where hoptrace's
@@ -47,11 +47,11 @@ class HoptraceConfigurator:
         try:
             from opentelemetry import trace
 
-            from hoptrace.pipeline import telemetry
+            from hoptrace.pipeline.telemetry import providers
 
-            if type(trace.get_tracer_provider()).__name__ != "ProxyTracerProvider" or telemetry.global_telemetry() is not None:
+            if type(trace.get_tracer_provider()).__name__ != "ProxyTracerProvider" or providers.global_telemetry() is not None:
                 return
-            telemetry.configure(os.environ.get("OTEL_SERVICE_NAME", "").strip() or "unknown_service")
+            providers.configure(os.environ.get("OTEL_SERVICE_NAME", "").strip() or "unknown_service")
         except Exception:  # noqa: BLE001 - a broken set-up must not stop the application
             logger.exception("hoptrace could not set up OpenTelemetry; the application runs without telemetry")
 
@@ -66,10 +66,10 @@ def before_instrumentors() -> None:
     try:
         from hoptrace.instrumentation import stock_instrumentors
         from hoptrace.instrumentation.dropin import silence
-        from hoptrace.pipeline import telemetry
+        from hoptrace.pipeline.telemetry import providers
 
         for stock, ours in stock_instrumentors(disabled_instrumentations()):
             silence(stock, ours)
-        telemetry.global_telemetry()
+        providers.global_telemetry()
     except Exception:  # noqa: BLE001 - the loader would stop instrumenting anything after us
         logger.exception("hoptrace's pre-instrumentation hook failed; stock instrumentors may run beside hoptrace's")

@@ -43,7 +43,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from hoptrace.pipeline.histograms import AttributeKey, LocalHistograms, PointState
+from hoptrace.pipeline.telemetry.histograms import AttributeKey, LocalHistograms, PointState
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from hoptrace.pipeline.otlp_exporters import EncodedSpans
-from hoptrace.pipeline.otlp_wire import SpanEncoder
+from hoptrace.pipeline.telemetry.otlp_exporters import EncodedSpans
+from hoptrace.pipeline.telemetry.otlp_wire import SpanEncoder
 
 logger = logging.getLogger(__name__)
 

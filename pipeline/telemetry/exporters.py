@@ -79,7 +79,7 @@ ENCODER_VARIABLE = "HOPTRACE_SPAN_ENCODER"
 def _factory(signal: Signal, name: str) -> Callable[[], object] | None:
     """What builds the exporter NAME of SIGNAL: hoptrace's OTLP span exporters, else the entry point of that name."""
     if signal == "traces" and name in OTLP_PROTOCOLS.values() and os.environ.get(ENCODER_VARIABLE, "").strip().lower() != "sdk":
-        from hoptrace.pipeline import otlp_exporters
+        from hoptrace.pipeline.telemetry import otlp_exporters
 
         return otlp_exporters.OTLPGrpcSpanExporter if name == OTLP_PROTOCOLS["grpc"] else otlp_exporters.OTLPHttpSpanExporter
     entry = next(iter(entry_points(group=f"opentelemetry_{signal}_exporter", name=name)), None)

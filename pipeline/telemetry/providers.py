@@ -47,10 +47,10 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from hoptrace.pipeline.exporters import log_exporters, metric_readers_and_exporters, span_exporters
-from hoptrace.pipeline.otlp_exporters import accepts_encoded
-from hoptrace.pipeline.span_spool import SpanSpool, SpoolMarking, other_files, recover, spool_folder
-from hoptrace.pipeline.telemetry_loss import CountingBatchSpanProcessor, CountingLogExporter, CountingMetricExporter, TelemetryLoss
+from hoptrace.pipeline.telemetry.exporters import log_exporters, metric_readers_and_exporters, span_exporters
+from hoptrace.pipeline.telemetry.loss import CountingBatchSpanProcessor, CountingLogExporter, CountingMetricExporter, TelemetryLoss
+from hoptrace.pipeline.telemetry.otlp_exporters import accepts_encoded
+from hoptrace.pipeline.telemetry.span_spool import SpanSpool, SpoolMarking, other_files, recover, spool_folder
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s span_id=%(span_id)s] %(message)s"
 """A stdlib logging format showing the current trace and span (needs :func:`install_log_correlation`)."""

@@ -47,7 +47,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.types import AttributeValue
 
-from hoptrace.pipeline.sdk_internals.sampling import Decide, shortcut
+from hoptrace.pipeline.telemetry.sdk_internals.sampling import Decide, shortcut
 
 _logger = logging.getLogger(__name__)
 

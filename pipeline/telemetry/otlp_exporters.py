@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 
-from hoptrace.pipeline.otlp_wire import SpanEncoder
+from hoptrace.pipeline.telemetry.otlp_wire import SpanEncoder
 
 if TYPE_CHECKING:
     import grpc
