@@ -56,11 +56,6 @@ class Extracted:
     pathway: str | None = None
     """The stages the message's job went through before it (``pathways.parse``'s); None when it came with none or a broken one."""
 
-    @property
-    def is_root(self) -> bool:
-        """True when no valid parent span came with the message (a new trace starts)."""
-        return self.parent is None
-
 
 _fields: tuple[TextMapPropagator | None, frozenset[str]] = (None, frozenset())
 

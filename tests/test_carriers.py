@@ -99,7 +99,7 @@ def test_the_global_propagator_writes_through_a_setter_without_duplicates(carrie
     found = pairs(headers, fields())
     assert sorted(key for key, _ in found) == ["hoptrace-sent-at", "traceparent"]
     extracted = extract(found)
-    assert (extracted.is_root, extracted.fallbacks) == (False, ())
+    assert (extracted.parent is None, extracted.fallbacks) == (False, ())
     assert trace.get_current_span(extracted.context).get_span_context().trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
 
 
@@ -173,4 +173,4 @@ def test_celery_headers_come_back_as_task_request_attributes(celery_app: Celery,
     assert sorted(key for key, _ in pairs) == ["hoptrace-sent-at", "traceparent", "traceparent"]
     assert dict(pairs)["hoptrace-sent-at"] == headers["hoptrace-sent-at"]
     extracted = extract(pairs)
-    assert (extracted.is_root, extracted.fallbacks) == (True, ("duplicate",))  # ours and the nested stale one disagree
+    assert (extracted.parent is None, extracted.fallbacks) == (True, ("duplicate",))  # ours and the nested stale one disagree

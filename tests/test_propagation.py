@@ -90,7 +90,7 @@ def test_inject_then_extract_round_trips(carrier: Callable[[dict[str, str]], Any
     assert (parent(extracted).trace_flags.sampled, parent(extracted).is_remote) == (flags == TraceFlags.SAMPLED, True)
     assert members(extracted) == job
     assert extracted.sent_at is not None and before - 1e-6 <= extracted.sent_at <= after + 1e-6
-    assert (extracted.is_root, extracted.fallbacks) == (False, ())
+    assert (extracted.parent is None, extracted.fallbacks) == (False, ())
 
 
 def test_inject_defaults_to_the_current_context() -> None:
@@ -148,7 +148,7 @@ def test_a_publish_outside_any_handler_writes_no_pathway() -> None:
 def test_a_malformed_pathway_is_ignored_and_counted(value: object) -> None:
     reason = {None: "none_value", b"\xff": "non_utf8"}.get(value, "malformed_pathway")  # type: ignore[call-overload]
     extracted = extract([("traceparent", TRACEPARENT), (HEADER_PATHWAY, value)])
-    assert (extracted.pathway, extracted.fallbacks, extracted.is_root) == (None, (reason,), False)
+    assert (extracted.pathway, extracted.fallbacks, extracted.parent is None) == (None, (reason,), False)
 
 
 _HYPOTHESIS = settings(max_examples=400, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
@@ -181,7 +181,7 @@ def _seen(extracted: Extracted) -> tuple[object, ...]:
 
 def test_no_headers_is_a_root_without_fallbacks() -> None:
     extracted = extract([])
-    assert (extracted.is_root, extracted.sent_at, extracted.fallbacks, members(extracted)) == (True, None, (), {})
+    assert (extracted.parent is None, extracted.sent_at, extracted.fallbacks, members(extracted)) == (True, None, (), {})
 
 
 # --- untrusted headers ---------------------------------------------------------------------
@@ -231,7 +231,7 @@ def test_no_headers_is_a_root_without_fallbacks() -> None:
 def test_broken_headers_fall_back_and_never_raise(pairs: list[tuple[object, object]], fallbacks: tuple[str, ...], is_root: bool) -> None:
     extracted = extract(pairs, allowlist=("tenant",))
 
-    assert (extracted.fallbacks, extracted.is_root) == (fallbacks, is_root)
+    assert (extracted.fallbacks, extracted.parent is None) == (fallbacks, is_root)
     if not is_root:
         assert parent(extracted).trace_id == TRACE_ID
 
@@ -245,7 +245,7 @@ def test_a_job_id_that_could_forge_a_line_starts_a_new_job_and_is_counted(job: s
     """Job ids reach logs, span attributes and the terminal: one that is not 1-128 visible ASCII characters is dropped with its start."""
     header = f"hoptrace.job.id={job},hoptrace.job.started_at=1700000000.5,tenant=acme"
     extracted = extract([("traceparent", TRACEPARENT), ("baggage", header)], allowlist=("tenant",))
-    assert (extracted.fallbacks, extracted.is_root, members(extracted)) == (("malformed_job_id",), False, {"tenant": "acme"})
+    assert (extracted.fallbacks, extracted.parent is None, members(extracted)) == (("malformed_job_id",), False, {"tenant": "acme"})
     assert "malformed_job_id" in caplog.text
     incoming = receive(Stage("s", KafkaTransport("t", "g"), handler=lambda payload: None), Delivery({}, [("baggage", header)], {}))
     assert JOB_ID.fullmatch(incoming.job_id) and incoming.job_id != job, incoming.job_id
@@ -254,7 +254,7 @@ def test_a_job_id_that_could_forge_a_line_starts_a_new_job_and_is_counted(job: s
 def test_a_tracestate_with_a_line_break_is_dropped_counted_and_forges_no_log_line(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     extracted = extract([("traceparent", TRACEPARENT), ("tracestate", "a=b,\r\nFORGED LINE x=y")])
-    assert (extracted.fallbacks, extracted.is_root, parent(extracted).trace_state.to_header()) == (("malformed_tracestate",), False, "")
+    assert (extracted.fallbacks, extracted.parent is None, parent(extracted).trace_state.to_header()) == (("malformed_tracestate",), False, "")
     assert "FORGED" not in caplog.text
     assert [record.getMessage().count("\n") for record in caplog.records] == [0]
 
@@ -282,7 +282,7 @@ def test_a_huge_baggage_is_dropped_unparsed_in_one_short_line(caplog: pytest.Log
 
     extracted = extract([("traceparent", TRACEPARENT), ("baggage", b"k=" + b"v" * 1_000_000)])
 
-    assert (extracted.fallbacks, extracted.is_root, members(extracted)) == (("oversized",), False, {})
+    assert (extracted.fallbacks, extracted.parent is None, members(extracted)) == (("oversized",), False, {})
     assert [record.name for record in caplog.records] == ["hoptrace.pipeline.propagation"]
     assert "oversized" in caplog.records[0].getMessage()
     assert len(caplog.records[0].getMessage()) < 300
@@ -329,7 +329,7 @@ INCOMING = {**JOB, "tenant": "acme", "app.region": "eu", "app.zone": "eu-1", "Ap
 def test_baggage_is_filtered_by_the_allowlist(allowlist: tuple[str, ...], kept: dict[str, str], fallbacks: tuple[str, ...]) -> None:
     extracted = extract(injected(sending(members=INCOMING)).items(), allowlist=allowlist)
 
-    assert (members(extracted), extracted.fallbacks, extracted.is_root) == (kept, fallbacks, False)
+    assert (members(extracted), extracted.fallbacks, extracted.parent is None) == (kept, fallbacks, False)
 
 
 def _many_members(count: int) -> str:
@@ -375,7 +375,7 @@ def test_the_global_propagators_decide_what_is_injected_and_extracted() -> None:
     assert sorted(headers) == [HEADER_SENT_AT, "traceparent"]
     for incoming in ("hoptrace.job.id=job-1", b"\xff"):  # a header no propagator reads is not even inspected
         extracted = extract([*headers.items(), ("baggage", incoming)])
-        assert (members(extracted), extracted.fallbacks, extracted.is_root) == ({}, (), False)
+        assert (members(extracted), extracted.fallbacks, extracted.parent is None) == ({}, (), False)
 
 
 # --- pipeline.jobs -------------------------------------------------------------------------

@@ -405,7 +405,7 @@ def test_caller_propagation_headers_never_reach_the_consumer(telemetry: Captured
 
     ((_, _, headers),) = sender.sent
     received = extract(dict_pairs(headers, fields()))
-    assert (received.is_root, received.fallbacks) == (False, ())
+    assert (received.parent is None, received.fallbacks) == (False, ())
     assert trace.get_current_span(received.context).get_span_context().trace_state.to_header() == ""
 
 
