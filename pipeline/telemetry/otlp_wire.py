@@ -172,11 +172,6 @@ class SpanEncoder:
         self._holders = _BoundedCache(_HOLDERS_CAPACITY)  # id(resource or scope) -> (it, head, tail)
         self._max_bytes = max_cached_bytes
 
-    @property
-    def cached_entries(self) -> int:
-        """How many encodings the caches hold now (at most three times ``max_cached_pairs``, plus 256)."""
-        return len(self._pairs) + len(self._keys) + len(self._names) + len(self._holders)
-
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The serialized ``ExportTraceServiceRequest`` of ``spans`` (empty bytes for no spans)."""
         resources = _Groups()
