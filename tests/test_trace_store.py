@@ -28,7 +28,7 @@ from hoptrace.pipeline.semconv import CONSUMER_LAG, QUEUE_DEPTH
 from hoptrace.view.otlp_decode import CUT, MAX_ITEMS, MAX_TEXT, SIGNALS, Attributes, MetricPoint, ReceivedLog, ReceivedSpan
 from hoptrace.view.queries import StageStats, TraceSummary, nearest_rank
 from hoptrace.view.receiver import OtlpReceiver
-from hoptrace.view.sqlite_store import MAX_AHEAD_NS, TIME_CLAMPED, SqliteTraceStore
+from hoptrace.view.sqlite_store import MAX_AHEAD_NS, TIME_CLAMPED, SqliteTraceStore, _data_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 RESOURCE: Attributes = {"service.name": "orders-worker", "process.pid": 42}
@@ -37,10 +37,16 @@ MS = 1_000_000
 NOW = 1_700_000_000 * S
 
 
-def _trace_count(store: SqliteTraceStore) -> int:
-    """How many traces STORE holds, read from its file as another process would."""
+def _count(store: SqliteTraceStore, table: str) -> int:
+    """How many rows STORE's TABLE (``spans``, ``traces``) holds, read from its file as another process would."""
     with closing(sqlite3.connect(store.path)) as db:
-        return int(db.execute("SELECT COUNT(*) FROM traces").fetchone()[0])
+        return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def _data_bytes_of(store: SqliteTraceStore) -> int:
+    """The bytes of STORE's file that hold data now (free pages aside): what its ``max_bytes`` bounds."""
+    with closing(sqlite3.connect(store.path)) as db:
+        return _data_bytes(db)
 
 
 @pytest.fixture
@@ -143,9 +149,9 @@ def test_logs_are_dropped_and_the_file_outlives_the_store(tmp_path: Path) -> Non
         first.add_logs([ReceivedLog("hello", "INFO", 9, None, None, {}, RESOURCE, 15)])
     with SqliteTraceStore(path) as again:
         assert again.trace(f"{1:032x}") == [_span(1, 1, 10, 20)]
-        assert (again.span_count(), _trace_count(again)) == (1, 1)
+        assert (_count(again, "spans"), _count(again, "traces")) == (1, 1)
         again.clear()
-        assert (again.span_count(), _trace_count(again), again.recent_traces(), again.metric_points("x")) == (0, 0, [], [])
+        assert (_count(again, "spans"), _count(again, "traces"), again.recent_traces(), again.metric_points("x")) == (0, 0, [], [])
 
 
 def _orders_traces() -> list[list[ReceivedSpan]]:
@@ -201,7 +207,7 @@ def test_recent_traces_newest_first_with_filters(store: SqliteTraceStore) -> Non
     assert ids(errors_only=True) == ["3", "2"]
     assert ids(stage="charge", errors_only=True) == ["3"]
     assert ids(stage="ship") == []
-    assert (store.span_count(), _trace_count(store)) == (11, 4)
+    assert (_count(store, "spans"), _count(store, "traces")) == (11, 4)
 
 
 def test_slowest_traces_by_end_to_end_time_with_filters(store: SqliteTraceStore) -> None:
@@ -308,7 +314,7 @@ def test_the_oldest_traces_go_whole_beyond_the_bound(tmp_path: Path) -> None:
         store.add_spans(middle + newest)  # 12 spans > 10: the trace received first goes, all four spans
         assert store.trace(f"{1:032x}") == []
         assert store.trace(f"{2:032x}") == middle and store.trace(f"{3:032x}") == newest
-        assert (store.span_count(), _trace_count(store)) == (8, 2)
+        assert (_count(store, "spans"), _count(store, "traces")) == (8, 2)
         # The resource only the evicted trace used is gone too.
         with closing(sqlite3.connect(path)) as db:
             assert db.execute("SELECT attributes_json FROM resources").fetchall() == [('{"service.name":"orders-worker","process.pid":42}',)]
@@ -347,14 +353,14 @@ def test_the_store_stays_within_its_bytes_and_gives_the_space_back(tmp_path: Pat
     with SqliteTraceStore(path, max_bytes=bound) as store:
         for trace in range(1, 1001):  # about 3 MB of spans, one trace after another
             store.add_spans([_span(trace, n, NOW + trace, NOW + trace + n, payload=blob) for n in (1, 2)])
-            assert store.data_bytes() <= bound
-        kept = _trace_count(store)
+            assert _data_bytes_of(store) <= bound
+        kept = _count(store, "traces")
         assert 100 < kept < 500  # the oldest went, a tenth at a time...
         assert store.trace(f"{1000:032x}") != [] and store.trace(f"{1:032x}") == []  # ...and the newest stayed
-        assert store.span_count() == 2 * kept
+        assert _count(store, "spans") == 2 * kept
     with SqliteTraceStore(path, max_bytes=bound // 4) as store:  # opened again with a smaller bound
         store.add_spans([_span(1001, 1, NOW, NOW + 1, payload=blob)])
-        assert store.data_bytes() <= bound // 4
+        assert _data_bytes_of(store) <= bound // 4
     assert path.stat().st_size <= bound // 4 * 1.25  # the pages freed went back to the file system: the file shrank with the data
 
 
@@ -456,7 +462,7 @@ def test_concurrent_otlp_exports_round_trip_exactly(tmp_path: Path) -> None:
             worker.start()
         for worker in workers:
             worker.join(60)
-        assert (store.span_count(), _trace_count(store)) == (600, 200)
+        assert (_count(store, "spans"), _count(store, "traces")) == (600, 200)
         expected: dict[str, list[ReceivedSpan]] = {}
         for span in (span for exporter in captured for span in exporter.get_finished_spans()):
             expected.setdefault(f"{span.context.trace_id:032x}", []).append(_received(span))
@@ -496,13 +502,13 @@ def test_another_process_reads_while_one_writes(tmp_path: Path) -> None:
             time.sleep(0.01)
         with SqliteTraceStore(path) as reader:
             while writer.poll() is None:
-                seen.append(_trace_count(reader))
+                seen.append(_count(reader, "traces"))
                 # One export request is one transaction: a reader never sees part of one.
                 assert all(summary.span_count == 3 for summary in reader.recent_traces(limit=5))
                 time.sleep(0.01)
             assert writer.wait(30) == 0
             assert seen == sorted(seen) and any(0 < count < 200 for count in seen), seen
-            assert (reader.span_count(), _trace_count(reader)) == (600, 200)
+            assert (_count(reader, "spans"), _count(reader, "traces")) == (600, 200)
             assert reader.trace(f"{200:032x}")[2].attributes == {"n": 3}
     finally:
         writer.kill()

@@ -337,11 +337,6 @@ class SqliteTraceStore:
         with self._write_lock:
             self._writer.executescript("PRAGMA incremental_vacuum;")  # run to its end: execute() would step it once, freeing one page
 
-    def data_bytes(self) -> int:
-        """The bytes of the file that hold data now (free pages aside): what ``max_bytes`` bounds."""
-        with self._reading() as db:
-            return _data_bytes(db)
-
     def recent_traces(
         self, limit: int = 20, stage: str | None = None, errors_only: bool = False, stuck_before_ns: int | None = None, slowest: bool = False
     ) -> list[TraceSummary]:
@@ -367,11 +362,6 @@ class SqliteTraceStore:
         """Per-stage numbers over the WINDOW_S seconds up to NOW_NS (default: now); see ``queries.stage_stats``."""
         with self._reading() as db:
             return stage_stats(db, window_s, now_ns)
-
-    def span_count(self) -> int:
-        """How many spans are stored."""
-        with self._reading() as db:
-            return int(db.execute("SELECT COUNT(*) FROM spans").fetchone()[0])
 
     def clear(self) -> None:
         """Forget every span, trace and metric point (for every process using the file)."""
