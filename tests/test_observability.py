@@ -464,6 +464,13 @@ def test_template_variables_list_what_the_run_made(stack: Stack, settled: Run, v
     assert _label_values(stack, label, selector) == expected
 
 
+def _exemplar_labels(stack: Stack, promql: str, start_s: float, end_s: float) -> list[dict[str, str]]:
+    """The labels (``trace_id``, ``span_id``) of each exemplar Prometheus kept of the series PROMQL selects, between START_S and END_S."""
+    query = urlencode({"query": promql, "start": f"{start_s:.3f}", "end": f"{end_s:.3f}"})
+    with urlopen(f"{stack.prometheus}/api/v1/query_exemplars?{query}", timeout=10) as response:
+        return [item["labels"] for series in json.load(response)["data"] or () for item in series.get("exemplars") or ()]
+
+
 def _exemplar_targets() -> list[Any]:
     return [param for param in _dashboard_targets("prometheus") if param.values[2].get("exemplar")]
 
@@ -473,8 +480,7 @@ def test_exemplars_of_latency_panels_are_traces_in_jaeger(
     stack: Stack, settled: Run, dashboard: str, panel: dict[str, Any], target: dict[str, Any]
 ) -> None:
     promql = _substitute(target["expr"], _variables(settled))
-    exemplars = PrometheusQuery(stack.prometheus).exemplars(promql, settled.started_s - 60, time.time() + 60)
-    trace_ids = {exemplar.labels.get("trace_id") for exemplar in exemplars}
+    trace_ids = {labels.get("trace_id") for labels in _exemplar_labels(stack, promql, settled.started_s - 60, time.time() + 60)}
     assert trace_ids and None not in trace_ids, f"{panel['title']}: no exemplar with a trace_id"
     jaeger = JaegerQuery(stack.jaeger)
     for trace_id in trace_ids:

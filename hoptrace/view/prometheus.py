@@ -1,7 +1,7 @@
-"""Asking a Prometheus server, through its HTTP API: instant PromQL queries and exemplars.
+"""Asking a Prometheus server, through its HTTP API: instant PromQL queries.
 
 ``PrometheusQuery`` is the small client the stage table (``prometheus_stages``) and the tests
-use: ``GET /api/v1/query`` (an instant vector, or a scalar) and ``/api/v1/query_exemplars``.
+use: ``GET /api/v1/query`` (an instant vector, or a scalar).
 Every failure is a ``PrometheusError`` whose message says what to do: the address is wrong,
 Prometheus is down, or the query was refused (with Prometheus' reason).
 """
@@ -31,16 +31,6 @@ class Sample:
 
     labels: Mapping[str, str]
     value: float
-
-
-@dataclass(frozen=True)
-class Exemplar:
-    """One exemplar Prometheus kept: the series it belongs to, its labels (``trace_id``, ``span_id``), value and time."""
-
-    series: Mapping[str, str]
-    labels: Mapping[str, str]
-    value: float
-    timestamp_s: float
 
 
 def label_matcher(name: str, value: str, operator: str = "=") -> str:
@@ -83,15 +73,6 @@ class PrometheusQuery(JsonApi):
         if kind != "vector":
             raise PrometheusError(f"{promql!r} gives a {kind}, not an instant vector: ask for one value per series")
         return [Sample(dict(item["metric"]), float(item["value"][1])) for item in result]
-
-    def exemplars(self, promql: str, start_s: float, end_s: float) -> list[Exemplar]:
-        """The exemplars of the series PROMQL selects, kept between START_S and END_S (epoch seconds)."""
-        data = self._get("/api/v1/query_exemplars", [("query", promql), ("start", f"{start_s:.3f}"), ("end", f"{end_s:.3f}")])
-        return [
-            Exemplar(dict(series["seriesLabels"]), dict(item["labels"]), float(item["value"]), float(item["timestamp"]))
-            for series in data or ()
-            for item in series.get("exemplars") or ()
-        ]
 
 
 def finite(value: float) -> float | None:
