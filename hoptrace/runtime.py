@@ -18,14 +18,14 @@ from opentelemetry.sdk.trace import SpanProcessor
 
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
-from hoptrace.pipeline.job_ledger import JobLedger, JobLedgerMiddleware, key_prefix
-from hoptrace.pipeline.keep_channel import start_flight_recorder
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
 from hoptrace.pipeline.telemetry import providers
 from hoptrace.producers.celery import CelerySender
 from hoptrace.producers.kafka import KafkaSender
 from hoptrace.producers.publisher import PipelinePublisher, Sender
+from hoptrace.shared_state.job_ledger import JobLedger, JobLedgerMiddleware, key_prefix
+from hoptrace.shared_state.keep_channel import start_flight_recorder
 from hoptrace.workers import visibility
 from hoptrace.workers.processing import StageProcessor
 

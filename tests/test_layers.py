@@ -2,7 +2,8 @@
 
 - the ground floor (``hoptrace.pipeline``) imports only itself;
 - ``workers`` and ``producers`` import the ground floor and never each other;
-- the gauges import the ground floor; the viewer imports only the ground floor's names module;
+- the state the pipeline's processes share on Redis (``hoptrace.shared_state``) imports the ground floor;
+- the gauges import the ground floor and the shared state; the viewer imports only the ground floor's names module;
 - only the command line's modules that read telemetry back (``demo``, ``reading``, ``watch``, and ``monitor``
   through ``critical_times``, which reads finished jobs from Jaeger) import the viewer;
 - ``hoptrace --help`` loads no broker client, gRPC, SQLite or SDK.
@@ -25,14 +26,16 @@ PACKAGES = {
     "hoptrace.gauges": REPOSITORY / "hoptrace" / "gauges",
     "hoptrace.view": REPOSITORY / "hoptrace" / "view",
     "hoptrace.instrumentation": REPOSITORY / "hoptrace" / "instrumentation",
+    "hoptrace.shared_state": REPOSITORY / "hoptrace" / "shared_state",
 }
 ALLOWED = {
     "hoptrace.pipeline": ("hoptrace.pipeline",),
     "hoptrace.workers": ("hoptrace.pipeline", "hoptrace.workers"),
     "hoptrace.producers": ("hoptrace.pipeline", "hoptrace.producers"),
-    "hoptrace.gauges": ("hoptrace.pipeline", "hoptrace.gauges"),
+    "hoptrace.gauges": ("hoptrace.pipeline", "hoptrace.shared_state", "hoptrace.gauges"),
     "hoptrace.view": ("hoptrace.pipeline.semconv", "hoptrace.view"),
-    "hoptrace.instrumentation": ("hoptrace.pipeline", "hoptrace.gauges", "hoptrace.instrumentation"),
+    "hoptrace.instrumentation": ("hoptrace.pipeline", "hoptrace.gauges", "hoptrace.shared_state", "hoptrace.instrumentation"),
+    "hoptrace.shared_state": ("hoptrace.pipeline", "hoptrace.shared_state"),
 }
 
 

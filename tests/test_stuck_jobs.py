@@ -15,17 +15,17 @@ import pytest
 import redis
 
 from hoptrace.gauges.stuck_jobs import StuckJobs
-from hoptrace.pipeline import job_ledger
 from hoptrace.pipeline.carriers import dict_pairs
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
-from hoptrace.pipeline.job_ledger import JobLedger, JobLedgerMiddleware, keys
 from hoptrace.pipeline.messages import Delivery, Outcome
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stage_context import StageContext
 from hoptrace.pipeline.stages import Pipeline, RetryPolicy
 from hoptrace.producers.publisher import PipelinePublisher
+from hoptrace.shared_state import job_ledger
+from hoptrace.shared_state.job_ledger import JobLedger, JobLedgerMiddleware, keys
 from hoptrace.workers.processing import StageProcessor
 from tests.conftest import free_port
 from tests.test_processing import Sender
@@ -81,7 +81,7 @@ def test_every_job_without_a_final_outcome_is_stuck_by_id(
 
 def test_a_ledger_whose_redis_does_not_answer_keeps_its_writes_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     ledger = JobLedger(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
-    with caplog.at_level(logging.WARNING, logger="hoptrace.pipeline.job_ledger"):
+    with caplog.at_level(logging.WARNING, logger="hoptrace.shared_state.job_ledger"):
         ledger.started("orders", "job-1", time.time())
         assert not ledger.flush()
         ledger.finished("orders", "job-1", time.time())
@@ -96,7 +96,7 @@ def test_a_ledger_past_its_bound_drops_the_oldest_writes_counted_and_keeps_the_n
     monkeypatch.setattr(job_ledger, "MAX_PENDING", 3)
     monkeypatch.setattr(job_ledger, "FLUSH_INTERVAL_S", 3600.0)  # only this test's flushes run
     ledger = JobLedger(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
-    with caplog.at_level(logging.WARNING, logger="hoptrace.pipeline.job_ledger"):
+    with caplog.at_level(logging.WARNING, logger="hoptrace.shared_state.job_ledger"):
         for n in range(2):
             ledger.started("orders", f"job-{n}", time.time())
         assert not ledger.flush()  # the two go back to the queue, first

@@ -20,9 +20,9 @@ from hoptrace.gauges.kafka_lag import KafkaConsumerLag
 from hoptrace.gauges.redis_depth import RedisQueueDepth
 from hoptrace.gauges.refresher import GaugeRefresher, GaugeSource
 from hoptrace.gauges.stuck_jobs import StuckJobs
-from hoptrace.pipeline.job_ledger import key_prefix
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import Pipeline
+from hoptrace.shared_state.job_ledger import key_prefix
 
 
 class DepthMonitor(GaugeRefresher):

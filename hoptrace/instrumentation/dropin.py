@@ -33,13 +33,13 @@ from hoptrace.instrumentation import stock_instrumentor
 from hoptrace.pipeline.attributes import FirstSeen
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
-from hoptrace.pipeline.keep_channel import start_flight_recorder
 from hoptrace.pipeline.messages import Incoming, Outcome
 from hoptrace.pipeline.middleware import BoundHooks, Hooks
 from hoptrace.pipeline.pathways import DEFAULT_DEPTH
 from hoptrace.pipeline.semconv import OVERFLOW
 from hoptrace.pipeline.settings import SecretsFolderMissing, Settings
 from hoptrace.pipeline.stages import Pipeline, RetryPolicy, Stage, Transport
+from hoptrace.shared_state.keep_channel import start_flight_recorder
 
 logger = logging.getLogger(__name__)
 
