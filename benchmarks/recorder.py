@@ -33,9 +33,9 @@ from benchmarks.harness import Run
 from benchmarks.modes import Mode
 from benchmarks.processes import ChildFailed, wait_until
 from benchmarks.report import Scenario
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
+from tests.memory_store import TelemetryStore
 
 SECTION = "recorder"
 SPANS_PER_MESSAGE = 2

@@ -28,8 +28,8 @@ from hoptrace import services
 from hoptrace.pipeline import recorder
 from hoptrace.pipeline.settings import Settings
 from hoptrace.testing import CapturedTelemetry, capture_telemetry
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
+from tests.memory_store import TelemetryStore
 from tests.processes import Process, running
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from hoptrace.pipeline import semconv
 from hoptrace.pipeline.messages import Owned
 from hoptrace.pipeline.settings import Settings
 from hoptrace.testing import CapturedPoint, CapturedSpan, CapturedTelemetry, capture_telemetry
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
+from tests.memory_store import TelemetryStore
 from tests.traces import latest_totals
 
 InstrumentorT = TypeVar("InstrumentorT", bound=BaseInstrumentor)

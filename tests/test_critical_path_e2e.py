@@ -14,10 +14,10 @@ import pytest
 
 from hoptrace.pipeline.settings import Settings
 from hoptrace.view.critical_path import Segment, critical_path, dominant
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import run_hoptrace
+from tests.memory_store import TelemetryStore
 from tests.traces import published_jobs, tiles, wait_for_outbox
 
 PATIENT = "tests.faults.pipelines:patient"

@@ -29,7 +29,6 @@ from hoptrace.instrumentation.kafka import HoptraceKafkaInstrumentor
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.settings import Settings
 from hoptrace.testing import CapturedTelemetry
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.kafka_dropin import (
     OPENTELEMETRY_INSTRUMENT,
@@ -48,6 +47,7 @@ from tests.kafka_dropin import (
     process_points,
     telemetry,
 )
+from tests.memory_store import TelemetryStore
 from tests.processes import running
 from tests.traces import chain
 

@@ -26,9 +26,9 @@ from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from hoptrace.pipeline.settings import Settings
 from hoptrace.view.critical_path import critical_path, dominant
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
+from tests.memory_store import TelemetryStore
 from tests.processes import Process, running
 from tests.secured import secured_env
 from tests.traces import chain, latest_totals, tiles, wait_for

@@ -26,7 +26,6 @@ from hoptrace.instrumentation.kafka import HoptraceKafkaInstrumentor
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.settings import Settings
 from hoptrace.testing import CapturedTelemetry
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.kafka_dropin import (
     RELAY_N,
@@ -49,6 +48,7 @@ from tests.kafka_dropin import (
     telemetry,
     traceparents,
 )
+from tests.memory_store import TelemetryStore
 
 __all__ = ["telemetry"]  # the fixture (tests.kafka_dropin)
 

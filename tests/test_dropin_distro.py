@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from hoptrace.pipeline.settings import Settings
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import REPOSITORY, fresh_venv
+from tests.memory_store import TelemetryStore
 from tests.processes import running
 from tests.test_dropin_celery import hoptrace_spans, processes
 from tests.traces import latest_totals, wait_for

@@ -36,7 +36,6 @@ from hoptrace.instrumentation.kafka import PATCHES, HoptraceKafkaInstrumentor
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.settings import Settings
 from hoptrace.testing import CapturedTelemetry
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.kafka_dropin import (
     RELAY_N,
@@ -57,6 +56,7 @@ from tests.kafka_dropin import (
     telemetry,
     traceparents,
 )
+from tests.memory_store import TelemetryStore
 from tests.secured import secured_kafka_options
 
 __all__ = ["telemetry"]  # the fixture (tests.kafka_dropin)

@@ -21,9 +21,9 @@ from kafka.admin import NewTopic
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from hoptrace.pipeline.settings import Settings
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
+from tests.memory_store import TelemetryStore
 from tests.processes import own_tracebacks
 from tests.traces import PublishedJob, chain, latest_totals, published_jobs, slow_outbox, wait_for, wait_for_outbox
 

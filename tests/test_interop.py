@@ -49,8 +49,8 @@ from tests.processes import running
 from tests.traces import PublishedJob, orders_chain_names, published_jobs, wait_for_outbox
 
 if TYPE_CHECKING:
-    from hoptrace.view.memory_store import TelemetryStore
     from hoptrace.view.receiver import OtlpReceiver
+    from tests.memory_store import TelemetryStore
 
 ORDERS = "hoptrace.examples.orders:pipeline"
 OPENTELEMETRY_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 
 from hoptrace.pipeline.settings import Settings
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import run_hoptrace
+from tests.memory_store import TelemetryStore
 from tests.traces import latest_totals, outbox, published_jobs, wait_for_outbox
 
 ORDERS = "hoptrace.examples.orders:pipeline"

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from hoptrace.pipeline.settings import Settings
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import SilentEndpoint, run_hoptrace
+from tests.memory_store import TelemetryStore
 from tests.processes import Process, own_tracebacks, running
 from tests.traces import wait_for_outbox
 

@@ -30,9 +30,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import MAX_MESSAGE_BYTES, OtlpReceiver
+from tests.memory_store import TelemetryStore
 
 RESOURCE = Resource.create({"service.name": "receiver-test"})
 EXPORT_TIMEOUT_S = 5

@@ -21,13 +21,13 @@ from kafka import KafkaAdminClient, OffsetAndMetadata, TopicPartition
 from kafka.admin import NewTopic
 from kombu import Connection
 
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
 from hoptrace.workers import redis_fetch
 from hoptrace.workers.handed_out import HandedOut, mark, read_mark
 from hoptrace.workers.membership import claim
 from tests.conftest import delete_keys, run_hoptrace
+from tests.memory_store import TelemetryStore
 from tests.processes import own_tracebacks
 from tests.traces import latest_totals, slow_outbox, wait_for
 

@@ -22,9 +22,9 @@ import redis
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from hoptrace.pipeline.settings import Settings
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import run_hoptrace
+from tests.memory_store import TelemetryStore
 from tests.secured import SASL_PASSWORD, SASL_USER, mutual_tls_env, secured_env
 from tests.traces import chain, latest_totals, orders_chain_names, outbox, published_jobs, wait_for, wait_for_outbox
 

@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from hoptrace.pipeline.telemetry import span_spool
 from hoptrace.pipeline.telemetry.otlp_wire import SpanEncoder
 from hoptrace.pipeline.telemetry.span_spool import FRAME, HEADER, REWRITING, SUFFIX, SpanSpool
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
+from tests.memory_store import TelemetryStore
 from tests.traces import wait_for
 
 ENDS_SPANS = """

@@ -16,9 +16,9 @@ import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from hoptrace.pipeline.telemetry.providers import Telemetry, configure
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import SilentEndpoint, free_port
+from tests.memory_store import TelemetryStore
 from tests.traces import wait_for
 
 LOGGER = "hoptrace.pipeline.telemetry.loss"

@@ -29,10 +29,10 @@ from kafka.protocol.producer import ProduceRequest
 from kafka.record.memory_records import MemoryRecordsBuilder
 
 from hoptrace.pipeline.settings import Settings
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
 from tests.conftest import SilentEndpoint, run_hoptrace
+from tests.memory_store import TelemetryStore
 from tests.processes import Process, own_tracebacks
 from tests.test_fuzz_headers import fuzz_settings
 from tests.traces import PublishedJob, chain, latest_totals, orders_chain_names, outbox, published_jobs, wait_for, wait_for_outbox

@@ -41,22 +41,35 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import grpc
 from google.rpc.status_pb2 import Status
 
-from hoptrace.view.memory_store import TelemetrySink
-from hoptrace.view.otlp_decode import SIGNALS, ExportTooLarge, InvalidExport, OtlpSignal
+from hoptrace.view.otlp_decode import SIGNALS, ExportTooLarge, InvalidExport, MetricPoint, OtlpSignal, ReceivedLog, ReceivedSpan
 
 logger = logging.getLogger(__name__)
+
+
+class TelemetrySink(Protocol):
+    """Where a receiver puts decoded telemetry: ``hoptrace watch``'s on-disk store (``sqlite_store``), a test's in-memory one."""
+
+    def add_spans(self, spans: Iterable[ReceivedSpan]) -> None:
+        """Keep received spans."""
+
+    def add_metrics(self, points: Iterable[MetricPoint]) -> None:
+        """Keep received metric data points."""
+
+    def add_logs(self, logs: Iterable[ReceivedLog]) -> None:
+        """Keep received log records."""
+
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """The largest export request accepted, on the wire and once inflated, on either transport (twice gRPC's default).

@@ -28,13 +28,13 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
-from hoptrace.view.memory_store import TelemetryStore
 from hoptrace.view.receiver import OtlpReceiver
 from hoptrace.workers.visibility import RecoverySettings
 from tests.conftest import run_hoptrace
 from tests.faults import procs
 from tests.faults.brokers import Brokers
 from tests.faults.table import ROWS, Row
+from tests.memory_store import TelemetryStore
 from tests.processes import Process
 from tests.traces import PublishedJob, latest_totals, published_jobs
 

@@ -1,7 +1,7 @@
-"""Where received telemetry is kept: the sink interface a receiver writes to, and an in-memory store.
+"""An in-memory store of received telemetry, for the tests and benchmarks (the product keeps it in ``hoptrace.view.sqlite_store``).
 
-Tests read spans, metric points and logs from ``TelemetryStore``; ``hoptrace watch`` keeps
-them in the bounded on-disk store (``sqlite_store``) behind the same ``TelemetrySink`` interface.
+Tests read spans, metric points and logs from ``TelemetryStore``; it is the receiver's ``TelemetrySink``
+(``hoptrace.view.receiver``), as the bounded on-disk store of ``hoptrace watch`` is.
 """
 
 from __future__ import annotations
@@ -9,22 +9,9 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from hoptrace.view.otlp_decode import MetricPoint, ReceivedLog, ReceivedSpan
-
-
-class TelemetrySink(Protocol):
-    """Where a receiver puts decoded telemetry; ``TelemetryStore`` keeps it in memory."""
-
-    def add_spans(self, spans: Iterable[ReceivedSpan]) -> None:
-        """Keep received spans."""
-
-    def add_metrics(self, points: Iterable[MetricPoint]) -> None:
-        """Keep received metric data points."""
-
-    def add_logs(self, logs: Iterable[ReceivedLog]) -> None:
-        """Keep received log records."""
 
 
 class TelemetryStore:
