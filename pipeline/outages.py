@@ -1,18 +1,19 @@
-"""A broker that is away: how to tell it from a refused message, what is raised for it, and how long a stage waits before it tries again.
+"""A broker that is away: why it is no fault of the message, what is raised for it, and how long a stage waits before it tries again.
 
 Publishers (``producers``) raise a ``BrokerAway`` when a broker could not be reached or did not
-answer in time (``is_outage``); so does a stage's processor when the handler's own error is one
+answer in time; so does a stage's processor when the handler's own error is one
 (``HandlerLostConnection``: its outbox in Redis, a Kafka client of its own, a server it calls
 refusing connections). A forward or a dead letter the broker did not take because it could not be
 reached or did not answer in time (connection refused or reset, a timeout, no leader yet, a
 rebalance) says nothing about the message: the same send succeeds once the broker is back. A
 refusal of the message itself (too large, not authorized, an unknown topic with creation off) does
-not go away by waiting. Such an attempt failed through no fault of the message: the retry middleware
-lets it run again after a pause that grows with each wait (jittered, capped), without counting
-it against the stage's retry policy, until the policy's ``outage_deadline_s`` has passed since
-the first wait; only then do its attempts count again. A worker processes one message at a time,
-so while it waits it takes no new ones. ``OutageLog`` says once that a broker is away and once, when it answers
-again, after how long.
+not go away by waiting. Which client errors are which is the clients' knowledge, not the ground
+floor's: ``hoptrace.clients.outage_errors.is_outage`` tells them apart. Such an attempt failed
+through no fault of the message: the retry middleware lets it run again after a pause that grows
+with each wait (jittered, capped), without counting it against the stage's retry policy, until the
+policy's ``outage_deadline_s`` has passed since the first wait; only then do its attempts count
+again. A worker processes one message at a time, so while it waits it takes no new ones.
+``OutageLog`` says once that a broker is away and once, when it answers again, after how long.
 """
 
 from __future__ import annotations
@@ -20,10 +21,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-
-import redis
-from kafka.errors import KafkaError
-from kombu.exceptions import OperationalError
 
 FIRST_WAIT_S = 0.25
 LONGEST_WAIT_S = 5.0
@@ -35,13 +32,6 @@ class BrokerAway(Exception):  # noqa: N818 - a state of the broker, not an error
 
 class HandlerLostConnection(BrokerAway):
     """A handler failed on a connection it could not make or keep (its error, the cause, is an outage): waited out, not counted."""
-
-
-def is_outage(error: BaseException) -> bool:
-    """Whether ERROR means a broker or server was unreachable or did not answer in time, rather than that it refused the message."""
-    if isinstance(error, KafkaError):
-        return bool(error.retriable)
-    return isinstance(error, OperationalError | redis.ConnectionError | redis.TimeoutError | ConnectionError | TimeoutError)
 
 
 def wait_s(waits: int) -> float:

@@ -15,13 +15,14 @@ from typing import Any, Protocol
 from opentelemetry import context as otel_context
 from opentelemetry.trace import TracerProvider
 
+from hoptrace.clients.outage_errors import is_outage
 from hoptrace.pipeline import propagation, semconv
 from hoptrace.pipeline.carriers import FRESH_DICT_SETTER
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.messages import Outgoing, Owned
 from hoptrace.pipeline.middleware import Hooks, Middleware
-from hoptrace.pipeline.outages import BrokerAway, is_outage
+from hoptrace.pipeline.outages import BrokerAway
 from hoptrace.pipeline.stage_context import Published
 from hoptrace.pipeline.stages import Payload, Pipeline, Stage, Transport, dead_letter_transport
 

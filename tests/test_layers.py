@@ -1,7 +1,8 @@
 """The floor plan holds: who may import whom, read from the source with ``ast`` (no import runs).
 
 - the ground floor (``hoptrace.pipeline``) imports only itself;
-- ``workers`` and ``producers`` import the ground floor and never each other;
+- what hoptrace knows of the messaging clients (``hoptrace.clients``) imports the ground floor;
+- ``workers`` and ``producers`` import the ground floor and the clients' knowledge, and never each other;
 - the state the pipeline's processes share on Redis (``hoptrace.shared_state``) imports the ground floor;
 - the gauges import the ground floor and the shared state; the viewer imports only the ground floor's names module;
 - only the command line's modules that read telemetry back (``demo``, ``reading``, ``watch``, and ``monitor``
@@ -27,15 +28,17 @@ PACKAGES = {
     "hoptrace.view": REPOSITORY / "hoptrace" / "view",
     "hoptrace.instrumentation": REPOSITORY / "hoptrace" / "instrumentation",
     "hoptrace.shared_state": REPOSITORY / "hoptrace" / "shared_state",
+    "hoptrace.clients": REPOSITORY / "hoptrace" / "clients",
 }
 ALLOWED = {
     "hoptrace.pipeline": ("hoptrace.pipeline",),
-    "hoptrace.workers": ("hoptrace.pipeline", "hoptrace.workers"),
-    "hoptrace.producers": ("hoptrace.pipeline", "hoptrace.producers"),
+    "hoptrace.workers": ("hoptrace.pipeline", "hoptrace.clients", "hoptrace.workers"),
+    "hoptrace.producers": ("hoptrace.pipeline", "hoptrace.clients", "hoptrace.producers"),
     "hoptrace.gauges": ("hoptrace.pipeline", "hoptrace.shared_state", "hoptrace.gauges"),
     "hoptrace.view": ("hoptrace.pipeline.semconv", "hoptrace.view"),
     "hoptrace.instrumentation": ("hoptrace.pipeline", "hoptrace.gauges", "hoptrace.shared_state", "hoptrace.instrumentation"),
     "hoptrace.shared_state": ("hoptrace.pipeline", "hoptrace.shared_state"),
+    "hoptrace.clients": ("hoptrace.pipeline", "hoptrace.clients"),
 }
 
 

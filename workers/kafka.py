@@ -29,11 +29,12 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.future import Future
 
+from hoptrace.clients.outage_errors import is_outage
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.carriers import kafka_pairs
 from hoptrace.pipeline.health import HealthFile
 from hoptrace.pipeline.messages import Delivery, Owned
-from hoptrace.pipeline.outages import OutageLog, is_outage
+from hoptrace.pipeline.outages import OutageLog
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.stages import KafkaTransport
 from hoptrace.workers.handed_out import HandedOut, mark, read_mark

@@ -1,0 +1,10 @@
+"""What hoptrace knows of the messaging clients, shared by the floors that use them: the ground floor knows none.
+
+- ``outage_errors``: which errors of kafka-python, kombu (Celery) and redis-py mean a broker or server is
+  away rather than that it refused the message (``hoptrace.pipeline.outages`` says what follows from one).
+
+It imports the ground floor only; ``workers``, ``producers``, the gauges and the command line import it.
+"""
+
+if __name__ != "hoptrace.clients":  # one name per module, as in the repository's mapped folders
+    raise ImportError(f"import this as hoptrace.clients, not {__name__}: hoptrace installs one top-level name, hoptrace")
