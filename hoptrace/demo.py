@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import track
 
 from hoptrace import services
+from hoptrace.clients.kafka_options import kafka_client_options
 from hoptrace.errors import CommandError
 from hoptrace.examples.orders import outbox_key
 from hoptrace.loader import load_pipeline
@@ -108,7 +109,7 @@ def _kafka_topics(pipeline: Pipeline) -> list[str]:
 
 def _create_topics(settings: Settings, pipeline: Pipeline) -> None:
     """Create the run's topics up front, so consumers are assigned partitions before the first job."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="hoptrace-demo", **settings.kafka_client_options)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="hoptrace-demo", **kafka_client_options(settings))
     try:
         admin.create_topics([NewTopic(topic, 1, 1) for topic in _kafka_topics(pipeline)], wait_for_metadata=True)
     finally:
@@ -124,7 +125,7 @@ def _cleanup(settings: Settings, pipeline: Pipeline, namespace: str, health: Pat
     """Delete the demo run's topics, Redis keys and health files."""
     shutil.rmtree(health, ignore_errors=True)
     topics = _kafka_topics(pipeline)
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="hoptrace-demo", **settings.kafka_client_options)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="hoptrace-demo", **kafka_client_options(settings))
     try:
         existing = set(admin.list_topics())
         admin.delete_topics([topic for topic in topics if topic in existing])

@@ -16,6 +16,7 @@ from celery import Celery
 from kafka import KafkaProducer
 from opentelemetry.sdk.trace import SpanProcessor
 
+from hoptrace.clients.kafka_options import kafka_client_options
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.settings import Settings
@@ -86,7 +87,7 @@ class Runtime:
     @cached_property
     def _producer(self) -> KafkaProducer:
         return KafkaProducer(
-            bootstrap_servers=self.settings.kafka_servers, client_id=f"hoptrace-{self.pipeline.name}", **self.settings.kafka_client_options
+            bootstrap_servers=self.settings.kafka_servers, client_id=f"hoptrace-{self.pipeline.name}", **kafka_client_options(self.settings)
         )
 
     @cached_property

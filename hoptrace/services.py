@@ -25,6 +25,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 from kombu.utils.url import maybe_sanitize_url
 
+from hoptrace.clients.kafka_options import kafka_client_options
 from hoptrace.errors import CommandError
 from hoptrace.output import console
 from hoptrace.pipeline.settings import Settings
@@ -110,7 +111,7 @@ def kafka_status(settings: Settings) -> ServiceStatus:
             bootstrap_servers=settings.kafka_servers,
             client_id="hoptrace-status",
             **{
-                **settings.kafka_client_options,
+                **kafka_client_options(settings),
                 "request_timeout_ms": int(PROBE_TIMEOUT_S * 1000),
                 "bootstrap_timeout_ms": int(PROBE_TIMEOUT_S * 1000),
             },

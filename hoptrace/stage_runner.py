@@ -16,6 +16,7 @@ from types import FrameType
 
 from kafka.errors import KafkaError
 
+from hoptrace.clients.kafka_options import kafka_client_options
 from hoptrace.errors import kafka_unreachable
 from hoptrace.pipeline.health import HealthFile
 from hoptrace.pipeline.settings import Settings
@@ -38,7 +39,7 @@ def run_kafka_stage(pipeline: Pipeline, stage: Stage, settings: Settings) -> Non
     health = HealthFile(settings.state_dir, [stage.name])
     try:
         worker = KafkaStageWorker(
-            runtime.processor(stage), settings.kafka_servers, settings.kafka_client_options, group_instance_id=membership.instance_id, health=health
+            runtime.processor(stage), settings.kafka_servers, kafka_client_options(settings), group_instance_id=membership.instance_id, health=health
         )
     except KafkaError as error:  # the consumer could not bootstrap: unreachable, or refused the credentials
         runtime.shutdown()

@@ -6,9 +6,11 @@ OpenTelemetry SDK itself.
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SecretsSettingsSource, SettingsConfigDict
@@ -24,8 +26,18 @@ class SecretsFolderMissing(ValueError):
     """``HOPTRACE_SECRETS_DIR`` names no folder; the message says which."""
 
 
-RECONNECT_BACKOFF_MAX_MS = 1000
-"""Longest pause of hoptrace's Kafka clients between attempts to reach a broker that went away (kafka-python's default: 30 s)."""
+def token_function(path: str) -> Callable[[], str]:
+    """The function PATH (``module:function``, ``HOPTRACE_KAFKA_SASL_OAUTH_TOKEN``) names; ValueError saying what is wrong when there is none."""
+    module_name, _, name = path.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"{path!r} is not module:function")
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"{path!r} names no function: {error}") from error
+    if not callable(found):
+        raise ValueError(f"{path!r} is not callable")
+    return found  # type: ignore[no-any-return]
 
 
 class Settings(BaseSettings):
@@ -153,8 +165,6 @@ class Settings(BaseSettings):
         if missing:
             raise ValueError(f"HOPTRACE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs {', '.join(missing)} set too")
         if oauth:
-            from hoptrace.pipeline.kafka_oauth import token_function  # noqa: PLC0415 - kafka-python only for OAUTHBEARER
-
             token_function(str(self.kafka_sasl_oauth_token))
         return self
 
@@ -187,34 +197,6 @@ class Settings(BaseSettings):
         if self.receiver_tls_certfile is None or self.receiver_tls_keyfile is None:
             return None
         return self.receiver_tls_certfile, self.receiver_tls_keyfile
-
-    @property
-    def kafka_client_options(self) -> dict[str, Any]:
-        """What every kafka-python client of hoptrace is given beyond its servers: security, and how long to try to connect."""
-        options: dict[str, Any] = {
-            "security_protocol": self.kafka_security_protocol,
-            "bootstrap_timeout_ms": int(self.kafka_connect_timeout_s * 1000),
-            # kafka-python doubles its pause between reconnects up to 30 s: a broker back after a 7 s outage went unnoticed for up to 15 s more.
-            "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
-        }
-        if self.kafka_sasl_mechanism == "OAUTHBEARER":
-            from hoptrace.pipeline.kafka_oauth import FunctionTokenProvider, token_function  # noqa: PLC0415 - as above
-
-            provider = FunctionTokenProvider(token_function(str(self.kafka_sasl_oauth_token)))
-            options.update(sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=provider)
-        elif self.kafka_sasl_password is not None:
-            options.update(
-                sasl_mechanism=self.kafka_sasl_mechanism,
-                sasl_plain_username=self.kafka_sasl_username,
-                sasl_plain_password=self.kafka_sasl_password.get_secret_value(),
-            )
-        if self.kafka_ssl_cafile is not None:
-            options["ssl_cafile"] = str(self.kafka_ssl_cafile)
-        if self.kafka_ssl_certfile is not None:
-            options["ssl_certfile"] = str(self.kafka_ssl_certfile)
-        if self.kafka_ssl_keyfile is not None:
-            options["ssl_keyfile"] = str(self.kafka_ssl_keyfile)
-        return options
 
     @property
     def kafka_servers(self) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from hoptrace.clients.kafka_options import kafka_client_options
 from hoptrace.pipeline.settings import Settings
 
 SASL_USER, SASL_PASSWORD = "hoptrace", "hoptrace-local-secret"
@@ -73,5 +74,5 @@ def secured_kafka_options(settings: Settings) -> tuple[str, dict[str, Any]]:
     """The SASL_SSL listener's bootstrap address and the kafka-python options an app of its own would pass to reach it."""
     env = secured_env(settings)
     secured = Settings(**{name.removeprefix("HOPTRACE_").lower(): value for name, value in env.items()})
-    options = {name: value for name, value in secured.kafka_client_options.items() if name != "bootstrap_timeout_ms"}
+    options = {name: value for name, value in kafka_client_options(secured).items() if name != "bootstrap_timeout_ms"}
     return env["HOPTRACE_KAFKA_BOOTSTRAP"], options

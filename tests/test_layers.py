@@ -4,7 +4,7 @@
 - what hoptrace knows of the messaging clients (``hoptrace.clients``) imports the ground floor;
 - ``workers`` and ``producers`` import the ground floor and the clients' knowledge, and never each other;
 - the state the pipeline's processes share on Redis (``hoptrace.shared_state``) imports the ground floor;
-- the gauges import the ground floor and the shared state; the viewer imports only the ground floor's names module;
+- the gauges import the ground floor, the clients' knowledge and the shared state; the viewer imports only the ground floor's names module;
 - only the command line's modules that read telemetry back (``demo``, ``reading``, ``watch``, and ``monitor``
   through ``critical_times``, which reads finished jobs from Jaeger) import the viewer;
 - ``hoptrace --help`` loads no broker client, gRPC, SQLite or SDK.
@@ -34,7 +34,7 @@ ALLOWED = {
     "hoptrace.pipeline": ("hoptrace.pipeline",),
     "hoptrace.workers": ("hoptrace.pipeline", "hoptrace.clients", "hoptrace.workers"),
     "hoptrace.producers": ("hoptrace.pipeline", "hoptrace.clients", "hoptrace.producers"),
-    "hoptrace.gauges": ("hoptrace.pipeline", "hoptrace.shared_state", "hoptrace.gauges"),
+    "hoptrace.gauges": ("hoptrace.pipeline", "hoptrace.clients", "hoptrace.shared_state", "hoptrace.gauges"),
     "hoptrace.view": ("hoptrace.pipeline.semconv", "hoptrace.view"),
     "hoptrace.instrumentation": ("hoptrace.pipeline", "hoptrace.gauges", "hoptrace.shared_state", "hoptrace.instrumentation"),
     "hoptrace.shared_state": ("hoptrace.pipeline", "hoptrace.shared_state"),

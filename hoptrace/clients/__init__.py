@@ -2,6 +2,8 @@
 
 - ``outage_errors``: which errors of kafka-python, kombu (Celery) and redis-py mean a broker or server is
   away rather than that it refused the message (``hoptrace.pipeline.outages`` says what follows from one).
+- ``kafka_options``: how every kafka-python client of hoptrace is configured from the settings (security,
+  OAUTHBEARER's token provider, reconnecting).
 
 It imports the ground floor only; ``workers``, ``producers``, the gauges and the command line import it.
 """

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from opentelemetry.metrics import MeterProvider
 
+from hoptrace.clients.kafka_options import kafka_client_options
 from hoptrace.gauges.kafka_lag import KafkaConsumerLag
 from hoptrace.gauges.redis_depth import RedisQueueDepth
 from hoptrace.gauges.refresher import GaugeRefresher, GaugeSource
@@ -48,7 +49,7 @@ class DepthMonitor(GaugeRefresher):
         if redis is None:
             redis = RedisQueueDepth.of_pipeline(pipeline, settings.redis_url, redis_key_prefix)
         if kafka is None:
-            kafka = KafkaConsumerLag.of_pipeline(pipeline, settings.kafka_servers, options=settings.kafka_client_options)
+            kafka = KafkaConsumerLag.of_pipeline(pipeline, settings.kafka_servers, options=kafka_client_options(settings))
         if jobs is None:
             jobs = StuckJobs(settings.redis_url, pipeline.name, settings.stuck_after_s, prefix=key_prefix(settings.namespace))
         super().__init__({"redis": redis, "kafka": kafka, "job ledger": jobs}, meter_provider, interval_s)
