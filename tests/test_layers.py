@@ -1,6 +1,6 @@
 """The floor plan holds: who may import whom, read from the source with ``ast`` (no import runs).
 
-- the ground floor (``hoptrace.pipeline``) imports only itself;
+- the ground floor (``hoptrace.pipeline``) imports only itself, and no messaging client library;
 - what hoptrace knows of the messaging clients (``hoptrace.clients``) imports the ground floor;
 - ``workers`` and ``producers`` import the ground floor and the clients' knowledge, and never each other;
 - the state the pipeline's processes share on Redis (``hoptrace.shared_state``) imports the ground floor;
@@ -42,16 +42,25 @@ ALLOWED = {
 }
 
 
-def hoptrace_imports(path: Path) -> set[str]:
-    """Every ``hoptrace...`` module PATH imports, at any depth of its code (``from X import y`` gives ``X.y`` too)."""
+CLIENT_LIBRARIES = ("kafka", "redis", "kombu", "celery", "confluent_kafka", "aiokafka")
+"""The messaging clients, none of which the ground floor imports: what knows them is a floor up (``hoptrace.clients``, ``hoptrace.shared_state``)."""
+
+
+def imports(path: Path) -> set[str]:
+    """Every module PATH imports by absolute name, at any depth of its code (``from X import y`` gives ``X.y`` too)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {name for name in found if name == "hoptrace" or name.startswith("hoptrace.")}
+    return found
+
+
+def hoptrace_imports(path: Path) -> set[str]:
+    """Every ``hoptrace...`` module PATH imports, at any depth of its code."""
+    return {name for name in imports(path) if name == "hoptrace" or name.startswith("hoptrace.")}
 
 
 def _allowed(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -66,6 +75,16 @@ def test_a_package_imports_only_what_its_floor_allows(package: str) -> None:
         for path in PACKAGES[package].rglob("*.py")
         for name in hoptrace_imports(path)
         if not _allowed(name, ALLOWED[package])
+    }
+    assert wrong == set()
+
+
+def test_the_ground_floor_imports_no_client_library() -> None:
+    wrong = {
+        f"{path.relative_to(REPOSITORY)} imports {name}"
+        for path in PACKAGES["hoptrace.pipeline"].rglob("*.py")
+        for name in imports(path)
+        if name.split(".")[0] in CLIENT_LIBRARIES
     }
     assert wrong == set()
 
