@@ -4,5 +4,5 @@ The stage model, message names (``semconv``), propagation with its per-transport
 middleware around a message, telemetry set-up and instruments. Nothing here imports
 ``workers``, ``producers``, the gauges, the viewer or the command line."""
 
-if __name__ != "hoptrace.pipeline":  # the repository folder is mapped into the package; one name per module
-    raise ImportError(f"import this as hoptrace.pipeline, not {__name__}: hoptrace installs one top-level name, hoptrace")
+if not __name__.startswith("hoptrace."):  # the folder rule (pyproject.toml, package-dir): a top-level folder X is hoptrace.X
+    raise ImportError(f"import this as hoptrace.{__name__}, not {__name__}: hoptrace installs one top-level name, hoptrace")

@@ -18,18 +18,29 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-PACKAGES = {
-    "hoptrace.pipeline": REPOSITORY / "pipeline",
-    "hoptrace.workers": REPOSITORY / "workers",
-    "hoptrace.producers": REPOSITORY / "producers",
-    "hoptrace.gauges": REPOSITORY / "hoptrace" / "gauges",
-    "hoptrace.view": REPOSITORY / "hoptrace" / "view",
-    "hoptrace.instrumentation": REPOSITORY / "hoptrace" / "instrumentation",
-    "hoptrace.shared_state": REPOSITORY / "hoptrace" / "shared_state",
-    "hoptrace.clients": REPOSITORY / "hoptrace" / "clients",
-}
+SETUPTOOLS = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]
+MAPPED: dict[str, str] = SETUPTOOLS["package-dir"]
+"""The folder rule as pyproject.toml writes it, the one place: top-level folder X is hoptrace.X; the rest is under hoptrace/."""
+
+
+def folder(package: str) -> Path:
+    """The folder of PACKAGE (``hoptrace...``) by the folder rule."""
+    parts = package.split(".")[1:]
+    mapped = f"hoptrace.{parts[0]}" if parts else ""
+    if mapped in MAPPED:
+        return (REPOSITORY / MAPPED[mapped]).joinpath(*parts[1:])
+    return (REPOSITORY / "hoptrace").joinpath(*parts)
+
+
+def package(path: Path) -> str:
+    """The package of the folder PATH (one with an ``__init__.py``) by the folder rule."""
+    top, *inner = path.relative_to(REPOSITORY).parts
+    return ".".join(("hoptrace", *inner) if top == "hoptrace" else ("hoptrace", top, *inner))
+
+
 ALLOWED = {
     "hoptrace.pipeline": ("hoptrace.pipeline",),
     "hoptrace.workers": ("hoptrace.pipeline", "hoptrace.clients", "hoptrace.workers"),
@@ -40,6 +51,7 @@ ALLOWED = {
     "hoptrace.shared_state": ("hoptrace.pipeline", "hoptrace.shared_state"),
     "hoptrace.clients": ("hoptrace.pipeline", "hoptrace.clients"),
 }
+PACKAGES = {package: folder(package) for package in ALLOWED}
 
 
 CLIENT_LIBRARIES = ("kafka", "redis", "kombu", "celery", "confluent_kafka", "aiokafka")
@@ -77,6 +89,14 @@ def test_a_package_imports_only_what_its_floor_allows(package: str) -> None:
         if not _allowed(name, ALLOWED[package])
     }
     assert wrong == set()
+
+
+def test_every_package_folder_is_where_the_folder_rule_puts_it_and_ships() -> None:
+    shipped = set(SETUPTOOLS["packages"])
+    found = {package(init.parent) for top in ("hoptrace", *MAPPED.values()) for init in (REPOSITORY / top).rglob("__init__.py")}
+    assert {name for name in shipped if not folder(name).is_dir()} == set()
+    assert found - shipped == set()  # a package folder left out of pyproject's list would not be installed
+    assert all(folder(name) == init.parent for init in (REPOSITORY / "pipeline").rglob("__init__.py") for name in [package(init.parent)])
 
 
 def test_the_ground_floor_imports_no_client_library() -> None:

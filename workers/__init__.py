@@ -1,4 +1,4 @@
 """Consuming side: the Kafka poll-loop worker and the Celery worker integration."""
 
-if __name__ != "hoptrace.workers":  # the repository folder is mapped into the package; one name per module
-    raise ImportError(f"import this as hoptrace.workers, not {__name__}: hoptrace installs one top-level name, hoptrace")
+if not __name__.startswith("hoptrace."):  # the folder rule (pyproject.toml, package-dir): a top-level folder X is hoptrace.X
+    raise ImportError(f"import this as hoptrace.{__name__}, not {__name__}: hoptrace installs one top-level name, hoptrace")

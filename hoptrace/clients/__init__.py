@@ -7,6 +7,3 @@
 
 It imports the ground floor only; ``workers``, ``producers``, the gauges and the command line import it.
 """
-
-if __name__ != "hoptrace.clients":  # one name per module, as in the repository's mapped folders
-    raise ImportError(f"import this as hoptrace.clients, not {__name__}: hoptrace installs one top-level name, hoptrace")

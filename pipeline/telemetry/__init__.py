@@ -12,6 +12,3 @@ Every reach into a private name of the OpenTelemetry SDK is in this package (eac
 What a message carries and which spans and points a stage makes are the ground floor's (``tracing``,
 ``metrics``, ``propagation``); this package only makes and sends them.
 """
-
-if __name__ != "hoptrace.pipeline.telemetry":  # the repository folder is mapped into the package; one name per module
-    raise ImportError(f"import this as hoptrace.pipeline.telemetry, not {__name__}: hoptrace installs one top-level name, hoptrace")

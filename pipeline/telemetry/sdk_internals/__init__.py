@@ -5,6 +5,3 @@ Each module here states what it reads and checks it when it is built: when a nam
 it says so and the caller takes the SDK's general path instead. Nothing outside this package
 reaches into the tracing SDK's private names for the hot path.
 """
-
-if __name__ != "hoptrace.pipeline.telemetry.sdk_internals":  # the repository folder is mapped into the package; one name per module
-    raise ImportError(f"import this as hoptrace.pipeline.telemetry.sdk_internals, not {__name__}: hoptrace installs one top-level name, hoptrace")
