@@ -223,7 +223,8 @@ def extract(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...] =
 def _sound(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...]) -> Extracted | None:
     """``_extract``'s result for headers as hoptrace (or any W3C SDK) writes them, in one pass; None for anything else.
 
-    Sound means: the default propagators, each header once with a lower-case key, ASCII values within
+    Sound means: the default propagators, each header once (or repeated with the same value, as a Celery request's
+    attribute and its nested header) with a lower-case key, ASCII values within
     the size limit, a valid ``traceparent``, a baggage of at most ``MAX_BAGGAGE_MEMBERS`` members whose
     keys are all allowed and already judged so, a publish time that parses, a pathway that parses. Then nothing needs cleaning,
     filtering or reporting; tests/test_propagation holds this to ``_extract`` on generated headers.
@@ -238,9 +239,8 @@ def _sound(pairs: Iterable[tuple[object, object]], allowlist: tuple[str, ...]) -
             value = value.decode("ascii")
         elif type(value) is not str or len(value) > MAX_HEADER_BYTES or not value.isascii():
             return None
-        if key in found:
-            return None
-        found[key] = value
+        if found.setdefault(key, value) != value:
+            return None  # two different values: the general path drops the key and counts it
     sent_at = None
     if (sent := found.pop(HEADER_SENT_AT, None)) is not None and (sent_at := parse_epoch_seconds(sent)) is None:
         return None

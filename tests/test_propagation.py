@@ -11,6 +11,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from hoptrace.pipeline import jobs
-from hoptrace.pipeline.carriers import APPEND_SETTER, DICT_SETTER, KAFKA_SETTER, dict_pairs, kafka_pairs
+from hoptrace.pipeline.carriers import APPEND_SETTER, DICT_SETTER, KAFKA_SETTER, celery_request_pairs, dict_pairs, kafka_pairs
 from hoptrace.pipeline.jobs import JOB_ID
 from hoptrace.pipeline.messages import Delivery
 from hoptrace.pipeline.pathways import PATHWAY_KEY
@@ -157,12 +158,17 @@ _HYPOTHESIS = settings(max_examples=400, derandomize=True, database=None, deadli
 @_HYPOTHESIS
 @given(
     case=st.one_of(valid_headers().map(lambda case: (list(case[0].items()), case[1])), st.tuples(header_sets(), st.sampled_from(ALLOWLISTS))),
-    shape=st.sampled_from(["kafka", "celery"]),
+    shape=st.sampled_from(["kafka", "celery", "celery-request"]),
 )
 def test_the_one_pass_path_gives_what_the_general_path_gives(case: tuple[list[tuple[object, object]], tuple[str, ...]], shape: str) -> None:
     """``_sound`` takes only what it can read in one pass, and then gives exactly ``_extract``'s result (the pathway included)."""
     pairs, allowlist = case
-    found = kafka_pairs(pairs, fields()) if shape == "kafka" else dict_pairs(as_dict(pairs), fields())
+    if shape == "kafka":
+        found = kafka_pairs(pairs, fields())
+    elif shape == "celery":
+        found = dict_pairs(as_dict(pairs), fields())
+    else:
+        found = celery_request_pairs(celery_request(as_dict(pairs)), fields())
     logging.disable(logging.WARNING)
     try:
         general = _extract(found, allowlist)  # first: it judges the baggage keys, which the one-pass path needs
@@ -171,6 +177,29 @@ def test_the_one_pass_path_gives_what_the_general_path_gives(case: tuple[list[tu
         logging.disable(logging.NOTSET)
     if sound is not None:
         assert _seen(sound) == _seen(general)
+
+
+def celery_request(headers: dict[Any, object]) -> SimpleNamespace:
+    """A Celery task request as a worker sees one: the message's headers as attributes, and again nested under ``headers``."""
+    return SimpleNamespace(**{key: value for key, value in headers.items() if isinstance(key, str) and key != "headers"}, headers=headers)
+
+
+def test_a_celery_request_whose_headers_come_twice_takes_the_one_pass_path() -> None:
+    headers = {"traceparent": TRACEPARENT, "baggage": f"{BAGGAGE_JOB_ID}={'a' * 32}", HEADER_SENT_AT: "1700000000.5"}
+    found = celery_request_pairs(celery_request(headers), fields())
+    general = _extract(found, ())
+    sound = _sound(found, ())
+    assert len(found) == 6
+    assert sound is not None
+    assert _seen(sound) == _seen(general)
+    assert (sound.fallbacks, sound.sent_at, format(sound.parent.span_id, "016x") if sound.parent else None) == ((), 1700000000.5, "00f067aa0ba902b7")
+
+
+def test_a_celery_request_whose_two_copies_differ_is_counted_as_a_duplicate() -> None:
+    request = SimpleNamespace(traceparent=TRACEPARENT, headers={"traceparent": OTHER_TRACEPARENT})
+    found = celery_request_pairs(request, fields())
+    assert _sound(found, ()) is None
+    assert (_extract(found, ()).fallbacks, _extract(found, ()).parent) == (("duplicate",), None)
 
 
 def _seen(extracted: Extracted) -> tuple[object, ...]:
