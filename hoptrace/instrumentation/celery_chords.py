@@ -35,8 +35,11 @@ def _redis(task: Any) -> Any:
 def record_chord_member(task: Any, message: Incoming) -> None:
     """When TASK is a chord's header task, write its process span down for the chord's body."""
     request = task.request
-    group, client = getattr(request, "group", None), _redis(task)
-    if not (getattr(request, "chord", None) and group and client is not None and message.span is not None):
+    group = getattr(request, "group", None)
+    if not (getattr(request, "chord", None) and group and message.span is not None):
+        return
+    client = _redis(task)  # only now: reading the app's backend is the costly part of a task that is no chord member
+    if client is None:
         return
     context = message.span.get_span_context()
     try:
@@ -51,8 +54,11 @@ def record_chord_member(task: Any, message: Incoming) -> None:
 def chord_links(task: Any) -> tuple[SpanContext, ...]:
     """When TASK may be a chord's body (it belongs to a group but is no header task), the header spans it waited for."""
     request = task.request
-    group, client = getattr(request, "group", None), _redis(task)
-    if not group or getattr(request, "chord", None) or client is None:
+    group = getattr(request, "group", None)
+    if not group or getattr(request, "chord", None):
+        return ()
+    client = _redis(task)
+    if client is None:
         return ()
     try:
         with suppress_instrumentation():
