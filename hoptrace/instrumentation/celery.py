@@ -29,9 +29,7 @@ from celery.canvas import _chord, group
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import SpanKind
-from wrapt import wrap_function_wrapper
 
 from hoptrace.gauges.refresher import GaugeRefresher
 from hoptrace.instrumentation import celery_process, celery_publish, dropin
@@ -109,6 +107,14 @@ class _Depth:
             refresher.stop()
 
 
+PATCHES: tuple[dropin.Patch, ...] = (
+    (Celery, "send_task", _send_task),
+    (group, "apply_async", _start_canvas("group")),
+    (_chord, "apply_async", _start_canvas("chord")),
+)
+"""The Celery methods the instrumentor wraps (``dropin.patch``), with the wrapper of each."""
+
+
 def _flush(**_: Any) -> None:
     """``worker_process_shutdown``: a pool process exits with ``os._exit``; flush what it buffered first."""
     configured = providers.global_telemetry()
@@ -138,15 +144,12 @@ class HoptraceCeleryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         ]
         for signal, receiver in self._receivers:
             signal.connect(receiver, weak=False)
-        wrap_function_wrapper(Celery, "send_task", _send_task)
-        wrap_function_wrapper(group, "apply_async", _start_canvas("group"))
-        wrap_function_wrapper(_chord, "apply_async", _start_canvas("chord"))
+        dropin.patch(PATCHES)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for signal, receiver in self._receivers:
             signal.disconnect(receiver)
         self._receivers = []
         _Depth.stop()
-        for owner, name in ((Celery, "send_task"), (group, "apply_async"), (_chord, "apply_async")):
-            unwrap(owner, name)
+        dropin.unpatch(PATCHES)
         dropin.step_back("celery")
