@@ -16,12 +16,15 @@ import pytest
 from confluent_kafka import KafkaError, Message
 from confluent_kafka.cimpl import Consumer as PlainConsumer
 from confluent_kafka.cimpl import Producer as PlainProducer
+from confluent_kafka.deserializing_consumer import DeserializingConsumer as PlainDeserializingConsumer
+from confluent_kafka.serialization import StringDeserializer, StringSerializer
+from confluent_kafka.serializing_producer import SerializingProducer as PlainSerializingProducer
 from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry import trace
 from opentelemetry.instrumentation.confluent_kafka import ConfluentKafkaInstrumentor
 
 import hoptrace.kafka
-from hoptrace.instrumentation.confluent import HoptraceConfluentKafkaInstrumentor
+from hoptrace.instrumentation.confluent import CLASSES, HoptraceConfluentKafkaInstrumentor
 from hoptrace.instrumentation.kafka import HoptraceKafkaInstrumentor
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.settings import Settings
@@ -51,6 +54,9 @@ from tests.kafka_dropin import (
 from tests.memory_store import TelemetryStore
 
 __all__ = ["telemetry"]  # the fixture (tests.kafka_dropin)
+
+PLAIN_CLASSES = (PlainProducer, PlainConsumer, PlainSerializingProducer, PlainDeserializingConsumer)
+"""confluent-kafka's own client classes, which its module names when hoptrace does not instrument it."""
 
 
 @pytest.fixture
@@ -214,12 +220,42 @@ def test_processing_takes_a_confluent_record(settings: Settings, new_topic: Call
     assert processed.attributes[semconv.MESSAGING_KAFKA_OFFSET] == 0
 
 
+def test_the_serializing_clients_are_traced_between_their_serializers_and_the_plain_client(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceConfluentKafkaInstrumentor
+) -> None:
+    source, target, group = new_topic("in"), new_topic("out"), f"g{unique}"
+    parents = feed(settings, source, N)
+    consumer = confluent_kafka.DeserializingConsumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "value.deserializer": StringDeserializer("utf_8"),
+        }
+    )
+    consumer.subscribe([source])
+    producer = confluent_kafka.SerializingProducer({"bootstrap.servers": settings.kafka_bootstrap, "value.serializer": StringSerializer("utf_8")})
+    assert (type(consumer).__module__, type(producer).__module__) == ("hoptrace.instrumentation.confluent_clients",) * 2
+    for seen in range(N):
+        record = next_record(consumer)
+        assert isinstance(record.value(), str)  # deserialized, inside its process span
+        assert len(named(telemetry, f"process {source}")) == seen
+        assert format(trace.get_current_span().get_span_context().trace_id, "032x") == parents[record.offset()][0]
+        with trace.get_tracer("test").start_as_current_span("relay"):
+            producer.produce(target, value=record.value(), headers=record.headers())
+    assert producer.flush(10) == 0
+    consumer.close()
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    check_relayed(telemetry, settings, parents, (source, target, group))
+
+
 def test_uninstrument_puts_the_plain_clients_back_and_the_stock_instrumentor_steps_aside(
     settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
     source, target, plain = new_topic("in"), new_topic("out"), new_topic("plain")
     parents = feed(settings, source, N)
-    assert (confluent_kafka.Producer, confluent_kafka.Consumer) == (PlainProducer, PlainConsumer)
+    assert tuple(getattr(confluent_kafka, name) for name in CLASSES) == PLAIN_CLASSES
     stock, ours = ConfluentKafkaInstrumentor(), HoptraceConfluentKafkaInstrumentor()
     stock.instrument()
     try:
@@ -228,7 +264,7 @@ def test_uninstrument_puts_the_plain_clients_back_and_the_stock_instrumentor_ste
         with caplog.at_level("INFO", "hoptrace"):
             stock.instrument()
         assert "ConfluentKafkaInstrumentor skipped: HoptraceConfluentKafkaInstrumentor instruments this library" in caplog.text
-        assert confluent_kafka.Producer.__module__ == confluent_kafka.Consumer.__module__ == "hoptrace.instrumentation.confluent_clients"
+        assert {getattr(confluent_kafka, name).__module__ for name in CLASSES} == {"hoptrace.instrumentation.confluent_clients"}
         consumer, producer = consumer_of(settings, source, f"g{unique}"), producer_of(settings)
         for _ in range(N):
             record = next_record(consumer)
@@ -237,7 +273,7 @@ def test_uninstrument_puts_the_plain_clients_back_and_the_stock_instrumentor_ste
         producer.flush(10)
         consumer.close()
         ours.uninstrument()
-        assert (confluent_kafka.Producer, confluent_kafka.Consumer) == (PlainProducer, PlainConsumer)
+        assert tuple(getattr(confluent_kafka, name) for name in CLASSES) == PLAIN_CLASSES
         assert not stock.is_instrumented_by_opentelemetry
         before = len(telemetry.spans)
         producer.produce(plain, b"plain")  # an instance made while instrumented: plain behaviour now

@@ -2,8 +2,8 @@
 
 Instrumented (``opentelemetry-instrument python app.py`` with confluent-kafka installed,
 ``hoptrace.instrument()`` or ``HoptraceConfluentKafkaInstrumentor().instrument()``), on the global
-providers, ``confluent_kafka.Producer`` and ``confluent_kafka.Consumer`` are hoptrace's subclasses
-(``confluent_clients``): a send span per ``produce`` with the trace context in the record's
+providers, ``confluent_kafka.Producer`` and ``confluent_kafka.Consumer`` (and ``SerializingProducer`` and
+``DeserializingConsumer``) are hoptrace's subclasses (``confluent_clients``): a send span per ``produce`` with the trace context in the record's
 headers, a process span per record that ``poll()`` or ``consume()`` hands out, current while the
 user's code handles it, the stage metrics and ``hoptrace.kafka.consumer.lag``, as for kafka-python
 (``instrumentation.kafka``); ``hoptrace.kafka.processing(message)`` takes confluent-kafka's records
@@ -12,9 +12,8 @@ too. Bad headers are counted, never raised into the user's loop. The stock
 span and one ``traceparent``.
 
 Not covered: classes imported before the instrumentation (``from confluent_kafka import Producer``
-ahead of ``instrument()``; ``opentelemetry-instrument`` instruments first), and confluent-kafka's
-own subclasses of the plain clients (``SerializingProducer``, ``DeserializingConsumer``);
-``Producer.produce_batch`` (no span, no headers written) and ``Consumer.store_offsets`` or a
+ahead of ``instrument()``; ``opentelemetry-instrument`` instruments first), other subclasses of the
+plain clients, ``Producer.produce_batch`` (no span, no headers written) and ``Consumer.store_offsets`` or a
 transaction's ``send_offsets_to_transaction`` (they do not end the open record's span; the next
 ``poll()``, ``consume()``, ``commit()`` or ``close()`` does).
 """
@@ -31,11 +30,14 @@ from hoptrace.instrumentation import confluent_clients, dropin
 
 __all__ = ["HoptraceConfluentKafkaInstrumentor"]
 
+CLASSES = ("Producer", "Consumer", "SerializingProducer", "DeserializingConsumer")
+"""The client classes of ``confluent_kafka`` whose names hoptrace's subclasses (``confluent_clients``) take while instrumented."""
+
 
 class HoptraceConfluentKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Instruments confluent-kafka's ``Producer`` and ``Consumer`` (see the module's docstring); twice is a no-op."""
 
-    _plain: tuple[type, type] | None = None
+    _plain: tuple[type, ...] | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         """The confluent-kafka versions this instrumentor supports."""
@@ -43,12 +45,14 @@ class HoptraceConfluentKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc
 
     def _instrument(self, **kwargs: Any) -> None:
         dropin.step_aside("confluent_kafka", type(self).__name__)
-        self._plain = (confluent_kafka.Producer, confluent_kafka.Consumer)
-        confluent_kafka.Producer, confluent_kafka.Consumer = confluent_clients.Producer, confluent_clients.Consumer
+        self._plain = tuple(getattr(confluent_kafka, name) for name in CLASSES)
+        for name in CLASSES:
+            setattr(confluent_kafka, name, getattr(confluent_clients, name))
         confluent_clients.activate(True)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         confluent_clients.activate(False)
         if self._plain is not None:
-            confluent_kafka.Producer, confluent_kafka.Consumer = self._plain
+            for name, plain in zip(CLASSES, self._plain, strict=True):
+                setattr(confluent_kafka, name, plain)
         dropin.step_back("confluent_kafka")

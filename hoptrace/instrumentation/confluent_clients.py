@@ -19,6 +19,10 @@ when the instrumentation is undone.
 - ``Consumer.consume()``: a list whose iteration processes each record in turn, as kafka-python's
   ``poll()`` lists (``kafka_loop.TracedRecords``).
 - The lag of the consumer's assignment, from librdkafka's local state (``confluent_lags``).
+- ``SerializingProducer`` and ``DeserializingConsumer`` (confluent-kafka's own subclasses of the plain
+  clients): the same, placed between their serialization and the plain client in the method order, so a
+  record is traced as it is handed to librdkafka, serialized (its send span starts after the serializers
+  ran) and handed out before it is deserialized (the deserializers run inside its process span).
 
 The spans, metrics and stage names are those of kafka-python's drop-in (``kafka_records``,
 ``kafka_producer``): the same middleware, so a trace crosses clients unchanged.
@@ -32,6 +36,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.cimpl import Consumer as PlainConsumer
 from confluent_kafka.cimpl import Producer as PlainProducer
+from confluent_kafka.deserializing_consumer import DeserializingConsumer as PlainDeserializingConsumer
+from confluent_kafka.serializing_producer import SerializingProducer as PlainSerializingProducer
 
 from hoptrace.instrumentation.kafka_guard import contained
 from hoptrace.instrumentation.kafka_loop import ConsumerState, TracedRecords
@@ -206,3 +212,11 @@ class Consumer(PlainConsumer):  # type: ignore[misc]
             with contained("Consumer.close"):
                 state.close()
         return super().close(*args, **kwargs)
+
+
+class SerializingProducer(PlainSerializingProducer, Producer):  # type: ignore[misc]
+    """confluent-kafka's ``SerializingProducer``: its ``produce`` serializes, then hands the record to ``Producer.produce`` above, which traces it."""
+
+
+class DeserializingConsumer(PlainDeserializingConsumer, Consumer):  # type: ignore[misc]
+    """confluent-kafka's ``DeserializingConsumer``: its ``poll`` takes the record from ``Consumer.poll`` above (span open), then deserializes it."""
