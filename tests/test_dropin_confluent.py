@@ -155,6 +155,30 @@ def test_produce_keeps_every_delivery_callback_and_takes_every_positional_form(
     assert all(traceparents(record)[0][1] in by_span for record in forwarded)  # each record carries its own send span
 
 
+def test_storing_a_records_offset_ends_its_processing(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceConfluentKafkaInstrumentor
+) -> None:
+    source, group = new_topic("in"), f"g{unique}"
+    parents = feed(settings, source, 1)
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.offset.store": False,
+        }
+    )
+    consumer.subscribe([source])
+    record = next_record(consumer)
+    assert format(trace.get_current_span().get_span_context().trace_id, "032x") == parents[0][0]
+    assert named(telemetry, f"process {source}") == []
+    consumer.store_offsets(record)  # the handler is done with it: the span ends, its context goes
+    assert [(span.trace_id, span.parent_span_id) for span in named(telemetry, f"process {source}")] == parents
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    consumer.close()
+    assert len(named(telemetry, f"process {source}")) == 1
+
+
 def test_each_record_of_a_consume_batch_is_processed_as_the_list_is_iterated(
     settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceConfluentKafkaInstrumentor
 ) -> None:

@@ -13,9 +13,9 @@ span and one ``traceparent``.
 
 Not covered: classes imported before the instrumentation (``from confluent_kafka import Producer``
 ahead of ``instrument()``; ``opentelemetry-instrument`` instruments first), other subclasses of the
-plain clients, ``Producer.produce_batch`` (no span, no headers written) and ``Consumer.store_offsets`` or a
-transaction's ``send_offsets_to_transaction`` (they do not end the open record's span; the next
-``poll()``, ``consume()``, ``commit()`` or ``close()`` does).
+plain clients, ``Producer.produce_batch`` (no span, no headers written) and a transaction's
+``send_offsets_to_transaction`` (it does not end the open record's span; the next ``poll()``,
+``consume()``, ``commit()``, ``store_offsets()`` or ``close()`` does).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ when the instrumentation is undone.
   ``flush()``: a span stays open until then. With ``delivery.report.only.error`` the span ends when
   the record is handed over (librdkafka reports failures alone).
 - ``Consumer.poll()``: a CONSUMER ``process {topic}`` span for the record it returns, current while
-  the user's code handles it, ended at the next ``poll()``, ``consume()``, ``commit()`` or
-  ``close()``; events (``error()`` set) get none.
+  the user's code handles it, ended at the next ``poll()``, ``consume()``, ``commit()``,
+  ``store_offsets()`` or ``close()``; events (``error()`` set) get none.
 - ``Consumer.consume()``: a list whose iteration processes each record in turn, as kafka-python's
   ``poll()`` lists (``kafka_loop.TracedRecords``).
 - The lag of the consumer's assignment, from librdkafka's local state (``confluent_lags``).
@@ -204,6 +204,11 @@ class Consumer(PlainConsumer):  # type: ignore[misc]
         """Commit; the record in hand is done."""
         self._settle(self._state(), "Consumer.commit")
         return super().commit(*args, **kwargs)
+
+    def store_offsets(self, *args: Any, **kwargs: Any) -> None:
+        """Store offsets to commit (``enable.auto.offset.store`` off): as at a commit, the record in hand is done."""
+        self._settle(self._state(), "Consumer.store_offsets")
+        return super().store_offsets(*args, **kwargs)  # type: ignore[no-any-return]
 
     def close(self, *args: Any, **kwargs: Any) -> None:
         """Close; what is open ends (failed, when closing because of an exception) and the lag is no longer reported."""
