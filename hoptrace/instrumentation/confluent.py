@@ -13,7 +13,8 @@ span and one ``traceparent``.
 
 Not covered: classes imported before the instrumentation (``from confluent_kafka import Producer``
 ahead of ``instrument()``; ``opentelemetry-instrument`` instruments first), other subclasses of the
-plain clients, ``Producer.produce_batch`` (no span, no headers written) and a transaction's
+plain clients, ``Producer.produce_batch`` (confluent-kafka sends no headers in a batch, so no trace context can go with
+its records: no span, no headers) and a transaction's
 ``send_offsets_to_transaction`` (it does not end the open record's span; the next ``poll()``,
 ``consume()``, ``commit()``, ``store_offsets()`` or ``close()`` does).
 """
