@@ -32,7 +32,7 @@ Cases:
   parses it (``propagation.extract``), follows it to its stage and puts the result in the handler's
   context (metrics ``before_message``), and records ``hoptrace.pathway.latency`` (``after_message``).
 * ``otel-span``: a bare SDK span with seven attributes, started and ended (a reference).
-* ``otel-span-spooled``: the same span on a provider with the span spool (``pipeline.span_spool``)
+* ``otel-span-spooled``: the same span on a provider with the span spool (``pipeline.telemetry.span_spool``)
   before its batch processor; ``spool`` is the difference, the spool's cost per sampled span.
 * ``otel-propagation``: the global propagators' extract and inject of the headers a publish wrote
   (traceparent and the job's baggage), the SDK's own codec (a reference).

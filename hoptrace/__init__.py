@@ -3,13 +3,16 @@
 The names most code needs are here, imported on first use (so ``import hoptrace`` stays cheap)::
 
     from hoptrace import Pipeline, RetryPolicy, StageContext
-    hoptrace.instrument()    # drop-in: Celery and kafka-python code that never imports hoptrace
+    hoptrace.instrument()    # drop-in: Celery, kafka-python, confluent-kafka and aiokafka code that never imports hoptrace
     hoptrace.keep("refund")  # in a handler: keep this job's trace whole, though the sampler dropped it
 
-The packages: ``hoptrace.pipeline`` (the ground floor, inside every worker and publisher),
-``hoptrace.workers`` and ``hoptrace.producers`` (consuming and publishing), ``hoptrace.gauges``
-(queue depth and lag), ``hoptrace.view`` (what ``hoptrace watch`` and ``traces`` run) and
-``hoptrace.testing`` (``capture_telemetry`` for your tests).
+The packages: ``hoptrace.pipeline`` (the ground floor, inside every worker and publisher; its
+``telemetry`` sub-package makes and sends the spans and points), ``hoptrace.workers`` and
+``hoptrace.producers`` (consuming and publishing), ``hoptrace.clients`` (what hoptrace knows of the
+messaging clients), ``hoptrace.shared_state`` (the job ledger and keep channel on Redis),
+``hoptrace.gauges`` (queue depth and lag), ``hoptrace.instrumentation`` (the drop-in instrumentors),
+``hoptrace.view`` (what ``hoptrace watch`` and ``traces`` run) and ``hoptrace.testing``
+(``capture_telemetry`` for your tests).
 """
 
 from __future__ import annotations

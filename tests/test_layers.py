@@ -18,7 +18,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import tomllib
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SETUPTOOLS = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]
@@ -97,6 +101,12 @@ def test_every_package_folder_is_where_the_folder_rule_puts_it_and_ships() -> No
     assert {name for name in shipped if not folder(name).is_dir()} == set()
     assert found - shipped == set()  # a package folder left out of pyproject's list would not be installed
     assert all(folder(name) == init.parent for init in (REPOSITORY / "pipeline").rglob("__init__.py") for name in [package(init.parent)])
+    mapped_inits = [init for top in MAPPED.values() for init in (REPOSITORY / top).rglob("__init__.py")]
+    assert [str(init.relative_to(REPOSITORY)) for init in mapped_inits if GUARD not in init.read_text()] == []
+
+
+GUARD = 'if not __name__.startswith("hoptrace."):'
+"""The line with which every package under a mapped folder refuses another name (a second copy of its modules)."""
 
 
 def test_the_ground_floor_imports_no_client_library() -> None:

@@ -36,7 +36,7 @@ CLASSES = ("Producer", "Consumer", "SerializingProducer", "DeserializingConsumer
 
 
 class HoptraceConfluentKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """Instruments confluent-kafka's ``Producer`` and ``Consumer`` (see the module's docstring); twice is a no-op."""
+    """Instruments confluent-kafka's clients, ``CLASSES`` (see the module's docstring); twice is a no-op."""
 
     _plain: tuple[type, ...] | None = None
 

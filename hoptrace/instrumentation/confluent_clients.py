@@ -1,4 +1,4 @@
-"""confluent-kafka's ``Producer`` and ``Consumer`` with hoptrace's per-message work: what ``HoptraceConfluentKafkaInstrumentor`` puts in their place.
+"""confluent-kafka's clients with hoptrace's per-message work: what ``HoptraceConfluentKafkaInstrumentor`` puts in their place.
 
 confluent-kafka's clients are C types whose methods cannot be wrapped in place, so, as the stock
 instrumentor does, subclasses take their names in the ``confluent_kafka`` module while instrumented;

@@ -36,7 +36,7 @@ from hoptrace.instrumentation.kafka_records import processing
 __all__ = ["HoptraceKafkaInstrumentor", "processing"]
 
 
-PATCHES: tuple[tuple[type, str, Any], ...] = (
+PATCHES: tuple[dropin.Patch, ...] = (
     (KafkaProducer, "send", wrap_send),
     (KafkaConsumer, "__next__", wrap_next),
     (KafkaConsumer, "poll", wrap_poll),

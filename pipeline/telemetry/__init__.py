@@ -12,3 +12,6 @@ Every reach into a private name of the OpenTelemetry SDK is in this package (eac
 What a message carries and which spans and points a stage makes are the ground floor's (``tracing``,
 ``metrics``, ``propagation``); this package only makes and sends them.
 """
+
+if not __name__.startswith("hoptrace."):  # the folder rule (pyproject.toml, package-dir): a top-level folder X is hoptrace.X
+    raise ImportError(f"import this as hoptrace.{__name__}, not {__name__}: hoptrace installs one top-level name, hoptrace")

@@ -10,7 +10,7 @@ Exporters are built without arguments: endpoint, headers, timeout, compression a
 certificates are read by the exporters themselves from ``OTEL_EXPORTER_OTLP_*``.
 
 Spans sent over OTLP (either protocol) go through hoptrace's exporters
-(``pipeline.otlp_exporters``): the SDK's, with an encoder several times faster; set
+(``telemetry.otlp_exporters``): the SDK's, with an encoder several times faster; set
 ``HOPTRACE_SPAN_ENCODER=sdk`` to use the SDK's own.
 """
 

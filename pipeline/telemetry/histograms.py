@@ -8,7 +8,7 @@ queue (a C-level ``deque.append``, atomic under the GIL: no lock, no hashing, no
 values are put into their buckets in batches, by whichever thread finds the queue long
 (``DRAIN_AT``) or by the collection. Only the batch step takes a lock, once per batch.
 
-``pipeline.metric_producer`` hands these histograms to every reader of the meter provider, so a
+``telemetry.metric_producer`` hands these histograms to every reader of the meter provider, so a
 backend receives ordinary histograms: same names, units, descriptions, bucket boundaries and
 exemplars (the SDK's ``OTEL_METRICS_EXEMPLAR_FILTER``, one exemplar per bucket, the last one
 seen since the previous collection, as the SDK's aligned-bucket reservoir keeps them). A

@@ -3,7 +3,7 @@
 :func:`configure` is called explicitly, once per process, by the composition root or by a
 worker's start-up (after fork in Celery prefork children); library code never calls it on
 import. Exporters, batching, sampling and export intervals come from the ``OTEL_*``
-variables, read by the SDK itself wherever it can (see :mod:`pipeline.exporters`).
+variables, read by the SDK itself wherever it can (see ``hoptrace.pipeline.telemetry.exporters``).
 
 The SDK's exporters retry with backoff for up to ``OTEL_EXPORTER_OTLP_TIMEOUT`` and its
 ``force_flush`` ignores its timeout, so :meth:`Telemetry.flush` and
