@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, Message
 from confluent_kafka.cimpl import Consumer as PlainConsumer
 from confluent_kafka.cimpl import Producer as PlainProducer
 from confluent_kafka.deserializing_consumer import DeserializingConsumer as PlainDeserializingConsumer
+from confluent_kafka.error import ValueDeserializationError
 from confluent_kafka.serialization import StringDeserializer, StringSerializer
 from confluent_kafka.serializing_producer import SerializingProducer as PlainSerializingProducer
 from kafka import KafkaConsumer, KafkaProducer
@@ -153,6 +154,36 @@ def test_produce_keeps_every_delivery_callback_and_takes_every_positional_form(
     assert ("kept", b"yes") in forwarded[3].headers
     by_span = {span.span_id: span for span in sends}
     assert all(traceparents(record)[0][1] in by_span for record in forwarded)  # each record carries its own send span
+
+
+def test_a_record_that_does_not_deserialize_ends_its_processing_failed(
+    settings: Settings, new_topic: Callable[..., str], unique: str, telemetry: CapturedTelemetry, instrumented: HoptraceConfluentKafkaInstrumentor
+) -> None:
+    source, group = new_topic("in"), f"g{unique}"
+    parents = feed(settings, source, 3)
+
+    def number(value: bytes, ctx: object) -> int:  # the user's deserializer: record 1 is not one of its records
+        if value == b"1":
+            raise ValueError("not a number")
+        return int(value)
+
+    consumer = confluent_kafka.DeserializingConsumer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "auto.offset.reset": "earliest", "value.deserializer": number}
+    )
+    consumer.subscribe([source])
+    assert next_record(consumer).value() == 0
+    with pytest.raises(ValueDeserializationError):
+        next_record(consumer)
+    assert trace.get_current_span() is trace.INVALID_SPAN  # the failed record's context is gone with the error
+    assert next_record(consumer).value() == 2
+    consumer.close()
+    process = sorted(named(telemetry, f"process {source}"), key=lambda span: int(span.attributes[semconv.MESSAGING_KAFKA_OFFSET]))
+    assert [(span.trace_id, span.parent_span_id) for span in process] == parents
+    assert [(span.attributes[semconv.OUTCOME], span.status) for span in process] == [
+        ("processed", "UNSET"),
+        ("failed", "ERROR"),
+        ("processed", "UNSET"),
+    ]
 
 
 def test_storing_a_records_offset_ends_its_processing(

@@ -20,9 +20,10 @@ when the instrumentation is undone.
   ``poll()`` lists (``kafka_loop.TracedRecords``).
 - The lag of the consumer's assignment, from librdkafka's local state (``confluent_lags``).
 - ``SerializingProducer`` and ``DeserializingConsumer`` (confluent-kafka's own subclasses of the plain
-  clients): the same, placed between their serialization and the plain client in the method order, so a
-  record is traced as it is handed to librdkafka, serialized (its send span starts after the serializers
-  ran) and handed out before it is deserialized (the deserializers run inside its process span).
+  clients; the latter has no ``consume()``): the same, placed between their serialization and the plain
+  client in the method order, so a record is traced as it is handed to librdkafka, serialized (its send
+  span starts after the serializers ran) and handed out before it is deserialized (the deserializers run
+  inside its process span; a record that does not deserialize ends it failed).
 
 The spans, metrics and stage names are those of kafka-python's drop-in (``kafka_records``,
 ``kafka_producer``): the same middleware, so a trace crosses clients unchanged.
@@ -225,3 +226,14 @@ class SerializingProducer(PlainSerializingProducer, Producer):  # type: ignore[m
 
 class DeserializingConsumer(PlainDeserializingConsumer, Consumer):  # type: ignore[misc]
     """confluent-kafka's ``DeserializingConsumer``: its ``poll`` takes the record from ``Consumer.poll`` above (span open), then deserializes it."""
+
+    def poll(self, *args: Any, **kwargs: Any) -> Message | None:
+        """The next record, deserialized; one whose key or value does not deserialize ends its processing failed (the error goes on)."""
+        try:
+            return super().poll(*args, **kwargs)
+        except Exception as error:
+            state = self._state()
+            if state is not None and state.open is not None:  # started for this record: an event raised before any was
+                with contained("DeserializingConsumer.poll"):
+                    state.settle(error)
+            raise
