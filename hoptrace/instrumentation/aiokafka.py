@@ -13,11 +13,7 @@ of its own. Bad headers are counted, never raised into the user's loop. The stoc
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any
-
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from hoptrace.instrumentation import dropin
 from hoptrace.instrumentation.aiokafka_clients import wrap_commit, wrap_getmany, wrap_getone, wrap_send, wrap_stop
@@ -34,17 +30,9 @@ PATCHES: tuple[dropin.Patch, ...] = (
 """(class, method, wrapper) of every coroutine method the instrumentor wraps (``__anext__`` and ``send_and_wait`` go through them)."""
 
 
-class HoptraceAIOKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class HoptraceAIOKafkaInstrumentor(dropin.PatchingInstrumentor):
     """Instruments aiokafka's ``AIOKafkaProducer`` and ``AIOKafkaConsumer`` (see the module's docstring); twice is a no-op."""
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        """The aiokafka versions this instrumentor supports."""
-        return ("aiokafka >= 0.11, < 1",)
-
-    def _instrument(self, **kwargs: Any) -> None:
-        dropin.step_aside("aiokafka", type(self).__name__)
-        dropin.patch(PATCHES)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        dropin.unpatch(PATCHES)
-        dropin.step_back("aiokafka")
+    library = "aiokafka"
+    patches = PATCHES
+    dependencies = ("aiokafka >= 0.11, < 1",)

@@ -18,13 +18,14 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import wrapt
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
@@ -253,3 +254,27 @@ def unsilence(stock: type) -> None:
     stock._instrument, stock._uninstrument = methods
     del stock._hoptrace_methods
     stock()._is_instrumented_by_opentelemetry = False
+
+
+class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """An instrumentor that wraps methods of one library (``patches``) while its stock instrumentor steps aside; twice is a no-op.
+
+    A subclass names the ``library`` (as ``stock_instrumentor`` knows it), the ``patches`` and the
+    library versions it supports (``dependencies``).
+    """
+
+    library: ClassVar[str]
+    patches: ClassVar[Sequence[Patch]]
+    dependencies: ClassVar[tuple[str, ...]]
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        """The library versions this instrumentor supports."""
+        return self.dependencies
+
+    def _instrument(self, **kwargs: Any) -> None:
+        step_aside(self.library, type(self).__name__)
+        patch(self.patches)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        unpatch(self.patches)
+        step_back(self.library)

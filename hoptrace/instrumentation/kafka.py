@@ -22,11 +22,7 @@ silenced while this one is instrumented, so each record gets one span and one ``
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any
-
 from kafka import KafkaConsumer, KafkaProducer
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from hoptrace.instrumentation import dropin
 from hoptrace.instrumentation.kafka_consumer import wrap_close, wrap_commit, wrap_next, wrap_poll
@@ -47,17 +43,9 @@ PATCHES: tuple[dropin.Patch, ...] = (
 """(class, method, wrapper) of every method the instrumentor wraps."""
 
 
-class HoptraceKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class HoptraceKafkaInstrumentor(dropin.PatchingInstrumentor):
     """Instruments kafka-python's ``KafkaProducer`` and ``KafkaConsumer`` (see the module's docstring); twice is a no-op."""
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        """The kafka-python versions this instrumentor supports."""
-        return ("kafka-python >= 2.2, < 4",)
-
-    def _instrument(self, **kwargs: Any) -> None:
-        dropin.step_aside("kafka", type(self).__name__)
-        dropin.patch(PATCHES)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        dropin.unpatch(PATCHES)
-        dropin.step_back("kafka")
+    library = "kafka"
+    patches = PATCHES
+    dependencies = ("kafka-python >= 2.2, < 4",)
