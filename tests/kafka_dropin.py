@@ -241,3 +241,14 @@ def instrumenting(instrumentor: InstrumentorT) -> Iterator[InstrumentorT]:
     finally:
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
+
+
+@contextmanager
+def beside_stock(stock: BaseInstrumentor, ours: BaseInstrumentor, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """STOCK instrumented, then OURS (twice: a no-op), then STOCK again, which says it steps aside; for the block, both undone after."""
+    with instrumenting(stock), instrumenting(ours):
+        ours.instrument()  # twice is a no-op
+        with caplog.at_level("INFO", "hoptrace"):
+            stock.instrument()
+        assert f"{type(stock).__name__} skipped: {type(ours).__name__} instruments this library" in caplog.text
+        yield

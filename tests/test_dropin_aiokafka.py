@@ -34,6 +34,7 @@ from tests.kafka_dropin import (
     OPENTELEMETRY_INSTRUMENT,
     REPOSITORY,
     N,
+    beside_stock,
     by_stage,
     check_chain,
     check_forwarded,
@@ -200,22 +201,11 @@ def test_uninstrument_puts_every_method_back_and_the_stock_instrumentor_steps_as
 ) -> None:
     originals = {(owner, name): owner.__dict__[name] for owner, name, _ in PATCHES}
     stock, ours = AIOKafkaInstrumentor(), HoptraceAIOKafkaInstrumentor()
-    stock.instrument()
-    try:
-        ours.instrument()
-        ours.instrument()  # twice is a no-op
-        with caplog.at_level("INFO", "hoptrace"):
-            stock.instrument()
-        assert "AIOKafkaInstrumentor skipped: HoptraceAIOKafkaInstrumentor instruments this library" in caplog.text
+    with beside_stock(stock, ours, caplog):
         assert all(owner.__dict__[name].__wrapped__ is originals[(owner, name)] for owner, name, _ in PATCHES)  # ours alone
         ours.uninstrument()
         assert all(owner.__dict__[name] is originals[(owner, name)] for owner, name, _ in PATCHES)
         assert not stock.is_instrumented_by_opentelemetry
-    finally:
-        if ours.is_instrumented_by_opentelemetry:
-            ours.uninstrument()
-        if stock.is_instrumented_by_opentelemetry:
-            stock.uninstrument()
 
 
 def test_a_job_across_kafka_python_confluent_kafka_and_aiokafka_is_one_trace(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import confluent_kafka
 import pytest
@@ -35,6 +36,7 @@ from tests.kafka_dropin import (
     RELAY_N,
     Headers,
     N,
+    beside_stock,
     by_stage,
     check_chain,
     check_forwarded,
@@ -67,11 +69,13 @@ def instrumented(telemetry: CapturedTelemetry) -> Iterator[HoptraceConfluentKafk
         yield instrumentor
 
 
-def consumer_of(settings: Settings, topic: str, group: str) -> confluent_kafka.Consumer:
-    """A confluent-kafka consumer of TOPIC in GROUP from the earliest record (whatever class ``confluent_kafka.Consumer`` is now)."""
-    consumer = confluent_kafka.Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
-    )
+def consumer_of(settings: Settings, topic: str, group: str, kind: str = "Consumer", **config: Any) -> confluent_kafka.Consumer:
+    """A confluent-kafka consumer of TOPIC in GROUP from the earliest record, of whatever class ``confluent_kafka.<KIND>`` is now.
+
+    CONFIG adds to its configuration, with ``_`` for ``.`` in the keys (``value_deserializer=...``).
+    """
+    base = {"bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    consumer = getattr(confluent_kafka, kind)({**base, **{key.replace("_", "."): value for key, value in config.items()}})
     consumer.subscribe([topic])
     return consumer
 
@@ -167,10 +171,7 @@ def test_a_record_that_does_not_deserialize_ends_its_processing_failed(
             raise ValueError("not a number")
         return int(value)
 
-    consumer = confluent_kafka.DeserializingConsumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "auto.offset.reset": "earliest", "value.deserializer": number}
-    )
-    consumer.subscribe([source])
+    consumer = consumer_of(settings, source, group, "DeserializingConsumer", value_deserializer=number)
     assert next_record(consumer).value() == 0
     with pytest.raises(ValueDeserializationError):
         next_record(consumer)
@@ -191,15 +192,7 @@ def test_storing_a_records_offset_ends_its_processing(
 ) -> None:
     source, group = new_topic("in"), f"g{unique}"
     parents = feed(settings, source, 1)
-    consumer = confluent_kafka.Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.offset.store": False,
-        }
-    )
-    consumer.subscribe([source])
+    consumer = consumer_of(settings, source, group, enable_auto_offset_store=False)
     record = next_record(consumer)
     assert format(trace.get_current_span().get_span_context().trace_id, "032x") == parents[0][0]
     assert named(telemetry, f"process {source}") == []
@@ -280,16 +273,7 @@ def test_the_serializing_clients_are_traced_between_their_serializers_and_the_pl
 ) -> None:
     source, target, group = new_topic("in"), new_topic("out"), f"g{unique}"
     parents = feed(settings, source, N)
-    consumer = confluent_kafka.DeserializingConsumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "value.deserializer": StringDeserializer("utf_8"),
-        }
-    )
-    consumer.subscribe([source])
+    consumer = consumer_of(settings, source, group, "DeserializingConsumer", value_deserializer=StringDeserializer("utf_8"))
     producer = confluent_kafka.SerializingProducer({"bootstrap.servers": settings.kafka_bootstrap, "value.serializer": StringSerializer("utf_8")})
     assert (type(consumer).__module__, type(producer).__module__) == ("hoptrace.instrumentation.confluent_clients",) * 2
     for seen in range(N):
@@ -312,13 +296,7 @@ def test_uninstrument_puts_the_plain_clients_back_and_the_stock_instrumentor_ste
     parents = feed(settings, source, N)
     assert tuple(getattr(confluent_kafka, name) for name in CLASSES) == PLAIN_CLASSES
     stock, ours = ConfluentKafkaInstrumentor(), HoptraceConfluentKafkaInstrumentor()
-    stock.instrument()
-    try:
-        ours.instrument()
-        ours.instrument()  # twice is a no-op
-        with caplog.at_level("INFO", "hoptrace"):
-            stock.instrument()
-        assert "ConfluentKafkaInstrumentor skipped: HoptraceConfluentKafkaInstrumentor instruments this library" in caplog.text
+    with beside_stock(stock, ours, caplog):
         assert {getattr(confluent_kafka, name).__module__ for name in CLASSES} == {"hoptrace.instrumentation.confluent_clients"}
         consumer, producer = consumer_of(settings, source, f"g{unique}"), producer_of(settings)
         for _ in range(N):
@@ -336,11 +314,6 @@ def test_uninstrument_puts_the_plain_clients_back_and_the_stock_instrumentor_ste
         assert len(telemetry.spans) == before
         assert [record.headers for record in read_back(settings, plain, 1)] == [[]]
         check_forwarded(settings, target, check_relay_tree(telemetry.spans, parents, source, target), N)
-    finally:
-        if ours.is_instrumented_by_opentelemetry:
-            ours.uninstrument()
-        if stock.is_instrumented_by_opentelemetry:
-            stock.uninstrument()
 
 
 def test_a_job_crossing_kafka_python_and_confluent_kafka_is_one_trace(

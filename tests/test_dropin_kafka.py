@@ -41,6 +41,7 @@ from tests.kafka_dropin import (
     RELAY_N,
     Headers,
     N,
+    beside_stock,
     by_stage,
     check_forwarded,
     check_lag,
@@ -331,12 +332,7 @@ def test_the_stock_instrumentor_steps_aside_before_and_after_ours(
     parents = feed(settings, source, N)
     original_send = KafkaProducer.__dict__["send"]
     stock, ours = KafkaInstrumentor(), HoptraceKafkaInstrumentor()
-    stock.instrument()
-    try:
-        ours.instrument()
-        with caplog.at_level("INFO", "hoptrace"):
-            stock.instrument()
-        assert "KafkaInstrumentor skipped: HoptraceKafkaInstrumentor instruments this library" in caplog.text
+    with beside_stock(stock, ours, caplog):
         assert KafkaProducer.__dict__["send"].__wrapped__ is original_send  # ours alone
         consumer, producer = consumer_of(settings, source, f"g{unique}"), KafkaProducer(bootstrap_servers=settings.kafka_servers)
         for seen, record in enumerate(consumer, 1):
@@ -350,11 +346,6 @@ def test_the_stock_instrumentor_steps_aside_before_and_after_ours(
         check_forwarded(settings, target, check_relay_tree(telemetry.spans, parents, source, target), N)
         ours.uninstrument()
         assert KafkaProducer.__dict__["send"] is original_send and not stock.is_instrumented_by_opentelemetry
-    finally:
-        if ours.is_instrumented_by_opentelemetry:
-            ours.uninstrument()
-        if stock.is_instrumented_by_opentelemetry:
-            stock.uninstrument()
 
 
 @pytest.mark.parametrize("disabled", ["", "hoptrace_kafka", " redis , hoptrace_kafka "])
