@@ -21,48 +21,63 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 logger = logging.getLogger(__name__)
 
-INSTRUMENTORS = {
-    "celery": ("hoptrace.instrumentation.celery", "HoptraceCeleryInstrumentor"),
-    "kafka": ("hoptrace.instrumentation.kafka", "HoptraceKafkaInstrumentor"),
-    "confluent_kafka": ("hoptrace.instrumentation.confluent", "HoptraceConfluentKafkaInstrumentor"),
-    "aiokafka": ("hoptrace.instrumentation.aiokafka", "HoptraceAIOKafkaInstrumentor"),
-}
-"""hoptrace's instrumentors by library (module, class)."""
-STOCK = {
-    "celery": ("opentelemetry.instrumentation.celery", "CeleryInstrumentor"),
-    "kafka": ("opentelemetry.instrumentation.kafka", "KafkaInstrumentor"),
-    "confluent_kafka": ("opentelemetry.instrumentation.confluent_kafka", "ConfluentKafkaInstrumentor"),
-    "aiokafka": ("opentelemetry.instrumentation.aiokafka", "AIOKafkaInstrumentor"),
-}
-"""The stock instrumentors hoptrace's replace, by library."""
+
+class Library(NamedTuple):
+    """One library hoptrace instruments: its instrumentor, the stock one it replaces (``module:Class`` each), and its entry point."""
+
+    ours: str
+    stock: str
+    entry_point: str
+    """The ``opentelemetry_instrumentor`` entry point of hoptrace's instrumentor, as pyproject.toml declares it."""
 
 
-def _classes(table: dict[str, tuple[str, str]]) -> dict[str, type]:
-    found = {}
-    for library, (module, name) in table.items():
-        try:
-            found[library] = getattr(importlib.import_module(module), name)
-        except ImportError:  # the library (or the stock package) is not installed: nothing to do for it
-            logger.debug("%s not importable; skipped", module)
-    return found
+LIBRARIES = {
+    "celery": Library(
+        ours="hoptrace.instrumentation.celery:HoptraceCeleryInstrumentor",
+        stock="opentelemetry.instrumentation.celery:CeleryInstrumentor",
+        entry_point="hoptrace_celery",
+    ),
+    "kafka": Library(
+        ours="hoptrace.instrumentation.kafka:HoptraceKafkaInstrumentor",
+        stock="opentelemetry.instrumentation.kafka:KafkaInstrumentor",
+        entry_point="hoptrace_kafka",
+    ),
+    "confluent_kafka": Library(
+        ours="hoptrace.instrumentation.confluent:HoptraceConfluentKafkaInstrumentor",
+        stock="opentelemetry.instrumentation.confluent_kafka:ConfluentKafkaInstrumentor",
+        entry_point="hoptrace_confluent_kafka",
+    ),
+    "aiokafka": Library(
+        ours="hoptrace.instrumentation.aiokafka:HoptraceAIOKafkaInstrumentor",
+        stock="opentelemetry.instrumentation.aiokafka:AIOKafkaInstrumentor",
+        entry_point="hoptrace_aiokafka",
+    ),
+}
+"""The libraries hoptrace instruments, by the name ``dropin.step_aside`` and ``stock_instrumentor`` know them by."""
+
+
+def _load(path: str) -> type | None:
+    """The class PATH (``module:Class``) names; None when its module does not import (the library or the stock package is not installed)."""
+    module, _, name = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    except ImportError:
+        logger.debug("%s not importable; skipped", module)
+        return None
+
+
+def _ours() -> list[tuple[str, type]]:
+    """hoptrace's instrumentors whose libraries are installed, by library."""
+    return [(library, found) for library, row in LIBRARIES.items() if (found := _load(row.ours)) is not None]
 
 
 def stock_instrumentor(library: str) -> type | None:
     """The stock instrumentor of LIBRARY (``celery``, ``kafka``, ``confluent_kafka``, ``aiokafka``) when its package is installed."""
-    return _classes({library: STOCK[library]}).get(library)
-
-
-ENTRY_POINTS = {
-    "celery": "hoptrace_celery",
-    "kafka": "hoptrace_kafka",
-    "confluent_kafka": "hoptrace_confluent_kafka",
-    "aiokafka": "hoptrace_aiokafka",
-}
-"""The ``opentelemetry_instrumentor`` entry point of hoptrace's instrumentor by library (as pyproject.toml declares them)."""
+    return _load(LIBRARIES[library].stock)
 
 
 def stock_instrumentors(disabled: frozenset[str] = frozenset()) -> list[tuple[type, str]]:
@@ -71,19 +86,23 @@ def stock_instrumentors(disabled: frozenset[str] = frozenset()) -> list[tuple[ty
     Libraries whose hoptrace entry point is in DISABLED (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``) are left out:
     hoptrace does not instrument them, so their stock instrumentors may.
     """
-    ours = {library: found for library, found in _classes(INSTRUMENTORS).items() if ENTRY_POINTS[library] not in disabled}
-    return [(stock, ours[library].__name__) for library, stock in _classes(STOCK).items() if library in ours]
+    found = []
+    for library, ours in _ours():
+        stock = stock_instrumentor(library)
+        if stock is not None and LIBRARIES[library].entry_point not in disabled:
+            found.append((stock, ours.__name__))
+    return found
 
 
 def instrument(**kwargs: Any) -> None:
     """Instrument every supported library that is installed (KWARGS go to each ``instrument()``); twice is a no-op."""
-    for instrumentor in _classes(INSTRUMENTORS).values():
+    for _, instrumentor in _ours():
         if not instrumentor().is_instrumented_by_opentelemetry:
             instrumentor().instrument(**kwargs)
 
 
 def uninstrument() -> None:
     """Undo ``instrument``: every hook, wrapper and signal connected is gone, the stock instrumentors are restored."""
-    for instrumentor in _classes(INSTRUMENTORS).values():
+    for _, instrumentor in _ours():
         if instrumentor().is_instrumented_by_opentelemetry:
             instrumentor().uninstrument()
