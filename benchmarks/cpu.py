@@ -103,7 +103,7 @@ def prepare(sampler: str, recorded: bool = False) -> Prepared:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from hoptrace.pipeline import jobs, propagation
-    from hoptrace.pipeline.carriers import DICT_SETTER, FRESH_DICT_SETTER
+    from hoptrace.pipeline.carriers import DICT_SETTER, FRESH_DICT_SETTER, kafka_headers
     from hoptrace.pipeline.instruments import Instruments
     from hoptrace.pipeline.metrics import Recorder
     from hoptrace.pipeline.pathways import PATHWAY_KEY, Pathways, parse
@@ -112,7 +112,6 @@ def prepare(sampler: str, recorded: bool = False) -> Prepared:
     from hoptrace.pipeline.settings import Settings
     from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
     from hoptrace.pipeline.telemetry import providers
-    from hoptrace.producers.kafka import kafka_headers
     from hoptrace.producers.publisher import PipelinePublisher
     from hoptrace.workers.kafka import delivery
     from hoptrace.workers.processing import StageProcessor

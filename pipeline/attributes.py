@@ -66,3 +66,8 @@ class FirstSeen:
         with self._lock:
             self._seen.clear()
             self._overflowed.clear()
+
+
+def kafka_position(partition: int, offset: int) -> Attributes:
+    """Where a Kafka record is (a delivery's, or a send's once the broker answered): its partition and offset."""
+    return {semconv.MESSAGING_PARTITION: str(partition), semconv.MESSAGING_KAFKA_OFFSET: offset}

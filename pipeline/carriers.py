@@ -113,3 +113,14 @@ APPEND_SETTER = AppendSetter()
 """The setter for an empty kafka-python header list (a send without headers of its own)."""
 FRESH_DICT_SETTER = FreshDictSetter()
 """The setter for a publisher's neutral headers, from which every propagation key was removed first."""
+
+
+def kafka_headers(headers: Mapping[str, str]) -> KafkaHeaders:
+    """A publisher's neutral HEADERS as a Kafka header list of ``(str, bytes)`` (a key appears once, in any case: the last one wins)."""
+    pairs = [(key, value.encode()) for key, value in headers.items()]
+    if len({key.lower() for key, _ in pairs}) == len(pairs):  # the usual case: no key repeats in another letter case
+        return pairs
+    carrier: KafkaHeaders = []
+    for key, value in headers.items():
+        KAFKA_SETTER.set(carrier, key, value)
+    return carrier

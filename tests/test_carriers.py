@@ -19,10 +19,9 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from hoptrace.pipeline.carriers import DICT_SETTER, KAFKA_SETTER, KafkaHeaders, celery_request_pairs, dict_pairs, kafka_pairs
+from hoptrace.pipeline.carriers import DICT_SETTER, KAFKA_SETTER, KafkaHeaders, celery_request_pairs, dict_pairs, kafka_headers, kafka_pairs
 from hoptrace.pipeline.propagation import extract, fields, inject
 from hoptrace.pipeline.settings import Settings
-from hoptrace.producers.kafka import kafka_headers
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 OTHER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

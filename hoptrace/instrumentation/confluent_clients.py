@@ -43,7 +43,7 @@ from confluent_kafka.serializing_producer import SerializingProducer as PlainSer
 from hoptrace.instrumentation.kafka_guard import contained
 from hoptrace.instrumentation.kafka_loop import ConsumerState, TracedRecords
 from hoptrace.instrumentation.kafka_producer import Handover, start_publish
-from hoptrace.pipeline import semconv
+from hoptrace.pipeline.attributes import kafka_position
 from hoptrace.pipeline.messages import Outgoing, is_owned
 from hoptrace.pipeline.middleware import BoundHooks
 
@@ -77,7 +77,7 @@ class _Delivered:
         with contained("Producer delivery report"):
             message = self.message
             if error is None:
-                message.answer = {semconv.MESSAGING_PARTITION: str(record.partition()), semconv.MESSAGING_KAFKA_OFFSET: record.offset()}
+                message.answer = kafka_position(record.partition(), record.offset())
             else:
                 message.error = KafkaException(error)
             self.hooks.after_publish(message)

@@ -20,7 +20,8 @@ from opentelemetry import context as otel_context
 from hoptrace.instrumentation import dropin
 from hoptrace.instrumentation.kafka_guard import contained
 from hoptrace.instrumentation.kafka_records import PIPELINE_DEFAULT
-from hoptrace.pipeline import propagation, semconv
+from hoptrace.pipeline import propagation
+from hoptrace.pipeline.attributes import kafka_position
 from hoptrace.pipeline.carriers import APPEND_SETTER, KAFKA_SETTER
 from hoptrace.pipeline.messages import Outgoing, is_owned
 from hoptrace.pipeline.middleware import BoundHooks
@@ -66,7 +67,7 @@ class Answer:
         if isinstance(answer, BaseException):
             message.error = answer
         elif isinstance(answer, tuple) and hasattr(answer, "partition") and hasattr(answer, "offset"):  # a RecordMetadata named tuple
-            message.answer = {semconv.MESSAGING_PARTITION: str(answer.partition), semconv.MESSAGING_KAFKA_OFFSET: answer.offset}
+            message.answer = kafka_position(answer.partition, answer.offset)
         else:
             message.error = RuntimeError(str(answer))
         self.hooks.after_publish(message)

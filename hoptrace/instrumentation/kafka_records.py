@@ -28,7 +28,7 @@ from opentelemetry.context import Context
 
 from hoptrace.instrumentation import dropin
 from hoptrace.instrumentation.kafka_guard import contained
-from hoptrace.pipeline import semconv
+from hoptrace.pipeline.attributes import kafka_position
 from hoptrace.pipeline.carriers import kafka_pairs
 from hoptrace.pipeline.messages import Delivery
 from hoptrace.pipeline.propagation import fields
@@ -73,7 +73,7 @@ def _running() -> tuple[int, object]:
 
 def _delivery(record: Consumed) -> Delivery:
     """RECORD as the middleware sees it: no payload (the user's code reads the value), raw headers, partition and offset."""
-    attributes = {semconv.MESSAGING_PARTITION: str(record.partition), semconv.MESSAGING_KAFKA_OFFSET: record.offset}
+    attributes = kafka_position(record.partition, record.offset)
     return Delivery({}, kafka_pairs(record.headers, fields()), attributes)
 
 
