@@ -9,21 +9,10 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 
-from hoptrace.pipeline import semconv
-from hoptrace.pipeline.carriers import KAFKA_SETTER, KafkaHeaders
+from hoptrace.pipeline.attributes import kafka_position
+from hoptrace.pipeline.carriers import kafka_headers
 from hoptrace.pipeline.stages import KafkaTransport, Payload, Transport
 from hoptrace.producers.publisher import Done, Pending
-
-
-def kafka_headers(headers: Mapping[str, str]) -> KafkaHeaders:
-    """A publisher's neutral HEADERS as kafka-python's list of ``(str, bytes)`` (a key appears once, in any case: the last one wins)."""
-    pairs = [(key, value.encode()) for key, value in headers.items()]
-    if len({key.lower() for key, _ in pairs}) == len(pairs):  # the usual case: no key repeats in another letter case
-        return pairs
-    carrier: KafkaHeaders = []
-    for key, value in headers.items():
-        KAFKA_SETTER.set(carrier, key, value)
-    return carrier
 
 
 def _send_method(producer: KafkaProducer) -> Any:
@@ -47,13 +36,15 @@ class KafkaSender:
         self.producer = producer
         self._send = _send_method(producer)
 
+    def close(self, timeout_s: float) -> None:
+        """Send what is buffered, waiting at most TIMEOUT_S, and close the producer."""
+        self.producer.close(timeout=timeout_s)
+
     def send(self, transport: Transport, payload: Payload, headers: Mapping[str, str], done: Done) -> Pending:
         """Send PAYLOAD as JSON; DONE gets the partition and offset once the broker acknowledged it."""
         assert isinstance(transport, KafkaTransport)
         future = self._send(transport.topic, value=json.dumps(payload).encode(), headers=kafka_headers(headers))
-        future.add_callback(
-            lambda metadata: done({semconv.MESSAGING_PARTITION: str(metadata.partition), semconv.MESSAGING_KAFKA_OFFSET: metadata.offset}, None)
-        )
+        future.add_callback(lambda metadata: done(kafka_position(metadata.partition, metadata.offset), None))
         future.add_errback(lambda error: done({}, error))
         return _Acknowledgement(future)
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 from celery import Celery
-from kafka import KafkaAdminClient, OffsetAndMetadata, TopicPartition
+from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kombu import Connection
 
@@ -26,7 +26,8 @@ from hoptrace.view.receiver import OtlpReceiver
 from hoptrace.workers import redis_fetch
 from hoptrace.workers.handed_out import HandedOut, mark, read_mark
 from hoptrace.workers.membership import claim
-from tests.conftest import delete_keys, run_hoptrace
+from hoptrace.workers.stage_consumer import Committed, Partition
+from tests.conftest import KAFKA_CLIENTS, delete_keys, run_hoptrace
 from tests.memory_store import TelemetryStore
 from tests.processes import own_tracebacks
 from tests.traces import latest_totals, slow_outbox, wait_for
@@ -163,6 +164,7 @@ def test_a_message_fetched_by_a_worker_that_dies_before_reading_it_survives_only
 # --- Kafka -------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)
 def test_records_a_killed_kafka_stage_held_are_marked_redelivered_and_a_clean_stop_leaves_no_mark(
     namespace: str,
     hoptrace_env: dict[str, str],
@@ -202,15 +204,15 @@ def test_records_a_killed_kafka_stage_held_are_marked_redelivered_and_a_clean_st
 
 
 def test_a_hand_out_mark_rides_on_the_committed_offset() -> None:
-    assert mark(5, 5) == OffsetAndMetadata(5, "", -1)
+    assert mark(5, 5) == Committed(5, "")
     assert read_mark(mark(5, 12)) == 12
-    assert read_mark(OffsetAndMetadata(7, "", -1)) == 7
-    assert read_mark(OffsetAndMetadata(7, "hoptrace.handed-out=oops", -1)) == 7
+    assert read_mark(Committed(7, "")) == 7
+    assert read_mark(Committed(7, "hoptrace.handed-out=oops")) == 7
     assert read_mark(None) == -1
 
 
 def test_a_record_is_redelivered_below_the_mark_learned_or_what_this_process_took_itself() -> None:
-    partition = TopicPartition("t", 0)
+    partition = Partition("t", 0)
     handed_out = HandedOut()
     handed_out.assigned([partition])
     assert handed_out.unlearned([partition]) == [partition]
@@ -220,6 +222,7 @@ def test_a_record_is_redelivered_below_the_mark_learned_or_what_this_process_too
     assert handed_out.take(partition, 4)  # taken again by this process (a retry after a seek back)
 
 
+@pytest.mark.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)
 def test_a_member_joining_takes_partitions_over_without_a_crash_or_a_redelivery(
     namespace: str,
     hoptrace_env: dict[str, str],

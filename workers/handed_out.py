@@ -20,19 +20,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
-from kafka import OffsetAndMetadata, TopicPartition
+from hoptrace.workers.stage_consumer import Committed, Partition
 
 logger = logging.getLogger(__name__)
 
 MARK_PREFIX = "hoptrace.handed-out="
 
 
-def mark(processed: int, handed_out: int) -> OffsetAndMetadata:
+def mark(processed: int, handed_out: int) -> Committed:
     """The commit of a partition processed up to PROCESSED (next offset to read) whose records up to HANDED_OUT are in a worker's hands."""
-    return OffsetAndMetadata(processed, f"{MARK_PREFIX}{handed_out}" if handed_out > processed else "", -1)
+    return Committed(processed, f"{MARK_PREFIX}{handed_out}" if handed_out > processed else "")
 
 
-def read_mark(committed: OffsetAndMetadata | None) -> int:
+def read_mark(committed: Committed | None) -> int:
     """The offset below which a group's records were handed out, from its committed offset and metadata; -1 when nothing was."""
     if committed is None:
         return -1
@@ -50,24 +50,24 @@ class HandedOut:
 
     def __init__(self) -> None:
         """Know nothing yet: every partition still has to be learned."""
-        self._below: dict[TopicPartition, int] = {}
-        self._unlearned: set[TopicPartition] = set()
+        self._below: dict[Partition, int] = {}
+        self._unlearned: set[Partition] = set()
 
-    def assigned(self, partitions: Iterable[TopicPartition]) -> None:
+    def assigned(self, partitions: Iterable[Partition]) -> None:
         """PARTITIONS were (re)assigned: their marks must be read from the group before their first record is taken."""
         self._unlearned.update(partitions)
 
-    def unlearned(self, partitions: Iterable[TopicPartition]) -> list[TopicPartition]:
+    def unlearned(self, partitions: Iterable[Partition]) -> list[Partition]:
         """Those of PARTITIONS whose mark is not read yet."""
         return [partition for partition in partitions if partition in self._unlearned]
 
-    def learn(self, marks: Mapping[TopicPartition, int]) -> None:
+    def learn(self, marks: Mapping[Partition, int]) -> None:
         """Take the group's MARKS (from ``read_mark``); what this process handed out itself stays too."""
         for partition, below in marks.items():
             self._below[partition] = max(self._below.get(partition, -1), below)
             self._unlearned.discard(partition)
 
-    def take(self, partition: TopicPartition, offset: int) -> bool:
+    def take(self, partition: Partition, offset: int) -> bool:
         """Record that the record at OFFSET is handed to the processor now; whether it was handed out before."""
         below = self._below.get(partition, -1)
         self._below[partition] = max(below, offset + 1)

@@ -1,4 +1,7 @@
-"""A Kafka stage worker: a ``poll()`` loop that processes each record inside its span, at least once.
+"""A Kafka stage worker: a poll loop that processes each record inside its span, at least once, on any client.
+
+The client library (kafka-python or confluent-kafka, ``HOPTRACE_KAFKA_CLIENT``) is behind a
+``StageConsumer`` (``stage_consumer``); this loop keeps the bookkeeping, the same for every client.
 
 Offsets are committed only after the handler finished: with the next batch's hand-out mark (see
 ``handed_out``) when one is already fetched, else at once; on partition revocation and on stop.
@@ -21,16 +24,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping
 
-from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
-from kafka.future import Future
-
-from hoptrace.clients.outage_errors import is_outage
-from hoptrace.pipeline import semconv
+from hoptrace.pipeline.attributes import kafka_position
 from hoptrace.pipeline.carriers import kafka_pairs
 from hoptrace.pipeline.health import HealthFile
 from hoptrace.pipeline.messages import Delivery, Owned
@@ -39,22 +35,17 @@ from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.stages import KafkaTransport
 from hoptrace.workers.handed_out import HandedOut, mark, read_mark
 from hoptrace.workers.processing import StageProcessor, undecodable_payload
+from hoptrace.workers.stage_consumer import Batch, Committed, ConsumerError, KafkaRecord, Opener, Partition, Subscription
 
 logger = logging.getLogger(__name__)
 
-POLL_TIMEOUT_MS = 500
+POLL_TIMEOUT_S = 0.5
 RETRY_PAUSE_S = 1.0
-METADATA_MAX_AGE_MS = 5000
-MAX_POLL_RECORDS = 50
-"""Records per poll, so the most a crashed worker's replacement processes again (kafka-python's default: 500)."""
-SESSION_TIMEOUT_MS = 10_000
-"""How long a member that stopped heartbeating keeps its partitions (default 45 s); a static member that comes back takes them at once."""
-HEARTBEAT_INTERVAL_MS = 1_000
 
 
-def delivery(record: ConsumerRecord, redelivered: bool = False) -> Delivery:
+def delivery(record: KafkaRecord, redelivered: bool = False) -> Delivery:
     """A Kafka record as a Delivery: JSON object body, raw headers, partition and offset; REDELIVERED when the group had it before."""
-    attributes = {semconv.MESSAGING_PARTITION: str(record.partition), semconv.MESSAGING_KAFKA_OFFSET: record.offset}
+    attributes = kafka_position(record.partition, record.offset)
     try:
         payload = json.loads(record.value) if record.value is not None else None
     except (ValueError, RecursionError) as error:  # RecursionError: arrays or objects nested past the decoder's depth
@@ -67,41 +58,13 @@ def delivery(record: ConsumerRecord, redelivered: bool = False) -> Delivery:
     return Delivery(payload, kafka_pairs(record.headers, fields()), attributes, redelivered=redelivered)
 
 
-class _Rebalance(AsyncConsumerRebalanceListener):
-    """Commits before partitions go, forgets what cannot be committed once they are lost, learns marks of new ones.
-
-    kafka-python runs these on its IO loop, where a blocking ``commit()`` raises: they await.
-    """
-
-    def __init__(self, worker: KafkaStageWorker) -> None:
-        self._worker = worker
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self._worker.commit_before_revocation(revoked)
-
-    async def on_partitions_lost(self, lost: Any) -> None:
-        self._worker.forget(lost)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        self._worker.handed_out.assigned(assigned)
-        if self._worker.health is not None:
-            self._worker.health.ready(bool(self._worker._consumer.assignment()))
-        partitions = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned))
-        logger.info("stage %s: assigned partitions %s", self._worker.processor.stage.name, partitions or "(none)")
-
-
 class KafkaStageWorker:
     """Consumes one Kafka stage's topic in its consumer group and processes every record."""
 
     def __init__(
-        self,
-        processor: StageProcessor,
-        bootstrap_servers: list[str],
-        consumer_config: Mapping[str, Any] | None = None,
-        group_instance_id: str | None = None,
-        health: HealthFile | None = None,
+        self, processor: StageProcessor, open_consumer: Opener, group_instance_id: str | None = None, health: HealthFile | None = None
     ) -> None:
-        """Consume PROCESSOR's stage from BOOTSTRAP_SERVERS; CONSUMER_CONFIG overrides kafka-python settings.
+        """Consume PROCESSOR's stage through the consumer OPEN_CONSUMER makes (a client's, ``hoptrace.kafka_clients``).
 
         HEALTH, when given, hears a heartbeat every loop and whether the worker has partitions (its probes read it).
 
@@ -117,36 +80,21 @@ class KafkaStageWorker:
             logger, "stage %s: Kafka cannot be reached (%s); polling again each second", "stage %s: Kafka answers again after %.1f s"
         )
         """The consumer's polls failing because Kafka cannot be reached, said once per outage."""
-        self._done: dict[TopicPartition, int] = {}
-        self._sent: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._done: dict[Partition, int] = {}
+        self._sent: dict[Partition, Committed] = {}
         """The offset last sent for each partition: only that one may be sent again when its commit fails."""
-        self._unanswered: Future | None = None
-        self._acknowledged: dict[TopicPartition, int] = {}
+        self._acknowledged: dict[Partition, int] = {}
         """The offset the broker last confirmed committing for each partition (``_heal`` compares positions with it)."""
         self.handed_out = HandedOut()
         self.health = health
-        config: dict[str, Any] = {
-            "bootstrap_servers": bootstrap_servers,
-            "group_id": transport.group,
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
-            "client_id": f"hoptrace-{processor.pipeline.name}-{processor.stage.name}",
-            # kafka-python's default (5 min) leaves a worker that started before its topic had a
-            # leader with no partitions for minutes; refresh often enough to join within seconds.
-            "metadata_max_age_ms": METADATA_MAX_AGE_MS,
-            "max_poll_records": MAX_POLL_RECORDS,
-            "session_timeout_ms": SESSION_TIMEOUT_MS,
-            "heartbeat_interval_ms": HEARTBEAT_INTERVAL_MS,
-            "group_instance_id": group_instance_id,
-        }
-        self._consumer = KafkaConsumer(**{**config, **dict(consumer_config or {})})
-        self._consumer.subscribe([transport.topic], listener=_Rebalance(self))
+        client_id = f"hoptrace-{processor.pipeline.name}-{processor.stage.name}"
+        self._consumer = open_consumer(Subscription(transport.topic, transport.group, client_id, group_instance_id), self)
 
     def stop(self) -> None:
         """Ask the loop to finish the record in hand, commit and return. Safe from a signal handler."""
         self._stopping.set()
 
-    def _commit(self, batch: Sequence[tuple[TopicPartition, list[ConsumerRecord]]] = (), wait: bool = False) -> None:
+    def _commit(self, batch: Batch | None = None, wait: bool = False) -> None:
         """Commit what was processed; with BATCH (just polled, about to be processed), mark its records as handed out.
 
         The commit is sent without waiting for the answer (it is answered during the next poll), unless
@@ -154,54 +102,57 @@ class KafkaStageWorker:
         and what was processed rides on the next commit. Waiting or not changes nothing a crash repeats:
         until the broker answers, the records are processed again either way.
         """
-        if batch and self._unanswered is not None and not self._unanswered.is_done:
+        if batch and self._consumer.commit_unanswered():
             return
-        offsets = self._processed()
-        offsets.update((partition, mark(records[0].offset, records[-1].offset + 1)) for partition, records in batch)
+        offsets = self.to_commit()
+        offsets.update((partition, mark(records[0].offset, records[-1].offset + 1)) for partition, records in batch or ())
         if not offsets:
             return
         self._sent.update(offsets)
-        # Cleared before sending: kafka-python answers earlier commits inside commit_async, and a failure it
-        # answers there puts its offsets back to be sent again.
+        # Cleared before sending: a client may answer earlier commits while sending this one (kafka-python does),
+        # and a failure it answers there puts its offsets back to be sent again.
         self._done.clear()
         try:
-            if wait:
-                self._consumer.commit(offsets)
-            else:
-                self._unanswered = self._consumer.commit_async(offsets, callback=self._answered)
-        except KafkaError as error:  # the records are read again: at least once, never lost
+            self._consumer.commit(offsets, None if wait else self._answered)
+        except ConsumerError as error:  # the records are read again: at least once, never lost
             self._answered(offsets, error)
 
-    def _processed(self) -> dict[TopicPartition, OffsetAndMetadata]:
+    def to_commit(self) -> dict[Partition, Committed]:
         """The offsets to commit for what was processed, each with a mark saying nothing is handed out past it."""
         return {partition: mark(offset, offset) for partition, offset in self._done.items()}
 
-    def _answered(self, offsets: Mapping[TopicPartition, Any], answer: object) -> None:
+    def _answered(self, offsets: Mapping[Partition, Committed], error: BaseException | None) -> None:
         """The broker's answer to a commit (called on the polling thread): after a failure its offsets ride on the next commit.
 
         Unless a partition made progress since (then the newer offset goes), a later commit already carries it (sending
         this older one again would take the group back), or it is no longer assigned; until then a crash repeats those records.
         """
-        if not isinstance(answer, Exception):
+        if error is None:
             self._acknowledged.update((partition, committed.offset) for partition, committed in offsets.items())
             return
-        logger.warning("stage %s: commit failed (%s); it is sent again with the next commit", self.processor.stage.name, answer)
+        logger.warning("stage %s: commit failed (%s); it is sent again with the next commit", self.processor.stage.name, error)
         assigned = self._consumer.assignment()  # a partition that went to another member is its business now
         for partition, committed in offsets.items():
             if partition in assigned and self._sent.get(partition) is committed:
                 self._done.setdefault(partition, committed.offset)
 
-    async def commit_before_revocation(self, revoked: Iterable[TopicPartition]) -> None:
-        """Commit what was processed before REVOKED partitions go to another member (called on kafka-python's IO loop)."""
-        offsets = self._processed()
-        if offsets:
-            try:
-                await self._consumer.commit_async(offsets)
-            except KafkaError as error:  # the records are read again: at least once, never lost
-                logger.warning("stage %s: commit before a rebalance failed (%s); records will come again", self.processor.stage.name, error)
-        self.forget(revoked)
+    def revoked(self, partitions: Iterable[Partition], error: BaseException | None) -> None:
+        """PARTITIONS went to another member, what was processed committed before (or not: ERROR; the records come again, marked)."""
+        if error is not None:
+            logger.warning("stage %s: commit before a rebalance failed (%s); records will come again", self.processor.stage.name, error)
+        self.lost(partitions)
 
-    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+    def assigned(self, partitions: Iterable[Partition]) -> None:
+        """PARTITIONS are this worker's now: their marks are read before their first record; the health file says whether it holds any."""
+        partitions = sorted(partitions)
+        self.handed_out.assigned(partitions)
+        if self.health is not None:
+            self.health.ready(bool(partitions))
+        logger.info(
+            "stage %s: assigned partitions %s", self.processor.stage.name, ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "(none)"
+        )
+
+    def lost(self, partitions: Iterable[Partition]) -> None:
         """Drop what is left to commit of PARTITIONS: they are another member's now, or will be (the records come again, marked)."""
         for partition in partitions:
             self._done.pop(partition, None)
@@ -215,25 +166,22 @@ class KafkaStageWorker:
         partition away) left the group behind until the partition's next record: lag that never clears, and records
         processed again after a restart. A partition never committed here gets its position committed once.
         """
-        if self._unanswered is not None and not self._unanswered.is_done:
+        if self._consumer.commit_unanswered():
             return
         for partition in self._consumer.assignment():
-            try:
-                position = self._consumer.position(partition, timeout_ms=0)
-            except KafkaError:  # not known yet: the next idle loop looks again
-                continue
+            position = self._consumer.position(partition)  # None: not known yet, the next idle loop looks again
             if position is not None and self._acknowledged.get(partition) != position:
                 self._done[partition] = position
         if self._done:
             self._commit()
 
-    def _learn_marks(self, partitions: Iterable[TopicPartition]) -> None:
+    def _learn_marks(self, partitions: Iterable[Partition]) -> None:
         """Read the hand-out marks of newly assigned PARTITIONS before this worker's first commit replaces them."""
-        marks: dict[TopicPartition, int] = {}
+        marks: dict[Partition, int] = {}
         for partition in self.handed_out.unlearned(partitions):
             try:
-                marks[partition] = read_mark(self._consumer.committed(partition, metadata=True))
-            except KafkaError as error:  # redeliveries go unflagged; processing goes on
+                marks[partition] = read_mark(self._consumer.committed(partition))
+            except ConsumerError as error:  # redeliveries go unflagged; processing goes on
                 logger.warning("stage %s: could not read the hand-out mark of %s (%s)", self.processor.stage.name, partition, error)
                 marks[partition] = -1
         self.handed_out.learn(marks)
@@ -241,18 +189,20 @@ class KafkaStageWorker:
     def run(self) -> None:
         """Poll and process until ``stop()``; then commit and close the consumer."""
         try:
-            with Owned():  # hoptrace's drop-in kafka-python instrumentation must not trace this loop again
+            with Owned():  # hoptrace's drop-in instrumentation of the client must not trace this loop again
                 self._poll_until_stopped()
         finally:
-            self._commit(wait=True)
-            self._consumer.close(autocommit=False)
+            try:
+                self._commit(wait=True)
+            finally:
+                self._consumer.close()
 
     def _poll_until_stopped(self) -> None:
         while not self._stopping.is_set():
             if self.health is not None:
                 self.health.beat()
             # With processed records to commit, only take what is already fetched: when nothing is, commit now, then wait.
-            batch = self._poll(0 if self._done else POLL_TIMEOUT_MS)
+            batch = self._poll(0 if self._done else POLL_TIMEOUT_S)
             if not batch and self._done:
                 self._commit()
                 continue
@@ -269,12 +219,12 @@ class KafkaStageWorker:
                         self._consumer.seek(later, later_records[0].offset)
                     break
 
-    def _poll(self, timeout_ms: int) -> list[tuple[TopicPartition, list[ConsumerRecord]]]:
+    def _poll(self, timeout_s: float) -> Batch:
         """The next batch; none, after a pause, while Kafka cannot be reached (the consumer's own poll raising an outage is waited out)."""
         try:
-            batch = list(self._consumer.poll(timeout_ms=timeout_ms).items())
-        except KafkaError as error:
-            if not is_outage(error):
+            batch = self._consumer.poll(timeout_s)
+        except ConsumerError as error:
+            if not error.outage:
                 raise
             self._kafka_outage.away(self.processor.stage.name, error)
             self._stopping.wait(RETRY_PAUSE_S)
@@ -282,7 +232,7 @@ class KafkaStageWorker:
         self._kafka_outage.back(self.processor.stage.name)
         return batch
 
-    def _process(self, partition: TopicPartition, records: list[ConsumerRecord]) -> bool:
+    def _process(self, partition: Partition, records: list[KafkaRecord]) -> bool:
         """Process RECORDS of one partition in order; False when the loop must stop polling this batch."""
         for record in records:
             if self._stopping.is_set():
