@@ -83,9 +83,9 @@ def main(  # noqa: PLR0913 - the command's options
     With LINGER_S, stay that long after printing (Ctrl-C ends it sooner): this process's flight recorder
     still holds the publish spans, and hands them over when a job goes wrong downstream meanwhile.
     """
-    from kafka.errors import KafkaError
     from rich.progress import track
 
+    from hoptrace.kafka_clients import KafkaUnreachable
     from hoptrace.producers.publisher import PublishFailed
     from hoptrace.runtime import Runtime, celery_app
 
@@ -109,8 +109,8 @@ def main(  # noqa: PLR0913 - the command's options
         _linger(linger_s)
     except PublishFailed as error:
         raise (redis_unreachable(settings.redis_url, error) if isinstance(stage.transport, CeleryTransport) else CommandError(error)) from error
-    except KafkaError as error:  # the producer could not bootstrap: unreachable, or refused the credentials
-        raise kafka_unreachable(settings.kafka_bootstrap, error) from error
+    except KafkaUnreachable as error:  # the producer could not bootstrap: unreachable, or refused the credentials
+        raise kafka_unreachable(settings.kafka_bootstrap, error.__cause__ or error) from error
     finally:
         runtime.shutdown()
 

@@ -1,4 +1,4 @@
-"""Wiring one process: telemetry, the Kafka producer, the Celery app, publisher and processors.
+"""Wiring one process: telemetry, the Kafka sender (of the chosen client), the Celery app, publisher and processors.
 
 The composition root is the only place that knows every layer. A ``Runtime`` is made per
 process on first use, so prefork children build their own after the fork.
@@ -13,17 +13,15 @@ from collections.abc import Sequence
 from functools import cached_property
 
 from celery import Celery
-from kafka import KafkaProducer
 from opentelemetry.sdk.trace import SpanProcessor
 
-from hoptrace.clients.kafka_options import kafka_client_options
+from hoptrace.kafka_clients import KafkaSender, kafka_sender
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
 from hoptrace.pipeline.telemetry import providers
 from hoptrace.producers.celery import CelerySender
-from hoptrace.producers.kafka import KafkaSender
 from hoptrace.producers.publisher import PipelinePublisher, Sender
 from hoptrace.shared_state.job_ledger import JobLedger, JobLedgerMiddleware, key_prefix
 from hoptrace.shared_state.keep_channel import start_flight_recorder
@@ -85,17 +83,15 @@ class Runtime:
         self._processors: dict[str, StageProcessor] = {}
 
     @cached_property
-    def _producer(self) -> KafkaProducer:
-        return KafkaProducer(
-            bootstrap_servers=self.settings.kafka_servers, client_id=f"hoptrace-{self.pipeline.name}", **kafka_client_options(self.settings)
-        )
+    def _kafka_sender(self) -> KafkaSender:
+        return kafka_sender(self.settings, f"hoptrace-{self.pipeline.name}")
 
     @cached_property
     def publisher(self) -> PipelinePublisher:
         """Publishes into the pipeline over Kafka and Celery."""
         senders: dict[str, Sender] = {"celery": CelerySender(self._app)}
         if any(isinstance(stage.transport, KafkaTransport) for stage in self.pipeline):
-            senders["kafka"] = KafkaSender(self._producer)
+            senders["kafka"] = self._kafka_sender
         return PipelinePublisher(self.pipeline, senders, middleware=self.middleware)
 
     def processor(self, stage: Stage) -> StageProcessor:
@@ -108,9 +104,9 @@ class Runtime:
 
     def shutdown(self) -> None:
         """Send what is buffered and flush telemetry, never longer than SHUTDOWN_TIMEOUT_S in all."""
-        if "_producer" in self.__dict__:
+        if "_kafka_sender" in self.__dict__:
             try:
-                self._producer.close(timeout=PRODUCER_CLOSE_TIMEOUT_S)
+                self._kafka_sender.close(PRODUCER_CLOSE_TIMEOUT_S)
             except Exception as error:  # closing must never keep the process from exiting
                 logger.warning("kafka producer did not close cleanly: %s", error)
         self._ledger.close(LEDGER_CLOSE_TIMEOUT_S)

@@ -14,10 +14,8 @@ import signal
 from dataclasses import dataclass
 from types import FrameType
 
-from kafka.errors import KafkaError
-
-from hoptrace.clients.kafka_options import kafka_client_options
 from hoptrace.errors import kafka_unreachable
+from hoptrace.kafka_clients import stage_opener
 from hoptrace.pipeline.health import HealthFile
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import CeleryTransport, KafkaTransport, Pipeline, Stage
@@ -26,6 +24,7 @@ from hoptrace.workers.celery import register
 from hoptrace.workers.celery_health import report_health
 from hoptrace.workers.kafka import KafkaStageWorker
 from hoptrace.workers.membership import claim
+from hoptrace.workers.stage_consumer import ConsumerError
 
 logger = logging.getLogger(__name__)
 
@@ -38,19 +37,24 @@ def run_kafka_stage(pipeline: Pipeline, stage: Stage, settings: Settings) -> Non
     membership = claim(transport.group, stage.name)  # held until this process exits, however it exits
     health = HealthFile(settings.state_dir, [stage.name])
     try:
-        worker = KafkaStageWorker(
-            runtime.processor(stage), settings.kafka_servers, kafka_client_options(settings), group_instance_id=membership.instance_id, health=health
-        )
-    except KafkaError as error:  # the consumer could not bootstrap: unreachable, or refused the credentials
+        worker = KafkaStageWorker(runtime.processor(stage), stage_opener(settings), group_instance_id=membership.instance_id, health=health)
+    except ConsumerError as error:  # the consumer could not bootstrap: unreachable, or refused the credentials
         runtime.shutdown()
-        raise kafka_unreachable(settings.kafka_bootstrap, error) from error
+        raise kafka_unreachable(settings.kafka_bootstrap, error.__cause__ or error) from error
 
     def stop(number: int, frame: FrameType | None) -> None:
         worker.stop()
 
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, stop)
-    logger.info("stage %s: consuming %s as group %s, member %s", stage.name, transport.destination, transport.group, membership.instance_id)
+    logger.info(
+        "stage %s: consuming %s as group %s, member %s, with %s",
+        stage.name,
+        transport.destination,
+        transport.group,
+        membership.instance_id,
+        settings.kafka_client,
+    )
     try:
         worker.run()
     finally:

@@ -7,6 +7,7 @@ OpenTelemetry SDK itself.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +67,10 @@ class Settings(BaseSettings):
         return init_settings, env_settings, SecretsSettingsSource(settings_cls, secrets_dir=folder)
 
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port.")
+    kafka_client: Literal["kafka-python", "confluent-kafka"] = Field(
+        default="kafka-python",
+        description="The client library hoptrace's own Kafka stage workers and publisher run on; confluent-kafka needs hoptrace[confluent].",
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="How every Kafka client of hoptrace connects: plain, TLS, SASL, or SASL over TLS."
     )
@@ -166,6 +171,13 @@ class Settings(BaseSettings):
             raise ValueError(f"HOPTRACE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs {', '.join(missing)} set too")
         if oauth:
             token_function(str(self.kafka_sasl_oauth_token))
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_client_installed(self) -> Settings:
+        """The chosen Kafka client library must be installed (confluent-kafka is an optional extra)."""
+        if self.kafka_client == "confluent-kafka" and importlib.util.find_spec("confluent_kafka") is None:
+            raise ValueError("HOPTRACE_KAFKA_CLIENT=confluent-kafka but confluent-kafka is not installed: pip install 'hoptrace[confluent]'")
         return self
 
     @model_validator(mode="after")

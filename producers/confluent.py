@@ -1,0 +1,75 @@
+"""Sending pipeline messages to Kafka topics with confluent-kafka (librdkafka), chosen by ``HOPTRACE_KAFKA_CLIENT``.
+
+librdkafka reports deliveries inside ``poll()`` and ``flush()``: each send serves the reports of
+earlier ones (``poll(0)``), and waiting for one record flushes until its report came. The plain
+client class is used, so hoptrace's drop-in instrumentation of confluent-kafka never sees these sends.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka.cimpl import Producer
+
+from hoptrace.pipeline.attributes import kafka_position
+from hoptrace.pipeline.carriers import kafka_headers
+from hoptrace.pipeline.stages import KafkaTransport, Payload, Transport
+from hoptrace.producers.publisher import Done
+
+
+class _Report:
+    """The delivery report of one record, to wait for."""
+
+    def __init__(self, producer: Producer, done: Done) -> None:
+        self._producer = producer
+        self._done = done
+        self.came = False
+        self.error: KafkaException | None = None
+
+    def __call__(self, error: KafkaError | None, record: Message) -> None:
+        """librdkafka's delivery callback: tell the publisher the partition and offset, or the error."""
+        self.came = True
+        if error is None:
+            self._done(kafka_position(record.partition(), record.offset()), None)
+        else:
+            self.error = KafkaException(error)
+            self._done({}, self.error)
+
+    def wait(self, timeout_s: float) -> None:
+        """Flush until the report came; raise its error, or ``TimeoutError`` when none came within TIMEOUT_S."""
+        deadline = time.monotonic() + timeout_s
+        while not self.came:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"Kafka did not acknowledge the record within {timeout_s:.1f} s")
+            self._producer.flush(left)
+        if self.error is not None:
+            raise self.error
+
+
+class ConfluentSender:
+    """Sends JSON payloads with text headers through one confluent-kafka ``Producer``."""
+
+    def __init__(self, config: Mapping[str, Any], connect_timeout_s: float) -> None:
+        """Send through a producer made with CONFIG (librdkafka settings; in the caller's process, after any fork).
+
+        Raises ``KafkaException`` when the cluster does not answer within CONNECT_TIMEOUT_S or refuses the credentials.
+        """
+        self.producer = Producer(dict(config))
+        self.producer.list_topics(timeout=connect_timeout_s)
+
+    def send(self, transport: Transport, payload: Payload, headers: Mapping[str, str], done: Done) -> _Report:
+        """Send PAYLOAD as JSON; DONE gets the partition and offset once the broker acknowledged it."""
+        assert isinstance(transport, KafkaTransport)
+        report = _Report(self.producer, done)
+        self.producer.produce(transport.topic, value=json.dumps(payload).encode(), headers=kafka_headers(headers), on_delivery=report)
+        self.producer.poll(0)
+        return report
+
+    def close(self, timeout_s: float) -> None:
+        """Send what is buffered, waiting at most TIMEOUT_S."""
+        self.producer.flush(timeout_s)
