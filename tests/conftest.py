@@ -137,12 +137,26 @@ def delete_namespace(settings: Settings, kafka_admin: KafkaAdminClient, namespac
         kafka_admin.delete_topics(topics, raise_errors=False)
 
 
+KAFKA_CLIENTS = ["kafka-python", "confluent-kafka"]
+"""The client libraries hoptrace's own Kafka stages and publisher run on.
+
+A test runs on each with ``@pytest.mark.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)``.
+"""
+
+
 @pytest.fixture
-def hoptrace_env(settings: Settings, namespace: str, telemetry_store: tuple[OtlpReceiver, TelemetryStore]) -> dict[str, str]:
-    """Environment for hoptrace processes of this test: its namespace, exporting fast to the test receiver."""
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    """The Kafka client of this test's hoptrace processes (HOPTRACE_KAFKA_CLIENT): kafka-python unless the test is parametrized."""
+    return str(getattr(request, "param", "kafka-python"))
+
+
+@pytest.fixture
+def hoptrace_env(settings: Settings, namespace: str, telemetry_store: tuple[OtlpReceiver, TelemetryStore], kafka_client: str) -> dict[str, str]:
+    """Environment for hoptrace processes of this test: its namespace and Kafka client, exporting fast to the test receiver."""
     receiver, _ = telemetry_store
     return {
         "HOPTRACE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "HOPTRACE_KAFKA_CLIENT": kafka_client,
         "HOPTRACE_REDIS_URL": settings.redis_url,
         "HOPTRACE_NAMESPACE": namespace,
         "OTEL_TRACES_EXPORTER": "otlp",

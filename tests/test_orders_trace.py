@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from hoptrace.pipeline.settings import Settings
 from hoptrace.view.receiver import OtlpReceiver
-from tests.conftest import run_hoptrace
+from tests.conftest import KAFKA_CLIENTS, run_hoptrace
 from tests.memory_store import TelemetryStore
 from tests.traces import chain, orders_chain_names, published_jobs, wait_for_outbox
 
 ORDERS = "hoptrace.examples.orders:pipeline"
 
 
+@pytest.mark.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)
 def test_hundred_jobs_make_hundred_four_hop_traces(
     settings: Settings, namespace: str, hoptrace_env: dict[str, str], hoptrace_worker: Callable, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
 ) -> None:
+    # The Kafka stages and the publisher on each client (HOPTRACE_KAFKA_CLIENT): the same traces, hop for hop.
     _, store = telemetry_store
     with hoptrace_worker(ORDERS):
         published = published_jobs(run_hoptrace(hoptrace_env, "publish", ORDERS, "validate", "--count", "100", "--baggage", "tenant=acme").stdout)

@@ -5,7 +5,7 @@ The local services have secured twins (``deploy/local``): the Kafka broker a SAS
 certificate of the local CA in ``<state>/tls``) on the one after that; Redis a second instance on the
 next port with TLS only and an ACL (the default user off, user ``hoptrace``). The orders pipeline runs
 through them end to end under ``hoptrace worker``, with its monitor reading consumer lag and queue depth
-through them too.
+through them too. Every Kafka test runs on both clients hoptrace's own stages and publisher can use.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from hoptrace.pipeline.settings import Settings
 from hoptrace.view.receiver import OtlpReceiver
-from tests.conftest import run_hoptrace
+from tests.conftest import KAFKA_CLIENTS, run_hoptrace
 from tests.memory_store import TelemetryStore
 from tests.secured import SASL_PASSWORD, SASL_USER, mutual_tls_env, secured_env
 from tests.traces import chain, latest_totals, orders_chain_names, outbox, published_jobs, wait_for, wait_for_outbox
@@ -60,6 +60,7 @@ def _refused_publish(env: dict[str, str], stage: str = "validate") -> str:
     return said
 
 
+@pytest.mark.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)
 def test_the_orders_pipeline_runs_end_to_end_through_a_sasl_listener(
     settings: Settings, namespace: str, hoptrace_env: dict[str, str], hoptrace_worker: Callable, telemetry_store: tuple[OtlpReceiver, TelemetryStore]
 ) -> None:
@@ -77,6 +78,7 @@ def test_the_orders_pipeline_runs_end_to_end_through_a_sasl_listener(
     assert latest_totals(lags, {"messaging.consumer.group.name": f"{namespace}ship"}) == 0
 
 
+@pytest.mark.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)
 def test_the_orders_pipeline_runs_end_to_end_over_tls_with_scram_kafka_and_acl_redis(  # noqa: PLR0913 - the fixtures it runs on
     settings: Settings,
     namespace: str,
@@ -134,6 +136,7 @@ def _stranger(folder: Path) -> tuple[Path, Path]:
     return certificate, key
 
 
+@pytest.mark.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)
 def test_an_untrusted_certificate_is_a_clear_error_not_a_traceback(settings: Settings, hoptrace_env: dict[str, str], tmp_path: Path) -> None:
     stranger, _ = _stranger(tmp_path)
     env = {**hoptrace_env, **secured_env(settings, stranger), "HOPTRACE_KAFKA_CONNECT_TIMEOUT_S": "5"}
@@ -155,6 +158,7 @@ def test_a_client_certificate_the_redis_does_not_trust_is_refused_with_what_to_c
     assert "could not send to Redis at" in said and "ssl_certfile=" in said, said
 
 
+@pytest.mark.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)
 def test_a_wrong_password_is_a_clear_error_not_a_traceback(settings: Settings, hoptrace_env: dict[str, str]) -> None:
     said = _refused_publish({**_sasl_env(hoptrace_env, settings, password="not-the-password"), "HOPTRACE_KAFKA_CONNECT_TIMEOUT_S": "5"})
     assert "could not connect to Kafka at" in said and "HOPTRACE_KAFKA_SASL_" in said, said
@@ -190,6 +194,7 @@ def test_a_secrets_folder_that_is_not_there_is_a_clear_error(hoptrace_env: dict[
     assert f"HOPTRACE_SECRETS_DIR={tmp_path / 'nope'} is not a folder" in said.replace("\n", ""), said  # (wrapped to the terminal)
 
 
+@pytest.mark.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)
 def test_a_kafka_that_wants_a_client_certificate_gets_it(settings: Settings, namespace: str, hoptrace_env: dict[str, str]) -> None:
     env = {**hoptrace_env, **mutual_tls_env(settings)}
     assert len(published_jobs(run_hoptrace(env, "publish", ORDERS, "validate", "--count", "2").stdout)) == 2
@@ -198,6 +203,7 @@ def test_a_kafka_that_wants_a_client_certificate_gets_it(settings: Settings, nam
     assert "could not connect to Kafka at" in said, said
 
 
+@pytest.mark.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)
 def test_oauthbearer_takes_its_token_from_the_users_function(settings: Settings, namespace: str, hoptrace_env: dict[str, str]) -> None:
     env = {name: value for name, value in {**hoptrace_env, **secured_env(settings)}.items() if not name.startswith("HOPTRACE_KAFKA_SASL_")}
     env = {**env, "HOPTRACE_KAFKA_SASL_MECHANISM": "OAUTHBEARER", "HOPTRACE_KAFKA_SASL_OAUTH_TOKEN": "tests.secured:unsigned_token"}

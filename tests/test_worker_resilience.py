@@ -31,7 +31,7 @@ from kafka.record.memory_records import MemoryRecordsBuilder
 from hoptrace.pipeline.settings import Settings
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
-from tests.conftest import SilentEndpoint, run_hoptrace
+from tests.conftest import KAFKA_CLIENTS, SilentEndpoint, run_hoptrace
 from tests.memory_store import TelemetryStore
 from tests.processes import Process, own_tracebacks
 from tests.test_fuzz_headers import fuzz_settings
@@ -232,6 +232,7 @@ def test_broken_celery_headers_start_new_traces_and_every_order_gets_through(
 # --- 3. retries and dead-lettering -------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)
 def test_a_failing_order_is_retried_then_dead_lettered_and_a_flaky_one_gets_through(
     settings: Settings,
     namespace: str,

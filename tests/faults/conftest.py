@@ -65,9 +65,12 @@ def brokers() -> Iterator[Brokers]:
 
 @pytest.fixture
 def scenario(brokers: Brokers, tmp_path: Path) -> Callable[..., Scenario]:
-    """Make this test's scenario: ``with scenario("kill -9 the Celery main process") as run:`` (``secured=True``: over the secured twins)."""
+    """Make this test's scenario: ``with scenario("kill -9 the Celery main process") as run:`` (``secured=True``: over the secured twins).
 
-    def make(fault: str, spec: str | None = None, secured: bool = False) -> Scenario:
-        return Scenario(brokers, tmp_path, fault, secured=secured, **({"spec": spec} if spec else {}))
+    ``kafka_client="confluent-kafka"``: hoptrace's Kafka stages and publisher run on confluent-kafka.
+    """
+
+    def make(fault: str, spec: str | None = None, secured: bool = False, kafka_client: str = "kafka-python") -> Scenario:
+        return Scenario(brokers, tmp_path, fault, secured=secured, kafka_client=kafka_client, **({"spec": spec} if spec else {}))
 
     return make

@@ -65,6 +65,8 @@ class Scenario:
     spec: str = ORDERS
     secured: bool = False
     """hoptrace's processes reach the brokers' secured twins (SASL_SSL Kafka, TLS Redis); the suite reads Kafka plain, Redis as they do."""
+    kafka_client: str = "kafka-python"
+    """The client library of hoptrace's Kafka stages and publisher (HOPTRACE_KAFKA_CLIENT); the suite reads Kafka with kafka-python."""
     namespace: str = field(default_factory=lambda: f"f{uuid.uuid4().hex[:8]}.")
     store: TelemetryStore = field(default_factory=TelemetryStore)
     jobs: list[PublishedJob] = field(default_factory=list)
@@ -86,6 +88,7 @@ class Scenario:
         return {
             **(self.brokers.secured_env if self.secured else self.brokers.env),
             "HOPTRACE_NAMESPACE": self.namespace,
+            "HOPTRACE_KAFKA_CLIENT": self.kafka_client,
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_METRICS_EXPORTER": "otlp",
             "OTEL_LOGS_EXPORTER": "none",

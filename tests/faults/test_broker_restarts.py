@@ -15,10 +15,14 @@ AOF_FSYNC_INTERVAL_S = 1.0
 """``appendfsync everysec``: what a crash of the machine (not of the process) may lose."""
 
 
-@pytest.mark.parametrize(("service", "kill"), [("kafka", False), ("kafka", True), ("redis", False)])
-def test_a_broker_restart_loses_nothing(scenario: Callable[..., Scenario], service: str, kill: bool) -> None:
+@pytest.mark.parametrize(
+    ("service", "kill", "kafka_client"),
+    [("kafka", False, "kafka-python"), ("kafka", True, "kafka-python"), ("kafka", False, "confluent-kafka"), ("redis", False, "kafka-python")],
+)
+def test_a_broker_restart_loses_nothing(scenario: Callable[..., Scenario], service: str, kill: bool, kafka_client: str) -> None:
     fault = f"{'kill -9 of' if kill else 'stop/start of'} {'the Kafka broker (JVM)' if service == 'kafka' else 'redis-server'}"
-    with scenario(fault) as run:
+    fault += " (stages on confluent-kafka)" if kafka_client == "confluent-kafka" else ""
+    with scenario(fault, kafka_client=kafka_client) as run:
         run.start_workers()
         if service == "kafka":
             run.publish(RECOVERY_JOBS)  # all before the fault: a publish while the broker is away fails
@@ -36,7 +40,7 @@ def test_a_broker_restart_loses_nothing(scenario: Callable[..., Scenario], servi
     assert (row.lost, row.dead_lettered) == ([], []), row  # an outage is waited out: nothing lost, nothing dead-lettered
     if service == "redis":
         assert_back_before_the_visibility_timeout(row.from_restart_s)
-    else:  # kafka-python's clients look for the broker again within a second (RECONNECT_BACKOFF_MAX_MS)
+    else:  # hoptrace's Kafka clients look for the broker again within a second (RECONNECT_BACKOFF_MAX_MS)
         assert row.from_restart_s is not None and row.from_restart_s <= KAFKA_BACK_WITHIN_S, row
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from hoptrace.workers.kafka import MAX_POLL_RECORDS
+from hoptrace.workers.stage_consumer import MAX_POLL_RECORDS
 from tests.faults import procs
 from tests.faults.harness import FAULT_AFTER_S, RECOVERY_JOBS, Scenario, assert_back_before_the_visibility_timeout
 
@@ -43,11 +43,21 @@ def test_kill_9_of_a_celery_pool_child_loses_nothing(scenario: Callable[..., Sce
     assert incomplete == [], row
 
 
-@pytest.mark.parametrize("secured", [False, True], ids=["plain", "secured"])
-def test_kill_9_of_a_kafka_stage_recovers_within_15_s_and_repeats_at_most_one_batch(scenario: Callable[..., Scenario], secured: bool) -> None:
-    """Also over the secured twins (SASL_SSL with SCRAM, Redis over TLS as an ACL user): rejoining, committing and forwarding authenticate."""
+@pytest.mark.parametrize(
+    ("secured", "kafka_client"),
+    [(False, "kafka-python"), (True, "kafka-python"), (False, "confluent-kafka")],
+    ids=["plain", "secured", "confluent-kafka"],
+)
+def test_kill_9_of_a_kafka_stage_recovers_within_15_s_and_repeats_at_most_one_batch(
+    scenario: Callable[..., Scenario], secured: bool, kafka_client: str
+) -> None:
+    """Also over the secured twins (SASL_SSL with SCRAM, Redis over TLS as an ACL user): rejoining, committing and forwarding authenticate.
+
+    And with the stages on confluent-kafka: its commits carry the same hand-out marks, its static member rejoins as fast.
+    """
     name = "kill -9 the Kafka `validate` stage process" + (" (SASL_SSL Kafka, TLS Redis)" if secured else "")
-    with scenario(name, secured=secured) as run:
+    name += " (confluent-kafka)" if kafka_client == "confluent-kafka" else ""
+    with scenario(name, secured=secured, kafka_client=kafka_client) as run:
         workers = run.start_workers()
         validate = run.child(workers, "validate")
         run.stream(RECOVERY_JOBS)
