@@ -75,7 +75,7 @@ CONFLUENT = RelayApp(
         "stock": "opentelemetry-instrument python relay_confluent_app.py, stock ConfluentKafkaInstrumentor (hoptrace's instrumentors disabled)",
         "hoptrace": "opentelemetry-instrument python relay_confluent_app.py, hoptrace's drop-in HoptraceConfluentKafkaInstrumentor (as installed)",
     },
-    clients={"none": "cimpl", "stock": "opentelemetry.instrumentation.confluent_kafka", "hoptrace": "hoptrace.instrumentation.confluent_clients"},
+    clients={"none": "cimpl", "stock": "opentelemetry.instrumentation.confluent_kafka", "hoptrace": "hoptrace.clients.confluent.traced_clients"},
 )
 AIOKAFKA = RelayApp(
     "relay-aiokafka",
@@ -85,7 +85,7 @@ AIOKAFKA = RelayApp(
         "stock": "opentelemetry-instrument python relay_aiokafka_app.py, stock AIOKafkaInstrumentor (hoptrace's instrumentors disabled)",
         "hoptrace": "opentelemetry-instrument python relay_aiokafka_app.py, hoptrace's drop-in HoptraceAIOKafkaInstrumentor (as installed)",
     },
-    clients={"none": "aiokafka", "stock": "opentelemetry.instrumentation.aiokafka", "hoptrace": "hoptrace.instrumentation.aiokafka_clients"},
+    clients={"none": "aiokafka", "stock": "opentelemetry.instrumentation.aiokafka", "hoptrace": "hoptrace.clients.aiokafka.traced_clients"},
 )
 BATCHING_ROWS = (("records/request", "records-per-request-avg", "rec"), ("batch bytes", "batch-size-avg", "B"))
 """(row suffix, kafka-python producer metric, unit) of the ``relay-batching`` rows."""

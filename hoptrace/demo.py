@@ -19,13 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 from rich.console import Console
 from rich.progress import track
 
 from hoptrace import services
-from hoptrace.clients.kafka_options import kafka_client_options
+from hoptrace.clients.kafka_python.admin import create_topics, delete_topics
 from hoptrace.errors import CommandError
 from hoptrace.examples.orders import outbox_key
 from hoptrace.loader import load_pipeline
@@ -109,11 +107,7 @@ def _kafka_topics(pipeline: Pipeline) -> list[str]:
 
 def _create_topics(settings: Settings, pipeline: Pipeline) -> None:
     """Create the run's topics up front, so consumers are assigned partitions before the first job."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="hoptrace-demo", **kafka_client_options(settings))
-    try:
-        admin.create_topics([NewTopic(topic, 1, 1) for topic in _kafka_topics(pipeline)], wait_for_metadata=True)
-    finally:
-        admin.close()
+    create_topics(settings, _kafka_topics(pipeline), "hoptrace-demo")
 
 
 def _ready(state_dir: Path, pipeline: Pipeline) -> bool:
@@ -124,13 +118,7 @@ def _ready(state_dir: Path, pipeline: Pipeline) -> bool:
 def _cleanup(settings: Settings, pipeline: Pipeline, namespace: str, health: Path) -> None:
     """Delete the demo run's topics, Redis keys and health files."""
     shutil.rmtree(health, ignore_errors=True)
-    topics = _kafka_topics(pipeline)
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="hoptrace-demo", **kafka_client_options(settings))
-    try:
-        existing = set(admin.list_topics())
-        admin.delete_topics([topic for topic in topics if topic in existing])
-    finally:
-        admin.close()
+    delete_topics(settings, _kafka_topics(pipeline), "hoptrace-demo")
     client = redis.Redis.from_url(settings.redis_url)
     keys = list(client.scan_iter(f"{namespace}*"))
     if keys:

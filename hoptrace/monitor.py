@@ -15,7 +15,7 @@ import threading
 from types import FrameType
 
 from hoptrace.critical_times import CriticalTimes
-from hoptrace.gauges.depth_monitor import DepthMonitor
+from hoptrace.depth_monitor import DepthMonitor
 from hoptrace.loader import load_stages
 from hoptrace.pipeline.health import BEAT_EVERY_S, MONITOR, HealthFile
 from hoptrace.pipeline.settings import Settings

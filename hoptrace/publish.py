@@ -85,8 +85,7 @@ def main(  # noqa: PLR0913 - the command's options
     """
     from rich.progress import track
 
-    from hoptrace.kafka_clients import KafkaUnreachable
-    from hoptrace.producers.publisher import PublishFailed
+    from hoptrace.producers.publisher import ConnectFailed, PublishFailed
     from hoptrace.runtime import Runtime, celery_app
 
     settings = Settings()
@@ -109,7 +108,7 @@ def main(  # noqa: PLR0913 - the command's options
         _linger(linger_s)
     except PublishFailed as error:
         raise (redis_unreachable(settings.redis_url, error) if isinstance(stage.transport, CeleryTransport) else CommandError(error)) from error
-    except KafkaUnreachable as error:  # the producer could not bootstrap: unreachable, or refused the credentials
+    except ConnectFailed as error:  # the producer could not bootstrap: unreachable, or refused the credentials
         raise kafka_unreachable(settings.kafka_bootstrap, error.__cause__ or error) from error
     finally:
         runtime.shutdown()

@@ -15,14 +15,14 @@ from functools import cached_property
 from celery import Celery
 from opentelemetry.sdk.trace import SpanProcessor
 
-from hoptrace.kafka_clients import KafkaSender, kafka_sender
+from hoptrace.kafka_clients import kafka_sender
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
 from hoptrace.pipeline.telemetry import providers
 from hoptrace.producers.celery import CelerySender
-from hoptrace.producers.publisher import PipelinePublisher, Sender
+from hoptrace.producers.publisher import ClosingSender, PipelinePublisher, Sender
 from hoptrace.shared_state.job_ledger import JobLedger, JobLedgerMiddleware, key_prefix
 from hoptrace.shared_state.keep_channel import start_flight_recorder
 from hoptrace.workers import visibility
@@ -83,7 +83,7 @@ class Runtime:
         self._processors: dict[str, StageProcessor] = {}
 
     @cached_property
-    def _kafka_sender(self) -> KafkaSender:
+    def _kafka_sender(self) -> ClosingSender:
         return kafka_sender(self.settings, f"hoptrace-{self.pipeline.name}")
 
     @cached_property

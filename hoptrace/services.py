@@ -21,11 +21,9 @@ from typing import Literal
 from urllib.request import urlopen
 
 import redis
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
 from kombu.utils.url import maybe_sanitize_url
 
-from hoptrace.clients.kafka_options import kafka_client_options
+from hoptrace.clients.kafka_python.admin import AdminFailed, describe_cluster
 from hoptrace.errors import CommandError
 from hoptrace.output import console
 from hoptrace.pipeline.settings import Settings
@@ -107,30 +105,14 @@ def kafka_status(settings: Settings) -> ServiceStatus:
     address = settings.kafka_bootstrap
     pid = _started_pid(settings.state_dir / "kafka" / "kafka.pid")
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=settings.kafka_servers,
-            client_id="hoptrace-status",
-            **{
-                **kafka_client_options(settings),
-                "request_timeout_ms": int(PROBE_TIMEOUT_S * 1000),
-                "bootstrap_timeout_ms": int(PROBE_TIMEOUT_S * 1000),
-            },
-        )
-    except KafkaError as error:
-        return ServiceStatus("kafka", address, False, f"no broker answers: {error}", pid)
-    try:
-        cluster = admin.describe_cluster()
-        broker_id = cluster["brokers"][0]["broker_id"]
-        version = admin.get_broker_version_data(broker_id).broker_version_str
-        brokers = len(cluster["brokers"])
-        if pid is not None:  # started by hoptrace: the exact release is known from its jars
-            version = (settings.state_dir / "kafka" / "version").read_text().strip()
-        detail = f"Apache Kafka {version} ({brokers} broker{'s' if brokers != 1 else ''}, cluster {cluster['cluster_id']})"
-        return ServiceStatus("kafka", address, True, detail, pid)
-    except (KafkaError, IndexError, KeyError) as error:
-        return ServiceStatus("kafka", address, False, f"metadata request failed: {error!r}", pid)
-    finally:
-        admin.close()
+        cluster = describe_cluster(settings, PROBE_TIMEOUT_S)
+    except AdminFailed as error:
+        return ServiceStatus("kafka", address, False, str(error), pid)
+    version = cluster.version
+    if pid is not None:  # started by hoptrace: the exact release is known from its jars
+        version = (settings.state_dir / "kafka" / "version").read_text().strip()
+    detail = f"Apache Kafka {version} ({cluster.brokers} broker{'s' if cluster.brokers != 1 else ''}, cluster {cluster.cluster_id})"
+    return ServiceStatus("kafka", address, True, detail, pid)
 
 
 def redis_status(settings: Settings) -> ServiceStatus:

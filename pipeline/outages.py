@@ -7,8 +7,9 @@ refusing connections). A forward or a dead letter the broker did not take becaus
 reached or did not answer in time (connection refused or reset, a timeout, no leader yet, a
 rebalance) says nothing about the message: the same send succeeds once the broker is back. A
 refusal of the message itself (too large, not authorized, an unknown topic with creation off) does
-not go away by waiting. Which client errors are which is the clients' knowledge, not the ground
-floor's: ``hoptrace.clients.outage_errors.is_outage`` tells them apart. Such an attempt failed
+not go away by waiting. ``is_outage`` tells them apart for every client hoptrace knows, without
+importing any: an error of a library never imported cannot occur, so each library's error types are
+looked up among the modules already loaded. Such an attempt failed
 through no fault of the message: the retry middleware lets it run again after a pause that grows
 with each wait (jittered, capped), without counting it against the stage's retry policy, until the
 policy's ``outage_deadline_s`` has passed since the first wait; only then do its attempts count
@@ -20,10 +21,39 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 
 FIRST_WAIT_S = 0.25
 LONGEST_WAIT_S = 5.0
+RECONNECT_BACKOFF_MAX_MS = 1000
+"""Longest pause of hoptrace's Kafka clients between attempts to reach a broker that went away (kafka-python's default: 30 s)."""
+_LIBRDKAFKA_AWAY = ("_TRANSPORT", "_ALL_BROKERS_DOWN", "_MSG_TIMED_OUT", "_TIMED_OUT")
+"""librdkafka's error codes for a cluster that is away: not always marked retriable."""
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether ERROR means a broker or server was unreachable or did not answer in time, rather than that it refused the message.
+
+    Each client says so its own way: kafka-python and confluent-kafka mark their errors retriable (librdkafka also
+    says when every broker is down or a message timed out waiting for one), kombu raises ``OperationalError`` for a
+    Celery broker it cannot reach, redis-py its connection and timeout errors (a handler's own client), and the
+    standard library's sockets ``ConnectionError`` and ``TimeoutError``.
+    """
+    if isinstance(error, ConnectionError | TimeoutError):
+        return True
+    kafka_python = sys.modules.get("kafka.errors")
+    if kafka_python is not None and isinstance(error, kafka_python.KafkaError):
+        return bool(error.retriable)
+    confluent = sys.modules.get("confluent_kafka")
+    if confluent is not None and isinstance(error, confluent.KafkaException) and error.args and isinstance(error.args[0], confluent.KafkaError):
+        cause = error.args[0]
+        return bool(cause.retriable()) or cause.code() in {getattr(confluent.KafkaError, name) for name in _LIBRDKAFKA_AWAY}
+    kombu = sys.modules.get("kombu.exceptions")
+    if kombu is not None and isinstance(error, kombu.OperationalError):
+        return True
+    redis = sys.modules.get("redis.exceptions")
+    return redis is not None and isinstance(error, redis.ConnectionError | redis.TimeoutError)
 
 
 class BrokerAway(Exception):  # noqa: N818 - a state of the broker, not an error of the message

@@ -15,14 +15,13 @@ from typing import Any, Protocol
 from opentelemetry import context as otel_context
 from opentelemetry.trace import TracerProvider
 
-from hoptrace.clients.outage_errors import is_outage
 from hoptrace.pipeline import propagation, semconv
 from hoptrace.pipeline.carriers import FRESH_DICT_SETTER
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.messages import Outgoing, Owned
 from hoptrace.pipeline.middleware import Hooks, Middleware
-from hoptrace.pipeline.outages import BrokerAway
+from hoptrace.pipeline.outages import BrokerAway, is_outage
 from hoptrace.pipeline.stage_context import Published
 from hoptrace.pipeline.stages import Payload, Pipeline, Stage, Transport, dead_letter_transport
 
@@ -47,6 +46,18 @@ class Sender(Protocol):
         Returns what to wait on when the broker's answer comes later, None when it came already.
         """
         ...
+
+
+class ClosingSender(Sender, Protocol):
+    """A sender that holds a client of its own (a Kafka producer), which closes when the process is done with it."""
+
+    def close(self, timeout_s: float) -> None:
+        """Send what is buffered, waiting at most TIMEOUT_S, and close."""
+        ...
+
+
+class ConnectFailed(Exception):
+    """A sender's client could not reach its broker, or authenticate, within the connect timeout; the client's own error is the cause."""
 
 
 class PublishFailed(RuntimeError):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from hoptrace.clients.kafka_options import kafka_client_options
+from hoptrace.clients.kafka_python.options import kafka_client_options
 from hoptrace.pipeline.settings import Settings
 
 SASL_USER, SASL_PASSWORD = "hoptrace", "hoptrace-local-secret"

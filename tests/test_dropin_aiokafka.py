@@ -23,9 +23,9 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
 
 import hoptrace.kafka
-from hoptrace.instrumentation.aiokafka import PATCHES, HoptraceAIOKafkaInstrumentor
-from hoptrace.instrumentation.confluent import HoptraceConfluentKafkaInstrumentor
-from hoptrace.instrumentation.kafka import HoptraceKafkaInstrumentor
+from hoptrace.clients.aiokafka.instrumentor import PATCHES, HoptraceAIOKafkaInstrumentor
+from hoptrace.clients.confluent.instrumentor import HoptraceConfluentKafkaInstrumentor
+from hoptrace.clients.kafka_python.instrumentor import HoptraceKafkaInstrumentor
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.settings import Settings
 from hoptrace.testing import CapturedTelemetry

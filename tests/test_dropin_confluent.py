@@ -26,8 +26,8 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.confluent_kafka import ConfluentKafkaInstrumentor
 
 import hoptrace.kafka
-from hoptrace.instrumentation.confluent import CLASSES, HoptraceConfluentKafkaInstrumentor
-from hoptrace.instrumentation.kafka import HoptraceKafkaInstrumentor
+from hoptrace.clients.confluent.instrumentor import CLASSES, HoptraceConfluentKafkaInstrumentor
+from hoptrace.clients.kafka_python.instrumentor import HoptraceKafkaInstrumentor
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.settings import Settings
 from hoptrace.testing import CapturedTelemetry
@@ -275,7 +275,7 @@ def test_the_serializing_clients_are_traced_between_their_serializers_and_the_pl
     parents = feed(settings, source, N)
     consumer = consumer_of(settings, source, group, "DeserializingConsumer", value_deserializer=StringDeserializer("utf_8"))
     producer = confluent_kafka.SerializingProducer({"bootstrap.servers": settings.kafka_bootstrap, "value.serializer": StringSerializer("utf_8")})
-    assert (type(consumer).__module__, type(producer).__module__) == ("hoptrace.instrumentation.confluent_clients",) * 2
+    assert (type(consumer).__module__, type(producer).__module__) == ("hoptrace.clients.confluent.traced_clients",) * 2
     for seen in range(N):
         record = next_record(consumer)
         assert isinstance(record.value(), str)  # deserialized, inside its process span
@@ -297,7 +297,7 @@ def test_uninstrument_puts_the_plain_clients_back_and_the_stock_instrumentor_ste
     assert tuple(getattr(confluent_kafka, name) for name in CLASSES) == PLAIN_CLASSES
     stock, ours = ConfluentKafkaInstrumentor(), HoptraceConfluentKafkaInstrumentor()
     with beside_stock(stock, ours, caplog):
-        assert {getattr(confluent_kafka, name).__module__ for name in CLASSES} == {"hoptrace.instrumentation.confluent_clients"}
+        assert {getattr(confluent_kafka, name).__module__ for name in CLASSES} == {"hoptrace.clients.confluent.traced_clients"}
         consumer, producer = consumer_of(settings, source, f"g{unique}"), producer_of(settings)
         for _ in range(N):
             record = next_record(consumer)

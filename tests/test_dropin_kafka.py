@@ -30,9 +30,9 @@ from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.instrumentation.kafka import KafkaInstrumentor
 
 import hoptrace.kafka
+from hoptrace.clients.kafka_python.instrumentor import PATCHES, HoptraceKafkaInstrumentor
 from hoptrace.instrumentation import dropin
 from hoptrace.instrumentation.distro import before_instrumentors
-from hoptrace.instrumentation.kafka import PATCHES, HoptraceKafkaInstrumentor
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.settings import Settings
 from hoptrace.testing import CapturedTelemetry

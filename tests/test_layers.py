@@ -45,15 +45,23 @@ def package(path: Path) -> str:
     return ".".join(("hoptrace", *inner) if top == "hoptrace" else ("hoptrace", top, *inner))
 
 
+CLIENT_FOLDERS = {
+    "hoptrace.clients.kafka_python": ("kafka",),
+    "hoptrace.clients.confluent": ("confluent_kafka",),
+    "hoptrace.clients.aiokafka": ("aiokafka",),
+}
+"""Each messaging client's folder, and the client libraries only it imports."""
+ENGINES = ("hoptrace.pipeline", "hoptrace.workers", "hoptrace.producers", "hoptrace.gauges", "hoptrace.instrumentation", "hoptrace.shared_state")
+"""What a client folder builds on: the ground floor and the client-neutral machinery of every side (worker loop, publisher, gauges, drop-in)."""
 ALLOWED = {
     "hoptrace.pipeline": ("hoptrace.pipeline",),
-    "hoptrace.workers": ("hoptrace.pipeline", "hoptrace.clients", "hoptrace.workers"),
-    "hoptrace.producers": ("hoptrace.pipeline", "hoptrace.clients", "hoptrace.producers"),
-    "hoptrace.gauges": ("hoptrace.pipeline", "hoptrace.clients", "hoptrace.shared_state", "hoptrace.gauges"),
+    "hoptrace.workers": ("hoptrace.pipeline", "hoptrace.workers"),
+    "hoptrace.producers": ("hoptrace.pipeline", "hoptrace.producers"),
+    "hoptrace.gauges": ("hoptrace.pipeline", "hoptrace.shared_state", "hoptrace.gauges"),
     "hoptrace.view": ("hoptrace.pipeline.semconv", "hoptrace.view"),
     "hoptrace.instrumentation": ("hoptrace.pipeline", "hoptrace.gauges", "hoptrace.shared_state", "hoptrace.instrumentation"),
     "hoptrace.shared_state": ("hoptrace.pipeline", "hoptrace.shared_state"),
-    "hoptrace.clients": ("hoptrace.pipeline", "hoptrace.clients"),
+    **{client: (*ENGINES, client) for client in CLIENT_FOLDERS},
 }
 PACKAGES = {package: folder(package) for package in ALLOWED}
 
@@ -115,6 +123,18 @@ def test_the_ground_floor_imports_no_client_library() -> None:
         for path in PACKAGES["hoptrace.pipeline"].rglob("*.py")
         for name in imports(path)
         if name.split(".")[0] in CLIENT_LIBRARIES
+    }
+    assert wrong == set()
+
+
+def test_a_kafka_client_library_is_imported_only_in_its_client_folder() -> None:
+    owner = {library: client for client, libraries in CLIENT_FOLDERS.items() for library in libraries}
+    wrong = {
+        f"{path.relative_to(REPOSITORY)} imports {name}"
+        for top in ("hoptrace", *MAPPED.values())
+        for path in (REPOSITORY / top).rglob("*.py")
+        for name in imports(path)
+        if (client := owner.get(name.split(".")[0])) is not None and not path.is_relative_to(folder(client))
     }
     assert wrong == set()
 

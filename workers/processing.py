@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from opentelemetry import context as otel_context
 from opentelemetry.trace import TracerProvider
 
-from hoptrace.clients.outage_errors import is_outage
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.messages import Delivery, Incoming, Outcome
 from hoptrace.pipeline.middleware import Hooks, Middleware
-from hoptrace.pipeline.outages import BrokerAway, HandlerLostConnection, OutageLog
+from hoptrace.pipeline.outages import BrokerAway, HandlerLostConnection, OutageLog, is_outage
 from hoptrace.pipeline.receiving import receive
 from hoptrace.pipeline.stage_context import Publisher, StageContext
 from hoptrace.pipeline.stages import Payload, Pipeline, Stage, check_time_limits

@@ -1,9 +1,11 @@
-"""What hoptrace knows of the messaging clients, shared by the floors that use them: the ground floor knows none.
+"""One folder per messaging client: everything hoptrace knows of that client, and the only place its library is imported.
 
-- ``outage_errors``: which errors of kafka-python, confluent-kafka, kombu (Celery) and redis-py mean a broker
-  or server is away rather than that it refused the message (``hoptrace.pipeline.outages`` says what follows from one).
-- ``kafka_options``: how every Kafka client of hoptrace, kafka-python's or confluent-kafka's, is configured from
-  the settings (security, OAUTHBEARER's token, reconnecting).
+- ``kafka_python``, ``confluent``, ``aiokafka``: the Kafka clients. Each implements the client-neutral sides it
+  supports: the drop-in (``hoptrace.instrumentation``: ``dropin``, ``kafka_loop``, ``kafka_records``,
+  ``kafka_producer``), ``hoptrace worker``'s stage consumer (``workers.stage_consumer``) and the publisher's
+  sender (``producers.publisher.Sender``).
 
-It imports the ground floor only; ``workers``, ``producers``, the gauges and the command line import it.
+A client folder builds on the ground floor and that client-neutral machinery; nothing but the command line
+(``hoptrace.kafka_clients``, ``hoptrace.depth_monitor``, ``services``, ``demo``) and the drop-in registry
+(``instrumentation.LIBRARIES``, by name) reaches into one.
 """

@@ -42,17 +42,17 @@ LIBRARIES = {
         entry_point="hoptrace_celery",
     ),
     "kafka": Library(
-        ours="hoptrace.instrumentation.kafka:HoptraceKafkaInstrumentor",
+        ours="hoptrace.clients.kafka_python.instrumentor:HoptraceKafkaInstrumentor",
         stock="opentelemetry.instrumentation.kafka:KafkaInstrumentor",
         entry_point="hoptrace_kafka",
     ),
     "confluent_kafka": Library(
-        ours="hoptrace.instrumentation.confluent:HoptraceConfluentKafkaInstrumentor",
+        ours="hoptrace.clients.confluent.instrumentor:HoptraceConfluentKafkaInstrumentor",
         stock="opentelemetry.instrumentation.confluent_kafka:ConfluentKafkaInstrumentor",
         entry_point="hoptrace_confluent_kafka",
     ),
     "aiokafka": Library(
-        ours="hoptrace.instrumentation.aiokafka:HoptraceAIOKafkaInstrumentor",
+        ours="hoptrace.clients.aiokafka.instrumentor:HoptraceAIOKafkaInstrumentor",
         stock="opentelemetry.instrumentation.aiokafka:AIOKafkaInstrumentor",
         entry_point="hoptrace_aiokafka",
     ),

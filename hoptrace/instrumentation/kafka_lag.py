@@ -4,12 +4,12 @@ Per assigned partition: highwater (the offset the next produced record gets, kno
 last fetch response) minus the consumer's position (the next offset it hands out). Both are
 in the consumer's memory; each client has its ``LagSource`` that reads them:
 
-- kafka-python (``kafka_python_lags``): ``position()`` is not used: besides possible network
+- kafka-python (``clients.kafka_python.traced_consumer.kafka_python_lags``): ``position()`` is not used: besides possible network
   round-trips, it raises (and so clears) errors cached for the next ``poll()``, which the user's
   code would then never see; the position is read from the consumer's subscription state instead;
-- confluent-kafka (``confluent_clients.confluent_lags``): ``position()`` and the cached
+- confluent-kafka (``clients.confluent.traced_clients.confluent_lags``): ``position()`` and the cached
   ``get_watermark_offsets``, both local to librdkafka;
-- aiokafka (``aiokafka_clients.aiokafka_lags``): the position from the subscription state, as for
+- aiokafka (``clients.aiokafka.traced_clients.aiokafka_lags``): the position from the subscription state, as for
   kafka-python (aiokafka's ``position()`` is a coroutine that may wait on the network).
 
 No admin client is used.
@@ -29,7 +29,6 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kafka import KafkaConsumer
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
@@ -79,17 +78,6 @@ class ConsumerLag:
         for topic, partition, lag in self._source(consumer):
             attributes = {**consumer_attributes(self._pipeline, self._stage_of(topic)), semconv.MESSAGING_PARTITION: str(partition)}
             yield Observation(max(0, lag), attributes)
-
-
-def kafka_python_lags(consumer: KafkaConsumer) -> Iterable[tuple[str, int, int]]:
-    """A kafka-python CONSUMER's lag per fetched partition of its assignment, from its memory (see the module's docstring)."""
-    assignment = consumer._subscription.assignment  # noqa: SLF001 - the position in memory; see the module's docstring
-    for tp in consumer.assignment():
-        highwater = consumer.highwater(tp)
-        state = assignment.get(tp)
-        position = state.position if state is not None else None
-        if highwater is not None and position is not None:
-            yield tp.topic, tp.partition, highwater - position.offset
 
 
 def _observe(options: CallbackOptions) -> Iterable[Observation]:

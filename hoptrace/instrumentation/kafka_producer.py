@@ -1,4 +1,4 @@
-"""The wrapper of ``KafkaProducer.send``: a PRODUCER ``send {topic}`` span, and the trace context in the record's headers.
+"""A drop-in send of any Kafka client: a PRODUCER ``send {topic}`` span, and the trace context in the record's headers.
 
 Driven like hoptrace's own publisher (``producers.publisher``): ``before_publish`` opens the
 span, the propagation headers (``traceparent``, ``tracestate``, ``baggage``,
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kafka import KafkaProducer
 from opentelemetry import context as otel_context
 
 from hoptrace.instrumentation import dropin
@@ -23,12 +22,9 @@ from hoptrace.instrumentation.kafka_records import PIPELINE_DEFAULT
 from hoptrace.pipeline import propagation
 from hoptrace.pipeline.attributes import kafka_position
 from hoptrace.pipeline.carriers import APPEND_SETTER, KAFKA_SETTER
-from hoptrace.pipeline.messages import Outgoing, is_owned
+from hoptrace.pipeline.messages import Outgoing
 from hoptrace.pipeline.middleware import BoundHooks
 from hoptrace.pipeline.stages import KafkaTransport
-
-_HEADERS_AT = 3
-"""Position of ``headers`` in ``send(topic, value, key, headers, partition, timestamp_ms)``."""
 
 
 def start_publish(topic: str, headers: Any) -> tuple[BoundHooks, Outgoing, Any]:
@@ -103,28 +99,8 @@ class Handover:
                 self.message.handed_over()
 
 
-def replace_headers(args: tuple[Any, ...], kwargs: dict[str, Any], headers: Any, at: int = _HEADERS_AT) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def replace_headers(args: tuple[Any, ...], kwargs: dict[str, Any], headers: Any, at: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """ARGS and KWARGS of a send call with HEADERS in place of the caller's (positional at AT, else the ``headers`` keyword), in the same form."""
     if len(args) > at:
         return (*args[:at], headers, *args[at + 1 :]), kwargs
     return args, {**kwargs, "headers": headers}
-
-
-def wrap_send(wrapped: Any, instance: KafkaProducer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``KafkaProducer.send``: trace the record and propagate its context, unless hoptrace's own publisher sends it."""
-    if is_owned():
-        return wrapped(*args, **kwargs)
-    started: tuple[BoundHooks, Outgoing, Any] | None = None
-    with contained("KafkaProducer.send"):
-        topic = args[0] if args else kwargs.get("topic")
-        if isinstance(topic, str):
-            started = start_publish(topic, args[_HEADERS_AT] if len(args) > _HEADERS_AT else kwargs.get("headers"))
-            args, kwargs = replace_headers(args, kwargs, started[2])
-    if started is None:
-        return wrapped(*args, **kwargs)
-    hooks, message, _ = started
-    with Handover(hooks, message):
-        future = wrapped(*args, **kwargs)
-    with contained("KafkaProducer.send"):
-        future.add_both(Answer(hooks, message))  # one callable, called once: with the metadata or the error
-    return future

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from opentelemetry.metrics import MeterProvider
 
-from hoptrace.clients.kafka_options import kafka_client_options
-from hoptrace.gauges.kafka_lag import KafkaConsumerLag
+from hoptrace.clients.kafka_python.group_lag import KafkaConsumerLag
+from hoptrace.clients.kafka_python.options import kafka_client_options
 from hoptrace.gauges.redis_depth import RedisQueueDepth
 from hoptrace.gauges.refresher import GaugeRefresher, GaugeSource
 from hoptrace.gauges.stuck_jobs import StuckJobs

@@ -1,4 +1,4 @@
-"""How every Kafka client of hoptrace (kafka-python or confluent-kafka) is configured from the settings: security and reconnecting.
+"""How hoptrace's kafka-python clients are configured from the settings: security (SASL, OAUTHBEARER, TLS) and reconnecting.
 
 With OAUTHBEARER the access token comes from a function of the user's, named by an import path
 (``HOPTRACE_KAFKA_SASL_OAUTH_TOKEN``; the settings check that it imports), asked at each authentication.
@@ -6,18 +6,13 @@ With OAUTHBEARER the access token comes from a function of the user's, named by 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 from kafka.net.sasl.oauth import AbstractTokenProvider
 
+from hoptrace.pipeline.outages import RECONNECT_BACKOFF_MAX_MS
 from hoptrace.pipeline.settings import Settings, token_function
-
-RECONNECT_BACKOFF_MAX_MS = 1000
-"""Longest pause of hoptrace's Kafka clients between attempts to reach a broker that went away (kafka-python's default: 30 s)."""
-OAUTH_TOKEN_LIFETIME_S = 60.0
-"""How long librdkafka takes a token from the user's function to be good for (the function is not told an expiry)."""
 
 
 class FunctionTokenProvider(AbstractTokenProvider):
@@ -56,35 +51,4 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
         options["ssl_certfile"] = str(settings.kafka_ssl_certfile)
     if settings.kafka_ssl_keyfile is not None:
         options["ssl_keyfile"] = str(settings.kafka_ssl_keyfile)
-    return options
-
-
-def confluent_client_options(settings: Settings) -> dict[str, Any]:
-    """``kafka_client_options`` as librdkafka settings, for hoptrace's confluent-kafka clients (``HOPTRACE_KAFKA_CLIENT=confluent-kafka``).
-
-    The OAUTHBEARER token is said to expire after ``OAUTH_TOKEN_LIFETIME_S``: librdkafka asks for a new one before that.
-    """
-    options: dict[str, Any] = {
-        "security.protocol": settings.kafka_security_protocol,
-        "socket.connection.setup.timeout.ms": int(settings.kafka_connect_timeout_s * 1000),
-        "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
-    }
-    if settings.kafka_sasl_mechanism == "OAUTHBEARER":
-        fetch = token_function(str(settings.kafka_sasl_oauth_token))
-        options.update({"sasl.mechanisms": "OAUTHBEARER", "oauth_cb": lambda _: (fetch(), time.time() + OAUTH_TOKEN_LIFETIME_S)})
-    elif settings.kafka_sasl_password is not None:
-        options.update(
-            {
-                "sasl.mechanisms": settings.kafka_sasl_mechanism,
-                "sasl.username": settings.kafka_sasl_username,
-                "sasl.password": settings.kafka_sasl_password.get_secret_value(),
-            }
-        )
-    for setting, path in (
-        ("ssl.ca.location", settings.kafka_ssl_cafile),
-        ("ssl.certificate.location", settings.kafka_ssl_certfile),
-        ("ssl.key.location", settings.kafka_ssl_keyfile),
-    ):
-        if path is not None:
-            options[setting] = str(path)
     return options

@@ -23,12 +23,12 @@ is passed straight through, as is everything while hoptrace's own workers drive 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from kafka import KafkaConsumer
 
 from hoptrace.instrumentation.kafka_guard import contained
-from hoptrace.instrumentation.kafka_lag import kafka_python_lags
 from hoptrace.instrumentation.kafka_loop import STATE, ConsumerState, state_of
 from hoptrace.pipeline.messages import is_owned
 
@@ -89,3 +89,14 @@ def wrap_close(wrapped: Any, instance: KafkaConsumer, args: tuple[Any, ...], kwa
             if state is not None:
                 state.close()
     return wrapped(*args, **kwargs)
+
+
+def kafka_python_lags(consumer: KafkaConsumer) -> Iterable[tuple[str, int, int]]:
+    """A kafka-python CONSUMER's lag per fetched partition of its assignment, from its memory (see the module's docstring)."""
+    assignment = consumer._subscription.assignment  # noqa: SLF001 - the position in memory; see the module's docstring
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        state = assignment.get(tp)
+        position = state.position if state is not None else None
+        if highwater is not None and position is not None:
+            yield tp.topic, tp.partition, highwater - position.offset

@@ -6,7 +6,7 @@ providers: a send span per ``AIOKafkaProducer.send`` (and ``send_and_wait``) wit
 context in the record's headers; a process span per record that ``getone()`` (``async for``) or
 ``getmany()`` hands out, current in the user's task while it handles the record; the stage metrics
 and ``hoptrace.kafka.consumer.lag``, as for kafka-python (``instrumentation.kafka``; the wrappers:
-``aiokafka_clients``). ``async with hoptrace.kafka.processing(record):`` gives a handler task a span
+``traced_clients``). ``async with hoptrace.kafka.processing(record):`` gives a handler task a span
 of its own. Bad headers are counted, never raised into the user's loop. The stock
 ``AIOKafkaInstrumentor`` is silenced while this one is instrumented.
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from hoptrace.clients.aiokafka.traced_clients import wrap_commit, wrap_getmany, wrap_getone, wrap_send, wrap_stop
 from hoptrace.instrumentation import dropin
-from hoptrace.instrumentation.aiokafka_clients import wrap_commit, wrap_getmany, wrap_getone, wrap_send, wrap_stop
 
 __all__ = ["HoptraceAIOKafkaInstrumentor"]
 

@@ -9,7 +9,7 @@ Instrumented (``opentelemetry-instrument python app.py``, ``hoptrace.instrument(
 - ``for record in consumer:`` and the lists of ``consumer.poll()``: a CONSUMER ``process
   {topic}`` span per record, the child of the span that sent it and current while the user's
   code handles the record, ended when the next record is asked for, at ``poll()``,
-  ``commit()``, ``commit_async()`` or ``close()`` (``kafka_consumer``); with hoptrace's stage
+  ``commit()``, ``commit_async()`` or ``close()`` (``traced_consumer``); with hoptrace's stage
   metrics (stage = the consumer group, else the topic) and ``hoptrace.kafka.consumer.lag``
   (``kafka_lag``);
 - ``with processing(record):`` for handlers that run elsewhere (threads, asyncio).
@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from kafka import KafkaConsumer, KafkaProducer
 
+from hoptrace.clients.kafka_python.traced_consumer import wrap_close, wrap_commit, wrap_next, wrap_poll
+from hoptrace.clients.kafka_python.traced_producer import wrap_send
 from hoptrace.instrumentation import dropin
-from hoptrace.instrumentation.kafka_consumer import wrap_close, wrap_commit, wrap_next, wrap_poll
-from hoptrace.instrumentation.kafka_producer import wrap_send
 from hoptrace.instrumentation.kafka_records import processing
 
 __all__ = ["HoptraceKafkaInstrumentor", "processing"]

@@ -15,7 +15,9 @@ from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetada
 from kafka.errors import KafkaError
 from kafka.future import Future
 
-from hoptrace.clients.outage_errors import is_outage
+from hoptrace.clients.kafka_python.options import kafka_client_options
+from hoptrace.pipeline.outages import is_outage
+from hoptrace.pipeline.settings import Settings
 from hoptrace.workers.stage_consumer import (
     HEARTBEAT_INTERVAL_MS,
     MAX_POLL_RECORDS,
@@ -139,6 +141,6 @@ class KafkaPythonConsumer:
         self.client.close(autocommit=False)
 
 
-def opener(servers: list[str], options: Mapping[str, Any]) -> Opener:
-    """How stage consumers of SERVERS are made on kafka-python, with OPTIONS."""
-    return partial(KafkaPythonConsumer, servers, options)
+def opener(settings: Settings) -> Opener:
+    """How stage consumers are made on kafka-python, configured from SETTINGS."""
+    return partial(KafkaPythonConsumer, settings.kafka_servers, kafka_client_options(settings))

@@ -6,7 +6,7 @@ of every group. Where a group reads next is its committed offset, or the beginni
 partition when the group has not committed there yet (stage consumers start from the
 earliest record) or committed below it (those records are gone). The lag is the end offset
 minus that position. The lag in seconds is read, not interpolated: the timestamp of the
-record at that position is fetched (``kafka_records``) when the lag is not 0.
+record at that position is fetched (``record_times``) when the lag is not 0.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from kafka.admin import OffsetSpec
 from opentelemetry.metrics import Observation
 from opentelemetry.util.types import AttributeValue
 
-from hoptrace.gauges.kafka_clients import admin_client
-from hoptrace.gauges.kafka_records import RecordTimestamps
+from hoptrace.clients.kafka_python.monitor_clients import admin_client
+from hoptrace.clients.kafka_python.record_times import RecordTimestamps
 from hoptrace.gauges.refresher import GaugeSpec, Reading
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.attributes import consumer_attributes

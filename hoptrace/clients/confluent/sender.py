@@ -15,10 +15,12 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.cimpl import Producer
 
+from hoptrace.clients.confluent.options import confluent_client_options
 from hoptrace.pipeline.attributes import kafka_position
 from hoptrace.pipeline.carriers import kafka_headers
+from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Payload, Transport
-from hoptrace.producers.publisher import Done
+from hoptrace.producers.publisher import ConnectFailed, Done
 
 
 class _Report:
@@ -73,3 +75,12 @@ class ConfluentSender:
     def close(self, timeout_s: float) -> None:
         """Send what is buffered, waiting at most TIMEOUT_S."""
         self.producer.flush(timeout_s)
+
+
+def connect(settings: Settings, client_id: str) -> ConfluentSender:
+    """A sender through a new producer named CLIENT_ID, configured from SETTINGS; ``ConnectFailed`` when the cluster does not answer in time."""
+    config = {"bootstrap.servers": ",".join(settings.kafka_servers), "client.id": client_id, **confluent_client_options(settings)}
+    try:
+        return ConfluentSender(config, settings.kafka_connect_timeout_s)
+    except KafkaException as error:
+        raise ConnectFailed(str(error)) from error

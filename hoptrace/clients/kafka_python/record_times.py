@@ -17,7 +17,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from hoptrace.gauges.kafka_clients import record_reader
+from hoptrace.clients.kafka_python.monitor_clients import record_reader
 
 NO_TIMESTAMP = -1
 """The timestamp of a record that has none (message format v0), as Kafka spells it."""

@@ -7,12 +7,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
+from hoptrace.clients.kafka_python.options import kafka_client_options
 from hoptrace.pipeline.attributes import kafka_position
 from hoptrace.pipeline.carriers import kafka_headers
+from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Payload, Transport
-from hoptrace.producers.publisher import Done, Pending
+from hoptrace.producers.publisher import ConnectFailed, Done, Pending
 
 
 def _send_method(producer: KafkaProducer) -> Any:
@@ -58,3 +61,11 @@ class _Acknowledgement:
     def wait(self, timeout_s: float) -> None:
         """Block until the broker acknowledged the record; raise its error (or a timeout) when it did not."""
         self._future.get(timeout=timeout_s)
+
+
+def connect(settings: Settings, client_id: str) -> KafkaSender:
+    """A sender through a new producer named CLIENT_ID, configured from SETTINGS; ``ConnectFailed`` when it cannot bootstrap."""
+    try:
+        return KafkaSender(KafkaProducer(bootstrap_servers=settings.kafka_servers, client_id=client_id, **kafka_client_options(settings)))
+    except KafkaError as error:
+        raise ConnectFailed(str(error)) from error

@@ -18,7 +18,9 @@ from typing import Any, NamedTuple
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.cimpl import Consumer
 
-from hoptrace.clients.outage_errors import is_outage
+from hoptrace.clients.confluent.options import confluent_client_options
+from hoptrace.pipeline.outages import is_outage
+from hoptrace.pipeline.settings import Settings
 from hoptrace.workers.stage_consumer import (
     HEARTBEAT_INTERVAL_MS,
     MAX_POLL_RECORDS,
@@ -179,6 +181,6 @@ class ConfluentConsumer:
         self.client.close()
 
 
-def opener(servers: list[str], options: Mapping[str, Any], connect_timeout_s: float) -> Opener:
-    """How stage consumers of SERVERS are made on confluent-kafka, with OPTIONS, failing when the cluster does not answer within CONNECT_TIMEOUT_S."""
-    return partial(ConfluentConsumer, servers, options, connect_timeout_s)
+def opener(settings: Settings) -> Opener:
+    """How stage consumers are made on confluent-kafka, from SETTINGS (failing when the cluster does not answer within the connect timeout)."""
+    return partial(ConfluentConsumer, settings.kafka_servers, confluent_client_options(settings), settings.kafka_connect_timeout_s)

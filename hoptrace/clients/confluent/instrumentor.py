@@ -3,7 +3,7 @@
 Instrumented (``opentelemetry-instrument python app.py`` with confluent-kafka installed,
 ``hoptrace.instrument()`` or ``HoptraceConfluentKafkaInstrumentor().instrument()``), on the global
 providers, ``confluent_kafka.Producer`` and ``confluent_kafka.Consumer`` (and ``SerializingProducer`` and
-``DeserializingConsumer``) are hoptrace's subclasses (``confluent_clients``): a send span per ``produce`` with the trace context in the record's
+``DeserializingConsumer``) are hoptrace's subclasses (``traced_clients``): a send span per ``produce`` with the trace context in the record's
 headers, a process span per record that ``poll()`` or ``consume()`` hands out, current while the
 user's code handles it, the stage metrics and ``hoptrace.kafka.consumer.lag``, as for kafka-python
 (``instrumentation.kafka``); ``hoptrace.kafka.processing(message)`` takes confluent-kafka's records
@@ -27,12 +27,13 @@ from typing import Any
 import confluent_kafka
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from hoptrace.instrumentation import confluent_clients, dropin
+from hoptrace.clients.confluent import traced_clients
+from hoptrace.instrumentation import dropin
 
 __all__ = ["HoptraceConfluentKafkaInstrumentor"]
 
 CLASSES = ("Producer", "Consumer", "SerializingProducer", "DeserializingConsumer")
-"""The client classes of ``confluent_kafka`` whose names hoptrace's subclasses (``confluent_clients``) take while instrumented."""
+"""The client classes of ``confluent_kafka`` whose names hoptrace's subclasses (``traced_clients``) take while instrumented."""
 
 
 class HoptraceConfluentKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -48,11 +49,11 @@ class HoptraceConfluentKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc
         dropin.step_aside("confluent_kafka", type(self).__name__)
         self._plain = tuple(getattr(confluent_kafka, name) for name in CLASSES)
         for name in CLASSES:
-            setattr(confluent_kafka, name, getattr(confluent_clients, name))
-        confluent_clients.activate(True)
+            setattr(confluent_kafka, name, getattr(traced_clients, name))
+        traced_clients.activate(True)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        confluent_clients.activate(False)
+        traced_clients.activate(False)
         if self._plain is not None:
             for name, plain in zip(CLASSES, self._plain, strict=True):
                 setattr(confluent_kafka, name, plain)
