@@ -2,7 +2,7 @@
 
 ``app`` is what the uninstrumented and stock baselines run with ``celery -A
 benchmarks.celery_clients:app worker``: the Celery app hoptrace itself builds
-(``hoptrace.runtime.celery_app``: Redis broker, late acks, prefetch 4, no results) with one
+(``hoptrace.clients.celery.app.celery_app``: Redis broker, late acks, prefetch 4, no results) with one
 plain task, under the name and queue of the ``celery_hop`` stage, that calls the stage's own
 trivial handler. With ``BENCH_CELERY_TRACING=stock`` each prefork child makes an SDK tracer
 provider exporting over OTLP gRPC (endpoint and sampler from ``OTEL_*``) and instruments
@@ -34,10 +34,10 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from benchmarks.completion import wait_for_go
 from benchmarks.pipelines import CELERY_SPEC, STAGE, payload
 from benchmarks.stock import CELERY_TRACING_ENV, stock_tracer_provider
+from hoptrace.clients.celery.app import celery_app
 from hoptrace.loader import load_pipeline
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import CeleryTransport, Payload, Pipeline, Stage
-from hoptrace.runtime import celery_app
 
 
 def _stage() -> tuple[Pipeline, Stage, CeleryTransport]:

@@ -86,7 +86,8 @@ def produce(tracing: str, spec: str, stage_name: str, count: int, confirm_every:
     pipeline, stage, transport = _stage(spec, stage_name, settings)
     quiet: Callable[[], float] | None = None
     if tracing == "hoptrace":
-        from hoptrace.runtime import Runtime, celery_app
+        from hoptrace.clients.celery.app import celery_app
+        from hoptrace.runtime import Runtime
 
         runtime = Runtime(pipeline, settings, "publisher", celery_app(pipeline, settings))
         publisher = runtime.publisher

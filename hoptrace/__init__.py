@@ -8,9 +8,9 @@ The names most code needs are here, imported on first use (so ``import hoptrace`
 
 The packages: ``hoptrace.pipeline`` (the ground floor, inside every worker and publisher; its
 ``telemetry`` sub-package makes and sends the spans and points), ``hoptrace.workers`` and
-``hoptrace.producers`` (consuming and publishing), ``hoptrace.clients`` (what hoptrace knows of the
-messaging clients), ``hoptrace.shared_state`` (the job ledger and keep channel on Redis),
-``hoptrace.gauges`` (queue depth and lag), ``hoptrace.instrumentation`` (the drop-in instrumentors),
+``hoptrace.producers`` (consuming and publishing, on any client), ``hoptrace.clients`` (one folder per
+messaging client: kafka-python, confluent-kafka, aiokafka, Celery, and Redis for the job ledger and keep
+channel), ``hoptrace.gauges`` (the refresher of depth and lag gauges), ``hoptrace.instrumentation`` (the drop-in's record path),
 ``hoptrace.view`` (what ``hoptrace watch`` and ``traces`` run) and ``hoptrace.testing``
 (``capture_telemetry`` for your tests).
 """

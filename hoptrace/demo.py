@@ -18,12 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
 from rich.console import Console
 from rich.progress import track
 
 from hoptrace import services
+from hoptrace.clients.celery.app import celery_app
 from hoptrace.clients.kafka_python.admin import create_topics, delete_topics
+from hoptrace.clients.redis.server import delete_keys, list_lengths
 from hoptrace.errors import CommandError
 from hoptrace.examples.orders import outbox_key
 from hoptrace.loader import load_pipeline
@@ -33,7 +34,7 @@ from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Pipeline
 from hoptrace.publish import job_payloads, publish_job
 from hoptrace.reading import default_store_path
-from hoptrace.runtime import Runtime, celery_app
+from hoptrace.runtime import Runtime
 from hoptrace.stage_runner import CeleryOptions
 from hoptrace.view.critical_path import critical_path
 from hoptrace.view.critical_view import critical_path_table
@@ -119,11 +120,7 @@ def _cleanup(settings: Settings, pipeline: Pipeline, namespace: str, health: Pat
     """Delete the demo run's topics, Redis keys and health files."""
     shutil.rmtree(health, ignore_errors=True)
     delete_topics(settings, _kafka_topics(pipeline), "hoptrace-demo")
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = list(client.scan_iter(f"{namespace}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    delete_keys(settings.redis_url, namespace)
 
 
 def run_demo(settings: Settings, store_path: Path, jobs: int, timeout_s: float, console: Console) -> DemoResult:
@@ -162,17 +159,15 @@ def run_demo(settings: Settings, store_path: Path, jobs: int, timeout_s: float, 
                 publisher.publisher.confirm(30.0)
             finally:
                 publisher.shutdown()
-            outbox = redis.Redis.from_url(settings.redis_url)
-            with console.status(f"waiting for {jobs} jobs to reach {FINAL_STAGE}…"):
-                reached = _wait(lambda: outbox.llen(outbox_key(run_settings)) >= jobs, timeout_s)
+            with list_lengths(settings.redis_url) as length, console.status(f"waiting for {jobs} jobs to reach {FINAL_STAGE}…"):
+                reached = _wait(lambda: length(outbox_key(run_settings)) >= jobs, timeout_s)
 
                 def settled() -> bool:  # the spans of the last hops and the gauges' next points may still be on their way
                     stats = _pipeline_stats(pipeline, store, time.monotonic() - started)
                     return stuck_stage(pipeline, stats, jobs) is None and all(stat.depth == 0 for stat in stats)  # None: no point yet
 
                 _wait(settled, SETTLE_TIMEOUT_S if reached else 2)
-            completed = int(outbox.llen(outbox_key(run_settings)))
-            outbox.close()
+                completed = length(outbox_key(run_settings))
         finally:
             stop_processes(workers, WORKER_STOP_TIMEOUT_S)
         elapsed = time.monotonic() - started

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from opentelemetry.metrics import MeterProvider
 
+from hoptrace.clients.celery.queue_depth import RedisQueueDepth
 from hoptrace.clients.kafka_python.group_lag import KafkaConsumerLag
 from hoptrace.clients.kafka_python.options import kafka_client_options
-from hoptrace.gauges.redis_depth import RedisQueueDepth
+from hoptrace.clients.redis.job_ledger import key_prefix
+from hoptrace.clients.redis.stuck_jobs import StuckJobs
 from hoptrace.gauges.refresher import GaugeRefresher, GaugeSource
-from hoptrace.gauges.stuck_jobs import StuckJobs
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import Pipeline
-from hoptrace.shared_state.job_ledger import key_prefix
 
 
 class DepthMonitor(GaugeRefresher):

@@ -25,10 +25,10 @@ def kafka_unreachable(bootstrap: str, error: BaseException) -> CommandError:
 
 def redis_unreachable(url: str, error: BaseException) -> CommandError:
     """The error of a command that could not send to the Redis at URL (shown without its password), with what to check."""
-    from kombu.utils.url import maybe_sanitize_url  # kombu is slow to import: only on the way out
+    from hoptrace.clients.celery.urls import shown_url  # kombu is slow to import: only on the way out
 
     return CommandError(
-        f"could not send to Redis at {maybe_sanitize_url(url)} ({error}); check HOPTRACE_REDIS_URL, that Redis runs (`hoptrace services "
+        f"could not send to Redis at {shown_url(url)} ({error}); check HOPTRACE_REDIS_URL, that Redis runs (`hoptrace services "
         "status`), and for Redis over TLS a rediss:// URL with ssl_ca_certs=<the CA that signed its certificate>, plus ssl_certfile= and "
         "ssl_keyfile= when it wants a client certificate"
     )

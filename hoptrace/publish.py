@@ -85,8 +85,9 @@ def main(  # noqa: PLR0913 - the command's options
     """
     from rich.progress import track
 
+    from hoptrace.clients.celery.app import celery_app
     from hoptrace.producers.publisher import ConnectFailed, PublishFailed
-    from hoptrace.runtime import Runtime, celery_app
+    from hoptrace.runtime import Runtime
 
     settings = Settings()
     pipeline, [stage] = load_stages(spec, settings.namespace, [stage_name])

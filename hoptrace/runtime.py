@@ -12,20 +12,19 @@ import threading
 from collections.abc import Sequence
 from functools import cached_property
 
-from celery import Celery
 from opentelemetry.sdk.trace import SpanProcessor
 
+from hoptrace.clients.celery.app import CeleryApp
+from hoptrace.clients.celery.sender import CelerySender
+from hoptrace.clients.redis.job_ledger import JobLedger, JobLedgerMiddleware, key_prefix
+from hoptrace.clients.redis.keep_channel import start_flight_recorder
 from hoptrace.kafka_clients import kafka_sender
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import KafkaTransport, Pipeline, Stage
 from hoptrace.pipeline.telemetry import providers
-from hoptrace.producers.celery import CelerySender
 from hoptrace.producers.publisher import ClosingSender, PipelinePublisher, Sender
-from hoptrace.shared_state.job_ledger import JobLedger, JobLedgerMiddleware, key_prefix
-from hoptrace.shared_state.keep_channel import start_flight_recorder
-from hoptrace.workers import visibility
 from hoptrace.workers.processing import StageProcessor
 
 logger = logging.getLogger(__name__)
@@ -42,30 +41,10 @@ def configure_logging() -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
-def celery_app(pipeline: Pipeline, settings: Settings, held_key: str | None = None) -> Celery:
-    """The Celery app of PIPELINE's stages: Redis broker, late acks, no result backend.
-
-    A worker of it keeps the messages it holds visible, recovers a dead worker's within seconds,
-    and loses none when killed mid-fetch (``workers.visibility``); with HELD_KEY, its own held set,
-    it puts back what it held as soon as it reconnects or replaces a dead process.
-    """
-    app = Celery(f"hoptrace-{pipeline.name}", broker=settings.redis_url, set_as_current=False)
-    app.conf.update(
-        task_ignore_result=True,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=4,
-        worker_hijack_root_logger=False,
-        broker_connection_retry_on_startup=True,
-    )
-    visibility.install(app, held_key)
-    return app
-
-
 class Runtime:
     """Everything one process needs to publish into and process a pipeline."""
 
-    def __init__(self, pipeline: Pipeline, settings: Settings, role: str, app: Celery, span_processors: Sequence[SpanProcessor] = ()) -> None:
+    def __init__(self, pipeline: Pipeline, settings: Settings, role: str, app: CeleryApp, span_processors: Sequence[SpanProcessor] = ()) -> None:
         """Configure telemetry for service ``<pipeline>-<role>`` and the publishers."""
         self.pipeline = pipeline
         self.settings = settings
@@ -116,7 +95,7 @@ class Runtime:
 class ProcessRuntime:
     """The ``Runtime`` of the current process, made on first use and remade after a fork."""
 
-    def __init__(self, pipeline: Pipeline, settings: Settings, role: str, app: Celery) -> None:
+    def __init__(self, pipeline: Pipeline, settings: Settings, role: str, app: CeleryApp) -> None:
         """Make runtimes for PIPELINE in role ROLE (``worker``, ``publisher``) on demand."""
         self._args = (pipeline, settings, role, app)
         self._runtime: Runtime | None = None

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.request import urlopen
 
-import redis
-from kombu.utils.url import maybe_sanitize_url
-
+from hoptrace.clients.celery.urls import shown_url
 from hoptrace.clients.kafka_python.admin import AdminFailed, describe_cluster
+from hoptrace.clients.redis.server import ServerUnavailable, server_version
 from hoptrace.errors import CommandError
 from hoptrace.output import console
 from hoptrace.pipeline.settings import Settings
@@ -118,16 +117,11 @@ def kafka_status(settings: Settings) -> ServiceStatus:
 def redis_status(settings: Settings) -> ServiceStatus:
     """PING Redis and read its version; the address is shown without its password."""
     pid = _started_pid(settings.state_dir / "redis" / "redis.pid")
-    address = maybe_sanitize_url(settings.redis_url)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S)
+    address = shown_url(settings.redis_url)
     try:
-        client.ping()
-        version = client.info("server")["redis_version"]
-        return ServiceStatus("redis", address, True, f"Redis {version}", pid)
-    except redis.RedisError as error:
+        return ServiceStatus("redis", address, True, f"Redis {server_version(settings.redis_url, PROBE_TIMEOUT_S)}", pid)
+    except ServerUnavailable as error:
         return ServiceStatus("redis", address, False, f"not answering: {error}", pid)
-    finally:
-        client.close()
 
 
 def _fetch(url: str) -> str:

@@ -14,14 +14,15 @@ import signal
 from dataclasses import dataclass
 from types import FrameType
 
+from hoptrace.clients.celery.app import celery_app
+from hoptrace.clients.celery.health import report_health
+from hoptrace.clients.celery.worker import register
 from hoptrace.errors import kafka_unreachable
 from hoptrace.kafka_clients import stage_opener
 from hoptrace.pipeline.health import HealthFile
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import CeleryTransport, KafkaTransport, Pipeline, Stage
-from hoptrace.runtime import ProcessRuntime, celery_app
-from hoptrace.workers.celery import register
-from hoptrace.workers.celery_health import report_health
+from hoptrace.runtime import ProcessRuntime
 from hoptrace.workers.kafka import KafkaStageWorker
 from hoptrace.workers.membership import claim
 from hoptrace.workers.stage_consumer import ConsumerError
@@ -79,7 +80,7 @@ class CeleryOptions:
 def run_celery_stages(pipeline: Pipeline, settings: Settings, options: CeleryOptions) -> None:
     """Run a Celery worker (prefork pool) for the pipeline's Celery stages until it is stopped.
 
-    Its held set (``workers.visibility``) is named after a host slot (``membership.claim``): a process
+    Its held set (``clients.celery.visibility``) is named after a host slot (``membership.claim``): a process
     that replaces a dead one takes its slot, and so puts back what the dead one held.
     """
     slot = claim(f"celery:{settings.namespace}{pipeline.name}", "celery")  # held until this process exits, however it exits

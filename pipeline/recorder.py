@@ -9,11 +9,11 @@ letter, a redelivery, a slow job, or ``keep()`` in user code), ``FlightRecorder.
 span it holds of that trace to the tracer provider's span processors, rebuilt as the sampled spans
 they would have been (same ids, parents, attributes and times, plus ``hoptrace.keep.reason``), and
 from then on every span of the trace this process starts is sampled. The keep is announced to the
-pipeline's other processes (``hoptrace.shared_state.keep_channel``), which do the same with what they hold.
+pipeline's other processes (``hoptrace.clients.redis.keep_channel``), which do the same with what they hold.
 
 A trace some of whose spans had already left the buffer when the keep came is exported with
 ``hoptrace.keep.partial`` on its spans and counted (``hoptrace.recorder.partial``).
-``hoptrace.shared_state.keep_channel.start_flight_recorder`` sets one up for a process.
+``hoptrace.clients.redis.keep_channel.start_flight_recorder`` sets one up for a process.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ KEPT_TRACES = 100_000
 
 
 class Channel(Protocol):
-    """How keeps made in this process reach the pipeline's other processes (``hoptrace.shared_state.keep_channel.KeepChannel``)."""
+    """How keeps made in this process reach the pipeline's other processes (``hoptrace.clients.redis.keep_channel.KeepChannel``)."""
 
     def announce(self, trace_id: int, reason: str, partial: bool) -> None:
         """Tell the other processes that TRACE_ID is kept for REASON (PARTIAL: spans of it are gone); never blocks."""

@@ -13,9 +13,9 @@ import pytest
 from celery import Celery
 from celery.exceptions import Reject
 
+from hoptrace.clients.celery.worker import register
 from hoptrace.pipeline.messages import Delivery, Outcome
 from hoptrace.pipeline.stages import Pipeline, Stage
-from hoptrace.workers.celery import register
 
 
 class _Failing:

@@ -23,9 +23,9 @@ import redis
 from celery import Celery
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from hoptrace.clients.celery.queue_depth import RedisQueueDepth
 from hoptrace.clients.kafka_python.group_lag import KafkaConsumerLag
 from hoptrace.depth_monitor import DepthMonitor
-from hoptrace.gauges.redis_depth import RedisQueueDepth
 from hoptrace.gauges.refresher import GaugeSource, GaugeSpec, Reading
 from hoptrace.pipeline.semconv import CONSUMER_LAG, QUEUE_DEPTH
 from hoptrace.pipeline.settings import Settings

@@ -245,7 +245,7 @@ def test_uninstrument_disconnects_every_signal_and_unwraps_every_method_and_inst
     from celery.canvas import _chord, group
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
-    from hoptrace.instrumentation.celery import HoptraceCeleryInstrumentor
+    from hoptrace.clients.celery.instrumentor import HoptraceCeleryInstrumentor
 
     watched = [getattr(signals, name) for name in dir(signals) if isinstance(getattr(signals, name), signals.Signal)]
     patched = [(Celery, "send_task"), (group, "apply_async"), (_chord, "apply_async")]

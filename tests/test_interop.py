@@ -35,13 +35,13 @@ from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry.context import Context, attach, detach
 from opentelemetry.instrumentation.kafka import KafkaInstrumentor
 
+from hoptrace.clients.celery.app import celery_app
+from hoptrace.clients.celery.sender import CelerySender
 from hoptrace.examples.orders import pipeline as orders_pipeline
 from hoptrace.pipeline.instruments import Instruments
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import CeleryTransport, Pipeline
-from hoptrace.producers.celery import CelerySender
 from hoptrace.producers.publisher import PipelinePublisher
-from hoptrace.runtime import celery_app
 from hoptrace.testing import CapturedTelemetry
 from hoptrace.view.otlp_decode import ReceivedSpan
 from tests.conftest import run_hoptrace

@@ -20,9 +20,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from kombu.transport.redis import Channel
 
+from hoptrace.clients.celery.queue_depth import RedisQueueDepth, sent_at
 from hoptrace.clients.kafka_python.group_lag import KafkaConsumerLag
 from hoptrace.depth_monitor import DepthMonitor
-from hoptrace.gauges.redis_depth import RedisQueueDepth, sent_at
 from hoptrace.gauges.refresher import GaugeRefresher
 from hoptrace.pipeline.semconv import CONSUMER_LAG, CONSUMER_LAG_SECONDS, QUEUE_DEPTH, QUEUE_OLDEST_AGE
 from hoptrace.pipeline.settings import Settings

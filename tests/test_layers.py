@@ -1,10 +1,11 @@
 """The floor plan holds: who may import whom, read from the source with ``ast`` (no import runs).
 
 - the ground floor (``hoptrace.pipeline``) imports only itself, and no messaging client library;
-- what hoptrace knows of the messaging clients (``hoptrace.clients``) imports the ground floor;
-- ``workers`` and ``producers`` import the ground floor and the clients' knowledge, and never each other;
-- the state the pipeline's processes share on Redis (``hoptrace.shared_state``) imports the ground floor;
-- the gauges import the ground floor, the clients' knowledge and the shared state; the viewer imports only the ground floor's names module;
+- the client-neutral machinery of each side imports the ground floor: ``workers`` (the Kafka poll loop, the stage
+  processor) and ``producers`` (the publisher), never each other; the gauges' refresher; the drop-in record path
+  (``hoptrace.instrumentation``, which also starts the flight recorder's channel on Redis);
+- each messaging client's folder (``hoptrace.clients.<client>``) builds on those and is the only place its library is
+  imported; the viewer imports only the ground floor's names module;
 - only the command line's modules that read telemetry back (``demo``, ``reading``, ``watch``, and ``monitor``
   through ``critical_times``, which reads finished jobs from Jaeger) import the viewer;
 - ``hoptrace --help`` loads no broker client, gRPC, SQLite or SDK.
@@ -49,25 +50,27 @@ CLIENT_FOLDERS = {
     "hoptrace.clients.kafka_python": ("kafka",),
     "hoptrace.clients.confluent": ("confluent_kafka",),
     "hoptrace.clients.aiokafka": ("aiokafka",),
+    "hoptrace.clients.celery": ("celery", "kombu", "redis"),
+    "hoptrace.clients.redis": ("redis",),
 }
-"""Each messaging client's folder, and the client libraries only it imports."""
-ENGINES = ("hoptrace.pipeline", "hoptrace.workers", "hoptrace.producers", "hoptrace.gauges", "hoptrace.instrumentation", "hoptrace.shared_state")
+"""Each messaging client's folder and the libraries it imports; nothing else imports them (redis-py: Celery's broker, hoptrace's own state)."""
+ENGINES = ("hoptrace.pipeline", "hoptrace.workers", "hoptrace.producers", "hoptrace.gauges", "hoptrace.instrumentation")
 """What a client folder builds on: the ground floor and the client-neutral machinery of every side (worker loop, publisher, gauges, drop-in)."""
 ALLOWED = {
     "hoptrace.pipeline": ("hoptrace.pipeline",),
     "hoptrace.workers": ("hoptrace.pipeline", "hoptrace.workers"),
     "hoptrace.producers": ("hoptrace.pipeline", "hoptrace.producers"),
-    "hoptrace.gauges": ("hoptrace.pipeline", "hoptrace.shared_state", "hoptrace.gauges"),
+    "hoptrace.gauges": ("hoptrace.pipeline", "hoptrace.gauges"),
     "hoptrace.view": ("hoptrace.pipeline.semconv", "hoptrace.view"),
-    "hoptrace.instrumentation": ("hoptrace.pipeline", "hoptrace.gauges", "hoptrace.shared_state", "hoptrace.instrumentation"),
-    "hoptrace.shared_state": ("hoptrace.pipeline", "hoptrace.shared_state"),
-    **{client: (*ENGINES, client) for client in CLIENT_FOLDERS},
+    "hoptrace.instrumentation": ("hoptrace.pipeline", "hoptrace.clients.redis.keep_channel", "hoptrace.instrumentation"),
+    "hoptrace.clients.redis": ("hoptrace.pipeline", "hoptrace.gauges", "hoptrace.clients.redis"),
+    **{client: (*ENGINES, client) for client in CLIENT_FOLDERS if client != "hoptrace.clients.redis"},
 }
 PACKAGES = {package: folder(package) for package in ALLOWED}
 
 
-CLIENT_LIBRARIES = ("kafka", "redis", "kombu", "celery", "confluent_kafka", "aiokafka")
-"""The messaging clients, none of which the ground floor imports: what knows them is a floor up (``hoptrace.clients``, ``hoptrace.shared_state``)."""
+CLIENT_LIBRARIES = tuple(library for libraries in CLIENT_FOLDERS.values() for library in libraries)
+"""The messaging clients' libraries, none of which the ground floor imports."""
 
 
 def imports(path: Path) -> set[str]:
@@ -127,14 +130,18 @@ def test_the_ground_floor_imports_no_client_library() -> None:
     assert wrong == set()
 
 
-def test_a_kafka_client_library_is_imported_only_in_its_client_folder() -> None:
-    owner = {library: client for client, libraries in CLIENT_FOLDERS.items() for library in libraries}
+def test_a_client_library_is_imported_only_in_its_client_folders() -> None:
+    owners: dict[str, list[str]] = {}
+    for client, libraries in CLIENT_FOLDERS.items():
+        for library in libraries:
+            owners.setdefault(library, []).append(client)
     wrong = {
         f"{path.relative_to(REPOSITORY)} imports {name}"
         for top in ("hoptrace", *MAPPED.values())
+        if top != MAPPED["hoptrace.examples"]  # the example pipeline is a user's code: its handlers use whatever clients they like
         for path in (REPOSITORY / top).rglob("*.py")
         for name in imports(path)
-        if (client := owner.get(name.split(".")[0])) is not None and not path.is_relative_to(folder(client))
+        if (clients := owners.get(name.split(".")[0])) is not None and not any(path.is_relative_to(folder(client)) for client in clients)
     }
     assert wrong == set()
 

@@ -20,11 +20,11 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, TraceIdRatioBased
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
+from hoptrace.clients.redis.keep_channel import KeepChannel
 from hoptrace.pipeline import recorder as recorders
 from hoptrace.pipeline.recorder import RECORD_BYTES, FlightRecorder
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.telemetry.sdk_internals.spans import HopSpan, LeanTracer
-from hoptrace.shared_state.keep_channel import KeepChannel
 from tests.traces import wait_for
 
 BASE = {"messaging.system": "kafka", "messaging.destination.name": "orders", "hoptrace.stage": "ship"}
@@ -230,7 +230,7 @@ def test_anything_else_on_the_channel_is_logged_and_ignored(
     upstream, _ = two_processes
     trace_id = upstream.job()
     client = redis.Redis.from_url(settings.redis_url)
-    with caplog.at_level(logging.WARNING, logger="hoptrace.shared_state.keep_channel"):
+    with caplog.at_level(logging.WARNING, logger="hoptrace.clients.redis.keep_channel"):
         for junk in (
             b"",
             b"not a trace",

@@ -21,9 +21,9 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kombu import Connection
 
+from hoptrace.clients.celery import redis_fetch
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
-from hoptrace.workers import redis_fetch
 from hoptrace.workers.handed_out import HandedOut, mark, read_mark
 from hoptrace.workers.membership import claim
 from hoptrace.workers.stage_consumer import Committed, Partition

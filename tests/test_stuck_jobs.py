@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 import redis
 
-from hoptrace.gauges.stuck_jobs import StuckJobs
+from hoptrace.clients.redis import job_ledger
+from hoptrace.clients.redis.job_ledger import JobLedger, JobLedgerMiddleware, keys
+from hoptrace.clients.redis.stuck_jobs import StuckJobs
 from hoptrace.pipeline.carriers import dict_pairs
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
@@ -24,8 +26,6 @@ from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stage_context import StageContext
 from hoptrace.pipeline.stages import Pipeline, RetryPolicy
 from hoptrace.producers.publisher import PipelinePublisher
-from hoptrace.shared_state import job_ledger
-from hoptrace.shared_state.job_ledger import JobLedger, JobLedgerMiddleware, keys
 from hoptrace.workers.processing import StageProcessor
 from tests.conftest import free_port
 from tests.test_processing import Sender
@@ -64,13 +64,13 @@ def test_every_job_without_a_final_outcome_is_stuck_by_id(
 
     stuck = StuckJobs(settings.redis_url, pipeline.name, stuck_after_s=0.5, prefix=f"{redis_prefix}jobs:")
     time.sleep(0.6)
-    with caplog.at_level(logging.WARNING, logger="hoptrace.gauges.stuck_jobs"):
+    with caplog.at_level(logging.WARNING, logger="hoptrace.clients.redis.stuck_jobs"):
         [observation] = stuck.read()["hoptrace.jobs.stuck"]
         again = stuck.read()["hoptrace.jobs.stuck"][0]
     stuck.close()
 
     assert (observation.value, observation.attributes, again.value) == (2, {"hoptrace.pipeline": "ledgered"}, 2)
-    logged = {record.getMessage().split()[1] for record in caplog.records if record.name == "hoptrace.gauges.stuck_jobs"}
+    logged = {record.getMessage().split()[1] for record in caplog.records if record.name == "hoptrace.clients.redis.stuck_jobs"}
     assert logged == {jobs[2], jobs[4]}  # each stuck job named once, by id
     client = redis.Redis.from_url(settings.redis_url)
     started, finished = keys("ledgered", f"{redis_prefix}jobs:")
@@ -81,7 +81,7 @@ def test_every_job_without_a_final_outcome_is_stuck_by_id(
 
 def test_a_ledger_whose_redis_does_not_answer_keeps_its_writes_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     ledger = JobLedger(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
-    with caplog.at_level(logging.WARNING, logger="hoptrace.shared_state.job_ledger"):
+    with caplog.at_level(logging.WARNING, logger="hoptrace.clients.redis.job_ledger"):
         ledger.started("orders", "job-1", time.time())
         assert not ledger.flush()
         ledger.finished("orders", "job-1", time.time())
@@ -96,7 +96,7 @@ def test_a_ledger_past_its_bound_drops_the_oldest_writes_counted_and_keeps_the_n
     monkeypatch.setattr(job_ledger, "MAX_PENDING", 3)
     monkeypatch.setattr(job_ledger, "FLUSH_INTERVAL_S", 3600.0)  # only this test's flushes run
     ledger = JobLedger(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
-    with caplog.at_level(logging.WARNING, logger="hoptrace.shared_state.job_ledger"):
+    with caplog.at_level(logging.WARNING, logger="hoptrace.clients.redis.job_ledger"):
         for n in range(2):
             ledger.started("orders", f"job-{n}", time.time())
         assert not ledger.flush()  # the two go back to the queue, first

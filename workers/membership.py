@@ -2,7 +2,7 @@
 
 A process that replaces a crashed one must present the crashed one's id: the broker then hands
 it that member's partitions at once, instead of waiting out the dead member's session (and a
-Celery worker puts back the messages its predecessor held, ``visibility``). The ids
+Celery worker puts back the messages its predecessor held, ``clients.celery.visibility``). The ids
 are slots claimed with an exclusive ``flock`` on one file per slot: the kernel drops the lock
 when its process dies, however it dies, so a restarted process claims the lowest free slot (its
 predecessor's), and two live processes never share one.

@@ -37,7 +37,7 @@ class Library(NamedTuple):
 
 LIBRARIES = {
     "celery": Library(
-        ours="hoptrace.instrumentation.celery:HoptraceCeleryInstrumentor",
+        ours="hoptrace.clients.celery.instrumentor:HoptraceCeleryInstrumentor",
         stock="opentelemetry.instrumentation.celery:CeleryInstrumentor",
         entry_point="hoptrace_celery",
     ),

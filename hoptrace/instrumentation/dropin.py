@@ -30,6 +30,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 
+from hoptrace.clients.redis.keep_channel import start_flight_recorder
 from hoptrace.instrumentation import stock_instrumentor
 from hoptrace.pipeline.attributes import FirstSeen
 from hoptrace.pipeline.defaults import default_middleware
@@ -40,7 +41,6 @@ from hoptrace.pipeline.pathways import DEFAULT_DEPTH
 from hoptrace.pipeline.semconv import OVERFLOW
 from hoptrace.pipeline.settings import SecretsFolderMissing, Settings
 from hoptrace.pipeline.stages import Pipeline, RetryPolicy, Stage, Transport
-from hoptrace.shared_state.keep_channel import start_flight_recorder
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
+from hoptrace.clients.celery.visibility import RecoverySettings
 from hoptrace.view.receiver import OtlpReceiver
-from hoptrace.workers.visibility import RecoverySettings
 from tests.conftest import run_hoptrace
 from tests.faults import procs
 from tests.faults.brokers import Brokers

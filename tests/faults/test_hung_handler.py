@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from hoptrace.workers.visibility import RecoverySettings
+from hoptrace.clients.celery.visibility import RecoverySettings
 from tests.faults.harness import JOBS, Scenario
 from tests.faults.pipelines import LIMITED_RETRY, LIMITS
 

@@ -1,6 +1,6 @@
 """``hoptrace.jobs.stuck``: jobs a pipeline started that reached no final outcome in time, found by id.
 
-Reads the job ledger (``hoptrace.shared_state.job_ledger``) in Redis: a job started longer than
+Reads the job ledger (``hoptrace.clients.redis.job_ledger``) in Redis: a job started longer than
 ``stuck_after_s`` ago and not finished is stuck, lost by a broker or waiting at a stage that is
 down. Each newly stuck job is logged once, by id. Pairs found finished are removed from both
 sets as they come of age; finished entries without a start (jobs started elsewhere) are
@@ -15,9 +15,9 @@ import time
 import redis
 from opentelemetry.metrics import Observation
 
+from hoptrace.clients.redis.job_ledger import KEY_PREFIX, keys
 from hoptrace.gauges.refresher import GaugeSpec, Reading
 from hoptrace.pipeline import semconv
-from hoptrace.shared_state.job_ledger import KEY_PREFIX, keys
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.util.types import AttributeValue
 
+from hoptrace.clients.celery.chords import chord_links, record_chord_member
 from hoptrace.instrumentation import dropin
-from hoptrace.instrumentation.celery_chords import chord_links, record_chord_member
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.carriers import celery_request_pairs
 from hoptrace.pipeline.messages import Delivery, Incoming

@@ -3,7 +3,7 @@
 A job's first publish writes it down as started (``hoptrace:jobs:<pipeline>:started``, a sorted
 set scored by start time); a message processed by a final stage (one that forwards nowhere)
 or dead-lettered anywhere writes it down as finished (``...:finished``, scored by end time).
-``hoptrace monitor`` compares the two (``hoptrace.gauges.stuck_jobs``): a job started longer
+``hoptrace monitor`` compares the two (``hoptrace.clients.redis.stuck_jobs``): a job started longer
 ago than the limit and not finished is stuck, lost by a broker or waiting at a stage that is
 down. The two sets are written independently, so the order in which processes write them
 does not matter.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from hoptrace.gauges.redis_depth import RedisQueueDepth
+from hoptrace.clients.celery.queue_depth import RedisQueueDepth
 from hoptrace.gauges.refresher import GaugeRefresher
 from hoptrace.pipeline import semconv
 

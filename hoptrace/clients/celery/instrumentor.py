@@ -1,7 +1,7 @@
 """hoptrace's instrumentor for Celery: any app, unchanged (``opentelemetry-instrument celery -A proj worker``).
 
-Spans: a PRODUCER ``send {queue}`` per publish (``celery_publish``), a CONSUMER ``process
-{queue}`` around every task run (``celery_process``), with the messaging attributes
+Spans: a PRODUCER ``send {queue}`` per publish (``publish``), a CONSUMER ``process
+{queue}`` around every task run (``process``), with the messaging attributes
 (destination = queue, ``messaging.message.id`` = task id, ``hoptrace.stage`` = task name,
 ``hoptrace.attempt`` = retries + 1) and the same per-stage metrics as hoptrace's own stages.
 
@@ -9,13 +9,13 @@ One job, one trace, for a whole canvas: a group or a chord started outside any s
 root span ``start group`` / ``start chord`` (and a job) around the publishing of its members;
 a chain's next links and a chord's body are published inside the span of the task before
 them, so they join the same trace; the body is also linked to every header task it waited
-for (``celery_chords``). Retries (``self.retry()``, ``autoretry_for``) are one process span per
+for (``chords``). Retries (``self.retry()``, ``autoretry_for``) are one process span per
 attempt in the job's trace; beat's periodic tasks each start their own job.
 
 Prefork-safe: the hooks and instruments are made per process on first use, and a pool
 process flushes telemetry (bounded) when it exits, since ``os._exit`` skips ``atexit``. The
 depth of every queue the worker consumes is reported once per worker host, from its main
-process (``celery_depth``).
+process (``depth``).
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.trace import SpanKind
 
+from hoptrace.clients.celery import process, publish
+from hoptrace.clients.celery.depth import start_depth
 from hoptrace.gauges.refresher import GaugeRefresher
-from hoptrace.instrumentation import celery_process, celery_publish, dropin
-from hoptrace.instrumentation.celery_depth import start_depth
+from hoptrace.instrumentation import dropin
 from hoptrace.pipeline import jobs, semconv
 from hoptrace.pipeline.messages import is_owned
 from hoptrace.pipeline.telemetry import providers
@@ -63,7 +64,7 @@ def _send_task(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: An
     try:
         return wrapped(*args, **kwargs)
     except BaseException as error:
-        celery_publish.publish_failed(error)
+        publish.publish_failed(error)
         raise
 
 
@@ -132,12 +133,12 @@ class HoptraceCeleryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         dropin.step_aside("celery", type(self).__name__)
         self._receivers = [
-            (signals.before_task_publish, _with_pipeline(celery_publish.before_publish)),
-            (signals.after_task_publish, celery_publish.after_publish),
-            (signals.task_prerun, _with_pipeline(celery_process.started)),
-            (signals.task_postrun, celery_process.finished),
-            (signals.task_retry, celery_process.retried),
-            (signals.task_failure, celery_process.failed),
+            (signals.before_task_publish, _with_pipeline(publish.before_publish)),
+            (signals.after_task_publish, publish.after_publish),
+            (signals.task_prerun, _with_pipeline(process.started)),
+            (signals.task_postrun, process.finished),
+            (signals.task_retry, process.retried),
+            (signals.task_failure, process.failed),
             (signals.worker_process_shutdown, _flush),
             (signals.worker_ready, _Depth.start),
             (signals.worker_shutdown, _Depth.stop),

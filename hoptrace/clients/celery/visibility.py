@@ -44,7 +44,7 @@ from celery.worker import state
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hoptrace.workers import redis_fetch
+from hoptrace.clients.celery import redis_fetch
 
 logger = logging.getLogger(__name__)
 

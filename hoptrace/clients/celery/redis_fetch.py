@@ -27,9 +27,9 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
-from hoptrace.workers import unreadable
+from hoptrace.clients.celery import unreadable
 
-TRANSPORT = "hoptrace.workers.redis_fetch:Transport"
+TRANSPORT = "hoptrace.clients.celery.redis_fetch:Transport"
 """The class path for Celery's ``broker_transport`` (with a ``redis://`` or ``rediss://`` broker URL: its TLS settings still apply)."""
 WAIT_S = 0.025
 WAIT_OPTION = "hoptrace_fetch_wait_s"

@@ -28,12 +28,12 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
+from hoptrace.clients.celery import unreadable
 from hoptrace.pipeline import semconv
 from hoptrace.pipeline.carriers import celery_request_pairs
 from hoptrace.pipeline.messages import Delivery
 from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.stages import CeleryTransport, Payload, Pipeline, Stage
-from hoptrace.workers import unreadable
 from hoptrace.workers.processing import StageProcessor
 
 logger = logging.getLogger(__name__)
