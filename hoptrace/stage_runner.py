@@ -22,6 +22,7 @@ from hoptrace.kafka_clients import stage_opener
 from hoptrace.pipeline.health import HealthFile
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import CeleryTransport, KafkaTransport, Pipeline, Stage
+from hoptrace.producers.publisher import ConnectFailed
 from hoptrace.runtime import ProcessRuntime
 from hoptrace.workers.kafka import KafkaStageWorker
 from hoptrace.workers.membership import claim
@@ -39,7 +40,7 @@ def run_kafka_stage(pipeline: Pipeline, stage: Stage, settings: Settings) -> Non
     health = HealthFile(settings.state_dir, [stage.name])
     try:
         worker = KafkaStageWorker(runtime.processor(stage), stage_opener(settings), group_instance_id=membership.instance_id, health=health)
-    except ConsumerError as error:  # the consumer could not bootstrap: unreachable, or refused the credentials
+    except (ConsumerError, ConnectFailed) as error:  # the consumer, or the producer it forwards with, could not bootstrap
         runtime.shutdown()
         raise kafka_unreachable(settings.kafka_bootstrap, error.__cause__ or error) from error
 

@@ -35,16 +35,16 @@ _LIBRDKAFKA_AWAY = ("_TRANSPORT", "_ALL_BROKERS_DOWN", "_MSG_TIMED_OUT", "_TIMED
 def is_outage(error: BaseException) -> bool:
     """Whether ERROR means a broker or server was unreachable or did not answer in time, rather than that it refused the message.
 
-    Each client says so its own way: kafka-python and confluent-kafka mark their errors retriable (librdkafka also
+    Each client says so its own way: kafka-python, aiokafka and confluent-kafka mark their errors retriable (librdkafka also
     says when every broker is down or a message timed out waiting for one), kombu raises ``OperationalError`` for a
     Celery broker it cannot reach, redis-py its connection and timeout errors (a handler's own client), and the
     standard library's sockets ``ConnectionError`` and ``TimeoutError``.
     """
     if isinstance(error, ConnectionError | TimeoutError):
         return True
-    kafka_python = sys.modules.get("kafka.errors")
-    if kafka_python is not None and isinstance(error, kafka_python.KafkaError):
-        return bool(error.retriable)
+    for errors in (sys.modules.get("kafka.errors"), sys.modules.get("aiokafka.errors")):  # kafka-python's, and aiokafka's copy
+        if errors is not None and isinstance(error, errors.KafkaError):
+            return bool(error.retriable)
     confluent = sys.modules.get("confluent_kafka")
     if confluent is not None and isinstance(error, confluent.KafkaException) and error.args and isinstance(error.args[0], confluent.KafkaError):
         cause = error.args[0]

@@ -164,6 +164,17 @@ def test_a_wrong_password_is_a_clear_error_not_a_traceback(settings: Settings, h
     assert "could not connect to Kafka at" in said and "HOPTRACE_KAFKA_SASL_" in said, said
 
 
+@pytest.mark.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)
+def test_a_stage_worker_kafka_refuses_says_so_and_exits(settings: Settings, hoptrace_env: dict[str, str]) -> None:
+    # Its consumer, or the producer it forwards with, cannot authenticate: the same clear error as publish, no traceback.
+    env = {**_sasl_env(hoptrace_env, settings, password="not-the-password"), "HOPTRACE_KAFKA_CONNECT_TIMEOUT_S": "5"}
+    done = _hoptrace(env, "worker", ORDERS, "--stage", "validate", "--no-monitor", "--exit-on-child-failure")
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "Traceback" not in said, said
+    assert "could not connect to Kafka at" in said.replace("\n", " ") and "HOPTRACE_KAFKA_SASL_" in said, said
+
+
 def test_sasl_settings_that_do_not_go_together_are_refused_with_what_to_set(settings: Settings, hoptrace_env: dict[str, str]) -> None:
     env = {**hoptrace_env, "HOPTRACE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}  # no mechanism, user or password
     done = _hoptrace(env, "publish", ORDERS, "validate")

@@ -146,8 +146,8 @@ class KafkaStageWorker:
         """PARTITIONS are this worker's now: their marks are read before their first record; the health file says whether it holds any."""
         partitions = sorted(partitions)
         self.handed_out.assigned(partitions)
-        if self.health is not None:
-            self.health.ready(bool(partitions))
+        if self.health is not None:  # PARTITIONS are all of them (eager rebalancing) or those added (incremental)
+            self.health.ready(bool(partitions) or bool(self._consumer.assignment()))
         logger.info(
             "stage %s: assigned partitions %s", self.processor.stage.name, ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "(none)"
         )
@@ -216,7 +216,7 @@ class KafkaStageWorker:
             for index, (partition, records) in enumerate(batch):
                 if not self._process(partition, records):
                     for later, later_records in batch[index + 1 :]:  # unprocessed: read them again
-                        self._consumer.seek(later, later_records[0].offset)
+                        self._seek(later, later_records[0].offset)
                     break
 
     def _poll(self, timeout_s: float) -> Batch:
@@ -232,18 +232,25 @@ class KafkaStageWorker:
         self._kafka_outage.back(self.processor.stage.name)
         return batch
 
+    def _seek(self, partition: Partition, offset: int) -> None:
+        """Read PARTITION again from OFFSET; when it is no longer this worker's, its next owner reads it from its committed offset."""
+        try:
+            self._consumer.seek(partition, offset)
+        except ConsumerError as error:
+            logger.warning("stage %s: %s; the partition's next owner reads those records", self.processor.stage.name, error)
+
     def _process(self, partition: Partition, records: list[KafkaRecord]) -> bool:
         """Process RECORDS of one partition in order; False when the loop must stop polling this batch."""
         for record in records:
             if self._stopping.is_set():
-                self._consumer.seek(partition, record.offset)
+                self._seek(partition, record.offset)
                 return False
             redelivered = self.handed_out.take(partition, record.offset)
             try:
                 self.processor.process(delivery(record, redelivered))
             except Exception:  # dead-lettering failed: keep the record, read it again after a pause
                 logger.exception("stage %s: could not process or dead-letter offset %d; retrying it", self.processor.stage.name, record.offset)
-                self._consumer.seek(partition, record.offset)
+                self._seek(partition, record.offset)
                 self._stopping.wait(RETRY_PAUSE_S)
                 return False
             self._done[partition] = record.offset + 1

@@ -1,16 +1,18 @@
 """A Kafka stage's consumer on confluent-kafka (librdkafka; ``stage_consumer.StageConsumer``), chosen by ``HOPTRACE_KAFKA_CLIENT``.
 
-librdkafka answers a commit sent asynchronously through the ``on_commit`` callback, in the order
-sent, inside a later ``consume()``; its rebalance callbacks run inside ``consume()`` on the polling
-thread, so the commit before a revocation is made there, waiting. It reconnects by itself: a broker
-away shows as polls that return nothing, not as errors. The plain client class is used, so
-hoptrace's drop-in instrumentation of confluent-kafka never sees these calls.
+librdkafka answers a commit sent asynchronously through the ``on_commit`` callback inside a later
+``consume()`` (a commit made waiting gets no callback); its rebalance callbacks run inside
+``consume()`` on the polling thread, so the commit before a revocation is made there, waiting. It
+reconnects by itself: a broker away shows as polls that return nothing while its ``error_cb`` hears
+that the brokers are down; a poll that returns nothing after that raises it as an outage, so the
+loop says once that Kafka is away, and again when it answers. librdkafka's own log lines go to the
+``librdkafka`` logger. The plain client class is used, so hoptrace's drop-in instrumentation of
+confluent-kafka never sees these calls.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Mapping
 from functools import partial
 from typing import Any, NamedTuple
@@ -84,24 +86,41 @@ class ConfluentConsumer:
             "session.timeout.ms": SESSION_TIMEOUT_MS,
             "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
             "on_commit": self._on_commit,
+            "error_cb": self._on_error,
+            "logger": logging.getLogger("librdkafka"),
         }
         if subscription.group_instance_id is not None:
             config["group.instance.id"] = subscription.group_instance_id
         self._rebalance = rebalance
-        self._answers: deque[tuple[Mapping[Partition, Committed], Answered]] = deque()
+        self._answers: list[tuple[Mapping[Partition, Committed], Answered]] = []
+        self._away: KafkaException | None = None
         try:
             self.client = Consumer({**config, **options})
+        except KafkaException as error:
+            raise ConsumerError(f"librdkafka refused the consumer's settings: {error}", outage=False) from error
+        try:
             self.client.list_topics(subscription.topic, timeout=connect_timeout_s)
             self.client.subscribe([subscription.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         except KafkaException as error:
+            self.client.close()
             raise _failure(error) from error
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        if not self._answers:  # a commit made waiting: answered already
-            return
-        failed = error or next((tp.error for tp in partitions if tp.error is not None), None)
-        offsets, answered = self._answers.popleft()
-        answered(offsets, None if failed is None else KafkaException(failed))
+        """Answer the commit sent with the offsets PARTITIONS hold (librdkafka may answer a later one first)."""
+        reported = {(tp.topic, tp.partition): tp.offset for tp in partitions}
+        for index, (offsets, answered) in enumerate(self._answers):
+            if {tuple(partition): committed.offset for partition, committed in offsets.items()} == reported:
+                del self._answers[index]
+                failed = error or next((tp.error for tp in partitions if tp.error is not None), None)
+                answered(offsets, None if failed is None else KafkaException(failed))
+                return
+
+    def _on_error(self, error: KafkaError) -> None:
+        """librdkafka's errors that are not about one message: the brokers being away is kept for the next empty poll."""
+        if is_outage(KafkaException(error)):
+            self._away = KafkaException(error)
+        else:
+            logger.warning("stage consumer: %s", error.str())
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._rebalance.assigned(_partitions(partitions))
@@ -140,6 +159,9 @@ class ConfluentConsumer:
             raise _failure(events[-1])
         for event in events:
             logger.warning("stage consumer: %s", event)
+        away, self._away = self._away, None
+        if away is not None and not messages:
+            raise _failure(away)
         return list(batch.items())
 
     def commit(self, offsets: Mapping[Partition, Committed], answered: Answered | None = None) -> None:
@@ -157,7 +179,10 @@ class ConfluentConsumer:
 
     def seek(self, partition: Partition, offset: int) -> None:
         """Read PARTITION from OFFSET at the next poll."""
-        self.client.seek(TopicPartition(partition.topic, partition.partition, offset))
+        try:
+            self.client.seek(TopicPartition(partition.topic, partition.partition, offset))
+        except KafkaException as error:
+            raise _failure(error) from error
 
     def assignment(self) -> set[Partition]:
         """The partitions this member holds."""
@@ -165,7 +190,10 @@ class ConfluentConsumer:
 
     def position(self, partition: Partition) -> int | None:
         """The consumer's position in PARTITION, from librdkafka's local state."""
-        (found,) = self.client.position([TopicPartition(partition.topic, partition.partition)])
+        try:
+            (found,) = self.client.position([TopicPartition(partition.topic, partition.partition)])
+        except KafkaException:  # not known here now: asked again at the next idle loop
+            return None
         return found.offset if found.offset >= 0 else None
 
     def committed(self, partition: Partition) -> Committed | None:

@@ -19,7 +19,7 @@ def confluent_client_options(settings: Settings) -> dict[str, Any]:
     """What every confluent-kafka client of hoptrace is given beyond its servers, from SETTINGS (``HOPTRACE_KAFKA_CLIENT=confluent-kafka``)."""
     options: dict[str, Any] = {
         "security.protocol": settings.kafka_security_protocol,
-        "socket.connection.setup.timeout.ms": int(settings.kafka_connect_timeout_s * 1000),
+        "socket.connection.setup.timeout.ms": max(1000, int(settings.kafka_connect_timeout_s * 1000)),  # librdkafka's least
         "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
     }
     if settings.kafka_sasl_mechanism == "OAUTHBEARER":

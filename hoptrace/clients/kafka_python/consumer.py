@@ -115,7 +115,10 @@ class KafkaPythonConsumer:
 
     def seek(self, partition: Partition, offset: int) -> None:
         """Read PARTITION from OFFSET at the next poll."""
-        self.client.seek(TopicPartition(*partition), offset)
+        try:
+            self.client.seek(TopicPartition(*partition), offset)
+        except ValueError as error:  # kafka-python's answer for a partition no longer assigned
+            raise ConsumerError(f"cannot seek {partition.topic}[{partition.partition}]: {error}", outage=False) from error
 
     def assignment(self) -> set[Partition]:
         """The partitions this member holds."""
