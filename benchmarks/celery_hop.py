@@ -14,7 +14,7 @@ Variants (worker / publisher):
 * ``stock``: the same with the stock ``CeleryInstrumentor`` in every pool process and in the
   publisher (tracing only, OTLP gRPC to the discarding receiver).
 * ``hoptrace-100``: ``hoptrace worker benchmarks.pipelines:celery_hop --no-monitor`` (a
-  ``workers.celery.register``-ed stage on the same app settings) / ``Runtime.publisher``;
+  ``clients.celery.worker.register``-ed stage on the same app settings) / ``Runtime.publisher``;
   traces and metrics to the discarding receiver, 100 % sampled.
 * ``hoptrace-1``: the same at 1 % (``parentbased_traceidratio``, 0.01).
 """
@@ -70,7 +70,7 @@ VARIANTS: tuple[CeleryVariant, ...] = (
     ),
     CeleryVariant(
         "hoptrace-100", "hoptrace 100% sampled", "hoptrace", "up",
-        description="real `hoptrace worker benchmarks.pipelines:celery_hop --no-monitor` (workers.celery.register) / Runtime.publisher "
+        description="real `hoptrace worker benchmarks.pipelines:celery_hop --no-monitor` (clients.celery.worker.register) / Runtime.publisher "
         "(PipelinePublisher + CelerySender); traces and metrics to the discarding receiver",
     ),
     CeleryVariant(

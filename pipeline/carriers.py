@@ -1,6 +1,6 @@
 """Message headers in each transport's own shape: one getter and one setter per shape.
 
-- Kafka (kafka-python): a list of ``(str, bytes)`` pairs; a key may repeat.
+- Kafka (kafka-python, confluent-kafka, aiokafka): a list of ``(str, bytes)`` pairs; a key may repeat.
 - A dict of str: Celery's message headers, and the neutral form a publisher builds.
 - A Celery task request: on the worker, custom message headers come back as attributes of
   ``task.request`` (and some clients nest them again under ``request.headers``).
@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry.propagators.textmap import Setter
 
 KafkaHeaders = list[tuple[str, bytes]]
-"""kafka-python's header form: what ``KafkaProducer.send(headers=...)`` takes and ``ConsumerRecord.headers`` holds."""
+"""The Kafka clients' header form: what kafka-python's ``send(headers=...)`` and confluent-kafka's ``produce`` take and their records hold."""
 RawPairs = list[tuple[str, object]]
 """``(lower-case key, raw value)`` for each header a getter found, in message order, repeats kept."""
 
@@ -64,7 +64,7 @@ def celery_request_pairs(request: object, keys: frozenset[str]) -> RawPairs:
 
 
 class KafkaHeadersSetter(Setter[KafkaHeaders]):
-    """Sets a header on a kafka-python header list: every copy of the key (any case) goes, one ``(key, utf-8)`` pair comes."""
+    """Sets a header on a Kafka header list: every copy of the key (any case) goes, one ``(key, utf-8)`` pair comes."""
 
     def set(self, carrier: KafkaHeaders, key: str, value: str) -> None:
         """Replace KEY in CARRIER (in place) with VALUE, UTF-8 encoded, appended at the end."""
@@ -93,7 +93,7 @@ class FreshDictSetter(Setter[MutableMapping[str, Any]]):
 
 
 class AppendSetter(Setter[KafkaHeaders]):
-    """Sets a header on a kafka-python header list that only this setter wrote to (it started empty): keys are compared exactly."""
+    """Sets a header on a Kafka header list that only this setter wrote to (it started empty): keys are compared exactly."""
 
     def set(self, carrier: KafkaHeaders, key: str, value: str) -> None:
         """Put ``(KEY, VALUE as UTF-8)`` in CARRIER, in place of a pair this setter wrote for KEY before."""
@@ -106,11 +106,11 @@ class AppendSetter(Setter[KafkaHeaders]):
 
 
 KAFKA_SETTER = KafkaHeadersSetter()
-"""The setter for kafka-python header lists."""
+"""The setter for Kafka header lists."""
 DICT_SETTER = DictHeadersSetter()
 """The setter for header dicts (Celery messages)."""
 APPEND_SETTER = AppendSetter()
-"""The setter for an empty kafka-python header list (a send without headers of its own)."""
+"""The setter for an empty Kafka header list (a send without headers of its own)."""
 FRESH_DICT_SETTER = FreshDictSetter()
 """The setter for a publisher's neutral headers, from which every propagation key was removed first."""
 

@@ -41,6 +41,10 @@ def token_function(path: str) -> Callable[[], str]:
     return found  # type: ignore[no-any-return]
 
 
+KAFKA_CLIENT_LIBRARIES = {"kafka-python": ("kafka", "hoptrace"), "confluent-kafka": ("confluent_kafka", "hoptrace[confluent]")}
+"""Each ``HOPTRACE_KAFKA_CLIENT`` value's import name and what installs it (its code: ``hoptrace.kafka_clients.FOLDERS``)."""
+
+
 class Settings(BaseSettings):
     """Addresses and folders, from ``HOPTRACE_*`` environment variables, then from files in ``$HOPTRACE_SECRETS_DIR``.
 
@@ -176,8 +180,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _kafka_client_installed(self) -> Settings:
         """The chosen Kafka client library must be installed (confluent-kafka is an optional extra)."""
-        if self.kafka_client == "confluent-kafka" and importlib.util.find_spec("confluent_kafka") is None:
-            raise ValueError("HOPTRACE_KAFKA_CLIENT=confluent-kafka but confluent-kafka is not installed: pip install 'hoptrace[confluent]'")
+        library, extra = KAFKA_CLIENT_LIBRARIES[self.kafka_client]
+        if importlib.util.find_spec(library) is None:
+            raise ValueError(f"HOPTRACE_KAFKA_CLIENT={self.kafka_client} but {self.kafka_client} is not installed: pip install '{extra}'")
         return self
 
     @model_validator(mode="after")

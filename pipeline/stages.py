@@ -36,7 +36,10 @@ _KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]+")
 MAX_TOPIC_LENGTH = 249 - len(DEAD_LETTER_SUFFIX)
 """Kafka's limit, less room for the topic's dead-letter twin."""
 KAFKA_MAX_POLL_INTERVAL_S = 300.0
-"""kafka-python's ``max_poll_interval_ms``: a Kafka stage that does not poll again within it loses its partitions."""
+"""The Kafka clients' max poll interval (kafka-python's ``max_poll_interval_ms``, librdkafka's ``max.poll.interval.ms``).
+
+A Kafka stage that does not poll again within it loses its partitions.
+"""
 
 
 class PipelineError(ValueError):
@@ -84,7 +87,7 @@ class RetryPolicy:
     outage_deadline_s: float = 240.0
     """How long attempts that failed because a broker was away are run again without counting (``pipeline.outages``).
 
-    Under kafka-python's ``max_poll_interval_ms`` (300 s), so a Kafka stage that waits keeps its partitions."""
+    Under the Kafka clients' max poll interval (300 s), so a Kafka stage that waits keeps its partitions."""
 
     def pauses_s(self) -> float:
         """The pauses between all attempts of one message, added up."""

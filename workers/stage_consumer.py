@@ -21,6 +21,7 @@ METADATA_MAX_AGE_MS = 5000
 SESSION_TIMEOUT_MS = 10_000
 """How long a member that stopped heartbeating keeps its partitions (default 45 s); a static member that comes back takes them at once."""
 HEARTBEAT_INTERVAL_MS = 1_000
+"""How often a member tells the group coordinator it is alive: ten times within the session timeout."""
 
 
 class Partition(NamedTuple):

@@ -11,8 +11,8 @@ From Python, for those who set up OpenTelemetry in code::
     hoptrace.instrument()                      # every library below that is installed
     HoptraceCeleryInstrumentor().instrument()  # or one by one
 
-``celery``, ``kafka``, ``confluent`` and ``aiokafka`` hold the instrumentors (confluent-kafka's and
-aiokafka's load when the client is installed: ``pip install hoptrace[confluent]``, ``hoptrace[aiokafka]``);
+The instrumentors live in their clients' folders (``hoptrace.clients.<client>.instrumentor``; confluent-kafka's
+and aiokafka's load when the client is installed: ``pip install hoptrace[confluent]``, ``hoptrace[aiokafka]``);
 ``distro`` what ``opentelemetry-instrument`` loads (distro, configurator, and the hook that makes the stock instrumentors of the same
 libraries step aside, so exactly one instruments each).
 """

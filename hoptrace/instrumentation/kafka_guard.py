@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-logger = logging.getLogger("hoptrace.clients.kafka_python.instrumentor")
+logger = logging.getLogger("hoptrace.instrumentation.kafka")
 
 _reported: set[str] = set()
 _lock = threading.Lock()

@@ -35,7 +35,7 @@ from hoptrace.pipeline.propagation import fields
 from hoptrace.pipeline.receiving import receive
 from hoptrace.pipeline.stages import KafkaTransport, Stage
 
-logger = logging.getLogger("hoptrace.clients.kafka_python.instrumentor")
+logger = logging.getLogger("hoptrace.instrumentation.kafka")
 
 PIPELINE_DEFAULT = "kafka"
 """The pipeline name of instrumented Kafka code (any client) unless ``HOPTRACE_PIPELINE`` names another."""

@@ -285,7 +285,7 @@ class Scenario:
 def assert_back_before_the_visibility_timeout(from_restart_s: float | None) -> None:
     """The last job came sooner after the restart than the visibility timeout: what the worker held was put back at once.
 
-    Put back by the worker on reconnecting to Redis, or by the process that replaced a killed one (``workers.visibility``).
+    Put back by the worker on reconnecting to Redis, or by the process that replaced a killed one (``clients.celery.visibility``).
     """
     timeout_s = RecoverySettings().visibility_timeout_s
     assert from_restart_s is not None and from_restart_s < timeout_s, (

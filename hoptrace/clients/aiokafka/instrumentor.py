@@ -5,7 +5,7 @@ Instrumented (``opentelemetry-instrument python app.py`` with aiokafka installed
 providers: a send span per ``AIOKafkaProducer.send`` (and ``send_and_wait``) with the trace
 context in the record's headers; a process span per record that ``getone()`` (``async for``) or
 ``getmany()`` hands out, current in the user's task while it handles the record; the stage metrics
-and ``hoptrace.kafka.consumer.lag``, as for kafka-python (``instrumentation.kafka``; the wrappers:
+and ``hoptrace.kafka.consumer.lag``, as for kafka-python (``clients.kafka_python.instrumentor``; the wrappers:
 ``traced_clients``). ``async with hoptrace.kafka.processing(record):`` gives a handler task a span
 of its own. Bad headers are counted, never raised into the user's loop. The stock
 ``AIOKafkaInstrumentor`` is silenced while this one is instrumented.

@@ -6,7 +6,7 @@ providers, ``confluent_kafka.Producer`` and ``confluent_kafka.Consumer`` (and ``
 ``DeserializingConsumer``) are hoptrace's subclasses (``traced_clients``): a send span per ``produce`` with the trace context in the record's
 headers, a process span per record that ``poll()`` or ``consume()`` hands out, current while the
 user's code handles it, the stage metrics and ``hoptrace.kafka.consumer.lag``, as for kafka-python
-(``instrumentation.kafka``); ``hoptrace.kafka.processing(message)`` takes confluent-kafka's records
+(``clients.kafka_python.instrumentor``); ``hoptrace.kafka.processing(message)`` takes confluent-kafka's records
 too. Bad headers are counted, never raised into the user's loop. The stock
 ``ConfluentKafkaInstrumentor`` is silenced while this one is instrumented, so each record gets one
 span and one ``traceparent``.

@@ -92,8 +92,8 @@ def wrap_close(wrapped: Any, instance: KafkaConsumer, args: tuple[Any, ...], kwa
 
 
 def kafka_python_lags(consumer: KafkaConsumer) -> Iterable[tuple[str, int, int]]:
-    """A kafka-python CONSUMER's lag per fetched partition of its assignment, from its memory (see the module's docstring)."""
-    assignment = consumer._subscription.assignment  # noqa: SLF001 - the position in memory; see the module's docstring
+    """A kafka-python CONSUMER's lag per fetched partition of its assignment, from its memory (``instrumentation.kafka_lag`` says why)."""
+    assignment = consumer._subscription.assignment  # noqa: SLF001 - the position in memory, as instrumentation.kafka_lag says
     for tp in consumer.assignment():
         highwater = consumer.highwater(tp)
         state = assignment.get(tp)
