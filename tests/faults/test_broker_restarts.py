@@ -23,7 +23,7 @@ def test_a_broker_restart_loses_nothing(scenario: Callable[..., Scenario], servi
     fault = f"{'kill -9 of' if kill else 'stop/start of'} {'the Kafka broker (JVM)' if service == 'kafka' else 'redis-server'}"
     fault += " (stages on confluent-kafka)" if kafka_client == "confluent-kafka" else ""
     with scenario(fault, kafka_client=kafka_client) as run:
-        run.start_workers()
+        workers = run.start_workers()
         if service == "kafka":
             run.publish(RECOVERY_JOBS)  # all before the fault: a publish while the broker is away fails
         else:
@@ -42,6 +42,9 @@ def test_a_broker_restart_loses_nothing(scenario: Callable[..., Scenario], servi
         assert_back_before_the_visibility_timeout(row.from_restart_s)
     else:  # hoptrace's Kafka clients look for the broker again within a second (RECONNECT_BACKOFF_MAX_MS)
         assert row.from_restart_s is not None and row.from_restart_s <= KAFKA_BACK_WITHIN_S, row
+        # The stages said that Kafka was away, and that it answered again: librdkafka tells only its error callback.
+        said = workers.output()
+        assert "Kafka cannot be reached" in said and "Kafka answers again" in said, said[-3000:]
 
 
 def test_kill_9_of_redis_loses_at_most_one_fsync_interval_and_names_each_lost_job(scenario: Callable[..., Scenario]) -> None:
