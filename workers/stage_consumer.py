@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from hoptrace.pipeline.outages import is_outage
+
 MAX_POLL_RECORDS = 50
 """Records per poll, so the most a crashed worker's replacement processes again (kafka-python's default: 500)."""
 METADATA_MAX_AGE_MS = 5000
@@ -75,6 +77,11 @@ class ConsumerError(Exception):
         """Say MESSAGE; OUTAGE when Kafka could not be reached."""
         super().__init__(message)
         self.outage = outage
+
+    @classmethod
+    def of(cls, error: Exception) -> ConsumerError:
+        """The client's ERROR (raise this from it), an outage when ``is_outage`` says so."""
+        return cls(f"{type(error).__name__}: {error}", is_outage(error))
 
 
 @dataclass(frozen=True)

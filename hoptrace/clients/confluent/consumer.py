@@ -54,10 +54,6 @@ class _Record(NamedTuple):
     headers: list[tuple[str, bytes | None]] | None
 
 
-def _failure(error: KafkaException) -> ConsumerError:
-    return ConsumerError(f"{type(error).__name__}: {error}", is_outage(error))
-
-
 def _partitions(partitions: list[TopicPartition]) -> list[Partition]:
     return [Partition(tp.topic, tp.partition) for tp in partitions]
 
@@ -103,7 +99,7 @@ class ConfluentConsumer:
             self.client.subscribe([subscription.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         except KafkaException as error:
             self.client.close()
-            raise _failure(error) from error
+            raise ConsumerError.of(error) from error
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """Answer the commit sent with the offsets PARTITIONS hold (librdkafka may answer a later one first)."""
@@ -116,11 +112,15 @@ class ConfluentConsumer:
                 return
 
     def _on_error(self, error: KafkaError) -> None:
-        """librdkafka's errors that are not about one message: the brokers being away is kept for the next empty poll."""
-        if is_outage(KafkaException(error)):
-            self._away = KafkaException(error)
+        """librdkafka's errors that are not about one message (``error_cb``)."""
+        self._event(KafkaException(error))
+
+    def _event(self, event: KafkaException) -> None:
+        """An error librdkafka reports besides the records: the brokers being away is kept for the next poll that brings none."""
+        if is_outage(event):
+            self._away = event
         else:
-            logger.warning("stage consumer: %s", error.str())
+            logger.warning("stage consumer: %s", event)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._rebalance.assigned(_partitions(partitions))
@@ -143,25 +143,20 @@ class ConfluentConsumer:
         try:
             messages = self.client.consume(MAX_POLL_RECORDS, timeout_s)
         except KafkaException as error:
-            raise _failure(error) from error
+            raise ConsumerError.of(error) from error
         batch: dict[Partition, list[KafkaRecord]] = {}
-        events: list[KafkaException] = []
         for message in messages:
             error = message.error()
             if error is None:
                 record = _Record(message.partition(), message.offset(), message.value(), message.headers())
                 batch.setdefault(Partition(message.topic(), record.partition), []).append(record)
             elif error.fatal():
-                raise _failure(KafkaException(error))
+                raise ConsumerError.of(KafkaException(error))
             else:
-                events.append(KafkaException(error))
-        if events and not batch and is_outage(events[-1]):  # the loop waits it out, said once per outage
-            raise _failure(events[-1])
-        for event in events:
-            logger.warning("stage consumer: %s", event)
+                self._event(KafkaException(error))
         away, self._away = self._away, None
-        if away is not None and not messages:
-            raise _failure(away)
+        if away is not None and not batch:  # the loop waits it out, said once per outage
+            raise ConsumerError.of(away)
         return list(batch.items())
 
     def commit(self, offsets: Mapping[Partition, Committed], answered: Answered | None = None) -> None:
@@ -169,7 +164,7 @@ class ConfluentConsumer:
         try:
             self.client.commit(offsets=_offsets(offsets), asynchronous=answered is not None)
         except KafkaException as error:
-            raise _failure(error) from error
+            raise ConsumerError.of(error) from error
         if answered is not None:
             self._answers.append((offsets, answered))
 
@@ -182,7 +177,7 @@ class ConfluentConsumer:
         try:
             self.client.seek(TopicPartition(partition.topic, partition.partition, offset))
         except KafkaException as error:
-            raise _failure(error) from error
+            raise ConsumerError.of(error) from error
 
     def assignment(self) -> set[Partition]:
         """The partitions this member holds."""
@@ -201,7 +196,7 @@ class ConfluentConsumer:
         try:
             (found,) = self.client.committed([TopicPartition(partition.topic, partition.partition)], timeout=COMMITTED_TIMEOUT_S)
         except KafkaException as error:
-            raise _failure(error) from error
+            raise ConsumerError.of(error) from error
         return None if found.offset < 0 else Committed(found.offset, found.metadata or "")
 
     def close(self) -> None:

@@ -16,7 +16,6 @@ from kafka.errors import KafkaError
 from kafka.future import Future
 
 from hoptrace.clients.kafka_python.options import kafka_client_options
-from hoptrace.pipeline.outages import is_outage
 from hoptrace.pipeline.settings import Settings
 from hoptrace.workers.stage_consumer import (
     HEARTBEAT_INTERVAL_MS,
@@ -32,10 +31,6 @@ from hoptrace.workers.stage_consumer import (
     Rebalance,
     Subscription,
 )
-
-
-def _failure(error: KafkaError) -> ConsumerError:
-    return ConsumerError(f"{type(error).__name__}: {error}", is_outage(error))
 
 
 def _offsets(offsets: Mapping[Partition, Committed]) -> dict[TopicPartition, OffsetAndMetadata]:
@@ -86,7 +81,7 @@ class KafkaPythonConsumer:
         try:
             self.client = KafkaConsumer(**{**config, **options})
         except KafkaError as error:
-            raise _failure(error) from error
+            raise ConsumerError.of(error) from error
         self.client.subscribe([subscription.topic], listener=_Listener(self, rebalance))
         self._unanswered: Future | None = None
 
@@ -95,7 +90,7 @@ class KafkaPythonConsumer:
         try:
             return list(self.client.poll(timeout_ms=int(timeout_s * 1000)).items())
         except KafkaError as error:
-            raise _failure(error) from error
+            raise ConsumerError.of(error) from error
 
     def commit(self, offsets: Mapping[Partition, Committed], answered: Answered | None = None) -> None:
         """Commit OFFSETS, waiting without ANSWERED; else ``commit_async``, whose answer ANSWERED gets with the same OFFSETS."""
@@ -107,7 +102,7 @@ class KafkaPythonConsumer:
                 _offsets(offsets), callback=lambda _, response: answered(offsets, response if isinstance(response, BaseException) else None)
             )
         except KafkaError as error:
-            raise _failure(error) from error
+            raise ConsumerError.of(error) from error
 
     def commit_unanswered(self) -> bool:
         """Whether the last ``commit_async`` has no answer yet."""
@@ -136,7 +131,7 @@ class KafkaPythonConsumer:
         try:
             found = self.client.committed(TopicPartition(*partition), metadata=True)
         except KafkaError as error:
-            raise _failure(error) from error
+            raise ConsumerError.of(error) from error
         return None if found is None else Committed(found.offset, found.metadata or "")
 
     def close(self) -> None:
