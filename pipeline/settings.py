@@ -6,9 +6,9 @@ OpenTelemetry SDK itself.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
+import pkgutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -33,8 +33,8 @@ def token_function(path: str) -> Callable[[], str]:
     if not module_name or not name:
         raise ValueError(f"{path!r} is not module:function")
     try:
-        found = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as error:
+        found = pkgutil.resolve_name(path)
+    except (ImportError, AttributeError, ValueError) as error:
         raise ValueError(f"{path!r} names no function: {error}") from error
     if not callable(found):
         raise ValueError(f"{path!r} is not callable")

@@ -19,8 +19,8 @@ libraries step aside, so exactly one instruments each).
 
 from __future__ import annotations
 
-import importlib
 import logging
+import pkgutil
 from typing import Any, NamedTuple
 
 logger = logging.getLogger(__name__)
@@ -62,11 +62,10 @@ LIBRARIES = {
 
 def _load(path: str) -> type | None:
     """The class PATH (``module:Class``) names; None when its module does not import (the library or the stock package is not installed)."""
-    module, _, name = path.partition(":")
     try:
-        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+        return pkgutil.resolve_name(path)  # type: ignore[no-any-return]
     except ImportError:
-        logger.debug("%s not importable; skipped", module)
+        logger.debug("%s not importable; skipped", path)
         return None
 
 
@@ -88,8 +87,7 @@ def stock_instrumentors(disabled: frozenset[str] = frozenset()) -> list[tuple[ty
     """
     found = []
     for library, ours in _ours():
-        stock = stock_instrumentor(library)
-        if stock is not None and LIBRARIES[library].entry_point not in disabled:
+        if LIBRARIES[library].entry_point not in disabled and (stock := stock_instrumentor(library)) is not None:
             found.append((stock, ours.__name__))
     return found
 
