@@ -42,7 +42,9 @@ def test_a_broker_restart_loses_nothing(scenario: Callable[..., Scenario], servi
         assert_back_before_the_visibility_timeout(row.from_restart_s)
     else:  # hoptrace's Kafka clients look for the broker again within a second (RECONNECT_BACKOFF_MAX_MS)
         assert row.from_restart_s is not None and row.from_restart_s <= KAFKA_BACK_WITHIN_S, row
-        # The stages said that Kafka was away, and that it answered again: librdkafka tells only its error callback.
+    if service == "kafka" and kafka_client == "confluent-kafka":
+        # The stages said that Kafka was away, and that it answered again: librdkafka tells only its error callback, which
+        # reports every failed connection. (kafka-python's poll raises only when an outage catches it mid-request: not asserted.)
         said = workers.output()
         assert "Kafka cannot be reached" in said and "Kafka answers again" in said, said[-3000:]
 
