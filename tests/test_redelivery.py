@@ -161,6 +161,36 @@ def test_a_message_fetched_by_a_worker_that_dies_before_reading_it_survives_only
     client.close()
 
 
+def test_a_channel_closing_after_its_fetch_lost_the_connection_closes_and_puts_back_what_it_took(namespace: str, slow_env: dict[str, str]) -> None:
+    """Closing reads the reply of the fetch in flight first: a lost connection must not stop the close there.
+
+    It did: the close raised, Celery released the transport, and closed the channel again to put its unacknowledged messages
+    back through the released transport: an AttributeError, "Unrecoverable error", the worker stopped (the fault suite's
+    Redis restarts).
+    """
+    url = slow_env["HOPTRACE_REDIS_URL"]
+    client = redis.Redis.from_url(url)
+    with Connection(url, transport=redis_fetch.TRANSPORT, transport_options={redis_fetch.WAIT_OPTION: 30}) as connection:
+        simple = connection.SimpleQueue(f"{namespace}fetch")
+        simple.put({"n": 1})
+        queue = simple.queue
+        consumer = connection.Consumer(queue, callbacks=[lambda body, message: None])  # taken, never acknowledged
+        consumer.consume()
+        connection.drain_events(timeout=5)
+        assert client.llen(queue.name) == 0
+        channel = consumer.channel
+        channel._idle_until = time.monotonic() + 60  # the next poll is the idle wait: a blocking command in flight
+        channel._brpop_start()
+        waiting = [entry["id"] for entry in client.client_list() if entry["cmd"] == "blpop" and entry["db"] == str(REDIS_DB)]
+        assert len(waiting) == 1, waiting
+        client.client_kill_filter(_id=waiting[0])  # the connection is lost with the poll in flight
+        channel.close()
+        assert channel.closed
+    assert client.llen(queue.name) == 1  # the message the channel had taken is back on its queue
+    assert not [tag for tag, entry in client.hgetall("unacked").items() if namespace.encode() in entry]
+    client.close()
+
+
 # --- Kafka -------------------------------------------------------------------------------------
 
 
