@@ -19,6 +19,7 @@ from hoptrace.clients.celery.health import report_health
 from hoptrace.clients.celery.worker import register
 from hoptrace.errors import kafka_unreachable
 from hoptrace.kafka_clients import stage_opener
+from hoptrace.pipeline import heap
 from hoptrace.pipeline.health import HealthFile
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stages import CeleryTransport, KafkaTransport, Pipeline, Stage
@@ -57,6 +58,8 @@ def run_kafka_stage(pipeline: Pipeline, stage: Stage, settings: Settings) -> Non
         membership.instance_id,
         settings.kafka_client,
     )
+    if settings.gc_freeze:
+        heap.freeze_once()
     try:
         worker.run()
     finally:
@@ -88,6 +91,8 @@ def run_celery_stages(pipeline: Pipeline, settings: Settings, options: CeleryOpt
     app = celery_app(pipeline, settings, held_key=f"hoptrace:held:{settings.namespace}{pipeline.name}:{slot.instance_id}")
     queues = register(app, pipeline, ProcessRuntime(pipeline, settings, "worker", app))
     report_health(HealthFile(settings.state_dir, [stage.name for stage in pipeline if isinstance(stage.transport, CeleryTransport)]))
+    if settings.gc_freeze:  # the pool's processes are forked after this: they inherit the frozen heap
+        heap.freeze_once()
     app.worker_main(
         [
             "worker",

@@ -132,6 +132,10 @@ class Settings(BaseSettings):
         description="A job reaching a stage later than this after it began is kept whole (stages and pipelines may set their own).",
     )
 
+    gc_freeze: bool = Field(
+        default=True,
+        description="Once a process is set up, freeze the objects alive then out of the garbage collector's full collections (pipeline.heap).",
+    )
     span_spool: bool = Field(
         default=True,
         description="Keep each ended span on disk (state_dir/spool) until exported, so a worker killed -9 loses none; the next one exports them.",

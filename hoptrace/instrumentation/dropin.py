@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from hoptrace.clients.redis.keep_channel import start_flight_recorder
 from hoptrace.instrumentation import stock_instrumentor
+from hoptrace.pipeline import heap
 from hoptrace.pipeline.attributes import FirstSeen
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
@@ -76,6 +77,8 @@ def hooks(pipeline: str) -> Hooks:
             settings = _settings()
             if settings is not None:
                 _record(settings)
+                if settings.gc_freeze:  # the first message: the application has set itself up
+                    heap.freeze_once()
             slow_after_s = settings.slow_after_s if settings is not None else None
             depth = settings.pathway_depth if settings is not None else DEFAULT_DEPTH
             _hooks[pipeline] = Hooks(default_middleware(Pipeline(pipeline), Instruments.of(), slow_after_s=slow_after_s, pathway_depth=depth))
