@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,9 +47,9 @@ from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartitio
 
 from benchmarks import crc
 from benchmarks.completion import wait_for_go
+from benchmarks.cpu_split import CpuSplit
 from benchmarks.discard import DiscardSender
 from benchmarks.pipelines import payload
-from benchmarks.processes import thread_cpu_seconds
 from benchmarks.stock import stock_tracer_provider
 from hoptrace.loader import load_pipeline
 from hoptrace.pipeline.settings import Settings
@@ -117,16 +115,15 @@ def produce(tracing: str, spec: str, stage_name: str, count: int, confirm_every:
             shutdown()
 
     wait_for_go()
-    first, cpu, threads = time.time(), time.process_time(), _threads_cpu_s()
+    first, split = time.time(), CpuSplit()
     for number in range(count):
         send(payload(number))
         if (number + 1) % confirm_every == 0:
             confirm()
     confirm()
-    last, cpu = time.time(), time.process_time() - cpu
-    by_thread = {name: seconds - threads.get(name, 0.0) for name, seconds in _threads_cpu_s().items()}
-    by_thread["(native threads)"] = max(0.0, cpu - sum(by_thread.values()))
-    result = {"first": first, "last_ack": last, "count": count, "cpu_s": cpu, "cpu_by_thread_s": by_thread, "kafka_crc": crc.active()}
+    last, used = time.time(), split.result()
+    result = {"first": first, "last_ack": last, "count": count, "kafka_crc": crc.active()}
+    result |= {key: used[key] for key in ("cpu_s", "cpu_by_thread_s")}
     if quiet is not None:
         result["quiet_publish_cpu_us"] = quiet()
     close()
@@ -139,19 +136,6 @@ def _publish_cpu_us(publisher: PipelinePublisher, stage: Stage, count: int) -> f
     for number in range(count):
         publisher.publish(stage, payload(number))
     return (time.thread_time() - began) / count * 1e6
-
-
-def _threads_cpu_s() -> dict[str, float]:
-    """CPU seconds used so far by each live Python thread of this process, by name (threads of one name summed)."""
-    found: dict[str, float] = {}
-    for thread in threading.enumerate():
-        if thread.native_id is None:
-            continue
-        try:
-            found[thread.name] = found.get(thread.name, 0.0) + thread_cpu_seconds(os.getpid(), thread.native_id)
-        except FileNotFoundError:  # ended meanwhile
-            continue
-    return found
 
 
 def consume(tracing: str, loop: str, spec: str, stage_name: str, count: int) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from benchmarks.cpu_split import stat_cpu_seconds
+
 T = TypeVar("T")
 
 STOP_TIMEOUT_S = 30.0
@@ -119,16 +121,9 @@ def peak_rss_kib(pid: int) -> int:
     raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")
 
 
-def _stat_cpu_seconds(stat_path: Path) -> float:
-    """User + system CPU seconds in a /proc ``stat`` file (of a process or of one of its threads)."""
-    stat = stat_path.read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
 def thread_cpu_seconds(pid: int, thread_id: int) -> float:
     """User + system CPU seconds used so far by one thread (its native id: the main thread's is PID) of process PID."""
-    return _stat_cpu_seconds(Path(f"/proc/{pid}/task/{thread_id}/stat"))
+    return stat_cpu_seconds(Path(f"/proc/{pid}/task/{thread_id}/stat"))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -138,7 +133,7 @@ def cpu_seconds(pid: int) -> float:
     while pending:
         current = pending.pop()
         try:
-            total += _stat_cpu_seconds(Path(f"/proc/{current}/stat"))
+            total += stat_cpu_seconds(Path(f"/proc/{current}/stat"))
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending.extend(int(child) for child in (task / "children").read_text().split())
         except (FileNotFoundError, ProcessLookupError, ValueError):

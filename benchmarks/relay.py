@@ -18,8 +18,9 @@ the N-th, and kafka-python's producer batching; its start-up and group join are 
 Variants (``benchmarks.zerocode``): ``none``, ``stock-100``, ``stock-1``, ``hoptrace-100``,
 ``hoptrace-1``; each between two ``none`` runs, in rounds whose order rotates
 (``benchmarks.schedule``). Rows: ``relay`` (CPU µs per record; the targets take ``none`` over a
-variant's CPU, so higher is better) and ``relay-batching`` (records per produce request and bytes
-per batch, to see whether instrumentation makes kafka-python's batching worse).
+variant's CPU, so higher is better), ``relay-split`` (of that, the main thread's CPU and the time in
+garbage collections: what an in-process loop does not see) and ``relay-batching`` (records per
+produce request and bytes per batch, to see whether instrumentation makes kafka-python's batching worse).
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ AIOKAFKA = RelayApp(
 )
 BATCHING_ROWS = (("records/request", "records-per-request-avg", "rec"), ("batch bytes", "batch-size-avg", "B"))
 """(row suffix, kafka-python producer metric, unit) of the ``relay-batching`` rows."""
+GC = "gc"
+SPLIT_ROWS = (("main thread", "CPU of the relay's main thread (its loop, and the instrumentation it runs)"), (GC, "time in garbage collections"))
+"""(row suffix, what it measures) of each relay's ``-split`` rows: where its CPU per record goes, beyond in-process loops' reach."""
 
 
 @dataclass(frozen=True)
@@ -103,11 +107,20 @@ class RelayResult:
     """Wall clock over the same span."""
     batching: dict[str, float | None]
     """kafka-python's producer metrics in the relay (``relay_app.BATCHING``)."""
+    cpu_by_thread_s: dict[str, float]
+    """``cpu_s`` per Python thread by name, and ``(native threads)`` (``cpu_split``)."""
+    gc_s: list[float]
+    """Time in garbage collections over the same span, per generation."""
 
     @property
     def cpu_us(self) -> float:
         """CPU µs per record."""
         return self.cpu_s / self.records * 1e6
+
+    def split_us(self, part: str) -> float:
+        """µs per record of PART (``SPLIT_ROWS``): the main thread's CPU, or the time in garbage collections."""
+        seconds = sum(self.gc_s) if part == GC else self.cpu_by_thread_s.get("MainThread", float("nan"))
+        return seconds / self.records * 1e6
 
     def metric(self, name: str) -> float:
         """Producer metric NAME (NaN when kafka-python did not report it)."""
@@ -145,7 +158,8 @@ def run_relay(run: Run, app: RelayApp, variant: ZeroCodeVariant, records: int, l
             child.stop()
         run.drop_groups([group])
         run.drop_topics([source, sink])
-    return RelayResult(variant.key, result["count"], result["cpu_s"], result["seconds"], result["batching"])
+    split = (result["cpu_by_thread_s"], result["gc_s"])
+    return RelayResult(variant.key, result["count"], result["cpu_s"], result["seconds"], result["batching"], *split)
 
 
 def measure(run: Run, mode: Mode, progress: Callable[[str], None], app: RelayApp = KAFKA_PYTHON) -> list[Scenario]:
@@ -156,11 +170,12 @@ def measure(run: Run, mode: Mode, progress: Callable[[str], None], app: RelayApp
     def one(key: str, label: str) -> RelayResult:
         result = run_relay(run, app, BY_KEY[key], mode.relay_records, f"r{label}")
         batch = f", {result.metric('records-per-request-avg'):.0f} records/request" if app.batching else ""
-        progress(f"{app.section} {label}: {BY_KEY[key].label}: {result.cpu_us:.0f} µs/record CPU, {result.seconds:.2f} s{batch}")
+        split = ", ".join(f"{part} {result.split_us(part):.0f}" for part, _ in SPLIT_ROWS)
+        progress(f"{app.section} {label}: {BY_KEY[key].label}: {result.cpu_us:.0f} µs/record CPU ({split}), {result.seconds:.2f} s{batch}")
         return result
 
     rounds = bracketed("none", KEYS[1:], mode.relay_rounds, one)
-    return _cpu_rows(app, rounds, mode.relay_records) + (_batching_rows(rounds) if app.batching else [])
+    return _cpu_rows(app, rounds, mode.relay_records) + _split_rows(app, rounds) + (_batching_rows(rounds) if app.batching else [])
 
 
 def _description(app: RelayApp, variant: ZeroCodeVariant) -> str:
@@ -190,6 +205,24 @@ def _cpu_rows(app: RelayApp, rounds: Rounds[RelayResult], records: int) -> list[
             },
         )
         for key in KEYS
+    ]
+
+
+def _split_rows(app: RelayApp, rounds: Rounds[RelayResult]) -> list[Scenario]:
+    """``{section}-split`` rows per variant: µs per record of the relay's main thread, and in garbage collections."""
+    return [
+        Scenario(
+            f"{app.section}-split",
+            f"{key} {suffix}",
+            f"{BY_KEY[key].label}: relay {suffix} per record",
+            "µs",
+            [result.split_us(suffix) for result in rounds.results[key]],
+            None if key == "none" else f"none {suffix}",
+            f"{what} in the relay, per record, over the relay rows' span (benchmarks/cpu_split.py)",
+            details={"paired_ratios": rounds.ratios(key, lambda result, suffix=suffix: result.split_us(suffix))},
+        )
+        for key in KEYS
+        for suffix, what in SPLIT_ROWS
     ]
 
 

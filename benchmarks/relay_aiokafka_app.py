@@ -9,7 +9,7 @@ broker); after N records, ``await producer.flush()``. It writes to PATH, as JSON
 ``cpu_s`` (the CPU time of the whole process from the first record to the end of the flush),
 ``seconds`` (wall clock, the same span), ``batching`` (empty) and ``clients``: the module of what
 runs as ``AIOKafkaProducer.send`` and ``AIOKafkaConsumer.getone`` (an instrumentor's wrapper, or
-aiokafka's own), which says whose instrumentation (if any) is in place.
+aiokafka's own), which says whose instrumentation (if any) is in place; and ``cpu_by_thread_s``, ``gc_s``, ``gc_runs`` (``cpu_split``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from relay_app import arguments  # the script's own folder is first on sys.path
+from cpu_split import CpuSplit  # the script's own folder is first on sys.path
+from relay_app import arguments
 
 COMMIT_EVERY = 500
 
@@ -34,10 +35,11 @@ def _module(method: Any) -> str:
 async def relay(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, sink: str, count: int) -> dict[str, Any]:
     """Relay COUNT records from CONSUMER to topic SINK, then flush; the CPU and wall time from the first record to the flush's end."""
     handled = 0
-    began, cpu = time.perf_counter(), time.process_time()
+    began, split = time.perf_counter(), CpuSplit()
     async for record in consumer:
         if handled == 0:
-            began, cpu = time.perf_counter(), time.process_time()
+            began = time.perf_counter()
+            split.mark()
         order = json.loads(record.value)
         await producer.send(sink, json.dumps(order).encode())
         handled += 1
@@ -46,10 +48,10 @@ async def relay(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, sink: st
         if handled == count:
             break
     await producer.flush()
-    cpu, seconds = time.process_time() - cpu, time.perf_counter() - began
+    used, seconds = split.result(), time.perf_counter() - began
     await consumer.commit()
     clients = {"producer": _module(AIOKafkaProducer.send), "consumer": _module(AIOKafkaConsumer.getone)}
-    return {"count": handled, "cpu_s": cpu, "seconds": seconds, "batching": {}, "clients": clients}
+    return used | {"count": handled, "seconds": seconds, "batching": {}, "clients": clients}
 
 
 async def main() -> None:

@@ -8,7 +8,8 @@ again; after N records, ``producer.flush()``. Run it as it is or under ``opentel
 (``benchmarks.relay`` does both). It writes to PATH, as JSON: ``count``, ``cpu_s`` (the CPU time of
 the whole process, every thread, from the first record to the end of the flush), ``seconds``
 (wall clock, the same span) and ``batching`` (kafka-python's producer metrics: bytes per batch,
-records per produce request, time in the accumulator, record size, errors).
+records per produce request, time in the accumulator, record size, errors). Over the same span,
+``cpu_split.CpuSplit`` adds ``cpu_by_thread_s`` and ``gc_s`` / ``gc_runs`` (time in garbage collections per generation).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cpu_split import CpuSplit  # the script's own folder is first on sys.path
 from kafka import KafkaConsumer, KafkaProducer
 
 COMMIT_EVERY = 500
@@ -29,10 +31,11 @@ BATCHING = ("batch-size-avg", "batch-size-max", "records-per-request-avg", "reco
 def relay(consumer: KafkaConsumer, producer: KafkaProducer, sink: str, count: int) -> dict[str, Any]:
     """Relay COUNT records from CONSUMER to topic SINK, then flush; the CPU and wall time from the first record to the flush's end."""
     handled = 0
-    began, cpu = time.perf_counter(), time.process_time()
+    began, split = time.perf_counter(), CpuSplit()
     for record in consumer:
         if handled == 0:
-            began, cpu = time.perf_counter(), time.process_time()
+            began = time.perf_counter()
+            split.mark()
         order = json.loads(record.value)
         producer.send(sink, json.dumps(order).encode())
         handled += 1
@@ -41,10 +44,10 @@ def relay(consumer: KafkaConsumer, producer: KafkaProducer, sink: str, count: in
         if handled == count:
             break
     producer.flush()
-    cpu, seconds = time.process_time() - cpu, time.perf_counter() - began
+    used, seconds = split.result(), time.perf_counter() - began
     consumer.commit()
     metrics = (producer.metrics() or {}).get("producer-metrics", {})
-    return {"count": handled, "cpu_s": cpu, "seconds": seconds, "batching": {name: metrics.get(name) for name in BATCHING}}
+    return used | {"count": handled, "seconds": seconds, "batching": {name: metrics.get(name) for name in BATCHING}}
 
 
 def arguments(description: str) -> argparse.Namespace:

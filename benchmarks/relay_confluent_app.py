@@ -9,7 +9,7 @@ records, ``producer.flush()``. It writes to PATH, as JSON: ``count``, ``cpu_s`` 
 whole process, librdkafka's threads too, from the first record to the end of the flush), ``seconds``
 (wall clock, the same span), ``batching`` (empty: librdkafka reports its batching only through its
 statistics callback) and ``clients``: the module of the producer's and consumer's classes, which says
-whose instrumentation (if any) replaced them.
+whose instrumentation (if any) replaced them; and ``cpu_by_thread_s``, ``gc_s``, ``gc_runs`` (``cpu_split``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import time
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
-from relay_app import arguments  # the script's own folder is first on sys.path
+from cpu_split import CpuSplit  # the script's own folder is first on sys.path
+from relay_app import arguments
 
 COMMIT_EVERY = 500
 POLL_S = 1.0
@@ -28,13 +29,14 @@ POLL_S = 1.0
 def relay(consumer: Consumer, producer: Producer, sink: str, count: int) -> dict[str, Any]:
     """Relay COUNT records from CONSUMER to topic SINK, then flush; the CPU and wall time from the first record to the flush's end."""
     handled = 0
-    began, cpu = time.perf_counter(), time.process_time()
+    began, split = time.perf_counter(), CpuSplit()
     while handled < count:
         record = consumer.poll(POLL_S)
         if record is None or record.error() is not None:
             continue
         if handled == 0:
-            began, cpu = time.perf_counter(), time.process_time()
+            began = time.perf_counter()
+            split.mark()
         order = json.loads(record.value())
         producer.produce(sink, json.dumps(order).encode())
         producer.poll(0)
@@ -42,11 +44,11 @@ def relay(consumer: Consumer, producer: Producer, sink: str, count: int) -> dict
         if handled % COMMIT_EVERY == 0:
             consumer.commit(asynchronous=False)
     producer.flush()
-    cpu, seconds = time.process_time() - cpu, time.perf_counter() - began
+    used, seconds = split.result(), time.perf_counter() - began
     if handled % COMMIT_EVERY:  # librdkafka refuses a commit with nothing new to commit
         consumer.commit(asynchronous=False)
     clients = {"producer": type(producer).__module__, "consumer": type(consumer).__module__}
-    return {"count": handled, "cpu_s": cpu, "seconds": seconds, "batching": {}, "clients": clients}
+    return used | {"count": handled, "seconds": seconds, "batching": {}, "clients": clients}
 
 
 def main() -> None:
