@@ -77,8 +77,7 @@ def hooks(pipeline: str) -> Hooks:
             settings = _settings()
             if settings is not None:
                 _record(settings)
-                if settings.gc_freeze:  # the first message: the application has set itself up
-                    heap.freeze_once()
+                _freeze(settings)  # the first message: the application has set itself up
             slow_after_s = settings.slow_after_s if settings is not None else None
             depth = settings.pathway_depth if settings is not None else DEFAULT_DEPTH
             _hooks[pipeline] = Hooks(default_middleware(Pipeline(pipeline), Instruments.of(), slow_after_s=slow_after_s, pathway_depth=depth))
@@ -92,6 +91,25 @@ def _settings() -> Settings | None:
     except (ValidationError, SecretsFolderMissing) as error:
         logger.warning("hoptrace's flight recorder and slow-job objective are off: a HOPTRACE_ setting is not valid (%s)", error)
         return None
+
+
+def _freeze(settings: Settings) -> None:
+    """Freeze the heap out of the garbage collector (``pipeline.heap``), unless ``HOPTRACE_GC_FREEZE`` is off; once per process."""
+    if settings.gc_freeze:
+        heap.freeze_once()
+
+
+def freeze_before_fork() -> None:
+    """Freeze the heap now, in a parent process about to fork its workers (a Celery worker's main process, before its first pool process).
+
+    The forked children inherit it frozen: they neither pay the full collection at their first message, nor touch (and so
+    copy) the parent's pages when collecting. A setting that does not parse leaves it to the first message, which says why.
+    """
+    try:
+        settings = Settings()
+    except (ValidationError, SecretsFolderMissing):
+        return
+    _freeze(settings)
 
 
 def _record(settings: Settings) -> None:
