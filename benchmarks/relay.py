@@ -217,9 +217,8 @@ def _split_rows(app: RelayApp, rounds: Rounds[RelayResult]) -> list[Scenario]:
             f"{BY_KEY[key].label}: relay {suffix} per record",
             "µs",
             [result.split_us(suffix) for result in rounds.results[key]],
-            None if key == "none" else f"none {suffix}",
+            None,  # parts to read beside the others, not ratios: the plain relay can spend no time at all in the collector
             f"{what} in the relay, per record, over the relay rows' span (benchmarks/cpu_split.py)",
-            details={"paired_ratios": rounds.ratios(key, lambda result, suffix=suffix: result.split_us(suffix))},
         )
         for key in KEYS
         for suffix, what in SPLIT_ROWS
