@@ -85,9 +85,11 @@ def produce(tracing: str, spec: str, stage_name: str, count: int, confirm_every:
     quiet: Callable[[], float] | None = None
     if tracing == "hoptrace":
         from hoptrace.clients.celery.app import celery_app
+        from hoptrace.pipeline import heap
         from hoptrace.runtime import Runtime
 
         runtime = Runtime(pipeline, settings, "publisher", celery_app(pipeline, settings))
+        heap.freeze(settings)  # as ``hoptrace publish`` does once it is set up
         publisher = runtime.publisher
         send: Callable[[dict[str, Any]], object] = lambda message: publisher.publish(stage, message)  # noqa: E731
         confirm: Callable[[], None] = lambda: publisher.confirm(30.0)  # noqa: E731

@@ -16,6 +16,7 @@ from opentelemetry import context as otel_context
 from hoptrace.errors import CommandError, kafka_unreachable, redis_unreachable
 from hoptrace.loader import load_stages
 from hoptrace.output import console, err_console
+from hoptrace.pipeline import heap
 from hoptrace.pipeline.settings import Settings
 from hoptrace.pipeline.stage_context import Published, Publisher
 from hoptrace.pipeline.stages import CeleryTransport, Stage
@@ -97,6 +98,7 @@ def main(  # noqa: PLR0913 - the command's options
     except PayloadError as error:
         raise CommandError(error, 2) from error
     runtime = Runtime(pipeline, settings, "publisher", celery_app(pipeline, settings))
+    heap.freeze(settings)  # set up: what is alive now stays (a long --count pays for no start-up heap in its collections)
     published = []
     try:
         jobs = job_payloads(template, count)

@@ -58,8 +58,7 @@ def run_kafka_stage(pipeline: Pipeline, stage: Stage, settings: Settings) -> Non
         membership.instance_id,
         settings.kafka_client,
     )
-    if settings.gc_freeze:
-        heap.freeze_once()
+    heap.freeze(settings)
     try:
         worker.run()
     finally:
@@ -91,8 +90,7 @@ def run_celery_stages(pipeline: Pipeline, settings: Settings, options: CeleryOpt
     app = celery_app(pipeline, settings, held_key=f"hoptrace:held:{settings.namespace}{pipeline.name}:{slot.instance_id}")
     queues = register(app, pipeline, ProcessRuntime(pipeline, settings, "worker", app))
     report_health(HealthFile(settings.state_dir, [stage.name for stage in pipeline if isinstance(stage.transport, CeleryTransport)]))
-    if settings.gc_freeze:  # the pool's processes are forked after this: they inherit the frozen heap
-        heap.freeze_once()
+    heap.freeze(settings)  # the pool's processes are forked after this: they inherit the frozen heap
     app.worker_main(
         [
             "worker",

@@ -27,6 +27,8 @@ import gc
 import logging
 import threading
 
+from hoptrace.pipeline.settings import Settings
+
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
@@ -43,3 +45,9 @@ def freeze_once() -> None:
         gc.collect()
         gc.freeze()
     logger.info("froze %d objects alive after start-up out of the garbage collector's collections (HOPTRACE_GC_FREEZE)", gc.get_freeze_count())
+
+
+def freeze(settings: Settings) -> None:
+    """``freeze_once``, unless SETTINGS turn it off (``HOPTRACE_GC_FREEZE=false``)."""
+    if settings.gc_freeze:
+        freeze_once()

@@ -77,7 +77,7 @@ def hooks(pipeline: str) -> Hooks:
             settings = _settings()
             if settings is not None:
                 _record(settings)
-                _freeze(settings)  # the first message: the application has set itself up
+                heap.freeze(settings)  # the first message: the application has set itself up
             slow_after_s = settings.slow_after_s if settings is not None else None
             depth = settings.pathway_depth if settings is not None else DEFAULT_DEPTH
             _hooks[pipeline] = Hooks(default_middleware(Pipeline(pipeline), Instruments.of(), slow_after_s=slow_after_s, pathway_depth=depth))
@@ -93,12 +93,6 @@ def _settings() -> Settings | None:
         return None
 
 
-def _freeze(settings: Settings) -> None:
-    """Freeze the heap out of the garbage collector (``pipeline.heap``), unless ``HOPTRACE_GC_FREEZE`` is off; once per process."""
-    if settings.gc_freeze:
-        heap.freeze_once()
-
-
 def freeze_before_fork() -> None:
     """Freeze the heap now, in a parent process about to fork its workers (a Celery worker's main process, before its first pool process).
 
@@ -109,7 +103,7 @@ def freeze_before_fork() -> None:
         settings = Settings()
     except (ValidationError, SecretsFolderMissing):
         return
-    _freeze(settings)
+    heap.freeze(settings)
 
 
 def _record(settings: Settings) -> None:
