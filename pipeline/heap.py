@@ -18,11 +18,14 @@ alive: ``gc.freeze`` moves it into a permanent generation that collections skip.
 - the freeze itself is one full collection, at the point where it runs (a Kafka drop-in's first
   message: tens of milliseconds with the SDK loaded).
 
+At exit the heap is unfrozen again, so the interpreter's last collections see it as they would have.
+
 Turned off with ``HOPTRACE_GC_FREEZE=false``.
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import threading
@@ -44,6 +47,9 @@ def freeze_once() -> None:
         _frozen = True
         gc.collect()
         gc.freeze()
+        # At exit, the interpreter collects what its modules alone held before it clears them: unfrozen again, that runs as it
+        # would have (frozen, such objects outlived their modules' globals; a generator suspended in a ``with`` then failed to close).
+        atexit.register(gc.unfreeze)
     logger.info("froze %d objects alive after start-up out of the garbage collector's collections (HOPTRACE_GC_FREEZE)", gc.get_freeze_count())
 
 
