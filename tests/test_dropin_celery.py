@@ -172,8 +172,6 @@ def test_a_chain_a_chord_and_a_task_are_three_jobs_three_traces(
     assert plain_env["TEST_QUEUE"] in queues
     reporters = {point.resource.get("process.pid") for point in store.metrics("hoptrace.queue.depth")}
     assert reporters == {worker.popen.pid}  # once per worker host: the main process, not every pool process
-    froze = [line for line in worker.output().splitlines() if "objects alive after start-up" in line]
-    assert len(froze) == 1 and "MainProcess" in froze[0], froze  # the heap frozen before the pool forked: its processes inherit it
 
 
 @pytest.mark.parametrize("case", ["retry", "autoretry"])
@@ -260,7 +258,7 @@ def test_uninstrument_disconnects_every_signal_and_unwraps_every_method_and_inst
     ours = HoptraceCeleryInstrumentor()
     ours.instrument()
     connected = receivers()
-    assert sum(connected) - sum(before) == 10  # publish x2, prerun, postrun, retry, failure, pool exit, before a fork, worker ready and shutdown
+    assert sum(connected) - sum(before) == 9  # publish x2, prerun, postrun, retry, failure, pool exit, worker ready and shutdown
     assert all(owner.__dict__[name].__wrapped__ is originals[(owner, name)] for owner, name in patched)
     assert (CeleryInstrumentor._instrument, CeleryInstrumentor._uninstrument) != stock_methods  # noqa: SLF001 - silenced
     ours.instrument()

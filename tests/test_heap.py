@@ -9,36 +9,45 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-FIRST_MESSAGE = """
+INSTRUMENT = Path(sys.executable).with_name("opentelemetry-instrument")
+FROZEN = "import gc, json; print(json.dumps([gc.get_freeze_count()]))"
+INSTRUMENT_TWICE = """
 import gc, json
-from hoptrace.instrumentation import dropin
-before = gc.get_freeze_count()
-dropin.hooks("heap-test")  # what the first message of instrumented code does
-after = gc.get_freeze_count()
-dropin.hooks("heap-test-2")  # another pipeline's first message: frozen once per process
-print(json.dumps([before, after, gc.get_freeze_count()]))
+import hoptrace
+hoptrace.instrument()
+once = gc.get_freeze_count()
+hoptrace.instrument()
+print(json.dumps([once, gc.get_freeze_count()]))
 """
 
 
-def _run(script: str, **env: str) -> list[int]:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("HOPTRACE_", "OTEL_"))} | env
-    done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=60, check=True)
+def _run(script: str, *prefix: str, **env: str) -> list[int]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("HOPTRACE_", "OTEL_"))}
+    environment |= {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"} | env
+    done = subprocess.run([*prefix, sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=60, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_the_first_message_of_instrumented_code_freezes_the_heap_once() -> None:
-    before, after, later = _run(FIRST_MESSAGE)
-    assert before == 0
-    assert after > 10_000  # the modules, classes and functions of the SDK, the clients and hoptrace
-    assert later == after
+def test_opentelemetry_instrument_freezes_the_heap_before_the_application_starts() -> None:
+    [frozen] = _run(FROZEN, str(INSTRUMENT))
+    assert frozen > 10_000  # the modules, classes and functions of the SDK, the clients and hoptrace
+    assert _run(FROZEN) == [0]  # the same interpreter, not instrumented
+
+
+def test_hoptrace_instrument_freezes_the_heap_once() -> None:
+    once, twice = _run(INSTRUMENT_TWICE)
+    assert once > 10_000
+    assert twice == once
 
 
 @pytest.mark.parametrize("value", ["false", "0"])
 def test_hoptrace_gc_freeze_off_leaves_the_collector_as_it_is(value: str) -> None:
-    assert _run(FIRST_MESSAGE, HOPTRACE_GC_FREEZE=value) == [0, 0, 0]
+    assert _run(FROZEN, str(INSTRUMENT), HOPTRACE_GC_FREEZE=value) == [0]
+    assert _run(INSTRUMENT_TWICE, HOPTRACE_GC_FREEZE=value) == [0, 0]
 
 
 def test_only_what_is_alive_is_frozen() -> None:

@@ -93,10 +93,13 @@ def stock_instrumentors(disabled: frozenset[str] = frozenset()) -> list[tuple[ty
 
 
 def instrument(**kwargs: Any) -> None:
-    """Instrument every supported library that is installed (KWARGS go to each ``instrument()``); twice is a no-op."""
+    """Instrument every supported library that is installed (KWARGS go to each ``instrument()``), then freeze the start-up heap; twice is a no-op."""
+    from hoptrace.instrumentation.dropin import freeze_heap
+
     for _, instrumentor in _ours():
         if not instrumentor().is_instrumented_by_opentelemetry:
             instrumentor().instrument(**kwargs)
+    freeze_heap()
 
 
 def uninstrument() -> None:

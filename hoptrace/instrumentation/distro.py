@@ -10,6 +10,8 @@
   instrument those libraries (not where ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names hoptrace's
   entry point, such as ``hoptrace_kafka``: then the stock one runs), and providers some other configurator built get
   hoptrace's bounded shutdown.
+- ``after_instrumentors`` (``opentelemetry_post_instrument``): the start-up heap frozen out of the garbage collector
+  (``dropin.freeze_heap``), before the application's first message.
 
 The auto-instrumentation loader runs one distro and one configurator, the first it finds unless
 ``OTEL_PYTHON_DISTRO`` / ``OTEL_PYTHON_CONFIGURATOR`` say which; with opentelemetry-distro
@@ -73,3 +75,13 @@ def before_instrumentors() -> None:
         providers.global_telemetry()
     except Exception:  # noqa: BLE001 - the loader would stop instrumenting anything after us
         logger.exception("hoptrace's pre-instrumentation hook failed; stock instrumentors may run beside hoptrace's")
+
+
+def after_instrumentors() -> None:
+    """Freeze the start-up heap out of the garbage collector, everything instrumented (``dropin.freeze_heap``)."""
+    try:
+        from hoptrace.instrumentation.dropin import freeze_heap
+
+        freeze_heap()
+    except Exception:  # noqa: BLE001 - the application must start either way
+        logger.exception("hoptrace could not freeze the start-up heap; the application runs with the garbage collector as it is")

@@ -77,7 +77,6 @@ def hooks(pipeline: str) -> Hooks:
             settings = _settings()
             if settings is not None:
                 _record(settings)
-                heap.freeze(settings)  # the first message: the application has set itself up
             slow_after_s = settings.slow_after_s if settings is not None else None
             depth = settings.pathway_depth if settings is not None else DEFAULT_DEPTH
             _hooks[pipeline] = Hooks(default_middleware(Pipeline(pipeline), Instruments.of(), slow_after_s=slow_after_s, pathway_depth=depth))
@@ -93,11 +92,13 @@ def _settings() -> Settings | None:
         return None
 
 
-def freeze_before_fork() -> None:
-    """Freeze the heap now, in a parent process about to fork its workers (a Celery worker's main process, before its first pool process).
+def freeze_heap() -> None:
+    """Freeze the heap (``pipeline.heap``) now that this process is instrumented, unless ``HOPTRACE_GC_FREEZE`` is off.
 
-    The forked children inherit it frozen: they neither pay the full collection at their first message, nor touch (and so
-    copy) the parent's pages when collecting. A setting that does not parse leaves it to the first message, which says why.
+    Called when instrumenting is done (``opentelemetry-instrument``'s post-instrument hook, the end of ``hoptrace.instrument()``),
+    before the application's first message: the freeze's one full collection is a pause at start-up, never in a message's
+    latency, and a process that forks workers later (a Celery worker's pool) hands them the heap frozen. A setting that does
+    not parse leaves the collector alone (the first message says what is wrong).
     """
     try:
         settings = Settings()

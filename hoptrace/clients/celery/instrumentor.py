@@ -123,11 +123,6 @@ def _flush(**_: Any) -> None:
         configured.shutdown(SHUTDOWN_TIMEOUT_S)
 
 
-def _freeze(**_: Any) -> None:
-    """``worker_before_create_process`` (main process, before each pool process is forked): freeze the heap, once, for all of them."""
-    dropin.freeze_before_fork()
-
-
 class HoptraceCeleryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Instruments Celery publishing and task runs (the stock ``CeleryInstrumentor`` steps aside while this one is active)."""
 
@@ -145,7 +140,6 @@ class HoptraceCeleryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             (signals.task_retry, process.retried),
             (signals.task_failure, process.failed),
             (signals.worker_process_shutdown, _flush),
-            (signals.worker_before_create_process, _freeze),
             (signals.worker_ready, _Depth.start),
             (signals.worker_shutdown, _Depth.stop),
         ]
