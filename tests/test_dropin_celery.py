@@ -174,6 +174,16 @@ def test_a_chain_a_chord_and_a_task_are_three_jobs_three_traces(
     assert reporters == {worker.popen.pid}  # once per worker host: the main process, not every pool process
 
 
+@pytest.mark.parametrize(("env", "frozen"), [({}, True), ({"HOPTRACE_GC_FREEZE": "false"}, False)])
+def test_the_pool_processes_inherit_the_heap_frozen_at_start_up(
+    plain_env: dict[str, str], plain_worker: Callable, env: dict[str, str], frozen: bool
+) -> None:
+    with plain_worker(**env):
+        output = run_client(plain_env, "heap")
+    [count] = [int(line.split()[1]) for line in output if line.startswith("result")]
+    assert (count > 10_000) is frozen, count  # frozen by the worker's main process before it forked: pool processes never freeze
+
+
 @pytest.mark.parametrize("case", ["retry", "autoretry"])
 def test_a_retried_task_is_one_process_span_per_attempt_in_one_trace(
     case: str, plain_env: dict[str, str], plain_worker: Callable, telemetry_store: tuple[OtlpReceiver, TelemetryStore]

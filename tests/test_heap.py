@@ -15,14 +15,8 @@ import pytest
 
 INSTRUMENT = Path(sys.executable).with_name("opentelemetry-instrument")
 FROZEN = "import gc, json; print(json.dumps([gc.get_freeze_count()]))"
-INSTRUMENT_TWICE = """
-import gc, json
-import hoptrace
-hoptrace.instrument()
-once = gc.get_freeze_count()
-hoptrace.instrument()
-print(json.dumps([once, gc.get_freeze_count()]))
-"""
+OURS = "hoptrace_kafka,hoptrace_celery,hoptrace_confluent_kafka,hoptrace_aiokafka"
+"""hoptrace's instrumentors, as ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names them."""
 
 
 def _run(script: str, *prefix: str, **env: str) -> list[int]:
@@ -32,22 +26,34 @@ def _run(script: str, *prefix: str, **env: str) -> list[int]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_opentelemetry_instrument_freezes_the_heap_before_the_application_starts() -> None:
+def test_opentelemetry_instrument_with_hoptrace_freezes_the_heap_before_the_application_starts() -> None:
     [frozen] = _run(FROZEN, str(INSTRUMENT))
     assert frozen > 10_000  # the modules, classes and functions of the SDK, the clients and hoptrace
     assert _run(FROZEN) == [0]  # the same interpreter, not instrumented
 
 
-def test_hoptrace_instrument_freezes_the_heap_once() -> None:
-    once, twice = _run(INSTRUMENT_TWICE)
-    assert once > 10_000
-    assert twice == once
+def test_a_process_where_hoptrace_instruments_nothing_is_left_alone() -> None:
+    assert _run(FROZEN, str(INSTRUMENT), OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=OURS) == [0]  # the stock instrumentors only
 
 
 @pytest.mark.parametrize("value", ["false", "0"])
 def test_hoptrace_gc_freeze_off_leaves_the_collector_as_it_is(value: str) -> None:
     assert _run(FROZEN, str(INSTRUMENT), HOPTRACE_GC_FREEZE=value) == [0]
-    assert _run(INSTRUMENT_TWICE, HOPTRACE_GC_FREEZE=value) == [0, 0]
+
+
+def test_the_heap_is_frozen_once_per_process() -> None:
+    script = """
+import gc, json
+from hoptrace.pipeline import heap
+heap.freeze_once()
+once = gc.get_freeze_count()
+kept = [[] for _ in range(1000)]  # alive, not frozen: a second freeze would take them
+heap.freeze_once()
+print(json.dumps([once, gc.get_freeze_count()]))
+"""
+    once, twice = _run(script)
+    assert once > 0
+    assert twice == once
 
 
 def test_only_what_is_alive_is_frozen() -> None:

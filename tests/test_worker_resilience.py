@@ -180,6 +180,8 @@ def test_broken_kafka_headers_start_new_traces_and_every_order_gets_through(
         assert worker.popen.poll() is None, worker.output()
     # Stopped: the workers flushed, and a message processed twice would be in the outbox by now.
     _assert_each_delivered_once(settings, namespace, expected, worker)
+    froze = [line for line in worker.output().splitlines() if "objects alive after start-up" in line]
+    assert len(froze) == 3, froze  # each process of the worker (validate, ship, the Celery stages) froze its start-up heap once
     assert _counter(store, "hoptrace.propagation.fallbacks", "validate") == len(BAD_KAFKA_HEADERS)
     assert [_counter(store, "hoptrace.propagation.fallbacks", stage) for stage in ("charge", "ship", "notify")] == [0, 0, 0]
 

@@ -93,13 +93,15 @@ def stock_instrumentors(disabled: frozenset[str] = frozenset()) -> list[tuple[ty
 
 
 def instrument(**kwargs: Any) -> None:
-    """Instrument every supported library that is installed (KWARGS go to each ``instrument()``), then freeze the start-up heap; twice is a no-op."""
-    from hoptrace.instrumentation.dropin import freeze_heap
-
+    """Instrument every supported library that is installed (KWARGS go to each ``instrument()``); twice is a no-op."""
     for _, instrumentor in _ours():
         if not instrumentor().is_instrumented_by_opentelemetry:
             instrumentor().instrument(**kwargs)
-    freeze_heap()
+
+
+def instrumenting() -> bool:
+    """Whether any of hoptrace's instrumentors is instrumenting its library in this process now."""
+    return any(instrumentor().is_instrumented_by_opentelemetry for _, instrumentor in _ours())
 
 
 def uninstrument() -> None:

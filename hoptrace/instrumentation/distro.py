@@ -10,8 +10,8 @@
   instrument those libraries (not where ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names hoptrace's
   entry point, such as ``hoptrace_kafka``: then the stock one runs), and providers some other configurator built get
   hoptrace's bounded shutdown.
-- ``after_instrumentors`` (``opentelemetry_post_instrument``): the start-up heap frozen out of the garbage collector
-  (``dropin.freeze_heap``), before the application's first message.
+- ``after_instrumentors`` (``opentelemetry_post_instrument``): when hoptrace instruments something in this process,
+  the start-up heap frozen out of the garbage collector (``pipeline.heap``), before the application starts.
 
 The auto-instrumentation loader runs one distro and one configurator, the first it finds unless
 ``OTEL_PYTHON_DISTRO`` / ``OTEL_PYTHON_CONFIGURATOR`` say which; with opentelemetry-distro
@@ -78,10 +78,23 @@ def before_instrumentors() -> None:
 
 
 def after_instrumentors() -> None:
-    """Freeze the start-up heap out of the garbage collector, everything instrumented (``dropin.freeze_heap``)."""
-    try:
-        from hoptrace.instrumentation.dropin import freeze_heap
+    """Freeze the start-up heap (``pipeline.heap``) when hoptrace instruments a library here, unless ``HOPTRACE_GC_FREEZE`` is off.
 
-        freeze_heap()
+    At start-up, before the application: the freeze's one full collection delays no message, and a process that forks
+    its workers later (a Celery worker's pool) hands them the heap frozen. A process where hoptrace instruments nothing
+    (its instrumentors all disabled) is left alone, and so is one whose settings do not parse (its first message says why).
+    """
+    try:
+        from hoptrace.instrumentation import instrumenting
+        from hoptrace.pipeline import heap
+        from hoptrace.pipeline.settings import Settings
+
+        if not instrumenting():
+            return
+        try:
+            settings = Settings()
+        except ValueError:  # a setting that does not parse: pydantic's ValidationError, a missing secrets folder
+            return
+        heap.freeze(settings)
     except Exception:  # noqa: BLE001 - the application must start either way
         logger.exception("hoptrace could not freeze the start-up heap; the application runs with the garbage collector as it is")

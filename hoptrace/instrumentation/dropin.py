@@ -32,7 +32,6 @@ from pydantic import ValidationError
 
 from hoptrace.clients.redis.keep_channel import start_flight_recorder
 from hoptrace.instrumentation import stock_instrumentor
-from hoptrace.pipeline import heap
 from hoptrace.pipeline.attributes import FirstSeen
 from hoptrace.pipeline.defaults import default_middleware
 from hoptrace.pipeline.instruments import Instruments
@@ -90,21 +89,6 @@ def _settings() -> Settings | None:
     except (ValidationError, SecretsFolderMissing) as error:
         logger.warning("hoptrace's flight recorder and slow-job objective are off: a HOPTRACE_ setting is not valid (%s)", error)
         return None
-
-
-def freeze_heap() -> None:
-    """Freeze the heap (``pipeline.heap``) now that this process is instrumented, unless ``HOPTRACE_GC_FREEZE`` is off.
-
-    Called when instrumenting is done (``opentelemetry-instrument``'s post-instrument hook, the end of ``hoptrace.instrument()``),
-    before the application's first message: the freeze's one full collection is a pause at start-up, never in a message's
-    latency, and a process that forks workers later (a Celery worker's pool) hands them the heap frozen. A setting that does
-    not parse leaves the collector alone (the first message says what is wrong).
-    """
-    try:
-        settings = Settings()
-    except (ValidationError, SecretsFolderMissing):
-        return
-    heap.freeze(settings)
 
 
 def _record(settings: Settings) -> None:

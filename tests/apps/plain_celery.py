@@ -6,6 +6,7 @@ Broker and result backend: the test's Redis with its key prefix (``TEST_REDIS_PR
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 
@@ -71,3 +72,9 @@ def auto(x: int) -> int:
     if auto.request.retries == 0:
         raise ValueError("first run refused")
     return x
+
+
+@app.task(name="plain.heap")
+def heap() -> int:
+    """How many objects the garbage collector has frozen in the pool process that runs it (the tests' look at the drop-in's freeze)."""
+    return gc.get_freeze_count()

@@ -1,12 +1,13 @@
 """Publishes into the plain Celery app (tests/apps/plain_celery.py) like any client would, then waits for the results.
 
-``python -m tests.apps.plain_celery_client CASE``; CASE is ``canvas`` (a chain of 3, a chord of
-5 + body, a plain task), ``retry``, ``autoretry``, ``countdown`` (a task held 1.5 s), ``slow-chord``
-(a chord of 4 quick members and one that takes 1.5 s, + body), ``by-name`` (``send_task`` from an app that
-does not register the task) or ``failing-chains`` (3 chains whose last task raises, among 60 plain
-tasks; the client then stays ``TEST_LINGER_S`` seconds, as a long-lived client would, for its flight
-recorder to hand over what it holds of the failed jobs). Prints ``result <value>`` per result (the
-exception's type for a failed one) and ``leaked <bool>`` (a span still current after publishing).
+``python -m tests.apps.plain_celery_client CASE``; CASE is ``canvas`` (a chain of 3, a chord of 5 + body, a
+plain task), ``retry``, ``autoretry``, ``countdown`` (a task held 1.5 s), ``slow-chord`` (a chord of 4 quick
+members and one that takes 1.5 s, + body), ``by-name`` (``send_task`` from an app that does not register the
+task), ``heap`` (the frozen objects of the pool process that runs it) or ``failing-chains`` (3 chains whose
+last task raises, among 60 plain tasks; the client then stays ``TEST_LINGER_S`` seconds, as a long-lived
+client would, for its flight recorder to hand over what it holds of the failed jobs). Prints ``result
+<value>`` per result (the exception's type for a failed one) and ``leaked <bool>`` (a span still current after
+publishing).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from celery import Celery, chain, chord
 from celery.result import AsyncResult
 from opentelemetry import trace
 
-from tests.apps.plain_celery import PREFIX, REDIS, add, app, auto, boom, flaky, mul, nap, xsum
+from tests.apps.plain_celery import PREFIX, REDIS, add, app, auto, boom, flaky, heap, mul, nap, xsum
 
 
 def by_name() -> AsyncResult:
@@ -45,6 +46,8 @@ def main(case: str) -> None:
         results = [auto.delay(8)]
     elif case == "by-name":
         results = [by_name()]
+    elif case == "heap":
+        results = [heap.delay()]
     elif case == "failing-chains":
         results = [chain(add.s(1, 2), mul.s(3), boom.s()).apply_async() for _ in range(3)] + [add.delay(n, n) for n in range(60)]
     else:
