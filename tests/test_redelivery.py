@@ -181,9 +181,13 @@ def test_a_channel_closing_after_its_fetch_lost_the_connection_closes_and_puts_b
         channel = consumer.channel
         channel._idle_until = time.monotonic() + 60  # the next poll is the idle wait: a blocking command in flight
         channel._brpop_start()
-        waiting = [entry["id"] for entry in client.client_list() if entry["cmd"] == "blpop" and entry["db"] == str(REDIS_DB)]
-        assert len(waiting) == 1, waiting
-        client.client_kill_filter(_id=waiting[0])  # the connection is lost with the poll in flight
+        here = "%s:%d" % channel.client.connection._sock.getsockname()  # noqa: SLF001, UP031 - the polling connection's own address
+
+        def polling() -> list[str]:
+            return [entry["id"] for entry in client.client_list() if entry["addr"] == here and entry["cmd"] == "blpop"]
+
+        assert wait_for(lambda: len(polling()) == 1, timeout=5), client.client_list()
+        client.client_kill_filter(_id=polling()[0])  # the connection is lost with the poll in flight
         channel.close()
         assert channel.closed
     assert client.llen(queue.name) == 1  # the message the channel had taken is back on its queue

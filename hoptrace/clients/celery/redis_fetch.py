@@ -129,7 +129,7 @@ class Channel(kombu_redis.Channel):
                 reply = self.client.parse_response(self.client.connection, "EVAL" if self._fetching else "BLPOP", **options)
             except self.connection_errors:
                 self.client.connection.disconnect()  # the next poll reconnects
-                if self._closing:  # kombu's close reads the fetch in flight first: it must go on to put back what this channel took
+                if self._closing:  # kombu's close reads the fetch in flight first; it must go on, to put back what this channel's QoS holds
                     raise kombu_redis.Empty() from None
                 raise
             if not (self._fetching and reply):
