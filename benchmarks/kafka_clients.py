@@ -1,7 +1,7 @@
 """The measured Kafka client processes (run by ``benchmarks.kafka_hop``, one process per client and run).
 
 ``produce`` sends COUNT payloads of about 1 KB to a stage's topic and writes
-``{"first": epoch_s, "last_ack": epoch_s, "count": n, "cpu_s": s, "cpu_by_thread_s": {...}, "kafka_crc": ...}``
+``{"first": epoch_s, "last_ack": epoch_s, "count": n, "cpu_s": s, "cpu_by_thread_s": {...}, "gc_s": [...], "kafka_crc": ...}``
 to a result file (``cpu_s``: the process's CPU time, every thread, from the first send to the last
 acknowledgement; ``cpu_by_thread_s``: the same per Python thread, by name, and ``(native threads)``
 for the rest, e.g. gRPC's own; ``kafka_crc``: the CRC kafka-python used, see ``benchmarks.crc``; and for
@@ -12,7 +12,8 @@ for the broker's acknowledgements every CONFIRM_EVERY records (as ``hoptrace pub
 * ``stock``: the same, with the stock ``KafkaInstrumentor`` (a PRODUCER span per send, exported
   in batches over OTLP gRPC; tracing only).
 * ``hoptrace``: ``Runtime.publisher`` (``PipelinePublisher`` + ``KafkaSender``), with telemetry
-  configured from ``OTEL_*`` exactly as ``hoptrace publish`` does. With ``--quiet-publishes N``
+  configured from ``OTEL_*`` and the start-up heap frozen (``pipeline.heap``) exactly as ``hoptrace publish``
+  does: the ``none`` and ``stock`` producers, which are not hoptrace, keep the collector as it is. With ``--quiet-publishes N``
   (the Kafka hop section's), after the measured run it times N more publishes with the same
   middleware, one ``DiscardSender`` per system (``quiet_publish_cpu_us``: main-thread CPU µs per
   publish): hoptrace's publish alone, with no live client around it, to hold against what the
@@ -125,7 +126,7 @@ def produce(tracing: str, spec: str, stage_name: str, count: int, confirm_every:
     confirm()
     last, used = time.time(), split.result()
     result = {"first": first, "last_ack": last, "count": count, "kafka_crc": crc.active()}
-    result |= {key: used[key] for key in ("cpu_s", "cpu_by_thread_s")}
+    result |= {key: used[key] for key in ("cpu_s", "cpu_by_thread_s", "gc_s")}
     if quiet is not None:
         result["quiet_publish_cpu_us"] = quiet()
     close()
