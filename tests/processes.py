@@ -15,6 +15,11 @@ _OWN_FRAME = re.compile(r'File "[^"]*/(?:hoptrace|pipeline|workers|producers|exa
 _TRACEBACK = "Traceback (most recent call last):"
 
 
+def without_telemetry_settings() -> dict[str, str]:
+    """This process's environment without its ``OTEL_*`` and ``HOPTRACE_*`` variables: a child configured only by what the test gives it."""
+    return {name: value for name, value in os.environ.items() if not name.startswith(("OTEL_", "HOPTRACE_"))}
+
+
 def own_tracebacks(output: str) -> list[str]:
     """The tracebacks in OUTPUT that pass through hoptrace's (or the tests') code.
 

@@ -8,7 +8,6 @@ Records are fed by kafka-python with hand-written ``traceparent`` headers and re
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -49,7 +48,7 @@ from tests.kafka_dropin import (
     telemetry,
 )
 from tests.memory_store import TelemetryStore
-from tests.processes import running
+from tests.processes import running, without_telemetry_settings
 from tests.traces import chain
 
 __all__ = ["telemetry"]  # the fixture (tests.kafka_dropin)
@@ -270,7 +269,7 @@ def test_a_job_across_kafka_python_celery_confluent_kafka_aiokafka_and_celery_is
     receiver, store = telemetry_store
     first, middle, last, queue = new_topic("first"), new_topic("middle"), new_topic("last"), f"mixed-{unique}"
     env = {
-        **{name: value for name, value in os.environ.items() if not name.startswith(("OTEL_", "HOPTRACE_"))},
+        **without_telemetry_settings(),
         "HOPTRACE_REDIS_URL": settings.redis_url,
         "TEST_REDIS_PREFIX": redis_prefix,
         "TEST_QUEUE": queue,

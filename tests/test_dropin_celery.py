@@ -29,7 +29,7 @@ from hoptrace.view.critical_path import critical_path, dominant
 from hoptrace.view.otlp_decode import ReceivedSpan
 from hoptrace.view.receiver import OtlpReceiver
 from tests.memory_store import TelemetryStore
-from tests.processes import Process, running
+from tests.processes import Process, running, without_telemetry_settings
 from tests.secured import secured_env
 from tests.traces import chain, latest_totals, tiles, wait_for
 
@@ -73,7 +73,7 @@ def run_client(plain_env: dict[str, str], case: str, **env: str) -> list[str]:
     """Run the client CASE under opentelemetry-instrument to the end; its output lines."""
     done = subprocess.run(
         [INSTRUMENT, sys.executable, "-m", "tests.apps.plain_celery_client", case],
-        env={**_clean_environment(), **plain_env, "OTEL_SERVICE_NAME": "plain-client", **env},
+        env={**without_telemetry_settings(), **plain_env, "OTEL_SERVICE_NAME": "plain-client", **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -82,12 +82,6 @@ def run_client(plain_env: dict[str, str], case: str, **env: str) -> list[str]:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "leaked False" in done.stdout
     return done.stdout.splitlines()
-
-
-def _clean_environment() -> dict[str, str]:
-    import os
-
-    return {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "HOPTRACE_"))}
 
 
 def hoptrace_spans(store: TelemetryStore) -> dict[str, list[ReceivedSpan]]:

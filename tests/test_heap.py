@@ -6,12 +6,13 @@ Each case runs in a fresh interpreter: freezing is once per process, and must no
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.processes import without_telemetry_settings
 
 INSTRUMENT = Path(sys.executable).with_name("opentelemetry-instrument")
 FROZEN = "import gc, json; print(json.dumps([gc.get_freeze_count()]))"
@@ -20,8 +21,7 @@ OURS = "hoptrace_kafka,hoptrace_celery,hoptrace_confluent_kafka,hoptrace_aiokafk
 
 
 def _run(script: str, *prefix: str, **env: str) -> list[int]:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("HOPTRACE_", "OTEL_"))}
-    environment |= {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"} | env
+    environment = without_telemetry_settings() | {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"} | env
     done = subprocess.run([*prefix, sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=60, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
