@@ -1,4 +1,4 @@
-"""Where a measured process's CPU goes: per thread, and in the garbage collector, from a start mark to now.
+"""Where a measured process's CPU goes: per thread, and in the garbage collector, from a start mark to now (and the wall clock).
 
 Imported by the benchmark's client processes (``benchmarks.kafka_clients``) and by the relay scripts,
 which run as scripts (``from cpu_split import CpuSplit``): so it uses the standard library only.
@@ -53,7 +53,8 @@ class CpuSplit:
         gc.callbacks.append(self._collected)
 
     def mark(self) -> None:
-        """Start again from now: CPU per thread now, no collection yet."""
+        """Start again from now: the clock and CPU per thread now, no collection yet."""
+        self._began = time.perf_counter()
         self._cpu = time.process_time()
         self._threads = threads_cpu_s()
         self._gc_s = [0.0, 0.0, 0.0]
@@ -68,10 +69,10 @@ class CpuSplit:
         self._gc_runs[generation] += 1
 
     def result(self) -> dict[str, Any]:
-        """Since the start: ``cpu_s``, ``cpu_by_thread_s`` (with ``NATIVE``), ``gc_s`` and ``gc_runs`` per generation; stops the callback."""
-        cpu = time.process_time() - self._cpu
+        """Since the start: ``seconds`` (wall clock), ``cpu_s``, ``cpu_by_thread_s`` (with ``NATIVE``), ``gc_s``, ``gc_runs``; ends the watch."""
+        seconds, cpu = time.perf_counter() - self._began, time.process_time() - self._cpu
         if self._collected in gc.callbacks:
             gc.callbacks.remove(self._collected)
         by_thread = {name: seconds - self._threads.get(name, 0.0) for name, seconds in threads_cpu_s().items()}
         by_thread[NATIVE] = max(0.0, cpu - sum(by_thread.values()))
-        return {"cpu_s": cpu, "cpu_by_thread_s": by_thread, "gc_s": list(self._gc_s), "gc_runs": list(self._gc_runs)}
+        return {"seconds": seconds, "cpu_s": cpu, "cpu_by_thread_s": by_thread, "gc_s": list(self._gc_s), "gc_runs": list(self._gc_runs)}
